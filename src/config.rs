@@ -1,0 +1,450 @@
+//! Engine configuration: dimensions, RoPE/YaRN parameters, cache dtype, attention mode.
+//!
+//! One [`Config`] covers both variants of DESIGN.md section 2: the DeepSeek-V2/V3
+//! attention (shared rope key, optional query LoRA with RMSNorm) and the seed
+//! tutorial's (per-head rope key taken from `x`, no query norm). [`Config::validate`]
+//! names the offending field; [`Dims`] holds the derived sizes, all checked for
+//! overflow, that the rest of the engine uses.
+
+use crate::dtype::DType;
+use crate::status::{err, Error, Result, Status};
+
+/// Order of the rotated pairs inside a rope vector of `p` values (`mla_rope_layout`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Pairs `(x[2i], x[2i+1])` (DeepSeek checkpoints, HF `rope_interleave=True`).
+    Interleaved = 0,
+    /// Pairs `(x[i], x[i+p/2])` (rotate_half / NeoX; the tutorial).
+    Half = 1,
+}
+
+/// Where the rope key comes from (`mla_rope_key`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeKey {
+    /// One `k_pe` per token from `kv_a_proj_with_mqa`, shared by all heads (DeepSeek).
+    Shared = 0,
+    /// One `k_pe` per head per token (the tutorial's `k_rope_proj`).
+    PerHead = 1,
+}
+
+/// How attention is computed (`mla_attn_mode`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnMode {
+    /// Pick per call by estimated cost (absorbed for decode, naive for long prefill).
+    Auto = 0,
+    /// Decompress K and V from the latent cache, then standard attention.
+    Naive = 1,
+    /// Absorb `W_UK` into the query and `W_UV` after the latent sum (DESIGN.md 2.1).
+    Absorb = 2,
+}
+
+impl RopeLayout {
+    /// From a raw value; `None` if unknown.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Interleaved),
+            1 => Some(Self::Half),
+            _ => None,
+        }
+    }
+}
+
+impl RopeKey {
+    /// From a raw value; `None` if unknown.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Shared),
+            1 => Some(Self::PerHead),
+            _ => None,
+        }
+    }
+}
+
+impl AttnMode {
+    /// From a raw value; `None` if unknown.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Auto),
+            1 => Some(Self::Naive),
+            2 => Some(Self::Absorb),
+            _ => None,
+        }
+    }
+}
+
+/// The engine configuration; mirrors `mla_config` field by field (without `struct_size`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// `d`: model width; `x` and the output are `[n_tokens][d]`.
+    pub hidden_size: u32,
+    /// `H`: attention heads.
+    pub num_heads: u32,
+    /// `r_q`: query LoRA rank; 0 means a plain `q_proj`.
+    pub q_lora_rank: u32,
+    /// `r`: latent (compressed KV) width, cached per token.
+    pub kv_lora_rank: u32,
+    /// `n`: per-head key/query width without RoPE.
+    pub qk_nope_head_dim: u32,
+    /// `p`: per-head rotated width (even).
+    pub qk_rope_head_dim: u32,
+    /// `v`: per-head value width.
+    pub v_head_dim: u32,
+    /// Cache capacity in tokens (positions 0 .. max_seq_len-1).
+    pub max_seq_len: u32,
+    /// Most tokens one forward call may append (sizes the scratch memory).
+    pub max_tokens_per_call: u32,
+    /// Pair order of rotated vectors.
+    pub rope_layout: RopeLayout,
+    /// Shared or per-head rope key.
+    pub rope_key: RopeKey,
+    /// RMSNorm on the query latent (`q_a_layernorm`); needs `q_lora_rank > 0`.
+    pub q_norm: bool,
+    /// Storage type of the latent cache.
+    pub cache_dtype: DType,
+    /// Attention path.
+    pub attn_mode: AttnMode,
+    /// YaRN `L0`: the pre-training context length (used when `rope_factor > 1`).
+    pub original_max_position: u32,
+    /// RMSNorm epsilon (> 0).
+    pub rms_norm_eps: f32,
+    /// RoPE base `theta` (> 1).
+    pub rope_theta: f32,
+    /// YaRN scale factor `s`; `<= 1` disables YaRN.
+    pub rope_factor: f32,
+    /// YaRN `beta_fast` (> beta_slow).
+    pub beta_fast: f32,
+    /// YaRN `beta_slow` (> 0).
+    pub beta_slow: f32,
+    /// YaRN `mscale` (cos/sin numerator).
+    pub mscale: f32,
+    /// YaRN `mscale_all_dim` (cos/sin denominator, softmax scale squared).
+    pub mscale_all_dim: f32,
+    /// Softmax scale override; 0 derives `(n+p)^-0.5 * mscale(s, mscale_all_dim)^2`.
+    pub softmax_scale: f32,
+}
+
+impl Config {
+    /// The seed tutorial's MLA: d 256, H 8, n = v = 32, r 128, r_q 192, p 64,
+    /// per-head rope key, half layout, no query norm.
+    pub const fn tutorial() -> Config {
+        Config {
+            hidden_size: 256,
+            num_heads: 8,
+            q_lora_rank: 192,
+            kv_lora_rank: 128,
+            qk_nope_head_dim: 32,
+            qk_rope_head_dim: 64,
+            v_head_dim: 32,
+            max_seq_len: 1024,
+            max_tokens_per_call: 128,
+            rope_layout: RopeLayout::Half,
+            rope_key: RopeKey::PerHead,
+            q_norm: false,
+            cache_dtype: DType::F32,
+            attn_mode: AttnMode::Auto,
+            original_max_position: 1024,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            rope_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 1.0,
+            mscale_all_dim: 1.0,
+            softmax_scale: 0.0,
+        }
+    }
+
+    /// Attention dims of DeepSeek-V2-Lite (published config): d 2048, H 16, no query
+    /// LoRA, r 512, n 128, p 64, v 128, YaRN s 40 over 4096 with mscale 0.707.
+    /// Capacity 4096 tokens, 256 per call (change to suit the host).
+    pub const fn deepseek_v2_lite() -> Config {
+        Config {
+            hidden_size: 2048,
+            num_heads: 16,
+            q_lora_rank: 0,
+            kv_lora_rank: 512,
+            qk_nope_head_dim: 128,
+            qk_rope_head_dim: 64,
+            v_head_dim: 128,
+            max_seq_len: 4096,
+            max_tokens_per_call: 256,
+            rope_layout: RopeLayout::Interleaved,
+            rope_key: RopeKey::Shared,
+            q_norm: false,
+            cache_dtype: DType::F32,
+            attn_mode: AttnMode::Auto,
+            original_max_position: 4096,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            rope_factor: 40.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 0.707,
+            mscale_all_dim: 0.707,
+            softmax_scale: 0.0,
+        }
+    }
+
+    /// Attention dims of DeepSeek-V3 (published config): d 7168, H 128, r_q 1536
+    /// with RMSNorm, r 512, n 128, p 64, v 128, YaRN s 40 over 4096, mscale 1.
+    /// Capacity 4096 tokens, 256 per call (change to suit the host).
+    pub const fn deepseek_v3() -> Config {
+        Config {
+            hidden_size: 7168,
+            num_heads: 128,
+            q_lora_rank: 1536,
+            kv_lora_rank: 512,
+            qk_nope_head_dim: 128,
+            qk_rope_head_dim: 64,
+            v_head_dim: 128,
+            max_seq_len: 4096,
+            max_tokens_per_call: 256,
+            rope_layout: RopeLayout::Interleaved,
+            rope_key: RopeKey::Shared,
+            q_norm: true,
+            cache_dtype: DType::F32,
+            attn_mode: AttnMode::Auto,
+            original_max_position: 4096,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            rope_factor: 40.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 1.0,
+            mscale_all_dim: 1.0,
+            softmax_scale: 0.0,
+        }
+    }
+
+    /// Checks every field; on failure the message names the field and the rule.
+    pub fn validate(&self) -> Result<()> {
+        self.dims().map(|_| ())
+    }
+
+    /// Validates and returns the derived sizes.
+    pub fn dims(&self) -> Result<Dims> {
+        let bad = |field: &str, why: &str| -> Error {
+            err(Status::InvalidConfig, field).s(": ").s(why)
+        };
+        let pos = |field: &str, v: u32| -> Result<usize> {
+            if v == 0 {
+                Err(bad(field, "must be > 0"))
+            } else {
+                Ok(v as usize)
+            }
+        };
+        let d = pos("hidden_size", self.hidden_size)?;
+        let h = pos("num_heads", self.num_heads)?;
+        let r = pos("kv_lora_rank", self.kv_lora_rank)?;
+        let n = pos("qk_nope_head_dim", self.qk_nope_head_dim)?;
+        let p = pos("qk_rope_head_dim", self.qk_rope_head_dim)?;
+        let v = pos("v_head_dim", self.v_head_dim)?;
+        let max_seq = pos("max_seq_len", self.max_seq_len)?;
+        let max_tok = pos("max_tokens_per_call", self.max_tokens_per_call)?;
+        let rq = self.q_lora_rank as usize;
+        if p % 2 != 0 {
+            return Err(bad("qk_rope_head_dim", "must be even (RoPE rotates pairs)"));
+        }
+        if max_tok > max_seq {
+            return Err(bad("max_tokens_per_call", "must be <= max_seq_len"));
+        }
+        if self.q_norm && rq == 0 {
+            return Err(bad("q_norm", "needs q_lora_rank > 0 (the norm acts on the query latent)"));
+        }
+        let finite_pos = |field: &str, x: f32| -> Result<()> {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(field, "must be finite and > 0"))
+            }
+        };
+        finite_pos("rms_norm_eps", self.rms_norm_eps)?;
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(bad("rope_theta", "must be finite and > 1"));
+        }
+        finite_pos("rope_factor", self.rope_factor)?;
+        if self.rope_factor > 1.0 {
+            if self.original_max_position == 0 {
+                return Err(bad("original_max_position", "must be > 0 when rope_factor > 1"));
+            }
+            finite_pos("beta_slow", self.beta_slow)?;
+            finite_pos("beta_fast", self.beta_fast)?;
+            if self.beta_fast <= self.beta_slow {
+                return Err(bad("beta_fast", "must be > beta_slow"));
+            }
+            if !self.mscale.is_finite() || !self.mscale_all_dim.is_finite() {
+                return Err(bad("mscale", "mscale and mscale_all_dim must be finite"));
+            }
+        }
+        if !(self.softmax_scale.is_finite() && self.softmax_scale >= 0.0) {
+            return Err(bad("softmax_scale", "must be finite and >= 0 (0 = derived)"));
+        }
+
+        // Derived sizes, each checked for overflow; the total engine size is also
+        // checked by the memory plan.
+        let ovf = |what: &str| bad(what, "dimensions overflow");
+        let qk = n.checked_add(p).ok_or_else(|| ovf("qk_head_dim"))?;
+        let q_width = h.checked_mul(qk).ok_or_else(|| ovf("num_heads * (n + p)"))?;
+        let rope_k = match self.rope_key {
+            RopeKey::Shared => p,
+            RopeKey::PerHead => h.checked_mul(p).ok_or_else(|| ovf("num_heads * p"))?,
+        };
+        let kv_a_rows = r.checked_add(rope_k).ok_or_else(|| ovf("kv_lora_rank + rope"))?;
+        let nv = n.checked_add(v).ok_or_else(|| ovf("n + v"))?;
+        let kv_b_rows = h.checked_mul(nv).ok_or_else(|| ovf("num_heads * (n + v)"))?;
+        let o_cols = h.checked_mul(v).ok_or_else(|| ovf("num_heads * v"))?;
+        let cache_row = kv_a_rows;
+        let cache_bytes_per_token = cache_row
+            .checked_mul(self.cache_dtype.size())
+            .ok_or_else(|| ovf("cache row"))?;
+        cache_bytes_per_token
+            .checked_mul(max_seq)
+            .ok_or_else(|| ovf("max_seq_len * cache row"))?;
+        // Products with d must fit (weights are indexed by row * d).
+        for (what, rows) in [("q rows", q_width), ("kv_a rows", kv_a_rows), ("o_proj", o_cols)] {
+            rows.checked_mul(d).ok_or_else(|| ovf(what))?;
+        }
+        kv_b_rows.checked_mul(r).ok_or_else(|| ovf("kv_b_proj"))?;
+        if rq > 0 {
+            rq.checked_mul(d.max(q_width)).ok_or_else(|| ovf("q_lora_rank"))?;
+        }
+        Ok(Dims {
+            d,
+            h,
+            rq,
+            r,
+            n,
+            p,
+            v,
+            qk,
+            q_width,
+            rope_k,
+            kv_a_rows,
+            kv_b_rows,
+            o_cols,
+            cache_row,
+            max_seq,
+            max_tok,
+        })
+    }
+
+    /// Values cached per token (`r + p` shared, `r + H*p` per head).
+    pub fn cache_values_per_token(&self) -> Result<usize> {
+        Ok(self.dims()?.cache_row)
+    }
+
+    /// Bytes cached per token in the configured cache dtype.
+    pub fn cache_bytes_per_token(&self) -> Result<usize> {
+        Ok(self.dims()?.cache_row * self.cache_dtype.size())
+    }
+
+    /// Bytes per token a full (non-latent) K/V cache would hold in the same dtype:
+    /// `H * (n + p + v)` values (keys with their rope part, and values).
+    pub fn full_kv_bytes_per_token(&self) -> Result<usize> {
+        let dm = self.dims()?;
+        Ok(dm.h * (dm.qk + dm.v) * self.cache_dtype.size())
+    }
+
+    /// True when YaRN is active (`rope_factor > 1`).
+    pub fn yarn(&self) -> bool {
+        self.rope_factor > 1.0
+    }
+}
+
+/// Sizes derived from a valid [`Config`] (all products known not to overflow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// hidden_size
+    pub d: usize,
+    /// num_heads
+    pub h: usize,
+    /// q_lora_rank (0: q_proj)
+    pub rq: usize,
+    /// kv_lora_rank
+    pub r: usize,
+    /// qk_nope_head_dim
+    pub n: usize,
+    /// qk_rope_head_dim
+    pub p: usize,
+    /// v_head_dim
+    pub v: usize,
+    /// n + p
+    pub qk: usize,
+    /// H * (n + p): query width
+    pub q_width: usize,
+    /// Rope-key width per token: p (shared) or H * p (per head)
+    pub rope_k: usize,
+    /// r + rope_k: rows of kv_a_proj_with_mqa
+    pub kv_a_rows: usize,
+    /// H * (n + v): rows of kv_b_proj
+    pub kv_b_rows: usize,
+    /// H * v: columns of o_proj
+    pub o_cols: usize,
+    /// Values per cached token: r + rope_k
+    pub cache_row: usize,
+    /// max_seq_len
+    pub max_seq: usize,
+    /// max_tokens_per_call
+    pub max_tok: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for c in [Config::tutorial(), Config::deepseek_v2_lite(), Config::deepseek_v3()] {
+            c.validate().unwrap();
+        }
+        // DESIGN.md 2.1: 576 cached values per token for V3 against 40,960 for full K/V.
+        let v3 = Config::deepseek_v3();
+        assert_eq!(v3.cache_values_per_token().unwrap(), 576);
+        assert_eq!(v3.full_kv_bytes_per_token().unwrap() / 4, 128 * (192 + 128));
+        // Tutorial: r + H*p = 128 + 8*64.
+        assert_eq!(Config::tutorial().cache_values_per_token().unwrap(), 640);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = Config::tutorial();
+        c.qk_rope_head_dim = 63;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.status(), Status::InvalidConfig);
+        assert!(e.message().starts_with("qk_rope_head_dim"), "{}", e.message());
+
+        let mut c = Config::tutorial();
+        c.hidden_size = 0;
+        assert!(c.validate().unwrap_err().message().starts_with("hidden_size"));
+
+        let mut c = Config::tutorial();
+        c.q_lora_rank = 0;
+        c.q_norm = true;
+        assert!(c.validate().unwrap_err().message().starts_with("q_norm"));
+
+        let mut c = Config::deepseek_v3();
+        c.beta_fast = 0.5;
+        assert!(c.validate().unwrap_err().message().starts_with("beta_fast"));
+
+        let mut c = Config::tutorial();
+        c.rms_norm_eps = f32::NAN;
+        assert!(c.validate().unwrap_err().message().starts_with("rms_norm_eps"));
+
+        let mut c = Config::tutorial();
+        c.max_tokens_per_call = c.max_seq_len + 1;
+        assert!(c.validate().unwrap_err().message().starts_with("max_tokens_per_call"));
+    }
+
+    #[test]
+    fn overflow_is_rejected() {
+        let mut c = Config::deepseek_v3();
+        c.num_heads = u32::MAX;
+        c.hidden_size = u32::MAX;
+        c.max_seq_len = u32::MAX;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.status(), Status::InvalidConfig);
+    }
+}

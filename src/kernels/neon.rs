@@ -1,0 +1,109 @@
+//! aarch64 Advanced SIMD (NEON), 4 lanes. NEON is part of the aarch64 base ABI
+//! (`aarch64-unknown-linux-gnu` and every Jetson), so no detection is needed.
+
+use super::{Simd, EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+use core::arch::aarch64::*;
+use half::{bf16, f16};
+
+/// NEON.
+#[derive(Clone, Copy)]
+pub(crate) struct Neon;
+
+// SAFETY (every method below): NEON is always present on aarch64 targets with
+// the `neon` feature (the default); pointers are valid for 4 elements (trait
+// contract). vld1/vst1 have no alignment requirement beyond the element's.
+impl Simd for Neon {
+    const LANES: usize = 4;
+    type V = float32x4_t;
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const bf16) -> float32x4_t {
+        // SAFETY: see the impl comment; bf16 is 2-byte aligned like u16.
+        unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p.cast::<u16>()))) }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const f16) -> float32x4_t {
+        // SAFETY: see the impl comment. FCVTL (half to single, 4 lanes) is base
+        // ARMv8.0 Advanced SIMD; the asm reads and writes only its registers.
+        unsafe {
+            let raw = vld1_u16(p.cast::<u16>());
+            let out: float32x4_t;
+            core::arch::asm!(
+                "fcvtl {o:v}.4s, {i:v}.4h",
+                o = lateout(vreg) out,
+                i = in(vreg) raw,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+            out
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        // SAFETY: see the impl comment.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vmaxq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: float32x4_t) -> f32 {
+        // SAFETY: see the impl comment.
+        unsafe { vaddvq_f32(v) }
+    }
+    #[inline(always)]
+    unsafe fn hmax(v: float32x4_t) -> f32 {
+        // SAFETY: see the impl comment.
+        unsafe { vmaxvq_f32(v) }
+    }
+    #[inline(always)]
+    unsafe fn exp(x: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let keep = vcgeq_f32(x, vdupq_n_f32(EXP_LO));
+            let x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(EXP_HI)), vdupq_n_f32(EXP_LO));
+            let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(LOG2E)));
+            let r = vfmsq_f32(x, n, vdupq_n_f32(LN2_HI));
+            let r = vfmsq_f32(r, n, vdupq_n_f32(LN2_LO));
+            let mut p = vdupq_n_f32(EXP_P[0]);
+            for &c in &EXP_P[1..] {
+                p = vfmaq_f32(vdupq_n_f32(c), p, r);
+            }
+            let y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), p, vmulq_f32(r, r));
+            let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+            let pow2 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(e));
+            let res = vmulq_f32(y, pow2);
+            vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(res), keep))
+        }
+    }
+}
