@@ -1,0 +1,194 @@
+//! The safetensors reader on the golden files in tests/data (written by the Python
+//! safetensors library): every file parses, its metadata gives a valid config, and
+//! its weights bind zero-copy with the shapes that config needs.
+
+use mla::dtype::Elems;
+use mla::safetensors::{bind_weights, config_from_metadata, FileDType, SafeTensors};
+use mla::{Config, RopeKey, RopeLayout, Status};
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = "model.layers.0.self_attn.";
+
+/// File bytes in 8-byte aligned storage, optionally shifted by `shift` bytes.
+struct Aligned {
+    words: Vec<u64>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(raw: &[u8], shift: usize) -> Aligned {
+        let mut words = vec![0u64; (raw.len() + shift).div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[shift..shift + raw.len()]
+            .copy_from_slice(raw);
+        Aligned {
+            words,
+            start: shift,
+            len: raw.len(),
+        }
+    }
+    fn get(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[self.start..self.start + self.len]
+    }
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the golden files come from tools/reference/make_golden.py)",
+            path.display()
+        )
+    })
+}
+
+fn f32_at(st: &SafeTensors, name: &str, i: usize) -> f32 {
+    let t = st.tensor(name).unwrap().unwrap();
+    assert_eq!(t.dtype, FileDType::F32, "{name}");
+    f32::from_le_bytes(t.data[4 * i..4 * i + 4].try_into().unwrap())
+}
+
+#[test]
+fn tutorial_file_binds_with_its_metadata_config() {
+    let raw = read(&data_dir().join("tutorial.safetensors"));
+    let buf = Aligned::new(&raw, 0);
+    let st = SafeTensors::parse(buf.get()).unwrap();
+    assert_eq!(st.metadata("variant"), Some("tutorial"));
+    assert_eq!(st.metadata("n_tokens"), Some("16"));
+
+    let cfg = config_from_metadata(&st, &Config::tutorial()).unwrap();
+    cfg.validate().unwrap();
+    // The metadata repeats the tutorial preset except the YaRN L0 (unused: factor 1).
+    let mut want = Config::tutorial();
+    want.original_max_position = 128;
+    assert_eq!(cfg, want);
+    assert_eq!(cfg.rope_layout, RopeLayout::Half);
+    assert_eq!(cfg.rope_key, RopeKey::PerHead);
+
+    let w = bind_weights(buf.get(), PREFIX, &cfg).unwrap();
+    assert!(w.q_proj.is_none() && w.q_a_layernorm.is_none());
+    let qa = w.q_a_proj.unwrap();
+    let qb = w.q_b_proj.unwrap();
+    assert_eq!((qa.rows, qa.cols), (192, 256));
+    assert_eq!((qb.rows, qb.cols), (8 * (32 + 64), 192));
+    assert_eq!(
+        (w.kv_a_proj_with_mqa.rows, w.kv_a_proj_with_mqa.cols),
+        (128 + 8 * 64, 256)
+    );
+    assert_eq!((w.kv_a_layernorm.rows, w.kv_a_layernorm.cols), (1, 128));
+    assert_eq!((w.kv_b_proj.rows, w.kv_b_proj.cols), (8 * 64, 128));
+    assert_eq!((w.o_proj.rows, w.o_proj.cols), (256, 256));
+    assert!(w.q_a_proj_bias.is_none() && w.kv_a_proj_bias.is_none());
+    let ob = w.o_proj_bias.unwrap();
+    assert_eq!((ob.rows, ob.cols), (1, 256));
+
+    // Values as the Python reader sees them, and zero-copy (pointers into the file).
+    let Elems::F32(b) = ob.data else {
+        panic!("o_proj.bias should be f32")
+    };
+    assert_eq!(b[0], 0.013_061_985);
+    assert_eq!(b[255], 0.086_410_15);
+    let Elems::F32(kvb) = w.kv_b_proj.data else {
+        panic!("kv_b_proj should be f32")
+    };
+    assert_eq!(kvb[128 + 2], -0.031_548_534);
+    assert!(buf
+        .get()
+        .as_ptr_range()
+        .contains(&kvb.as_ptr().cast::<u8>()));
+    assert_eq!(f32_at(&st, "inputs", 0), 0.302_701_68);
+}
+
+#[test]
+fn every_golden_file_binds() {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(data_dir())
+        .expect("tests/data")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 2,
+        "expected the golden files in tests/data, found {names:?}"
+    );
+    for path in &names {
+        let what = path.display().to_string();
+        let raw = read(path);
+        let buf = Aligned::new(&raw, 0);
+        let st = SafeTensors::parse(buf.get()).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let base = Config::tutorial();
+        let cfg = config_from_metadata(&st, &base).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let n_tokens: usize = st.metadata("n_tokens").unwrap().parse().unwrap();
+        let mut cfg = cfg;
+        cfg.max_seq_len = cfg.max_seq_len.max(n_tokens as u32);
+        cfg.validate().unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let dm = cfg.dims().unwrap();
+        let w = bind_weights(buf.get(), PREFIX, &cfg).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_eq!(w.check(&cfg).unwrap(), dm, "{what}");
+        // Biases follow the file's attention_bias flag (DeepSeek: q_a, kv_a and o;
+        // the tutorial: o only).
+        let bias = st.metadata("attention_bias") == Some("1");
+        assert_eq!(w.o_proj_bias.is_some(), bias, "{what}");
+        if st.metadata("variant") == Some("deepseek") {
+            assert_eq!(w.kv_a_proj_bias.is_some(), bias, "{what}");
+            assert_eq!(w.q_a_proj_bias.is_some(), bias && dm.rq > 0, "{what}");
+        }
+        for name in ["inputs", "outputs"] {
+            let t = st.tensor(name).unwrap().unwrap();
+            assert_eq!(t.dims(), &[n_tokens, dm.d], "{what} {name}");
+        }
+        let sc = st.tensor("softmax_scale").unwrap().unwrap();
+        assert_eq!((sc.rank, sc.numel()), (1, 1), "{what}");
+
+        // The same file one byte off 8-byte alignment: the first tensor bound
+        // reports Misaligned with its full name.
+        let off = Aligned::new(&raw, 1);
+        let e = bind_weights(off.get(), PREFIX, &cfg).unwrap_err();
+        assert_eq!(e.status(), Status::Misaligned, "{what}");
+        assert!(
+            e.message().starts_with(PREFIX) && e.message().contains("not aligned to 4"),
+            "{what}: {}",
+            e.message()
+        );
+
+        // Truncated copies fail cleanly.
+        let hlen = 8 + u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+        for cut in [0, 7, 8, hlen / 2, hlen - 1, hlen, hlen + 1, raw.len() - 1] {
+            let t = Aligned::new(&raw[..cut], 0);
+            let e = bind_weights(t.get(), PREFIX, &cfg).unwrap_err();
+            assert_eq!(e.status(), Status::InvalidArgument, "{what} cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn fuzz_seed_files_parse_and_bind() {
+    // The seed corpus of the `safetensors` fuzz target (fuzz/gen_corpus.py) must stay
+    // valid, so that fuzzing starts from files that bind.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/safetensors");
+    for (name, tensors) in [
+        ("qlora", 8),
+        ("qproj_bias_reversed", 8),
+        ("tutorial_small", 7),
+    ] {
+        let raw = read(&dir.join(name));
+        let buf = Aligned::new(&raw, 0);
+        let st = SafeTensors::parse(buf.get()).unwrap();
+        assert_eq!(st.len(), tensors, "{name}");
+        let cfg = config_from_metadata(&st, &Config::tutorial()).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.hidden_size, 8, "{name}");
+        bind_weights(buf.get(), PREFIX, &cfg).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    let raw = read(&dir.join("escapes_and_dtypes"));
+    let buf = Aligned::new(&raw, 0);
+    let st = SafeTensors::parse(buf.get()).unwrap();
+    let t = st.tensor("\u{e9}\u{1f600}").unwrap().unwrap();
+    assert_eq!((t.dtype, t.dims()), (FileDType::I8, &[2usize, 2][..]));
+    assert_eq!(st.tensor("scalar").unwrap().unwrap().numel(), 1);
+    assert_eq!(st.metadata("k"), None);
+    assert_eq!(st.metadata("hidden_size"), Some("8"));
+}
