@@ -1,0 +1,1094 @@
+/*
+ * status_test.c: the C ABI's documented results, written only from include/mla.h.
+ *
+ *   status_test [tests/data/tutorial.safetensors]
+ *
+ * Every function of DESIGN.md section 3 is called, and every status of section 4
+ * that a CPU build can produce is provoked. After each failure on an engine the
+ * test checks that nothing changed:
+ *   - the engine's memory (the whole arena) is byte-identical to a snapshot taken
+ *     before the call, except the MLA_MESSAGE_MAX bytes of its last-error text;
+ *   - mla_len is unchanged, and forwarding the same next token on the failed
+ *     engine and on a twin engine that never saw the failure gives bit-identical
+ *     outputs.
+ * Failed init and weight binding must leave their outputs (and `mem`) untouched.
+ * Exit status 0 when every check passes.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mla.h"
+
+/* The engine handle is an opaque Rust struct at the start of the arena; its
+ * padding bytes are indeterminate. The byte comparison below reads them (they
+ * must merely stay the same), so under valgrind they are declared defined first.
+ * The client request is a no-op outside valgrind. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define HAVE_MEMCHECK_H 1
+#endif
+#endif
+#ifndef HAVE_MEMCHECK_H
+#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Checks and bookkeeping. */
+
+static int g_checks;
+static int g_failures;
+static int g_seen[16]; /* statuses provoked and observed */
+
+static void check_at(int ok, const char *what, int line) {
+    g_checks++;
+    if (!ok) {
+        g_failures++;
+        printf("FAIL line %d: %s\n", line, what);
+    }
+}
+#define CHECK(cond) check_at((cond) != 0, #cond, __LINE__)
+
+static const char *status_name(mla_status s) {
+    static const char *const names[] = {
+        "MLA_OK",
+        "MLA_ERR_NULL_POINTER",
+        "MLA_ERR_INVALID_CONFIG",
+        "MLA_ERR_WEIGHT_SHAPE",
+        "MLA_ERR_WEIGHT_DTYPE",
+        "MLA_ERR_MISALIGNED",
+        "MLA_ERR_BUFFER_TOO_SMALL",
+        "MLA_ERR_CACHE_FULL",
+        "MLA_ERR_INVALID_ARGUMENT",
+        "MLA_ERR_NON_FINITE",
+        "MLA_ERR_UNSUPPORTED",
+        "MLA_ERR_DEVICE",
+        "MLA_ERR_ABI_MISMATCH",
+        "MLA_ERR_INTERNAL",
+    };
+    return s < sizeof names / sizeof names[0] ? names[s] : "(unknown)";
+}
+
+static void expect_at(mla_status got, mla_status want, const char *call, int line) {
+    g_checks++;
+    if (got != want) {
+        g_failures++;
+        printf("FAIL line %d: %s returned %s, expected %s\n", line, call, status_name(got),
+               status_name(want));
+        return;
+    }
+    if (want < 16) {
+        g_seen[want] = 1;
+    }
+}
+#define EXPECT(call, want) expect_at((call), (want), #call, __LINE__)
+
+/* ------------------------------------------------------------------------- */
+/* A small synthetic layer (DeepSeek form: query LoRA with norm, shared rope key,
+ * biases on kv_a_proj_with_mqa and o_proj). */
+
+enum {
+    D = 32,
+    H = 2,
+    RQ = 24,
+    R = 16,
+    NOPE = 8,
+    ROPE = 8,
+    VD = 8,
+    MAXSEQ = 64,
+    MAXTOK = 4,
+    Q_ROWS = H * (NOPE + ROPE),
+    KVA_ROWS = R + ROPE,
+    KVB_ROWS = H * (NOPE + VD),
+    O_COLS = H * VD
+};
+
+typedef struct model {
+    float *q_a, *q_a_norm, *q_b, *kv_a, *kv_a_bias, *kv_a_norm, *kv_b, *o, *o_bias;
+} model;
+
+static uint32_t g_rng = 12345u;
+static float rnd(void) {
+    g_rng = g_rng * 1664525u + 1013904223u;
+    return (float)((g_rng >> 8) & 0xFFFF) / 65536.0f - 0.5f;
+}
+
+static float *filled(size_t n, float scale, float offset) {
+    /* One spare element: tests point a tensor 2 bytes in, which must be refused. */
+    float *p = (float *)malloc((n + 1) * sizeof(float));
+    size_t i;
+    if (p == NULL) {
+        printf("out of memory\n");
+        exit(2);
+    }
+    for (i = 0; i <= n; i++) {
+        p[i] = offset + scale * rnd();
+    }
+    return p;
+}
+
+static void model_init(model *m) {
+    m->q_a = filled((size_t)RQ * D, 0.35f, 0.0f);
+    m->q_a_norm = filled(RQ, 0.2f, 1.0f);
+    m->q_b = filled((size_t)Q_ROWS * RQ, 0.4f, 0.0f);
+    m->kv_a = filled((size_t)KVA_ROWS * D, 0.35f, 0.0f);
+    m->kv_a_bias = filled(KVA_ROWS, 0.1f, 0.0f);
+    m->kv_a_norm = filled(R, 0.2f, 1.0f);
+    m->kv_b = filled((size_t)KVB_ROWS * R, 0.5f, 0.0f);
+    m->o = filled((size_t)D * O_COLS, 0.7f, 0.0f);
+    m->o_bias = filled(D, 0.1f, 0.0f);
+}
+
+static void model_free(model *m) {
+    free(m->q_a);
+    free(m->q_a_norm);
+    free(m->q_b);
+    free(m->kv_a);
+    free(m->kv_a_bias);
+    free(m->kv_a_norm);
+    free(m->kv_b);
+    free(m->o);
+    free(m->o_bias);
+}
+
+static mla_tensor tensor(const void *data, uint32_t rows, uint32_t cols) {
+    mla_tensor t;
+    t.data = data;
+    t.dtype = MLA_DTYPE_F32;
+    t.rows = rows;
+    t.cols = cols;
+    return t;
+}
+
+static mla_weights weights_of(const model *m) {
+    mla_weights w;
+    memset(&w, 0, sizeof w); /* every tensor absent */
+    w.q_a_proj = tensor(m->q_a, RQ, D);
+    w.q_a_layernorm = tensor(m->q_a_norm, 1, RQ);
+    w.q_b_proj = tensor(m->q_b, Q_ROWS, RQ);
+    w.kv_a_proj_with_mqa = tensor(m->kv_a, KVA_ROWS, D);
+    w.kv_a_proj_bias = tensor(m->kv_a_bias, 1, KVA_ROWS);
+    w.kv_a_layernorm = tensor(m->kv_a_norm, 1, R);
+    w.kv_b_proj = tensor(m->kv_b, KVB_ROWS, R);
+    w.o_proj = tensor(m->o, D, O_COLS);
+    w.o_proj_bias = tensor(m->o_bias, 1, D);
+    return w;
+}
+
+static mla_config small_config(void) {
+    mla_config c;
+    mla_config_deepseek_v3(&c); /* shared rope key, interleaved, q_norm, YaRN */
+    c.hidden_size = D;
+    c.num_heads = H;
+    c.q_lora_rank = RQ;
+    c.kv_lora_rank = R;
+    c.qk_nope_head_dim = NOPE;
+    c.qk_rope_head_dim = ROPE;
+    c.v_head_dim = VD;
+    c.max_seq_len = MAXSEQ;
+    c.max_tokens_per_call = MAXTOK;
+    c.original_max_position = 16;
+    c.rope_factor = 4.0f;
+    return c;
+}
+
+/* The input token for position `pos` (deterministic). */
+static void token(float *x, unsigned pos) {
+    unsigned i;
+    for (i = 0; i < D; i++) {
+        x[i] = (float)sin(0.37 * (double)(pos * D + i) + 0.1 * (double)pos);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* Engines in their own arenas. */
+
+typedef struct eng {
+    unsigned char *arena; /* 64-byte aligned */
+    size_t size;
+    mla_engine *e;
+} eng;
+
+static void *alloc64(size_t n) {
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+    if (p == NULL) {
+        printf("out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static int eng_init(eng *g, const mla_config *c, const mla_weights *w) {
+    mla_status s;
+    g->e = NULL;
+    g->size = 0;
+    g->arena = NULL;
+    EXPECT(mla_engine_size(c, &g->size), MLA_OK);
+    g->arena = (unsigned char *)alloc64(g->size);
+    /* Defined contents, so that byte comparisons of the arena are meaningful. */
+    memset(g->arena, 0, g->size);
+    s = mla_engine_init(c, w, g->arena, g->size, &g->e);
+    EXPECT(s, MLA_OK);
+    CHECK(s != MLA_OK || (void *)g->e == (void *)g->arena);
+    return s == MLA_OK;
+}
+
+static void eng_free(eng *g) {
+    free(g->arena); /* the engine owns nothing else */
+    g->arena = NULL;
+    g->e = NULL;
+}
+
+static unsigned char *snapshot(const eng *g) {
+    unsigned char *s = (unsigned char *)malloc(g->size);
+    if (s == NULL) {
+        exit(2);
+    }
+    (void)VALGRIND_MAKE_MEM_DEFINED(g->arena, g->size);
+    memcpy(s, g->arena, g->size);
+    return s;
+}
+
+/* The arena equals `snap` except the last-error text; the text is set. */
+static void expect_same_memory(const eng *a, const unsigned char *snap, int line) {
+    const unsigned char *err = (const unsigned char *)mla_last_error(a->e);
+    size_t lo = (size_t)(err - a->arena), hi = lo + MLA_MESSAGE_MAX, i, diff = 0;
+    check_at(err >= a->arena && err + MLA_MESSAGE_MAX <= a->arena + a->size,
+             "last-error text lives in the engine's memory", line);
+    (void)VALGRIND_MAKE_MEM_DEFINED(a->arena, a->size);
+    for (i = 0; i < a->size; i++) {
+        if ((i < lo || i >= hi) && a->arena[i] != snap[i]) {
+            diff++;
+        }
+    }
+    check_at(diff == 0, "engine memory unchanged by the failed call", line);
+    if (diff != 0) {
+        printf("  %zu bytes changed\n", diff);
+    }
+    check_at(err[0] != '\0', "mla_last_error is set after a failure", line);
+}
+
+/* Forwards the next token on both engines; outputs must be bit-identical. */
+static void expect_twins(eng *a, eng *b, int line) {
+    float x[D], oa[D], ob[D];
+    unsigned len = mla_len(a->e);
+    check_at(len == mla_len(b->e), "same mla_len as the twin", line);
+    token(x, len);
+    expect_at(mla_forward(a->e, x, 1, oa), MLA_OK, "mla_forward(failed engine)", line);
+    expect_at(mla_forward(b->e, x, 1, ob), MLA_OK, "mla_forward(twin)", line);
+    check_at(memcmp(oa, ob, sizeof oa) == 0, "same next output as the twin", line);
+}
+
+/* After a failed call on `a`: memory unchanged, then the twin comparison. */
+static void unchanged_at(eng *a, unsigned char *snap, eng *b, int line) {
+    expect_same_memory(a, snap, line);
+    free(snap);
+    expect_twins(a, b, line);
+}
+#define UNCHANGED(a, snap, b) unchanged_at((a), (snap), (b), __LINE__)
+
+static double max_rel(const float *out, const float *ref, size_t n) {
+    double e = 0.0, s = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)out[i] - (double)ref[i]);
+        e = d > e ? d : e;
+        s = fabs((double)ref[i]) > s ? fabs((double)ref[i]) : s;
+    }
+    return e / (s > 0 ? s : 1.0);
+}
+
+/* ------------------------------------------------------------------------- */
+/* A safetensors file for the synthetic model, built in memory. */
+
+typedef struct st_entry {
+    const char *name;
+    const char *dtype;
+    uint32_t rows, cols; /* rows 0: rank 1 */
+    const float *data;
+    size_t count;
+} st_entry;
+
+/* Writes the file into a 64-aligned buffer at byte offset `shift`; returns it. */
+static unsigned char *st_build(const st_entry *t, int n, const char *prefix, size_t shift,
+                               size_t *len) {
+    char header[8192];
+    size_t hl = 0, off = 0, total, data_len = 0;
+    unsigned char *buf;
+    int i;
+    hl += (size_t)snprintf(header + hl, sizeof header - hl,
+                           "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (i = 0; i < n; i++) {
+        size_t bytes = t[i].count * sizeof(float);
+        if (t[i].rows == 0) {
+            hl += (size_t)snprintf(header + hl, sizeof header - hl,
+                                   ",\"%s%s\":{\"dtype\":\"%s\",\"shape\":[%u],"
+                                   "\"data_offsets\":[%zu,%zu]}",
+                                   prefix, t[i].name, t[i].dtype, t[i].cols, off, off + bytes);
+        } else {
+            hl += (size_t)snprintf(header + hl, sizeof header - hl,
+                                   ",\"%s%s\":{\"dtype\":\"%s\",\"shape\":[%u,%u],"
+                                   "\"data_offsets\":[%zu,%zu]}",
+                                   prefix, t[i].name, t[i].dtype, t[i].rows, t[i].cols, off,
+                                   off + bytes);
+        }
+        off += bytes;
+    }
+    data_len = off;
+    hl += (size_t)snprintf(header + hl, sizeof header - hl, "}");
+    while (hl % 8 != 0) {
+        header[hl++] = ' '; /* pad so the data section stays 8-byte aligned */
+    }
+    total = 8 + hl + data_len;
+    buf = (unsigned char *)alloc64(total + shift);
+    for (i = 0; i < 8; i++) {
+        buf[shift + (size_t)i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    }
+    memcpy(buf + shift + 8, header, hl);
+    off = shift + 8 + hl;
+    for (i = 0; i < n; i++) {
+        memcpy(buf + off, t[i].data, t[i].count * sizeof(float));
+        off += t[i].count * sizeof(float);
+    }
+    *len = total;
+    return buf;
+}
+
+static int st_entries(const model *m, st_entry *t) {
+    st_entry all[] = {
+        {"q_a_proj.weight", "F32", RQ, D, m->q_a, (size_t)RQ * D},
+        {"q_a_layernorm.weight", "F32", 0, RQ, m->q_a_norm, RQ},
+        {"q_b_proj.weight", "F32", Q_ROWS, RQ, m->q_b, (size_t)Q_ROWS * RQ},
+        {"kv_a_proj_with_mqa.weight", "F32", KVA_ROWS, D, m->kv_a, (size_t)KVA_ROWS * D},
+        {"kv_a_proj_with_mqa.bias", "F32", 0, KVA_ROWS, m->kv_a_bias, KVA_ROWS},
+        {"kv_a_layernorm.weight", "F32", 0, R, m->kv_a_norm, R},
+        {"kv_b_proj.weight", "F32", KVB_ROWS, R, m->kv_b, (size_t)KVB_ROWS * R},
+        {"o_proj.weight", "F32", D, O_COLS, m->o, (size_t)D * O_COLS},
+        {"o_proj.bias", "F32", 0, D, m->o_bias, D},
+    };
+    int n = (int)(sizeof all / sizeof all[0]), i;
+    for (i = 0; i < n; i++) {
+        t[i] = all[i];
+    }
+    return n;
+}
+
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    long n;
+    if (f == NULL) {
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = (unsigned char *)alloc64((size_t)n);
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            *len = (size_t)n;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/* ------------------------------------------------------------------------- */
+/* The tests. */
+
+static void test_versions_and_strings(void) {
+    mla_status s;
+    int j;
+    printf("-- versions, status strings\n");
+    CHECK(mla_abi_version() == MLA_ABI_VERSION);
+    CHECK(MLA_ABI_VERSION == 1);
+    CHECK(strcmp(mla_version(), MLA_VERSION_STRING) == 0);
+    {
+        char v[64];
+        snprintf(v, sizeof v, "%d.%d.%d", MLA_VERSION_MAJOR, MLA_VERSION_MINOR, MLA_VERSION_PATCH);
+        CHECK(strcmp(v, MLA_VERSION_STRING) == 0);
+    }
+    /* The numeric values are the ABI. */
+    CHECK(MLA_OK == 0 && MLA_ERR_NULL_POINTER == 1 && MLA_ERR_INVALID_CONFIG == 2);
+    CHECK(MLA_ERR_WEIGHT_SHAPE == 3 && MLA_ERR_WEIGHT_DTYPE == 4 && MLA_ERR_MISALIGNED == 5);
+    CHECK(MLA_ERR_BUFFER_TOO_SMALL == 6 && MLA_ERR_CACHE_FULL == 7);
+    CHECK(MLA_ERR_INVALID_ARGUMENT == 8 && MLA_ERR_NON_FINITE == 9 && MLA_ERR_UNSUPPORTED == 10);
+    CHECK(MLA_ERR_DEVICE == 11 && MLA_ERR_ABI_MISMATCH == 12 && MLA_ERR_INTERNAL == 13);
+    CHECK(MLA_DTYPE_F32 == 0 && MLA_DTYPE_F16 == 1 && MLA_DTYPE_BF16 == 2);
+    CHECK(MLA_ROPE_INTERLEAVED == 0 && MLA_ROPE_HALF == 1);
+    CHECK(MLA_ROPE_KEY_SHARED == 0 && MLA_ROPE_KEY_PER_HEAD == 1);
+    CHECK(MLA_ATTN_AUTO == 0 && MLA_ATTN_NAIVE == 1 && MLA_ATTN_ABSORB == 2);
+    CHECK(sizeof(mla_config) == 96);
+    for (s = 0; s <= MLA_ERR_INTERNAL; s++) {
+        const char *t = mla_status_str(s);
+        CHECK(t != NULL && t[0] != '\0' && strcmp(t, "unknown status") != 0);
+        for (j = 0; j < (int)s; j++) {
+            CHECK(strcmp(t, mla_status_str((mla_status)j)) != 0);
+        }
+    }
+    CHECK(strcmp(mla_status_str(MLA_OK), "ok") == 0);
+    CHECK(strcmp(mla_status_str(14), "unknown status") == 0);
+    CHECK(strcmp(mla_status_str(0xFFFFFFFFu), "unknown status") == 0);
+}
+
+static void test_presets(void) {
+    mla_config c;
+    size_t bytes = 0, big = 0;
+    char msg[MLA_MESSAGE_MAX];
+    printf("-- presets, sizes\n");
+    mla_config_tutorial(NULL); /* documented no-ops */
+    mla_config_deepseek_v2_lite(NULL);
+    mla_config_deepseek_v3(NULL);
+
+    memset(&c, 0xEE, sizeof c);
+    mla_config_tutorial(&c);
+    CHECK(c.struct_size == sizeof(mla_config));
+    CHECK(c.hidden_size == 256 && c.num_heads == 8 && c.q_lora_rank == 192 && c.kv_lora_rank == 128);
+    CHECK(c.qk_nope_head_dim == 32 && c.qk_rope_head_dim == 64 && c.v_head_dim == 32);
+    CHECK(c.rope_layout == MLA_ROPE_HALF && c.rope_key == MLA_ROPE_KEY_PER_HEAD && c.q_norm == 0);
+    CHECK(c.cache_dtype == MLA_DTYPE_F32 && c.softmax_scale == 0.0f);
+    EXPECT(mla_config_validate(&c, msg, sizeof msg), MLA_OK);
+    CHECK(msg[0] == '\0');
+    EXPECT(mla_cache_bytes_per_token(&c, &bytes), MLA_OK);
+    CHECK(bytes == (128 + 8 * 64) * sizeof(float));
+    EXPECT(mla_engine_size(&c, &big), MLA_OK);
+    CHECK(big >= bytes * c.max_seq_len && big % 64 == 0);
+    c.cache_dtype = MLA_DTYPE_F16;
+    EXPECT(mla_cache_bytes_per_token(&c, &bytes), MLA_OK);
+    CHECK(bytes == (128 + 8 * 64) * 2);
+
+    memset(&c, 0xEE, sizeof c);
+    mla_config_deepseek_v2_lite(&c);
+    CHECK(c.struct_size == sizeof(mla_config) && c.hidden_size == 2048 && c.q_lora_rank == 0);
+    CHECK(c.rope_layout == MLA_ROPE_INTERLEAVED && c.rope_key == MLA_ROPE_KEY_SHARED);
+    EXPECT(mla_config_validate(&c, NULL, 0), MLA_OK);
+
+    memset(&c, 0xEE, sizeof c);
+    mla_config_deepseek_v3(&c);
+    CHECK(c.struct_size == sizeof(mla_config) && c.hidden_size == 7168 && c.num_heads == 128);
+    CHECK(c.q_lora_rank == 1536 && c.q_norm == 1 && c.rope_factor == 40.0f);
+    EXPECT(mla_config_validate(&c, msg, sizeof msg), MLA_OK);
+    EXPECT(mla_cache_bytes_per_token(&c, &bytes), MLA_OK);
+    CHECK(bytes == 576 * sizeof(float)); /* r + p = 512 + 64 */
+    EXPECT(mla_engine_size(&c, &big), MLA_OK);
+    CHECK(big > bytes * c.max_seq_len);
+}
+
+/* One config field spoiled: validate, cache_bytes_per_token and engine_size
+ * all refuse it, leave their outputs alone, and the message names `field`. */
+static void bad_config_at(const mla_config *c, mla_status want, const char *field, int line) {
+    char msg[MLA_MESSAGE_MAX];
+    size_t out = 12345;
+    memset(msg, 'x', sizeof msg);
+    expect_at(mla_config_validate(c, msg, sizeof msg), want, "mla_config_validate", line);
+    check_at(memchr(msg, '\0', sizeof msg) != NULL, "message is NUL-terminated", line);
+    if (field != NULL) {
+        check_at(strstr(msg, field) != NULL, "message names the field", line);
+        if (strstr(msg, field) == NULL) {
+            printf("  message: '%s', wanted '%s'\n", msg, field);
+        }
+    }
+    expect_at(mla_cache_bytes_per_token(c, &out), want, "mla_cache_bytes_per_token", line);
+    expect_at(mla_engine_size(c, &out), want, "mla_engine_size", line);
+    check_at(out == 12345, "size output untouched on failure", line);
+}
+#define BAD_CONFIG(c, want, field) bad_config_at(&(c), (want), (field), __LINE__)
+
+static void test_config_errors(void) {
+    const mla_config good = small_config();
+    mla_config c;
+    char msg[8];
+    size_t out = 7;
+    printf("-- config errors\n");
+    EXPECT(mla_config_validate(&good, NULL, 0), MLA_OK);
+
+    /* NULL pointers. */
+    memset(msg, 'x', sizeof msg);
+    EXPECT(mla_config_validate(NULL, msg, sizeof msg), MLA_ERR_NULL_POINTER);
+    CHECK(memchr(msg, '\0', sizeof msg) != NULL);
+    EXPECT(mla_config_validate(&good, NULL, 4), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_cache_bytes_per_token(NULL, &out), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_cache_bytes_per_token(&good, NULL), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_size(NULL, &out), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_size(&good, NULL), MLA_ERR_NULL_POINTER);
+    CHECK(out == 7);
+
+    /* struct_size from another ABI. */
+    c = good;
+    c.struct_size = sizeof(mla_config) - 4;
+    BAD_CONFIG(c, MLA_ERR_ABI_MISMATCH, "struct_size");
+    c.struct_size = 0;
+    BAD_CONFIG(c, MLA_ERR_ABI_MISMATCH, NULL);
+
+    /* Zero dimensions. */
+#define ZERO(field)                                         \
+    do {                                                    \
+        c = good;                                           \
+        c.field = 0;                                        \
+        BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, #field);      \
+    } while (0)
+    ZERO(hidden_size);
+    ZERO(num_heads);
+    ZERO(kv_lora_rank);
+    ZERO(qk_nope_head_dim);
+    ZERO(qk_rope_head_dim);
+    ZERO(v_head_dim);
+    ZERO(max_seq_len);
+    ZERO(max_tokens_per_call);
+#undef ZERO
+
+    /* Odd rope dim, inconsistent fields, bad floats. */
+    c = good;
+    c.qk_rope_head_dim = 7;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "qk_rope_head_dim");
+    c = good;
+    c.max_tokens_per_call = c.max_seq_len + 1;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "max_tokens_per_call");
+    c = good;
+    c.q_lora_rank = 0; /* q_norm needs the query latent */
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "q_norm");
+    c = good;
+    c.rms_norm_eps = (float)NAN;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "rms_norm_eps");
+    c = good;
+    c.rope_theta = (float)INFINITY;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "rope_theta");
+    c = good;
+    c.beta_fast = c.beta_slow;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "beta_fast");
+    c = good;
+    c.softmax_scale = -1.0f;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "softmax_scale");
+
+    /* Overflowing dimensions. */
+    c = good;
+    c.hidden_size = 0xFFFFFFFFu;
+    c.num_heads = 0xFFFFFFFFu;
+    c.max_seq_len = 0xFFFFFFFFu;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, NULL);
+    c = good;
+    c.kv_lora_rank = 0xFFFFFFFFu;
+    c.max_seq_len = 0xFFFFFFFFu;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, NULL);
+
+    /* Unknown enum values (never reinterpreted). */
+    c = good;
+    c.rope_layout = 2;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "rope_layout");
+    c = good;
+    c.rope_key = 0x80000000u;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "rope_key");
+    c = good;
+    c.cache_dtype = 3;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "cache_dtype");
+    c = good;
+    c.attn_mode = 3;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "attn_mode");
+    c = good;
+    c.q_norm = 2;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "q_norm");
+
+    /* The message is cut to msg_len (NUL included); msg_len 0 writes nothing. */
+    c = good;
+    c.hidden_size = 0;
+    memset(msg, 'x', sizeof msg);
+    EXPECT(mla_config_validate(&c, msg, 5), MLA_ERR_INVALID_CONFIG);
+    CHECK(strcmp(msg, "hidd") == 0 && msg[5] == 'x');
+    memset(msg, 'x', sizeof msg);
+    EXPECT(mla_config_validate(&c, msg, 0), MLA_ERR_INVALID_CONFIG);
+    CHECK(msg[0] == 'x');
+    EXPECT(mla_config_validate(&c, msg, 1), MLA_ERR_INVALID_CONFIG);
+    CHECK(msg[0] == '\0');
+}
+
+static void test_init_errors(const model *m) {
+    const mla_config good = small_config();
+    const mla_weights wgood = weights_of(m);
+    mla_config c;
+    mla_weights w;
+    mla_engine *const sentinel = (mla_engine *)(uintptr_t)0x5A5A;
+    mla_engine *out = sentinel;
+    size_t size = 0, i, touched;
+    unsigned char *mem;
+    printf("-- engine init errors\n");
+    EXPECT(mla_engine_size(&good, &size), MLA_OK);
+    mem = (unsigned char *)alloc64(size + 64);
+    memset(mem, 0xA5, size + 64);
+
+#define INIT_FAILS(cfgp, wp, memp, len, want)                                  \
+    do {                                                                       \
+        out = sentinel;                                                        \
+        EXPECT(mla_engine_init((cfgp), (wp), (memp), (len), &out), (want));    \
+        CHECK(out == sentinel);                                                \
+    } while (0)
+
+    /* NULL pointers. */
+    INIT_FAILS(NULL, &wgood, mem, size, MLA_ERR_NULL_POINTER);
+    INIT_FAILS(&good, NULL, mem, size, MLA_ERR_NULL_POINTER);
+    INIT_FAILS(&good, &wgood, NULL, size, MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_init(&good, &wgood, mem, size, NULL), MLA_ERR_NULL_POINTER);
+
+    /* Config errors. */
+    c = good;
+    c.struct_size = 4;
+    INIT_FAILS(&c, &wgood, mem, size, MLA_ERR_ABI_MISMATCH);
+    c = good;
+    c.hidden_size = 0;
+    INIT_FAILS(&c, &wgood, mem, size, MLA_ERR_INVALID_CONFIG);
+    c = good;
+    c.rope_layout = 9;
+    INIT_FAILS(&c, &wgood, mem, size, MLA_ERR_INVALID_CONFIG);
+
+    /* Weights that do not match the config. */
+    w = wgood;
+    w.kv_b_proj.rows = KVB_ROWS - 1;
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
+    /* Calls without an engine leave their text in the thread's mla_last_error(NULL). */
+    CHECK(strstr(mla_last_error(NULL), "kv_b_proj") != NULL);
+    w = wgood;
+    w.o_proj.rows = O_COLS; /* transposed */
+    w.o_proj.cols = D;
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
+    w = wgood;
+    w.kv_b_proj.data = NULL; /* required tensor missing */
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
+    w = wgood;
+    w.q_a_layernorm.data = NULL; /* q_norm is on */
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
+    w = wgood;
+    w.q_proj = tensor(m->q_b, Q_ROWS, D); /* unexpected: q_lora_rank > 0 */
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
+    w = wgood;
+    w.o_proj_bias.cols = D + 1;
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
+    w = wgood;
+    w.kv_b_proj.dtype = 3; /* unknown dtype */
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_DTYPE);
+    w = wgood;
+    w.q_a_layernorm.dtype = 0xFFFFFFFFu;
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_DTYPE);
+    w = wgood;
+    w.o_proj.data = (const unsigned char *)m->o + 2; /* f32 data not 4-aligned */
+    INIT_FAILS(&good, &w, mem, size, MLA_ERR_MISALIGNED);
+
+    /* Memory. */
+    INIT_FAILS(&good, &wgood, mem + 8, size, MLA_ERR_MISALIGNED);
+    INIT_FAILS(&good, &wgood, mem + 1, size, MLA_ERR_MISALIGNED);
+    INIT_FAILS(&good, &wgood, mem, size - 1, MLA_ERR_BUFFER_TOO_SMALL);
+    CHECK(strstr(mla_last_error(NULL), "mem_len") != NULL);
+    INIT_FAILS(&good, &wgood, mem, 0, MLA_ERR_BUFFER_TOO_SMALL);
+#undef INIT_FAILS
+
+    /* None of the failures wrote to mem. */
+    for (i = 0, touched = 0; i < size + 64; i++) {
+        touched += mem[i] != 0xA5;
+    }
+    CHECK(touched == 0);
+
+    /* More memory than needed is fine; weights struct may go after init. */
+    w = wgood;
+    EXPECT(mla_engine_init(&good, &w, mem, size + 64, &out), MLA_OK);
+    CHECK((void *)out == (void *)mem);
+    memset(&w, 0, sizeof w);
+    CHECK(mla_len(out) == 0 && mla_last_error(out)[0] == '\0');
+    {
+        float x[D], y[D];
+        token(x, 0);
+        EXPECT(mla_forward(out, x, 1, y), MLA_OK);
+        CHECK(mla_len(out) == 1);
+    }
+    free(mem);
+
+    /* bf16 weights with an f16 cache: same model within 1e-2 of f32. */
+    {
+        eng a, b;
+        mla_config ch = good;
+        mla_weights wb = wgood;
+        mla_tensor *ts[9];
+        uint16_t *copies[9];
+        float x[MAXTOK * D], ya[MAXTOK * D], yb[MAXTOK * D];
+        int k;
+        size_t j;
+        ts[0] = &wb.q_a_proj;
+        ts[1] = &wb.q_a_layernorm;
+        ts[2] = &wb.q_b_proj;
+        ts[3] = &wb.kv_a_proj_with_mqa;
+        ts[4] = &wb.kv_a_proj_bias;
+        ts[5] = &wb.kv_a_layernorm;
+        ts[6] = &wb.kv_b_proj;
+        ts[7] = &wb.o_proj;
+        ts[8] = &wb.o_proj_bias;
+        for (k = 0; k < 9; k++) {
+            size_t n = (size_t)ts[k]->rows * ts[k]->cols;
+            const float *src = (const float *)ts[k]->data;
+            copies[k] = (uint16_t *)malloc(n * sizeof(uint16_t));
+            for (j = 0; j < n; j++) {
+                uint32_t bits;
+                memcpy(&bits, &src[j], sizeof bits);
+                copies[k][j] = (uint16_t)((bits + 0x8000u) >> 16); /* round to bf16 */
+            }
+            ts[k]->data = copies[k];
+            ts[k]->dtype = MLA_DTYPE_BF16;
+        }
+        ch.cache_dtype = MLA_DTYPE_F16;
+        if (eng_init(&a, &good, &wgood) && eng_init(&b, &ch, &wb)) {
+            for (k = 0; k < MAXTOK; k++) {
+                token(x + k * D, (unsigned)k);
+            }
+            EXPECT(mla_forward(a.e, x, MAXTOK, ya), MLA_OK);
+            EXPECT(mla_forward(b.e, x, MAXTOK, yb), MLA_OK);
+            CHECK(max_rel(yb, ya, MAXTOK * D) < 1e-2);
+            CHECK(max_rel(yb, ya, MAXTOK * D) > 0.0);
+        }
+        eng_free(&a);
+        eng_free(&b);
+        for (k = 0; k < 9; k++) {
+            free(copies[k]);
+        }
+    }
+
+    /* Both attention paths and chunked prefill agree. */
+    {
+        eng n1, n2, ab;
+        mla_config cn = good, ca = good;
+        float x[MAXTOK * D], y1[MAXTOK * D], y2[MAXTOK * D], y3[MAXTOK * D];
+        int k;
+        cn.attn_mode = MLA_ATTN_NAIVE;
+        ca.attn_mode = MLA_ATTN_ABSORB;
+        for (k = 0; k < MAXTOK; k++) {
+            token(x + k * D, (unsigned)k);
+        }
+        if (eng_init(&n1, &cn, &wgood) && eng_init(&n2, &cn, &wgood) && eng_init(&ab, &ca, &wgood)) {
+            EXPECT(mla_forward(n1.e, x, MAXTOK, y1), MLA_OK);
+            for (k = 0; k < MAXTOK; k++) {
+                EXPECT(mla_forward(n2.e, x + k * D, 1, y2 + k * D), MLA_OK);
+            }
+            EXPECT(mla_forward(ab.e, x, 2, y3), MLA_OK);
+            EXPECT(mla_forward(ab.e, x + 2 * D, 2, y3 + 2 * D), MLA_OK);
+            CHECK(max_rel(y2, y1, MAXTOK * D) < 1e-5);
+            CHECK(max_rel(y3, y1, MAXTOK * D) < 1e-5);
+        }
+        eng_free(&n1);
+        eng_free(&n2);
+        eng_free(&ab);
+    }
+}
+
+static void test_engine_errors(const model *m) {
+    const mla_config c = small_config();
+    const mla_weights w = weights_of(m);
+    eng a, b;
+    float x[(MAXTOK + 2) * D], y[(MAXTOK + 2) * D], first[D];
+    float *xbuf;
+    unsigned char *snap;
+    unsigned k;
+    printf("-- engine errors (each failure leaves the engine unchanged)\n");
+    if (!eng_init(&a, &c, &w) || !eng_init(&b, &c, &w)) {
+        return;
+    }
+    CHECK(strcmp(mla_last_error(a.e), "") == 0);
+    CHECK(mla_len(NULL) == 0);
+    CHECK(mla_last_error(NULL) != NULL);
+    mla_reset(NULL); /* a no-op */
+
+    /* A prefill of 3 tokens on both. */
+    for (k = 0; k < 3; k++) {
+        token(x + k * D, k);
+    }
+    EXPECT(mla_forward(a.e, x, 3, y), MLA_OK);
+    memcpy(first, y, sizeof first);
+    EXPECT(mla_forward(b.e, x, 3, y), MLA_OK);
+    CHECK(mla_len(a.e) == 3 && mla_len(b.e) == 3);
+
+    /* NULL pointers. */
+    EXPECT(mla_forward(NULL, x, 1, y), MLA_ERR_NULL_POINTER);
+    CHECK(strstr(mla_last_error(NULL), "mla_forward") != NULL);
+    EXPECT(mla_truncate(NULL, 0), MLA_ERR_NULL_POINTER);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, NULL, 1, y), MLA_ERR_NULL_POINTER);
+    UNCHANGED(&a, snap, &b);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 1, NULL), MLA_ERR_NULL_POINTER);
+    UNCHANGED(&a, snap, &b);
+
+    /* Token counts. */
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 0, y), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, MAXTOK + 1, y), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 0xFFFFFFFFu, y), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+
+    /* Misaligned and overlapping buffers. */
+    xbuf = (float *)malloc((D + 1) * sizeof(float));
+    token(xbuf, 0);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, (const float *)((const unsigned char *)xbuf + 1), 1, y),
+           MLA_ERR_MISALIGNED);
+    UNCHANGED(&a, snap, &b);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 1, (float *)((unsigned char *)xbuf + 2)), MLA_ERR_MISALIGNED);
+    UNCHANGED(&a, snap, &b);
+    free(xbuf);
+    token(x, 99);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 1, x), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 2, x + D), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+
+    /* NaN / infinity: nothing appended, even when only a later token is bad. */
+    token(x, 50);
+    token(x + D, 51);
+    x[D + 5] = (float)NAN;
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 2, y), MLA_ERR_NON_FINITE);
+    UNCHANGED(&a, snap, &b);
+    token(x, 52);
+    x[0] = (float)INFINITY;
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 1, y), MLA_ERR_NON_FINITE);
+    UNCHANGED(&a, snap, &b);
+    x[0] = -(float)INFINITY;
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 1, y), MLA_ERR_NON_FINITE);
+    UNCHANGED(&a, snap, &b);
+
+    /* Truncate past the length. */
+    snap = snapshot(&a);
+    EXPECT(mla_truncate(a.e, mla_len(a.e) + 1), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+    snap = snapshot(&a);
+    EXPECT(mla_truncate(a.e, 0xFFFFFFFFu), MLA_ERR_INVALID_ARGUMENT);
+    UNCHANGED(&a, snap, &b);
+
+    /* Truncate, then the same tokens again give the same outputs. */
+    {
+        unsigned len = mla_len(a.e);
+        float again[D], before[D];
+        EXPECT(mla_truncate(a.e, len), MLA_OK); /* to the same length: a no-op */
+        EXPECT(mla_truncate(a.e, len - 1), MLA_OK);
+        EXPECT(mla_truncate(b.e, len - 1), MLA_OK);
+        CHECK(mla_len(a.e) == len - 1);
+        token(x, len - 1);
+        EXPECT(mla_forward(a.e, x, 1, again), MLA_OK);
+        EXPECT(mla_forward(b.e, x, 1, before), MLA_OK);
+        CHECK(memcmp(again, before, sizeof again) == 0);
+    }
+
+    /* Fill up to two free slots, then the cache is full for 3 tokens. */
+    while (mla_len(a.e) + 2 < MAXSEQ) {
+        unsigned n = MAXSEQ - 2 - mla_len(a.e);
+        n = n > MAXTOK ? MAXTOK : n;
+        for (k = 0; k < n; k++) {
+            token(x + k * D, mla_len(a.e) + k);
+        }
+        EXPECT(mla_forward(a.e, x, n, y), MLA_OK);
+        EXPECT(mla_forward(b.e, x, n, y), MLA_OK);
+    }
+    CHECK(mla_len(a.e) == MAXSEQ - 2);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 3, y), MLA_ERR_CACHE_FULL);
+    UNCHANGED(&a, snap, &b); /* one slot left */
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 2, y), MLA_ERR_CACHE_FULL);
+    UNCHANGED(&a, snap, &b); /* now full */
+    CHECK(mla_len(a.e) == MAXSEQ);
+    snap = snapshot(&a);
+    EXPECT(mla_forward(a.e, x, 1, y), MLA_ERR_CACHE_FULL);
+    expect_same_memory(&a, snap, __LINE__);
+    free(snap);
+    CHECK(strstr(mla_last_error(a.e), "max_seq_len") != NULL);
+    EXPECT(mla_truncate(a.e, 10), MLA_OK);
+    EXPECT(mla_truncate(b.e, 10), MLA_OK);
+    expect_twins(&a, &b, __LINE__);
+
+    /* Reset: the first token again gives the very first output. */
+    mla_reset(a.e);
+    CHECK(mla_len(a.e) == 0);
+    token(x, 0);
+    EXPECT(mla_forward(a.e, x, 1, y), MLA_OK);
+    CHECK(memcmp(y, first, sizeof first) == 0);
+
+    eng_free(&a);
+    eng_free(&b);
+}
+
+static void test_safetensors(const model *m, const char *tutorial_path) {
+    const mla_config c = small_config();
+    st_entry t[16];
+    int n = st_entries(m, t), i;
+    size_t len = 0, blen = 0;
+    unsigned char *file, *bad;
+    mla_weights w, sentinel;
+    mla_config cc;
+    printf("-- weights from safetensors\n");
+    memset(&sentinel, 0x3C, sizeof sentinel);
+    file = st_build(t, n, "layer.", 0, &len);
+
+#define BIND_FAILS(bytes, n_, prefix, cfgp, want)                                   \
+    do {                                                                            \
+        w = sentinel;                                                               \
+        EXPECT(mla_weights_from_safetensors((bytes), (n_), (prefix), (cfgp), &w), (want)); \
+        CHECK(memcmp(&w, &sentinel, sizeof w) == 0);                                \
+    } while (0)
+
+    /* A good file binds zero-copy: pointers into the buffer, the same engine outputs. */
+    w = sentinel;
+    EXPECT(mla_weights_from_safetensors(file, len, "layer.", &c, &w), MLA_OK);
+    CHECK(w.q_proj.data == NULL && w.q_a_proj_bias.data == NULL);
+    CHECK((const unsigned char *)w.kv_b_proj.data > file &&
+          (const unsigned char *)w.kv_b_proj.data < file + len);
+    CHECK(w.kv_b_proj.rows == KVB_ROWS && w.kv_b_proj.cols == R && w.kv_b_proj.dtype == MLA_DTYPE_F32);
+    CHECK(w.o_proj_bias.rows == 1 && w.o_proj_bias.cols == D);
+    {
+        eng a, b;
+        const mla_weights direct = weights_of(m);
+        float x[MAXTOK * D], ya[MAXTOK * D], yb[MAXTOK * D];
+        unsigned k;
+        for (k = 0; k < MAXTOK; k++) {
+            token(x + k * D, k);
+        }
+        if (eng_init(&a, &c, &w) && eng_init(&b, &c, &direct)) {
+            EXPECT(mla_forward(a.e, x, MAXTOK, ya), MLA_OK);
+            EXPECT(mla_forward(b.e, x, MAXTOK, yb), MLA_OK);
+            CHECK(memcmp(ya, yb, sizeof ya) == 0);
+        }
+        eng_free(&a);
+        eng_free(&b);
+    }
+
+    /* NULL pointers; NULL prefix means "". */
+    BIND_FAILS(NULL, len, "layer.", &c, MLA_ERR_NULL_POINTER);
+    BIND_FAILS(file, len, "layer.", NULL, MLA_ERR_NULL_POINTER);
+    EXPECT(mla_weights_from_safetensors(file, len, "layer.", &c, NULL), MLA_ERR_NULL_POINTER);
+    BIND_FAILS(file, len, NULL, &c, MLA_ERR_WEIGHT_SHAPE); /* names lack "layer." */
+    bad = st_build(t, n, "", 0, &blen);
+    w = sentinel;
+    EXPECT(mla_weights_from_safetensors(bad, blen, NULL, &c, &w), MLA_OK);
+    free(bad);
+
+    /* Config problems. */
+    cc = c;
+    cc.struct_size = 1;
+    BIND_FAILS(file, len, "layer.", &cc, MLA_ERR_ABI_MISMATCH);
+    cc = c;
+    cc.num_heads = 0;
+    BIND_FAILS(file, len, "layer.", &cc, MLA_ERR_INVALID_CONFIG);
+    cc = c;
+    cc.hidden_size = 2 * D; /* the file's shapes do not match */
+    BIND_FAILS(file, len, "layer.", &cc, MLA_ERR_WEIGHT_SHAPE);
+    cc = c;
+    cc.q_norm = 0; /* q_a_layernorm present but unused */
+    BIND_FAILS(file, len, "layer.", &cc, MLA_ERR_WEIGHT_SHAPE);
+
+    /* Missing tensors, bad prefix. */
+    BIND_FAILS(file, len, "model.layers.7.", &c, MLA_ERR_WEIGHT_SHAPE);
+    CHECK(strstr(mla_last_error(NULL), "model.layers.7.") != NULL);
+    BIND_FAILS(file, len, "\xff\xfe", &c, MLA_ERR_INVALID_ARGUMENT);
+
+    /* Wrong dtype and wrong shape inside the file. */
+    for (i = 0; i < n; i++) {
+        if (strcmp(t[i].name, "kv_b_proj.weight") == 0) {
+            st_entry keep = t[i];
+            t[i].dtype = "I32";
+            bad = st_build(t, n, "layer.", 0, &blen);
+            BIND_FAILS(bad, blen, "layer.", &c, MLA_ERR_WEIGHT_DTYPE);
+            free(bad);
+            t[i] = keep;
+            t[i].rows = R; /* transposed: [R][H*(n+v)] */
+            t[i].cols = KVB_ROWS;
+            bad = st_build(t, n, "layer.", 0, &blen);
+            BIND_FAILS(bad, blen, "layer.", &c, MLA_ERR_WEIGHT_SHAPE);
+            free(bad);
+            t[i] = keep;
+        }
+    }
+
+    /* A file placed one byte off: its f32 tensors are misaligned. */
+    bad = st_build(t, n, "layer.", 1, &blen);
+    BIND_FAILS(bad + 1, blen, "layer.", &c, MLA_ERR_MISALIGNED);
+    free(bad);
+
+    /* Malformed files. */
+    BIND_FAILS(file, 0, "layer.", &c, MLA_ERR_INVALID_ARGUMENT);
+    BIND_FAILS(file, 7, "layer.", &c, MLA_ERR_INVALID_ARGUMENT);
+    BIND_FAILS(file, len - 1, "layer.", &c, MLA_ERR_INVALID_ARGUMENT); /* truncated data */
+    {
+        unsigned char junk[64];
+        memset(junk, 0, sizeof junk);
+        junk[0] = 200; /* header longer than the file */
+        BIND_FAILS(junk, sizeof junk, "layer.", &c, MLA_ERR_INVALID_ARGUMENT);
+        junk[0] = 8;
+        memcpy(junk + 8, "{not json", 9);
+        BIND_FAILS(junk, 16, "layer.", &c, MLA_ERR_INVALID_ARGUMENT);
+        memset(junk, 0xFF, 8); /* header length 2^64 - 1 */
+        BIND_FAILS(junk, sizeof junk, "layer.", &c, MLA_ERR_INVALID_ARGUMENT);
+    }
+    bad = (unsigned char *)alloc64(len);
+    memcpy(bad, file, len);
+    bad[9] = '['; /* "{" of the JSON header becomes "[" */
+    BIND_FAILS(bad, len, "layer.", &c, MLA_ERR_INVALID_ARGUMENT);
+    free(bad);
+#undef BIND_FAILS
+    free(file);
+
+    /* The tutorial checkpoint binds with the tutorial preset. */
+    if (tutorial_path != NULL) {
+        size_t flen = 0;
+        unsigned char *tf = read_file(tutorial_path, &flen);
+        mla_config tc;
+        mla_config_tutorial(&tc);
+        if (tf == NULL) {
+            printf("FAIL: cannot read %s\n", tutorial_path);
+            g_failures++;
+            return;
+        }
+        EXPECT(mla_weights_from_safetensors(tf, flen, "model.layers.0.self_attn.", &tc, &w), MLA_OK);
+        CHECK(w.kv_a_proj_with_mqa.rows == 128 + 8 * 64 && w.kv_a_proj_with_mqa.cols == 256);
+        CHECK(w.o_proj_bias.data != NULL && w.q_a_layernorm.data == NULL);
+        free(tf);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *tutorial = argc > 1 ? argv[1] : "tests/data/tutorial.safetensors";
+    model m;
+    mla_status s;
+    int missing = 0;
+    model_init(&m);
+
+    test_versions_and_strings();
+    test_presets();
+    test_config_errors();
+    test_init_errors(&m);
+    test_engine_errors(&m);
+    test_safetensors(&m, tutorial);
+    model_free(&m);
+
+    printf("-- statuses provoked\n");
+    for (s = MLA_ERR_NULL_POINTER; s <= MLA_ERR_INTERNAL; s++) {
+        if (s == MLA_ERR_UNSUPPORTED || s == MLA_ERR_DEVICE || s == MLA_ERR_INTERNAL) {
+            /* UNSUPPORTED: no CPU entry point returns it in this build; DEVICE: CUDA
+             * only; INTERNAL: a caught panic, which no input reaches. */
+            printf("  %-26s skipped: not reachable through the CPU API\n", status_name(s));
+            continue;
+        }
+        printf("  %-26s %s\n", status_name(s), g_seen[s] ? "seen" : "NOT SEEN");
+        missing += !g_seen[s];
+    }
+    if (missing != 0) {
+        g_failures++;
+    }
+    printf("%d checks, %d failures\n", g_checks, g_failures);
+    return g_failures == 0 ? 0 : 1;
+}
