@@ -338,6 +338,7 @@ impl Config {
 
     /// Bytes cached per token in the configured cache dtype.
     pub fn cache_bytes_per_token(&self) -> Result<usize> {
+        // dims() checked cache_row * dtype size * max_seq_len for overflow.
         Ok(self.dims()?.cache_row * self.cache_dtype.size())
     }
 
@@ -345,7 +346,11 @@ impl Config {
     /// `H * (n + p + v)` values (keys with their rope part, and values).
     pub fn full_kv_bytes_per_token(&self) -> Result<usize> {
         let dm = self.dims()?;
-        Ok(dm.h * (dm.qk + dm.v) * self.cache_dtype.size())
+        dm.qk
+            .checked_add(dm.v)
+            .and_then(|w| w.checked_mul(dm.h))
+            .and_then(|n| n.checked_mul(self.cache_dtype.size()))
+            .ok_or_else(|| err(Status::InvalidConfig, "num_heads * (n + p + v): full K/V size overflows"))
     }
 
     /// True when YaRN is active (`rope_factor > 1`).
@@ -436,6 +441,28 @@ mod tests {
         let mut c = Config::tutorial();
         c.max_tokens_per_call = c.max_seq_len + 1;
         assert!(c.validate().unwrap_err().message().starts_with("max_tokens_per_call"));
+    }
+
+    #[test]
+    fn full_kv_size_overflow_is_an_error_not_a_panic() {
+        // Found by the `config` fuzz target (fuzz/corpus/config/regress_full_kv_overflow):
+        // valid dims whose full K/V size does not fit usize.
+        let c = Config {
+            hidden_size: 1,
+            num_heads: 1 << 31,
+            q_lora_rank: 0,
+            kv_lora_rank: 1,
+            qk_nope_head_dim: 2,
+            qk_rope_head_dim: u32::MAX - 1,
+            v_head_dim: u32::MAX,
+            max_seq_len: 1,
+            max_tokens_per_call: 1,
+            rope_key: RopeKey::Shared,
+            ..Config::tutorial()
+        };
+        if c.validate().is_ok() {
+            assert_eq!(c.full_kv_bytes_per_token().unwrap_err().status(), Status::InvalidConfig);
+        }
     }
 
     #[test]
