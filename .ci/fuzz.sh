@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the cargo-fuzz targets in fuzz/ and runs each for a bounded time
+# (FUZZ_SECONDS, default 30) starting from the committed seeds in
+# fuzz/corpus/<target>/. Fails if any target crashes, panics, leaks past the RSS
+# limit or hangs. New corpus entries go to a temporary folder; a crashing input is
+# saved under fuzz/artifacts/<target>/ (libFuzzer prints the path).
+#
+# Installs what it needs on a fresh machine (as root): the nightly toolchain and
+# cargo-fuzz, each skipped when already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS="${FUZZ_SECONDS:-30}"
+TARGETS="${FUZZ_TARGETS:-safetensors config engine_calls}"
+
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+start=$(date +%s)
+echo "fuzz: building targets ($(rustc +nightly --version))"
+# Default flags: release, debug assertions and overflow checks on, AddressSanitizer.
+(cd fuzz && cargo +nightly fuzz build)
+
+for t in $TARGETS; do
+    work=$(mktemp -d)
+    echo "fuzz: running $t for ${SECS}s (seeds: fuzz/corpus/$t)"
+    if ! (cd fuzz && cargo +nightly fuzz run "$t" "$work" "corpus/$t" -- \
+            -max_total_time="$SECS" -timeout=20 -rss_limit_mb=2048 \
+            -print_final_stats=1 2>&1 | grep -v -E '^#[0-9]+\s+(NEW|REDUCE|pulse)'); then
+        echo "fuzz: FAILED: target $t found a crash (see fuzz/artifacts/$t/)"
+        rm -rf "$work"
+        exit 1
+    fi
+    echo "fuzz: $t ok, corpus grew to $(ls "$work" | wc -l) new inputs"
+    rm -rf "$work"
+done
+echo "fuzz: all targets ok ($TARGETS) in $(( $(date +%s) - start ))s"
