@@ -935,6 +935,37 @@ fn decode_escape(raw: &[u8], i: usize) -> Option<(char, usize)> {
     }
 }
 
+/// UTF-8 encoding of `c` (written out so that no bounds check or panic path is linked).
+fn utf8(c: char) -> ([u8; 4], usize) {
+    let cp = c as u32;
+    // Each `as u8` keeps the low 8 bits of a value already masked to fit.
+    if cp < 0x80 {
+        ([cp as u8, 0, 0, 0], 1)
+    } else if cp < 0x800 {
+        ([0xC0 | (cp >> 6) as u8, 0x80 | (cp & 0x3F) as u8, 0, 0], 2)
+    } else if cp < 0x10000 {
+        (
+            [
+                0xE0 | (cp >> 12) as u8,
+                0x80 | ((cp >> 6) & 0x3F) as u8,
+                0x80 | (cp & 0x3F) as u8,
+                0,
+            ],
+            3,
+        )
+    } else {
+        (
+            [
+                0xF0 | ((cp >> 18) & 0x07) as u8,
+                0x80 | ((cp >> 12) & 0x3F) as u8,
+                0x80 | ((cp >> 6) & 0x3F) as u8,
+                0x80 | (cp & 0x3F) as u8,
+            ],
+            4,
+        )
+    }
+}
+
 /// The next decoded piece of `raw` at `*i`, advancing `*i`.
 fn decode_unit(raw: &[u8], i: &mut usize) -> Unit {
     match raw.get(*i) {
@@ -942,8 +973,7 @@ fn decode_unit(raw: &[u8], i: &mut usize) -> Unit {
         Some(b'\\') => match decode_escape(raw, *i) {
             Some((c, next)) => {
                 *i = next;
-                let mut buf = [0u8; 4];
-                let len = c.encode_utf8(&mut buf).len();
+                let (buf, len) = utf8(c);
                 Unit::Bytes(buf, len)
             }
             None => Unit::Bad,
@@ -1979,6 +2009,27 @@ mod tests {
         // Malformed file through bind_weights.
         let (s, _) = status_of(bind_weights(&[0u8; 4], P, &cfg));
         assert_eq!(s, Status::InvalidArgument);
+    }
+
+    #[test]
+    fn utf8_matches_core() {
+        for c in [
+            '\0',
+            'a',
+            '\u{7f}',
+            '\u{80}',
+            '\u{e9}',
+            '\u{7ff}',
+            '\u{800}',
+            '\u{ffff}',
+            '\u{10000}',
+            '\u{1f600}',
+            '\u{10ffff}',
+        ] {
+            let mut want = [0u8; 4];
+            let w = c.encode_utf8(&mut want).len();
+            assert_eq!(utf8(c), (want, w), "{c:?}");
+        }
     }
 
     #[test]
