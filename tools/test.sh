@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of mla-rt, from a fresh Debian machine: installs what it needs
+# (tools/setup.sh), then format, clippy, the Rust tests (unit, golden vectors,
+# no-allocation, parallel determinism), the C ABI (header freshness, C/C++
+# programs under valgrind and ASan+UBSan, CMake/pkg-config), Miri, fuzzing, the
+# aarch64 and bare-metal builds under qemu, and the CUDA feature without a GPU.
+# Stops at the first failure. .ci/run calls this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+step() { printf '\n=== %s (%ss) ===\n' "$*" "$((SECONDS - start))"; }
+
+step "setup"
+bash tools/setup.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (host, no_std core, aarch64, thumbv7em)"
+cargo clippy --all-targets -- -D warnings
+cargo clippy --lib --no-default-features -- -D warnings
+cargo clippy --lib --target aarch64-unknown-linux-gnu -- -D warnings
+cargo clippy --lib --no-default-features --target thumbv7em-none-eabihf -- -D warnings
+
+step "Rust tests (x86-64)"
+cargo test
+
+step "C ABI: header, C/C++ programs, valgrind, sanitizers, CMake, pkg-config"
+bash .ci/ffi.sh
+
+step "Miri"
+bash .ci/miri.sh
+
+step "fuzzing"
+bash .ci/fuzz.sh
+
+step "aarch64 (qemu) and bare-metal Cortex-M"
+bash .ci/cross.sh
+
+step "CUDA feature without a GPU"
+bash .ci/cuda.sh
+
+step "benchmarks build"
+cargo build --release --examples
+
+step "done"
+echo "every test passed in $((SECONDS - start)) s"
