@@ -13,9 +13,13 @@ use mla::{Config, Engine};
 use std::time::Instant;
 
 fn main() {
-    let path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tutorial.safetensors").into());
+    let path = std::env::args().nth(1).unwrap_or_else(|| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/tutorial.safetensors"
+        )
+        .into()
+    });
     let raw = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     // Copy into 8-byte aligned storage so f32 tensors can be borrowed in place.
     let mut words = vec![0u64; raw.len().div_ceil(8)];
@@ -23,10 +27,18 @@ fn main() {
     let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..raw.len()];
 
     let st = SafeTensors::parse(bytes).unwrap_or_else(|e| fail(e.message()));
-    let mut cfg = config_from_metadata(&st, &Config::tutorial()).unwrap_or_else(|e| fail(e.message()));
+    let mut cfg =
+        config_from_metadata(&st, &Config::tutorial()).unwrap_or_else(|e| fail(e.message()));
     let f32s = |name: &str| -> Vec<f32> {
-        let t = st.tensor(name).ok().flatten().unwrap_or_else(|| fail(&format!("no tensor {name}")));
-        t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        let t = st
+            .tensor(name)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| fail(&format!("no tensor {name}")));
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     };
     let (x, want) = (f32s("inputs"), f32s("outputs"));
     let d = cfg.hidden_size as usize;
@@ -34,13 +46,14 @@ fn main() {
     cfg.max_seq_len = 256;
     cfg.max_tokens_per_call = 64;
     cfg.validate().unwrap_or_else(|e| fail(e.message()));
-    let weights = bind_weights(bytes, "model.layers.0.self_attn.", &cfg).unwrap_or_else(|e| fail(e.message()));
+    let weights = bind_weights(bytes, "model.layers.0.self_attn.", &cfg)
+        .unwrap_or_else(|e| fail(e.message()));
 
     let need = Engine::memory_bytes(&cfg).unwrap_or_else(|e| fail(e.message()));
     let mut arena = vec![0u8; need + Engine::MEMORY_ALIGN];
     let off = arena.as_ptr().align_offset(Engine::MEMORY_ALIGN);
-    let mut engine =
-        Engine::new(&cfg, &weights, &mut arena[off..off + need]).unwrap_or_else(|e| fail(e.message()));
+    let mut engine = Engine::new(&cfg, &weights, &mut arena[off..off + need])
+        .unwrap_or_else(|e| fail(e.message()));
 
     println!("model      : {path}");
     println!(
@@ -55,7 +68,10 @@ fn main() {
         cfg.rope_key,
         cfg.rope_layout
     );
-    println!("engine mem : {need} bytes in one caller buffer (capacity {} tokens)", cfg.max_seq_len);
+    println!(
+        "engine mem : {need} bytes in one caller buffer (capacity {} tokens)",
+        cfg.max_seq_len
+    );
 
     let mut out = vec![0f32; x.len()];
     let prefill = n / 2;
@@ -63,21 +79,33 @@ fn main() {
     engine
         .forward(&x[..prefill * d], &mut out[..prefill * d])
         .unwrap_or_else(|e| fail(e.message()));
-    println!("prefill    : {prefill} tokens in {:.3} ms", t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "prefill    : {prefill} tokens in {:.3} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     for t in prefill..n {
         let t1 = Instant::now();
         engine
             .forward(&x[t * d..(t + 1) * d], &mut out[t * d..(t + 1) * d])
             .unwrap_or_else(|e| fail(e.message()));
-        println!("decode     : token {t:2} in {:.3} ms", t1.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "decode     : token {t:2} in {:.3} ms",
+            t1.elapsed().as_secs_f64() * 1e3
+        );
     }
-    let num = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let num = out
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let den = want.iter().map(|b| b.abs()).fold(0f32, f32::max);
     let err = num / den;
     let latent = cfg.cache_bytes_per_token().unwrap_or(0);
     let full = cfg.full_kv_bytes_per_token().unwrap_or(0);
     println!("tokens     : {} processed, cache holds {}", n, engine.len());
-    println!("max error  : {err:.3e} (max-abs error / max-abs reference, PyTorch float64 reference)");
+    println!(
+        "max error  : {err:.3e} (max-abs error / max-abs reference, PyTorch float64 reference)"
+    );
     println!(
         "cache/token: {latent} bytes latent vs {full} bytes full K/V ({:.1}x smaller)",
         full as f64 / latent as f64

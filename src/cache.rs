@@ -119,12 +119,16 @@ impl<'m> LatentCache<'m> {
             }
             CacheData::F16(d) => {
                 if let Some(dst) = d.get_mut(start..start.saturating_add(row)) {
-                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f16::from_f32(s));
+                    dst.iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &s)| *d = f16::from_f32(s));
                 }
             }
             CacheData::BF16(d) => {
                 if let Some(dst) = d.get_mut(start..start.saturating_add(row)) {
-                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = bf16::from_f32(s));
+                    dst.iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &s)| *d = bf16::from_f32(s));
                 }
             }
         }

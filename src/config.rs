@@ -226,9 +226,8 @@ impl Config {
 
     /// Validates and returns the derived sizes.
     pub fn dims(&self) -> Result<Dims> {
-        let bad = |field: &str, why: &str| -> Error {
-            err(Status::InvalidConfig, field).s(": ").s(why)
-        };
+        let bad =
+            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
         let pos = |field: &str, v: u32| -> Result<usize> {
             if v == 0 {
                 Err(bad(field, "must be > 0"))
@@ -252,7 +251,10 @@ impl Config {
             return Err(bad("max_tokens_per_call", "must be <= max_seq_len"));
         }
         if self.q_norm && rq == 0 {
-            return Err(bad("q_norm", "needs q_lora_rank > 0 (the norm acts on the query latent)"));
+            return Err(bad(
+                "q_norm",
+                "needs q_lora_rank > 0 (the norm acts on the query latent)",
+            ));
         }
         let finite_pos = |field: &str, x: f32| -> Result<()> {
             if x.is_finite() && x > 0.0 {
@@ -268,7 +270,10 @@ impl Config {
         finite_pos("rope_factor", self.rope_factor)?;
         if self.rope_factor > 1.0 {
             if self.original_max_position == 0 {
-                return Err(bad("original_max_position", "must be > 0 when rope_factor > 1"));
+                return Err(bad(
+                    "original_max_position",
+                    "must be > 0 when rope_factor > 1",
+                ));
             }
             finite_pos("beta_slow", self.beta_slow)?;
             finite_pos("beta_fast", self.beta_fast)?;
@@ -280,21 +285,30 @@ impl Config {
             }
         }
         if !(self.softmax_scale.is_finite() && self.softmax_scale >= 0.0) {
-            return Err(bad("softmax_scale", "must be finite and >= 0 (0 = derived)"));
+            return Err(bad(
+                "softmax_scale",
+                "must be finite and >= 0 (0 = derived)",
+            ));
         }
 
         // Derived sizes, each checked for overflow; the total engine size is also
         // checked by the memory plan.
         let ovf = |what: &str| bad(what, "dimensions overflow");
         let qk = n.checked_add(p).ok_or_else(|| ovf("qk_head_dim"))?;
-        let q_width = h.checked_mul(qk).ok_or_else(|| ovf("num_heads * (n + p)"))?;
+        let q_width = h
+            .checked_mul(qk)
+            .ok_or_else(|| ovf("num_heads * (n + p)"))?;
         let rope_k = match self.rope_key {
             RopeKey::Shared => p,
             RopeKey::PerHead => h.checked_mul(p).ok_or_else(|| ovf("num_heads * p"))?,
         };
-        let kv_a_rows = r.checked_add(rope_k).ok_or_else(|| ovf("kv_lora_rank + rope"))?;
+        let kv_a_rows = r
+            .checked_add(rope_k)
+            .ok_or_else(|| ovf("kv_lora_rank + rope"))?;
         let nv = n.checked_add(v).ok_or_else(|| ovf("n + v"))?;
-        let kv_b_rows = h.checked_mul(nv).ok_or_else(|| ovf("num_heads * (n + v)"))?;
+        let kv_b_rows = h
+            .checked_mul(nv)
+            .ok_or_else(|| ovf("num_heads * (n + v)"))?;
         let o_cols = h.checked_mul(v).ok_or_else(|| ovf("num_heads * v"))?;
         let cache_row = kv_a_rows;
         let cache_bytes_per_token = cache_row
@@ -304,12 +318,17 @@ impl Config {
             .checked_mul(max_seq)
             .ok_or_else(|| ovf("max_seq_len * cache row"))?;
         // Products with d must fit (weights are indexed by row * d).
-        for (what, rows) in [("q rows", q_width), ("kv_a rows", kv_a_rows), ("o_proj", o_cols)] {
+        for (what, rows) in [
+            ("q rows", q_width),
+            ("kv_a rows", kv_a_rows),
+            ("o_proj", o_cols),
+        ] {
             rows.checked_mul(d).ok_or_else(|| ovf(what))?;
         }
         kv_b_rows.checked_mul(r).ok_or_else(|| ovf("kv_b_proj"))?;
         if rq > 0 {
-            rq.checked_mul(d.max(q_width)).ok_or_else(|| ovf("q_lora_rank"))?;
+            rq.checked_mul(d.max(q_width))
+                .ok_or_else(|| ovf("q_lora_rank"))?;
         }
         Ok(Dims {
             d,
@@ -350,7 +369,12 @@ impl Config {
             .checked_add(dm.v)
             .and_then(|w| w.checked_mul(dm.h))
             .and_then(|n| n.checked_mul(self.cache_dtype.size()))
-            .ok_or_else(|| err(Status::InvalidConfig, "num_heads * (n + p + v): full K/V size overflows"))
+            .ok_or_else(|| {
+                err(
+                    Status::InvalidConfig,
+                    "num_heads * (n + p + v): full K/V size overflows",
+                )
+            })
     }
 
     /// True when YaRN is active (`rope_factor > 1`).
@@ -402,7 +426,11 @@ mod tests {
 
     #[test]
     fn presets_are_valid() {
-        for c in [Config::tutorial(), Config::deepseek_v2_lite(), Config::deepseek_v3()] {
+        for c in [
+            Config::tutorial(),
+            Config::deepseek_v2_lite(),
+            Config::deepseek_v3(),
+        ] {
             c.validate().unwrap();
         }
         // DESIGN.md 2.1: 576 cached values per token for V3 against 40,960 for full K/V.
@@ -419,11 +447,19 @@ mod tests {
         c.qk_rope_head_dim = 63;
         let e = c.validate().unwrap_err();
         assert_eq!(e.status(), Status::InvalidConfig);
-        assert!(e.message().starts_with("qk_rope_head_dim"), "{}", e.message());
+        assert!(
+            e.message().starts_with("qk_rope_head_dim"),
+            "{}",
+            e.message()
+        );
 
         let mut c = Config::tutorial();
         c.hidden_size = 0;
-        assert!(c.validate().unwrap_err().message().starts_with("hidden_size"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .message()
+            .starts_with("hidden_size"));
 
         let mut c = Config::tutorial();
         c.q_lora_rank = 0;
@@ -436,11 +472,19 @@ mod tests {
 
         let mut c = Config::tutorial();
         c.rms_norm_eps = f32::NAN;
-        assert!(c.validate().unwrap_err().message().starts_with("rms_norm_eps"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .message()
+            .starts_with("rms_norm_eps"));
 
         let mut c = Config::tutorial();
         c.max_tokens_per_call = c.max_seq_len + 1;
-        assert!(c.validate().unwrap_err().message().starts_with("max_tokens_per_call"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .message()
+            .starts_with("max_tokens_per_call"));
     }
 
     #[test]
@@ -461,7 +505,10 @@ mod tests {
             ..Config::tutorial()
         };
         if c.validate().is_ok() {
-            assert_eq!(c.full_kv_bytes_per_token().unwrap_err().status(), Status::InvalidConfig);
+            assert_eq!(
+                c.full_kv_bytes_per_token().unwrap_err().status(),
+                Status::InvalidConfig
+            );
         }
     }
 

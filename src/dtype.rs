@@ -92,7 +92,10 @@ impl<'a> Elems<'a> {
     pub fn widen_into(&self, out: &mut [f32]) {
         match self {
             Elems::F32(s) => out.iter_mut().zip(s.iter()).for_each(|(o, v)| *o = *v),
-            Elems::F16(s) => out.iter_mut().zip(s.iter()).for_each(|(o, v)| *o = v.to_f32()),
+            Elems::F16(s) => out
+                .iter_mut()
+                .zip(s.iter())
+                .for_each(|(o, v)| *o = v.to_f32()),
             Elems::BF16(s) => out
                 .iter_mut()
                 .zip(s.iter())

@@ -288,7 +288,9 @@ mod tests {
         assert_eq!(&c[16..], &c1);
         assert_eq!(&s[16..], &s1);
         assert_eq!(
-            fill_tables(&p, 0, &mut f, &mut c[..5], &mut s[..5]).unwrap_err().status(),
+            fill_tables(&p, 0, &mut f, &mut c[..5], &mut s[..5])
+                .unwrap_err()
+                .status(),
             Status::InvalidArgument
         );
     }

@@ -41,7 +41,12 @@ impl<'w> Tensor<'w> {
 
     /// A tensor over raw bytes of `dtype`: checks length (`WeightShape`) and
     /// alignment (`Misaligned`: f32 needs 4 bytes, f16/bf16 2).
-    pub fn from_bytes(bytes: &'w [u8], dtype: DType, rows: usize, cols: usize) -> Result<Tensor<'w>> {
+    pub fn from_bytes(
+        bytes: &'w [u8],
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Tensor<'w>> {
         let want = rows
             .checked_mul(cols)
             .and_then(|n| n.checked_mul(dtype.size()))
@@ -113,7 +118,11 @@ pub struct Weights<'w> {
 
 fn expect(name: &str, t: Option<&Tensor>, rows: usize, cols: usize) -> Result<()> {
     match t {
-        None => Err(err(Status::WeightShape, name).s(": missing, expected ").n(rows).s(" x ").n(cols)),
+        None => Err(err(Status::WeightShape, name)
+            .s(": missing, expected ")
+            .n(rows)
+            .s(" x ")
+            .n(cols)),
         Some(t) if t.rows != rows || t.cols != cols => Err(err(Status::WeightShape, name)
             .s(": expected ")
             .n(rows)
@@ -133,7 +142,10 @@ fn expect(name: &str, t: Option<&Tensor>, rows: usize, cols: usize) -> Result<()
 fn absent(name: &str, t: Option<&Tensor>, why: &str) -> Result<()> {
     match t {
         None => Ok(()),
-        Some(_) => Err(err(Status::WeightShape, name).s(": must be absent (").s(why).s(")")),
+        Some(_) => Err(err(Status::WeightShape, name)
+            .s(": must be absent (")
+            .s(why)
+            .s(")")),
     }
 }
 
@@ -146,9 +158,17 @@ impl<'w> Weights<'w> {
             expect("q_proj", self.q_proj.as_ref(), dm.q_width, dm.d)?;
             absent("q_a_proj", self.q_a_proj.as_ref(), "q_lora_rank is 0")?;
             absent("q_b_proj", self.q_b_proj.as_ref(), "q_lora_rank is 0")?;
-            absent("q_a_proj_bias", self.q_a_proj_bias.as_ref(), "q_lora_rank is 0")?;
+            absent(
+                "q_a_proj_bias",
+                self.q_a_proj_bias.as_ref(),
+                "q_lora_rank is 0",
+            )?;
         } else {
-            absent("q_proj", self.q_proj.as_ref(), "q_lora_rank > 0 uses q_a_proj/q_b_proj")?;
+            absent(
+                "q_proj",
+                self.q_proj.as_ref(),
+                "q_lora_rank > 0 uses q_a_proj/q_b_proj",
+            )?;
             expect("q_a_proj", self.q_a_proj.as_ref(), dm.rq, dm.d)?;
             expect("q_b_proj", self.q_b_proj.as_ref(), dm.q_width, dm.rq)?;
             if self.q_a_proj_bias.is_some() {
@@ -170,7 +190,12 @@ impl<'w> Weights<'w> {
         expect("kv_b_proj", Some(&self.kv_b_proj), dm.kv_b_rows, dm.r)?;
         expect("o_proj", Some(&self.o_proj), dm.d, dm.o_cols)?;
         if self.kv_a_proj_bias.is_some() {
-            expect("kv_a_proj_bias", self.kv_a_proj_bias.as_ref(), 1, dm.kv_a_rows)?;
+            expect(
+                "kv_a_proj_bias",
+                self.kv_a_proj_bias.as_ref(),
+                1,
+                dm.kv_a_rows,
+            )?;
         }
         if self.o_proj_bias.is_some() {
             expect("o_proj_bias", self.o_proj_bias.as_ref(), 1, dm.d)?;

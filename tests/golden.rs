@@ -17,8 +17,12 @@ fn run(cfg: &Config, w: &Weights, x: &[f32], chunks: &[usize], mode: AttnMode) -
     let mut out = vec![0f32; x.len()];
     let mut t0 = 0;
     for &n in chunks {
-        e.forward_mode(&x[t0 * d..(t0 + n) * d], &mut out[t0 * d..(t0 + n) * d], mode)
-            .unwrap();
+        e.forward_mode(
+            &x[t0 * d..(t0 + n) * d],
+            &mut out[t0 * d..(t0 + n) * d],
+            mode,
+        )
+        .unwrap();
         t0 += n;
         assert_eq!(e.len(), t0);
     }
@@ -53,7 +57,11 @@ fn f32_matches_reference_in_every_schedule_and_mode() {
         let mut seen = Vec::new();
         let mut worst = 0f32;
         for mode in [AttnMode::Naive, AttnMode::Absorb, AttnMode::Auto] {
-            for (label, chunks) in [("one call", vec![t]), ("uneven", uneven(t)), ("decode", vec![1; t])] {
+            for (label, chunks) in [
+                ("one call", vec![t]),
+                ("uneven", uneven(t)),
+                ("decode", vec![1; t]),
+            ] {
                 let got = run(&cfg, &w, &x, &chunks, mode);
                 let e = rel_err(&got, &want);
                 assert!(e <= F32_TOL, "{name} {mode:?} {label}: rel err {e:e}");
@@ -85,11 +93,17 @@ fn half_weights_and_caches_within_1e_2() {
                 if wd == DType::F32 && cd == DType::F32 {
                     continue;
                 }
-                let cfg = Config { cache_dtype: cd, ..cfg };
+                let cfg = Config {
+                    cache_dtype: cd,
+                    ..cfg
+                };
                 for (mode, chunks) in [(AttnMode::Naive, vec![t]), (AttnMode::Absorb, uneven(t))] {
                     let got = run(&cfg, &w, &x, &chunks, mode);
                     let e = rel_err(&got, &want);
-                    assert!(e <= HALF_TOL, "{name} weights {wd:?} cache {cd:?} {mode:?}: {e:e}");
+                    assert!(
+                        e <= HALF_TOL,
+                        "{name} weights {wd:?} cache {cd:?} {mode:?}: {e:e}"
+                    );
                     // Not silently f32: rounding must show (bf16 has 8 bits).
                     assert!(e > 1e-7, "{name} {wd:?}/{cd:?}: suspiciously exact ({e:e})");
                 }
@@ -124,9 +138,15 @@ fn truncate_then_reforward_reproduces_outputs() {
             let mut tail = vec![0f32; (t - k) * d];
             e.forward(&x[k * d..], &mut tail).unwrap();
             let err = rel_err(&tail, &want[k * d..]);
-            assert!(err <= F32_TOL, "{name}: truncate to {k} then re-forward: {err:e}");
+            assert!(
+                err <= F32_TOL,
+                "{name}: truncate to {k} then re-forward: {err:e}"
+            );
         }
-        assert_eq!(e.truncate(t + 1).unwrap_err().status(), mla::Status::InvalidArgument);
+        assert_eq!(
+            e.truncate(t + 1).unwrap_err().status(),
+            mla::Status::InvalidArgument
+        );
         e.reset();
         assert_eq!(e.len(), 0);
         e.forward(&x, &mut out).unwrap();
@@ -146,7 +166,10 @@ fn rope_and_scale_match_the_reference() {
         rp.inv_freqs(&mut f);
         let want_f = g.f32s("rope_inv_freq");
         for (i, (&a, &b)) in f.iter().zip(&want_f).enumerate() {
-            assert!(((a as f32) - b).abs() <= 1e-6 * b.abs(), "{name}: inv_freq[{i}] {a} vs {b}");
+            assert!(
+                ((a as f32) - b).abs() <= 1e-6 * b.abs(),
+                "{name}: inv_freq[{i}] {a} vs {b}"
+            );
         }
         let (cos_ref, sin_ref) = (g.f32s("rope_cos"), g.f32s("rope_sin"));
         let (mut c, mut s) = (vec![0f32; p / 2], vec![0f32; p / 2]);
@@ -155,13 +178,22 @@ fn rope_and_scale_match_the_reference() {
             // The reference lays cos/sin out as cat(freqs, freqs): compare both halves.
             for i in 0..p {
                 let (rc, rs) = (cos_ref[pos * p + i], sin_ref[pos * p + i]);
-                assert!((c[i % (p / 2)] - rc).abs() < 2e-6, "{name}: cos pos {pos} i {i}");
-                assert!((s[i % (p / 2)] - rs).abs() < 2e-6, "{name}: sin pos {pos} i {i}");
+                assert!(
+                    (c[i % (p / 2)] - rc).abs() < 2e-6,
+                    "{name}: cos pos {pos} i {i}"
+                );
+                assert!(
+                    (s[i % (p / 2)] - rs).abs() < 2e-6,
+                    "{name}: sin pos {pos} i {i}"
+                );
             }
         }
         let want_scale = g.f32s("softmax_scale")[0];
         let got = softmax_scale(&cfg);
-        assert!((got - want_scale).abs() <= 1e-6 * want_scale, "{name}: scale {got} vs {want_scale}");
+        assert!(
+            (got - want_scale).abs() <= 1e-6 * want_scale,
+            "{name}: scale {got} vs {want_scale}"
+        );
     }
 }
 
@@ -172,11 +204,17 @@ fn yarn_cases_really_use_yarn() {
         let g = Golden::load(name);
         let cfg = g.config(g.n_tokens() as u32);
         assert!(cfg.rope_factor > 1.0, "{name}: factor {}", cfg.rope_factor);
-        let plain = Config { rope_factor: 1.0, ..cfg };
+        let plain = Config {
+            rope_factor: 1.0,
+            ..cfg
+        };
         let w = g.weights(&cfg);
         let x = g.inputs();
         let t = g.n_tokens();
         let got = run(&plain, &w, &x, &[t], AttnMode::Naive);
-        assert!(rel_err(&got, &g.outputs()) > 1e-3, "{name}: YaRN made no difference");
+        assert!(
+            rel_err(&got, &g.outputs()) > 1e-3,
+            "{name}: YaRN made no difference"
+        );
     }
 }
