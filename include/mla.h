@@ -563,6 +563,47 @@ mla_status mla_weights_from_safetensors(const void *bytes,
                                         const struct mla_config *c,
                                         struct mla_weights *out);
 
+/**
+ * RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`
+ * floats (p = qk_rope_head_dim), with the rotation of positions
+ * `start_pos .. start_pos + n_pos` for config `*c`: `cos(pos * f_i) * m` where
+ * `f_i` are the (YaRN-adjusted) inverse frequencies and `m` the YaRN cos/sin
+ * scaling. Angles are computed in double precision.
+ * Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
+ * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
+ * (n_pos = 0, overflow, or `cos` and `sin` overlap). Nothing is written on error.
+ *
+ * # Safety
+ * `c` is NULL or points to an `mla_config`; `cos` and `sin` are NULL or each hold
+ * `n_pos * p/2` writable floats.
+ */
+mla_status mla_rope_tables(const struct mla_config *c,
+                           uint32_t start_pos,
+                           uint32_t n_pos,
+                           float *cos,
+                           float *sin);
+
+/**
+ * Rotates `x` in place: `x` is `[n_pos][n_per_pos][p]` floats, and the
+ * `n_per_pos` vectors of row k (e.g. the heads of one token) are rotated by row
+ * k of `cos` and `sin` (`[n_pos][p/2]`, from [`mla_rope_tables`]) in the config's
+ * pair layout (interleaved or half).
+ * Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
+ * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
+ * (a count of 0, overflow, or `x` overlapping a table). Nothing is written on error.
+ *
+ * # Safety
+ * `c` is NULL or points to an `mla_config`; `x` is NULL or holds
+ * `n_pos * n_per_pos * p` writable floats; `cos` and `sin` are NULL or each hold
+ * `n_pos * p/2` floats.
+ */
+mla_status mla_rope_apply(const struct mla_config *c,
+                          float *x,
+                          uint32_t n_pos,
+                          uint32_t n_per_pos,
+                          const float *cos,
+                          const float *sin);
+
 #if defined(MLA_FEATURE_CUDA)
 /**
  * Creates a CUDA engine on device `device_ordinal` (0 = first GPU) for config

@@ -1094,6 +1094,160 @@ pub unsafe extern "C" fn mla_weights_from_safetensors(
     })
 }
 
+/// True when the byte ranges `[a, a + a_len)` and `[b, b + b_len)` overlap.
+fn overlaps(a: usize, a_len: usize, b: usize, b_len: usize) -> bool {
+    a < b.wrapping_add(b_len) && b < a.wrapping_add(a_len)
+}
+
+/// RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`
+/// floats (p = qk_rope_head_dim), with the rotation of positions
+/// `start_pos .. start_pos + n_pos` for config `*c`: `cos(pos * f_i) * m` where
+/// `f_i` are the (YaRN-adjusted) inverse frequencies and `m` the YaRN cos/sin
+/// scaling. Angles are computed in double precision.
+/// Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
+/// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
+/// (n_pos = 0, overflow, or `cos` and `sin` overlap). Nothing is written on error.
+///
+/// # Safety
+/// `c` is NULL or points to an `mla_config`; `cos` and `sin` are NULL or each hold
+/// `n_pos * p/2` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn mla_rope_tables(
+    c: *const mla_config,
+    start_pos: u32,
+    n_pos: u32,
+    cos: *mut f32,
+    sin: *mut f32,
+) -> mla_status {
+    plain("mla_rope_tables", || {
+        if cos.is_null() || sin.is_null() {
+            return Err(err(Status::NullPointer, "cos or sin is NULL"));
+        }
+        // SAFETY: `c` is NULL (checked inside) or points to an mla_config.
+        let cfg = unsafe { read_config(c) }?;
+        cfg.validate()?;
+        let rp = crate::rope::RopeParams::from_config(&cfg);
+        // validate(): p is even and > 0, so half >= 1 (max(1) lets the compiler see it).
+        let half = (rp.dim / 2).max(1);
+        let n = rope_floats(n_pos, half)?;
+        let bytes = n * size_of::<f32>();
+        if (cos as usize) % align_of::<f32>() != 0 || (sin as usize) % align_of::<f32>() != 0 {
+            return Err(err(
+                Status::Misaligned,
+                "cos and sin must be 4-byte aligned",
+            ));
+        }
+        if overlaps(cos as usize, bytes, sin as usize, bytes) {
+            return Err(err(Status::InvalidArgument, "cos and sin overlap"));
+        }
+        // SAFETY: non-NULL, aligned, n floats each (C contract), disjoint (checked),
+        // n * 4 <= isize::MAX (rope_floats).
+        let (cs, ss) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(cos, n),
+                core::slice::from_raw_parts_mut(sin, n),
+            )
+        };
+        let scaling = rp.attention_scaling();
+        // Element j is pair j % half of position start_pos + j / half (half >= 1).
+        for (j, (cv, sv)) in cs.iter_mut().zip(ss.iter_mut()).enumerate() {
+            let angle = (start_pos as f64 + (j / half) as f64) * rp.inv_freq(j % half);
+            *cv = (libm::cos(angle) * scaling) as f32;
+            *sv = (libm::sin(angle) * scaling) as f32;
+        }
+        Ok(())
+    })
+}
+
+/// `n_pos * half` floats, checked: > 0 and small enough to address.
+fn rope_floats(n_pos: u32, half: usize) -> Result<usize> {
+    (n_pos as usize)
+        .checked_mul(half)
+        .filter(|&n| n > 0 && n <= isize::MAX as usize / size_of::<f32>())
+        .ok_or_else(|| {
+            err(
+                Status::InvalidArgument,
+                "n_pos must be > 0 and n_pos * p/2 addressable",
+            )
+        })
+}
+
+/// Rotates `x` in place: `x` is `[n_pos][n_per_pos][p]` floats, and the
+/// `n_per_pos` vectors of row k (e.g. the heads of one token) are rotated by row
+/// k of `cos` and `sin` (`[n_pos][p/2]`, from [`mla_rope_tables`]) in the config's
+/// pair layout (interleaved or half).
+/// Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
+/// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
+/// (a count of 0, overflow, or `x` overlapping a table). Nothing is written on error.
+///
+/// # Safety
+/// `c` is NULL or points to an `mla_config`; `x` is NULL or holds
+/// `n_pos * n_per_pos * p` writable floats; `cos` and `sin` are NULL or each hold
+/// `n_pos * p/2` floats.
+#[no_mangle]
+pub unsafe extern "C" fn mla_rope_apply(
+    c: *const mla_config,
+    x: *mut f32,
+    n_pos: u32,
+    n_per_pos: u32,
+    cos: *const f32,
+    sin: *const f32,
+) -> mla_status {
+    plain("mla_rope_apply", || {
+        if x.is_null() || cos.is_null() || sin.is_null() {
+            return Err(err(Status::NullPointer, "x, cos or sin is NULL"));
+        }
+        // SAFETY: `c` is NULL (checked inside) or points to an mla_config.
+        let cfg = unsafe { read_config(c) }?;
+        cfg.validate()?;
+        let p = (cfg.qk_rope_head_dim as usize).max(2);
+        let half = (p / 2).max(1);
+        let nt = rope_floats(n_pos, half)?;
+        let row = (n_per_pos as usize)
+            .checked_mul(p)
+            .filter(|&r| r > 0)
+            .ok_or_else(|| err(Status::InvalidArgument, "n_per_pos must be > 0"))?
+            .max(1); // > 0 already; max(1) lets the compiler see it (chunk size)
+        let nx = rope_floats(n_pos, row)?;
+        let al = align_of::<f32>();
+        if (x as usize) % al != 0 || (cos as usize) % al != 0 || (sin as usize) % al != 0 {
+            return Err(err(
+                Status::Misaligned,
+                "x, cos and sin must be 4-byte aligned",
+            ));
+        }
+        let (xb, tb) = (nx * size_of::<f32>(), nt * size_of::<f32>());
+        if overlaps(x as usize, xb, cos as usize, tb) || overlaps(x as usize, xb, sin as usize, tb)
+        {
+            return Err(err(Status::InvalidArgument, "x overlaps cos or sin"));
+        }
+        // SAFETY: non-NULL, aligned, sized per the C contract; x is disjoint from the
+        // tables (checked); both sizes <= isize::MAX bytes (rope_floats).
+        let (xs, cs, ss) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(x, nx),
+                core::slice::from_raw_parts(cos, nt),
+                core::slice::from_raw_parts(sin, nt),
+            )
+        };
+        // Vector m of x belongs to position m / n_per_pos (index arithmetic, no chunk
+        // iterators: their size hints divide by the chunk size).
+        let per = (n_per_pos as usize).max(1);
+        for m in 0..nx / p {
+            let k = m / per;
+            let (Some(v), Some(crow), Some(srow)) = (
+                xs.get_mut(m * p..(m + 1) * p),
+                cs.get(k * half..(k + 1) * half),
+                ss.get(k * half..(k + 1) * half),
+            ) else {
+                break;
+            };
+            crate::rope::rotate(v, crow, srow, cfg.rope_layout);
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

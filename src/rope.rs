@@ -85,19 +85,23 @@ impl RopeParams {
         }
     }
 
-    /// Fills `out[i]` (i = 0 .. p/2-1) with the inverse frequencies, YaRN applied.
+    /// Inverse frequency of pair `i` (0 .. p/2-1), YaRN applied.
+    pub fn inv_freq(&self, i: usize) -> f64 {
+        let f = 1.0 / libm::pow(self.theta, (2 * i) as f64 / self.dim as f64);
+        if self.yarn() {
+            let (low, high) = self.correction_range();
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            f / self.factor * ramp + f * (1.0 - ramp)
+        } else {
+            f
+        }
+    }
+
+    /// Fills `out[i]` (i = 0 .. p/2-1) with [`RopeParams::inv_freq`].
     /// Writes `min(out.len(), p/2)` values.
     pub fn inv_freqs(&self, out: &mut [f64]) {
-        let p = self.dim as f64;
-        let (low, high) = self.correction_range();
         for (i, f_out) in out.iter_mut().enumerate().take(self.dim / 2) {
-            let f = 1.0 / libm::pow(self.theta, (2 * i) as f64 / p);
-            *f_out = if self.yarn() {
-                let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
-                f / self.factor * ramp + f * (1.0 - ramp)
-            } else {
-                f
-            };
+            *f_out = self.inv_freq(i);
         }
     }
 }

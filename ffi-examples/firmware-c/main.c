@@ -195,6 +195,17 @@ int main(void)
     check_status(mla_config_validate(&c, msg, sizeof msg), MLA_OK, "validate deepseek_v2_lite");
     mla_config_tutorial(&c);
     check_status(mla_config_validate(&c, msg, sizeof msg), MLA_OK, "validate tutorial");
+    {
+        /* RoPE on its own: position 0 is the identity; position 5 rotates. */
+        static float rc[32], rs[32], v[64];
+        for (int i = 0; i < 64; i++) v[i] = (float)(i % 7) - 3.0f;
+        check_status(mla_rope_tables(&c, 0, 1, rc, rs), MLA_OK, "mla_rope_tables");
+        check(rc[0] == 1.0f && rs[31] == 0.0f, "rope position 0");
+        check_status(mla_rope_tables(&c, 5, 1, rc, rs), MLA_OK, "mla_rope_tables 5");
+        check_status(mla_rope_apply(&c, v, 1, 1, rc, rs), MLA_OK, "mla_rope_apply");
+        check(v[0] != -3.0f, "rope rotates");
+        check_status(mla_rope_apply(&c, v, 0, 1, rc, rs), MLA_ERR_INVALID_ARGUMENT, "rope n_pos 0");
+    }
     check_status(mla_engine_size(&c, &bytes), MLA_OK, "mla_engine_size tutorial");
     put("tutorial preset engine bytes: ");
     put_u(bytes);

@@ -1060,6 +1060,63 @@ static void test_safetensors(const model *m, const char *tutorial_path) {
     }
 }
 
+/* RoPE on its own: tables and in-place rotation. */
+static float dot_n(const float *a, const float *b, unsigned n) {
+    float acc = 0.0f;
+    unsigned i;
+    for (i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static void test_rope(void) {
+    enum { P = 64, HALF = 32 };
+    mla_config c;
+    static float cos_t[4 * HALF], sin_t[4 * HALF], q[4 * P], k[4 * P];
+    float sentinel[HALF + 1];
+    unsigned i, pass;
+    printf("-- rope\n");
+    for (pass = 0; pass < 2; pass++) {
+        mla_config_tutorial(&c); /* p 64, half layout */
+        if (pass == 1) c.rope_layout = MLA_ROPE_INTERLEAVED;
+        /* Rows 0, 1: positions 7 and 3; rows 2, 3: positions 104 and 100 (same distance). */
+        EXPECT(mla_rope_tables(&c, 7, 1, cos_t, sin_t), MLA_OK);
+        EXPECT(mla_rope_tables(&c, 3, 1, cos_t + HALF, sin_t + HALF), MLA_OK);
+        EXPECT(mla_rope_tables(&c, 104, 1, cos_t + 2 * HALF, sin_t + 2 * HALF), MLA_OK);
+        EXPECT(mla_rope_tables(&c, 100, 1, cos_t + 3 * HALF, sin_t + 3 * HALF), MLA_OK);
+        for (i = 0; i < 4 * P; i++) {
+            q[i] = (float)((i * 37u) % 11u) / 11.0f - 0.5f;
+            k[i] = (float)((i * 53u) % 13u) / 13.0f - 0.5f;
+        }
+        for (i = 1; i < 4; i++) {
+            memcpy(q + i * P, q, P * sizeof(float));
+            memcpy(k + i * P, k, P * sizeof(float));
+        }
+        EXPECT(mla_rope_apply(&c, q, 4, 1, cos_t, sin_t), MLA_OK);
+        EXPECT(mla_rope_apply(&c, k, 4, 1, cos_t, sin_t), MLA_OK);
+        /* q(7).k(3) == q(104).k(100): the score depends only on the distance. */
+        CHECK(fabsf(dot_n(q, k + P, P) - dot_n(q + 2 * P, k + 3 * P, P)) < 1e-4f);
+        CHECK(fabsf(dot_n(q, k + P, P) - dot_n(q + P, k, P)) > 1e-3f);
+    }
+    /* Position 0 is the identity: cos 1, sin 0 (no YaRN in the tutorial config). */
+    EXPECT(mla_rope_tables(&c, 0, 1, cos_t, sin_t), MLA_OK);
+    CHECK(cos_t[0] == 1.0f && sin_t[0] == 0.0f && cos_t[HALF - 1] == 1.0f);
+    /* Errors write nothing. */
+    for (i = 0; i <= HALF; i++) sentinel[i] = -7.0f;
+    EXPECT(mla_rope_tables(&c, 0, 1, NULL, sin_t), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_rope_tables(&c, 0, 0, cos_t, sin_t), MLA_ERR_INVALID_ARGUMENT);
+    EXPECT(mla_rope_tables(&c, 0, 1, sentinel, sentinel), MLA_ERR_INVALID_ARGUMENT);
+    EXPECT(mla_rope_tables(&c, 0, 1, (float *)((char *)sentinel + 1), sin_t), MLA_ERR_MISALIGNED);
+    CHECK(sentinel[0] == -7.0f && sentinel[HALF] == -7.0f);
+    EXPECT(mla_rope_apply(&c, q, 1, 0, cos_t, sin_t), MLA_ERR_INVALID_ARGUMENT);
+    EXPECT(mla_rope_apply(&c, cos_t, 1, 1, cos_t, sin_t), MLA_ERR_INVALID_ARGUMENT);
+    EXPECT(mla_rope_apply(&c, NULL, 1, 1, cos_t, sin_t), MLA_ERR_NULL_POINTER);
+    c.qk_rope_head_dim = 63;
+    EXPECT(mla_rope_tables(&c, 0, 1, cos_t, sin_t), MLA_ERR_INVALID_CONFIG);
+    c.qk_rope_head_dim = 64;
+    c.struct_size = 8;
+    EXPECT(mla_rope_apply(&c, q, 1, 1, cos_t, sin_t), MLA_ERR_ABI_MISMATCH);
+}
+
 int main(int argc, char **argv) {
     const char *tutorial = argc > 1 ? argv[1] : "tests/data/tutorial.safetensors";
     model m;
@@ -1073,6 +1130,7 @@ int main(int argc, char **argv) {
     test_init_errors(&m);
     test_engine_errors(&m);
     test_safetensors(&m, tutorial);
+    test_rope();
     model_free(&m);
 
     printf("-- statuses provoked\n");
