@@ -110,7 +110,7 @@ fn main() {
         "cache/token: {latent} bytes latent vs {full} bytes full K/V ({:.1}x smaller)",
         full as f64 / latent as f64
     );
-    if !(err <= 1e-5) {
+    if err.is_nan() || err > 1e-5 {
         fail("error above 1e-5");
     }
 }

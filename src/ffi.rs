@@ -1131,7 +1131,9 @@ pub unsafe extern "C" fn mla_rope_tables(
         let half = (rp.dim / 2).max(1);
         let n = rope_floats(n_pos, half)?;
         let bytes = n * size_of::<f32>();
-        if (cos as usize) % align_of::<f32>() != 0 || (sin as usize) % align_of::<f32>() != 0 {
+        if !(cos as usize).is_multiple_of(align_of::<f32>())
+            || !(sin as usize).is_multiple_of(align_of::<f32>())
+        {
             return Err(err(
                 Status::Misaligned,
                 "cos and sin must be 4-byte aligned",
@@ -1210,7 +1212,10 @@ pub unsafe extern "C" fn mla_rope_apply(
             .max(1); // > 0 already; max(1) lets the compiler see it (chunk size)
         let nx = rope_floats(n_pos, row)?;
         let al = align_of::<f32>();
-        if (x as usize) % al != 0 || (cos as usize) % al != 0 || (sin as usize) % al != 0 {
+        if !(x as usize).is_multiple_of(al)
+            || !(cos as usize).is_multiple_of(al)
+            || !(sin as usize).is_multiple_of(al)
+        {
             return Err(err(
                 Status::Misaligned,
                 "x, cos and sin must be 4-byte aligned",

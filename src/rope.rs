@@ -174,7 +174,11 @@ pub fn fill_tables(
     sin: &mut [f32],
 ) -> Result<()> {
     let half = params.dim / 2;
-    if half == 0 || inv_freq.len() != half || cos.len() != sin.len() || cos.len() % half != 0 {
+    if half == 0
+        || inv_freq.len() != half
+        || cos.len() != sin.len()
+        || !cos.len().is_multiple_of(half)
+    {
         return Err(err(
             Status::InvalidArgument,
             "rope tables: inv_freq needs p/2 values; cos and sin the same multiple of p/2",

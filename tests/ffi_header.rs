@@ -113,7 +113,7 @@ fn fields(h: &str, name: &str) -> Vec<String> {
         .filter(|l| l.ends_with(';'))
         .map(|l| {
             l.trim_end_matches(';')
-                .rsplit(|c: char| c == ' ' || c == '*')
+                .rsplit([' ', '*'])
                 .next()
                 .unwrap()
                 .to_string()
