@@ -53,7 +53,7 @@ pub const SPLIT_ROWS: usize = 256;
 /// Most scratch slots (row ranges or head groups running at once).
 pub const MAX_SLOTS: usize = 16;
 
-const _: () = assert!(BLOCK % 16 == 0 && NAIVE_BLOCK % 16 == 0 && kernels::SOFTMAX_MULTIPLE == 16);
+const _: () = assert!(BLOCK & 15 == 0 && NAIVE_BLOCK & 15 == 0 && kernels::SOFTMAX_MULTIPLE == 16);
 const _: () = assert!(MAX_SLOTS <= MAX_TASKS);
 
 /// Rounds up to a multiple of 16 f32 (64 bytes).
@@ -61,10 +61,21 @@ fn r16(x: usize) -> Option<usize> {
     Some(x.checked_add(15)? / 16 * 16)
 }
 
+/// Heads rounded up to 16: the width of the transposed scores (a whole number
+/// of vectors on every ISA; the padding columns hold zeros and are ignored).
+fn heads_padded(dm: &Dims) -> Option<usize> {
+    r16(dm.h)
+}
+
 /// Scratch slots (and so the most tasks of a split): enough for the cache's
 /// row ranges and for the heads, at most [`MAX_SLOTS`].
 pub fn n_slots(dm: &Dims) -> usize {
-    ceil_div(dm.max_seq, SPLIT_ROWS).max(dm.h).min(MAX_SLOTS).max(1)
+    // Not `clamp`: it has a panic path (min > max).
+    #[allow(clippy::manual_clamp)]
+    ceil_div(dm.max_seq, SPLIT_ROWS)
+        .max(dm.h)
+        .min(MAX_SLOTS)
+        .max(1)
 }
 
 /// Offsets (f32) inside one absorbed-path slot.
@@ -75,6 +86,8 @@ struct AbsSlot {
     l: usize,
     sc: usize,
     blk: usize,
+    st: usize,
+    al: usize,
     len: usize,
 }
 
@@ -104,13 +117,20 @@ fn layout<const N: usize>(sizes: [Option<usize>; N]) -> Option<([usize; N], usiz
 
 fn abs_slot(dm: &Dims, widen: bool) -> Option<AbsSlot> {
     let h = dm.h;
+    let hp = heads_padded(dm)?;
     let (ab, _) = blocks(dm);
-    let ([acc, m, l, sc, blk], len) = layout([
+    let ([acc, m, l, sc, blk, st, al], len) = layout([
         h.checked_mul(dm.r),
-        Some(h),
-        Some(h),
+        Some(hp),
+        Some(hp),
         h.checked_mul(ab),
-        if widen { ab.checked_mul(dm.cache_row) } else { Some(0) },
+        if widen {
+            ab.checked_mul(dm.cache_row)
+        } else {
+            Some(0)
+        },
+        ab.checked_mul(hp),
+        Some(hp),
     ])?;
     Some(AbsSlot {
         acc,
@@ -118,6 +138,8 @@ fn abs_slot(dm: &Dims, widen: bool) -> Option<AbsSlot> {
         l,
         sc,
         blk,
+        st,
+        al,
         len,
     })
 }
@@ -131,8 +153,16 @@ fn naive_slot(dm: &Dims, widen: bool) -> Option<NaiveSlot> {
         t.checked_mul(nb),
         Some(t),
         Some(t),
-        if widen { nb.checked_mul(dm.cache_row) } else { Some(0) },
-        Some(if t >= kernels::PACK_MIN_ROWS { kernels::pack_len(dm.qk) } else { 0 }),
+        if widen {
+            nb.checked_mul(dm.cache_row)
+        } else {
+            Some(0)
+        },
+        Some(if t >= kernels::PACK_MIN_ROWS {
+            kernels::pack_len(dm.qk.max(dm.r))
+        } else {
+            0
+        }),
     ])?;
     Some(NaiveSlot {
         val,
@@ -152,15 +182,17 @@ fn slot_len(dm: &Dims, widen: bool) -> Option<usize> {
 
 /// Scratch of both paths (all f32, sized by [`Scratch::lens`]).
 pub struct Scratch<'m> {
-    /// `[H][r + p]`: absorbed queries of one token (`q~_h`, then `q_pe_h`).
+    /// `[H][r + p]`: absorbed queries of one token (`q~_h`, then `q_pe_h`),
+    /// followed by the same transposed, `[r + p][Hp]` (`Hp`: `H` rounded up to
+    /// 16, zero padding).
     pub qa: &'m mut [f32],
     /// `[H][r]`: combined latent sums of one token.
     pub acc: &'m mut [f32],
     /// [`n_slots`] task slots, each with the larger of the absorbed layout
-    /// (`acc [H][r]`, `m [H]`, `l [H]`, scores `[H][ab]`, widened rows
-    /// `[ab][cache_row]`) and the naive one (keys `[nb][n+p]`, values `[nb][v]`,
+    /// (`acc [H][r]`, `m [Hp]`, `l [Hp]`, weights `[H][ab]`, widened rows
+    /// `[ab][cache_row]`, scores `[ab][Hp]`, rescale factors `[Hp]`) and the naive one (keys `[nb][n+p]`, values `[nb][v]`,
     /// scores `[T][nb]`, `m [T]`, `l [T]`, widened rows `[nb][cache_row]`,
-    /// packed keys `[32 * min(n+p, 512)]` when `T >= 16`), with `(ab, nb)` from
+    /// packing scratch `[64 * min(max(n+p, r), 256)]` when `T >= 16`), with `(ab, nb)` from
     /// [`blocks`]; widened rows only for f16/bf16 caches; every part rounded up
     /// to 16 f32.
     pub slots: &'m mut [f32],
@@ -170,7 +202,8 @@ impl Scratch<'_> {
     /// f32 counts of the fields, in field order (`None` on overflow).
     pub fn lens(dm: &Dims, widen_cache: bool) -> Option<[usize; 3]> {
         Some([
-            dm.h.checked_mul(dm.r.checked_add(dm.p)?)?,
+            dm.h.checked_add(heads_padded(dm)?)?
+                .checked_mul(dm.r.checked_add(dm.p)?)?,
             dm.h.checked_mul(dm.r)?,
             n_slots(dm).checked_mul(slot_len(dm, widen_cache)?)?,
         ])
@@ -223,16 +256,34 @@ fn cut(s: &mut [f32], at: usize) -> Option<(&mut [f32], &mut [f32])> {
     (at <= s.len()).then(|| s.split_at_mut(at))
 }
 
-/// The parts of an absorbed slot: `(acc, m, l, sc, blk)`.
-fn abs_parts<'s>(
-    slot: &'s mut [f32],
-    lay: &AbsSlot,
-) -> Option<(&'s mut [f32], &'s mut [f32], &'s mut [f32], &'s mut [f32], &'s mut [f32])> {
+/// The disjoint parts of an absorbed slot.
+struct AbsParts<'s> {
+    acc: &'s mut [f32],
+    m: &'s mut [f32],
+    l: &'s mut [f32],
+    sc: &'s mut [f32],
+    blk: &'s mut [f32],
+    st: &'s mut [f32],
+    al: &'s mut [f32],
+}
+
+/// Splits an absorbed slot into its parts.
+fn abs_parts<'s>(slot: &'s mut [f32], lay: &AbsSlot) -> Option<AbsParts<'s>> {
     let (acc, rest) = cut(slot, lay.m)?;
     let (m, rest) = cut(rest, lay.l - lay.m)?;
     let (l, rest) = cut(rest, lay.sc - lay.l)?;
-    let (sc, blk) = cut(rest, lay.blk - lay.sc)?;
-    Some((acc, m, l, sc, blk))
+    let (sc, rest) = cut(rest, lay.blk - lay.sc)?;
+    let (blk, rest) = cut(rest, lay.st - lay.blk)?;
+    let (st, rest) = cut(rest, lay.al - lay.st)?;
+    Some(AbsParts {
+        acc,
+        m,
+        l,
+        sc,
+        blk,
+        st,
+        al: rest,
+    })
 }
 
 /// Absorbed attention for the call's query tokens.
@@ -246,9 +297,16 @@ pub fn absorbed(inp: &Inputs, par: &Parallel, q: &[f32], s: &mut Scratch, o: &mu
     };
     let nslots = n_slots(dm);
     let (ab, _) = blocks(dm);
-    if s.slots.len() < nslots * slen || s.qa.len() < dm.h * (dm.r + dm.p) || s.acc.len() < dm.h * dm.r {
+    let qa_len = dm.h * (dm.r + dm.p);
+    let Some(hp) = heads_padded(dm) else {
+        return false;
+    };
+    if s.slots.len() < nslots * slen || s.qa.len() < 2 * qa_len || s.acc.len() < dm.h * dm.r {
         return false;
     }
+    let Some((qa_buf, qat)) = cut(s.qa, qa_len) else {
+        return false;
+    };
     let (groups, per) = inp.head_groups();
     for (t, (qtok, otok)) in q
         .chunks_exact(dm.q_width.max(1))
@@ -259,49 +317,76 @@ pub fn absorbed(inp: &Inputs, par: &Parallel, q: &[f32], s: &mut Scratch, o: &mu
         let len = inp.start + t + 1;
         // (a) q~_h = W_UK_h^T q_nope_h, by head groups.
         {
-            let qa = SharedMut::new(s.qa);
-            par.for_each(groups, &|g| {
-                for h in g * per..dm.h.min((g + 1) * per) {
-                    // SAFETY: head h's row of qa; heads are disjoint across tasks.
-                    if let Some(row) = unsafe { qa.slice(h * (dm.r + dm.p), dm.r + dm.p) } {
-                        absorb_query(isa, inp, h, qtok, row);
+            let qa = SharedMut::new(&mut *qa_buf);
+            par.for_each(
+                groups,
+                dm.h.saturating_mul(dm.n).saturating_mul(dm.r),
+                &|g| {
+                    for h in g * per..dm.h.min((g + 1) * per) {
+                        // SAFETY: head h's row of qa; heads are disjoint across tasks.
+                        if let Some(row) = unsafe { qa.slice(h * (dm.r + dm.p), dm.r + dm.p) } {
+                            absorb_query(isa, inp, h, qtok, row);
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         // (b) fixed row ranges of whole blocks.
         let nblk = ceil_div(len, ab);
         let want = ceil_div(len, SPLIT_ROWS).min(nslots).max(1);
         let per_split = (ceil_div(nblk, want) * ab).max(1);
         let splits = ceil_div(len, per_split);
+        // [q~ | q_pe] transposed, [r + p][H]: the scores of a block of cached
+        // rows are then one product with the rows broadcast (every row read
+        // once for all heads), softmax vectorised across heads.
+        let qw = dm.r + dm.p;
+        qat.iter_mut().for_each(|x| *x = 0.0);
+        for (h, row) in qa_buf.chunks_exact(qw.max(1)).take(dm.h).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                if let Some(d) = qat.get_mut(k * hp + h) {
+                    *d = v;
+                }
+            }
+        }
         {
             let slots = SharedMut::new(s.slots);
-            let qa: &[f32] = s.qa;
-            par.for_each(splits, &|si| {
-                let lo = si * per_split;
-                let hi = len.min(lo + per_split);
-                // SAFETY: slot si belongs to this task alone.
-                if let Some(slot) = unsafe { slots.slice(si * slen, slen) } {
-                    split_rows(isa, inp, qa, lo, hi, slot, &lay);
-                }
-            });
+            let qa: &[f32] = qa_buf;
+            let qat: &[f32] = qat;
+            par.for_each(
+                splits,
+                dm.h.saturating_mul(len).saturating_mul(dm.r * 2 + dm.p),
+                &|si| {
+                    let lo = si * per_split;
+                    let hi = len.min(lo + per_split);
+                    // SAFETY: slot si belongs to this task alone.
+                    if let Some(slot) = unsafe { slots.slice(si * slen, slen) } {
+                        split_rows(isa, inp, qa, qat, lo, hi, slot, &lay);
+                    }
+                },
+            );
         }
         // (c) combine the ranges in order, then o_h = W_UV_h acc_h / l_h.
         let slots: &[f32] = s.slots;
         let acc = SharedMut::new(s.acc);
         let out = SharedMut::new(otok);
-        par.for_each(groups, &|g| {
-            for h in g * per..dm.h.min((g + 1) * per) {
-                // SAFETY: head h's parts of acc and of the output; heads are
-                // disjoint across tasks.
-                let (Some(acc_h), Some(mut o_h)) = (unsafe { acc.slice(h * dm.r, dm.r) }, unsafe {
-                    out.mat(h * dm.v, 1, dm.v, dm.v)
-                }) else {
-                    continue;
-                };
-                combine(isa, inp, h, slots, slen, splits, &lay, acc_h, &mut o_h);
-            }
-        });
+        par.for_each(
+            groups,
+            dm.h.saturating_mul(dm.v).saturating_mul(dm.r),
+            &|g| {
+                for h in g * per..dm.h.min((g + 1) * per) {
+                    // SAFETY: head h's parts of acc and of the output; heads are
+                    // disjoint across tasks.
+                    let (Some(acc_h), Some(mut o_h)) =
+                        (unsafe { acc.slice(h * dm.r, dm.r) }, unsafe {
+                            out.mat(h * dm.v, 1, dm.v, dm.v)
+                        })
+                    else {
+                        continue;
+                    };
+                    combine(isa, inp, h, slots, slen, splits, &lay, acc_h, &mut o_h);
+                }
+            },
+        );
     }
     true
 }
@@ -323,17 +408,45 @@ fn absorb_query(isa: Isa, inp: &Inputs, h: usize, qtok: &[f32], row: &mut [f32])
     ) {
         gemm_nn_with(isa, &a, &b, &mut c);
     }
-    qpe_out.iter_mut().zip(q_pe).take(p).for_each(|(d, &s)| *d = s);
+    qpe_out
+        .iter_mut()
+        .zip(q_pe)
+        .take(p)
+        .for_each(|(d, &s)| *d = s);
 }
 
 /// One row range `lo..hi` of the absorbed path into a slot: partial max, sum and
-/// accumulator per head.
-fn split_rows(isa: Isa, inp: &Inputs, qa: &[f32], lo: usize, hi: usize, slot: &mut [f32], lay: &AbsSlot) {
+/// accumulator per head. Per block of cached rows: scores `S^T [rows][H]` =
+/// rows x `qat` (the rows broadcast, heads in vectors), online softmax down the
+/// columns, then `acc_h = alpha_h acc_h + P_h rows`.
+#[allow(clippy::too_many_arguments)]
+fn split_rows(
+    isa: Isa,
+    inp: &Inputs,
+    qa: &[f32],
+    qat: &[f32],
+    lo: usize,
+    hi: usize,
+    slot: &mut [f32],
+    lay: &AbsSlot,
+) {
     let dm = inp.dm;
     let (h_n, r, p, c) = (dm.h, dm.r, dm.p, dm.cache_row);
     let qa_w = r + p;
     let (ab, _) = blocks(dm);
-    let Some((acc, m, l, sc, blk)) = abs_parts(slot, lay) else {
+    let Some(hp) = heads_padded(dm) else {
+        return;
+    };
+    let Some(AbsParts {
+        acc,
+        m,
+        l,
+        sc,
+        blk,
+        st,
+        al,
+    }) = abs_parts(slot, lay)
+    else {
         return;
     };
     acc.iter_mut().for_each(|x| *x = 0.0);
@@ -344,35 +457,57 @@ fn split_rows(isa: Isa, inp: &Inputs, qa: &[f32], lo: usize, hi: usize, slot: &m
         RopeKey::Shared => qa_w.min(c),
         RopeKey::PerHead => r,
     };
-    let Some(a) = Mat::new(qa, h_n, k_score, qa_w) else {
+    let Some(bq) = Mat::new(qat, k_score, hp, hp) else {
         return;
     };
     let mut b0 = lo;
     while b0 < hi {
         let cnt = ab.min(hi - b0);
         let rows = inp.cache.rows(b0, cnt, blk);
-        let (Some(bm), Some(mut cm)) = (Mat::new(rows, cnt, k_score, c), MatMut::new(sc, h_n, cnt, ab)) else {
+        st.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
+        let (Some(ar), Some(mut cs)) = (
+            Mat::new(rows, cnt, k_score, c),
+            MatMut::new(st, cnt, hp, hp),
+        ) else {
             return;
         };
-        gemm_nt_with(isa, &a, &MatE::F32(bm), &mut cm);
+        gemm_nn_with(isa, &ar, &MatE::F32(bq), &mut cs);
         if inp.rope_key == RopeKey::PerHead {
-            for (h, srow) in sc.chunks_exact_mut(ab).take(h_n).enumerate() {
-                let q_pe = qa.get(h * qa_w + r..(h + 1) * qa_w).unwrap_or(&[]);
+            // Head h's rope keys: one product per head (rows x q_pe_h) into a
+            // column of `sc` (scratch until the weights are written there),
+            // added to the scores.
+            for h in 0..h_n {
                 let off = inp.kpe_offset(h);
-                for (sv, row) in srow.iter_mut().zip(rows.chunks_exact(c.max(1))) {
-                    *sv += kernels::dot(q_pe, row.get(off..off + p).unwrap_or(&[]));
+                let (Some(ak), Some(bq), Some(mut col)) = (
+                    rows.get(off..).and_then(|rs| Mat::new(rs, cnt, p, c)),
+                    qa.get(h * qa_w + r..(h + 1) * qa_w)
+                        .and_then(|q| Mat::new(q, 1, p, p)),
+                    sc.get_mut(..cnt).and_then(|t| MatMut::new(t, cnt, 1, 1)),
+                ) else {
+                    return;
+                };
+                gemm_nt_with(isa, &ak, &MatE::F32(bq), &mut col);
+                for (srow, &v) in st.chunks_exact_mut(hp.max(1)).zip(sc.iter()).take(cnt) {
+                    if let Some(x) = srow.get_mut(h) {
+                        *x += v;
+                    }
                 }
             }
         }
-        for ((srow, (mh, lh)), acc_h) in sc
-            .chunks_exact_mut(ab)
-            .zip(m.iter_mut().zip(l.iter_mut()))
-            .zip(acc.chunks_exact_mut(r.max(1)))
-            .take(h_n)
-        {
-            let alpha = kernels::softmax_block_with(isa, srow, cnt, inp.scale, mh, lh).unwrap_or(1.0);
-            if alpha != 1.0 {
-                kernels::scale(acc_h, alpha);
+        if !kernels::softmax_cols(isa, st, cnt, hp, hp, inp.scale, m, l, al) {
+            return;
+        }
+        // P [H][cnt] from P^T, then rescale and accumulate.
+        for (b, srow) in st.chunks_exact(hp.max(1)).take(cnt).enumerate() {
+            for (h, &v) in srow.iter().take(h_n).enumerate() {
+                if let Some(d) = sc.get_mut(h * ab + b) {
+                    *d = v;
+                }
+            }
+        }
+        for (&a, acc_h) in al.iter().zip(acc.chunks_exact_mut(r.max(1))).take(h_n) {
+            if a != 1.0 {
+                kernels::scale(acc_h, a);
             }
         }
         let (Some(pm), Some(cb), Some(mut am)) = (
@@ -420,12 +555,19 @@ fn combine(
         let Some((ms, ls, acc_s)) = part(si) else {
             continue;
         };
-        let f = if ms == f32::NEG_INFINITY { 0.0 } else { libm::expf(ms - m) };
+        let f = if ms == f32::NEG_INFINITY {
+            0.0
+        } else {
+            libm::expf(ms - m)
+        };
         kernels::axpy(f, acc_s, acc_h);
         l += f * ls;
     }
     kernels::scale(acc_h, 1.0 / l);
-    if let (Some(a), Some(b)) = (Mat::new(&*acc_h, 1, r, r), MatE::tensor_rows(inp.kv_b, h * (n + v) + n, v)) {
+    if let (Some(a), Some(b)) = (
+        Mat::new(&*acc_h, 1, r, r),
+        MatE::tensor_rows(inp.kv_b, h * (n + v) + n, v),
+    ) {
         gemm_nt_with(isa, &a, &b, o_h);
     }
 }
@@ -445,7 +587,18 @@ pub fn naive(inp: &Inputs, par: &Parallel, q: &[f32], s: &mut Scratch, o: &mut [
     }
     let slots = SharedMut::new(s.slots);
     let out = SharedMut::new(o);
-    par.for_each(groups, &|g| {
+    let total = inp.start + inp.n_tok;
+    let work = total
+        .saturating_mul(dm.h)
+        .saturating_mul(dm.n + dm.v)
+        .saturating_mul(dm.r)
+        .saturating_add(
+            inp.n_tok
+                .saturating_mul(total)
+                .saturating_mul(dm.h)
+                .saturating_mul(dm.qk + dm.v),
+        );
+    par.for_each(groups, work, &|g| {
         // SAFETY: slot g belongs to this task alone.
         let Some(slot) = (unsafe { slots.slice(g * slen, slen) }) else {
             return;
@@ -462,17 +615,37 @@ pub fn naive(inp: &Inputs, par: &Parallel, q: &[f32], s: &mut Scratch, o: &mut [
 }
 
 /// One head of the naive path: `oh` is `[n_tok][v]` (row stride `o_cols`).
-fn naive_head(isa: Isa, inp: &Inputs, h: usize, q: &[f32], slot: &mut [f32], lay: &NaiveSlot, oh: &mut MatMut) {
+fn naive_head(
+    isa: Isa,
+    inp: &Inputs,
+    h: usize,
+    q: &[f32],
+    slot: &mut [f32],
+    lay: &NaiveSlot,
+    oh: &mut MatMut,
+) {
     let dm = inp.dm;
     let (r, n, p, v, qk, c) = (dm.r, dm.n, dm.p, dm.v, dm.qk, dm.cache_row);
     let nt = inp.n_tok;
     let (_, nb) = blocks(dm);
-    let Some((key, rest)) = cut(slot, lay.val) else { return };
-    let Some((val, rest)) = cut(rest, lay.sc - lay.val) else { return };
-    let Some((sc, rest)) = cut(rest, lay.m - lay.sc) else { return };
-    let Some((m, rest)) = cut(rest, lay.l - lay.m) else { return };
-    let Some((l, rest)) = cut(rest, lay.blk - lay.l) else { return };
-    let Some((blk, pack)) = cut(rest, lay.pack - lay.blk) else { return };
+    let Some((key, rest)) = cut(slot, lay.val) else {
+        return;
+    };
+    let Some((val, rest)) = cut(rest, lay.sc - lay.val) else {
+        return;
+    };
+    let Some((sc, rest)) = cut(rest, lay.m - lay.sc) else {
+        return;
+    };
+    let Some((m, rest)) = cut(rest, lay.l - lay.m) else {
+        return;
+    };
+    let Some((l, rest)) = cut(rest, lay.blk - lay.l) else {
+        return;
+    };
+    let Some((blk, pack)) = cut(rest, lay.pack - lay.blk) else {
+        return;
+    };
     for t in 0..nt {
         if let Some(row) = oh.row(t) {
             row.iter_mut().for_each(|x| *x = 0.0);
@@ -501,9 +674,13 @@ fn naive_head(isa: Isa, inp: &Inputs, h: usize, q: &[f32], slot: &mut [f32], lay
         ) else {
             return;
         };
-        gemm_nt_with(isa, &ar, &wk, &mut ck);
-        gemm_nt_with(isa, &ar, &wv, &mut cv);
-        for (krow, crow) in key.chunks_exact_mut(qk.max(1)).zip(rows.chunks_exact(c.max(1))).take(cnt) {
+        kernels::gemm_nt_packed(isa, &ar, &wk, &mut ck, Some(&mut *pack));
+        kernels::gemm_nt_packed(isa, &ar, &wv, &mut cv, Some(&mut *pack));
+        for (krow, crow) in key
+            .chunks_exact_mut(qk.max(1))
+            .zip(rows.chunks_exact(c.max(1)))
+            .take(cnt)
+        {
             let (Some(dst), Some(src)) = (krow.get_mut(n..n + p), crow.get(off..off + p)) else {
                 return;
             };
@@ -511,19 +688,24 @@ fn naive_head(isa: Isa, inp: &Inputs, h: usize, q: &[f32], slot: &mut [f32], lay
         }
         let nq = nt - t0;
         let (Some(aq), Some(bk), Some(mut cs)) = (
-            q.get(t0 * dm.q_width + h * qk..).and_then(|qs| Mat::new(qs, nq, qk, dm.q_width)),
+            q.get(t0 * dm.q_width + h * qk..)
+                .and_then(|qs| Mat::new(qs, nq, qk, dm.q_width)),
             Mat::new(&*key, cnt, qk, qk),
-            sc.get_mut(t0 * nb..).and_then(|s| MatMut::new(s, nq, cnt, nb)),
+            sc.get_mut(t0 * nb..)
+                .and_then(|s| MatMut::new(s, nq, cnt, nb)),
         ) else {
             return;
         };
         kernels::gemm_nt_packed(isa, &aq, &MatE::F32(bk), &mut cs, Some(&mut *pack));
         for t in t0..nt {
             let valid = cnt.min(inp.start + t + 1 - b0);
-            let (Some(srow), Some(mt), Some(lt)) = (sc.get_mut(t * nb..(t + 1) * nb), m.get_mut(t), l.get_mut(t)) else {
+            let (Some(srow), Some(mt), Some(lt)) =
+                (sc.get_mut(t * nb..(t + 1) * nb), m.get_mut(t), l.get_mut(t))
+            else {
                 return;
             };
-            let alpha = kernels::softmax_block_with(isa, srow, valid, inp.scale, mt, lt).unwrap_or(1.0);
+            let alpha =
+                kernels::softmax_block_with(isa, srow, valid, inp.scale, mt, lt).unwrap_or(1.0);
             if alpha != 1.0 {
                 if let Some(row) = oh.row(t) {
                     kernels::scale(row, alpha);
@@ -550,7 +732,13 @@ fn naive_head(isa: Isa, inp: &Inputs, h: usize, q: &[f32], slot: &mut [f32], lay
 /// Estimated multiply-adds of each path for a call; auto mode takes the cheaper.
 /// Returns `(naive, absorbed)`.
 pub fn cost(dm: &Dims, start: usize, n_tok: usize) -> (u64, u64) {
-    let (h, r, n, p, v) = (dm.h as u64, dm.r as u64, dm.n as u64, dm.p as u64, dm.v as u64);
+    let (h, r, n, p, v) = (
+        dm.h as u64,
+        dm.r as u64,
+        dm.n as u64,
+        dm.p as u64,
+        dm.v as u64,
+    );
     let total = (start + n_tok) as u64;
     let t = n_tok as u64;
     // Keys attended, summed over the call's tokens (causal).

@@ -44,7 +44,9 @@ fn region_bytes(cfg: &Config, dm: &Dims) -> Option<[usize; REGIONS]> {
     let a = attention::Scratch::lens(dm, cfg.cache_dtype != DType::F32)?;
     let half = dm.p / 2;
     Some([
-        dm.max_seq.checked_mul(dm.cache_row)?.checked_mul(cfg.cache_dtype.size())?,
+        dm.max_seq
+            .checked_mul(dm.cache_row)?
+            .checked_mul(cfg.cache_dtype.size())?,
         half.checked_mul(core::mem::size_of::<f64>())?,
         half.checked_mul(f)?,
         half.checked_mul(f)?,
@@ -107,6 +109,7 @@ pub struct Engine<'w, 'm> {
     cache: LatentCache<'m>,
     work: Work<'m>,
     par: Parallel<'m>,
+    par_min_work: usize,
 }
 
 impl<'w, 'm> Engine<'w, 'm> {
@@ -116,7 +119,12 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Exact bytes of memory an engine for `cfg` needs (cache, RoPE table, scratch).
     pub fn memory_bytes(cfg: &Config) -> Result<usize> {
         let dm = cfg.dims()?;
-        let too_big = || err(Status::InvalidConfig, "max_seq_len: engine memory overflows usize");
+        let too_big = || {
+            err(
+                Status::InvalidConfig,
+                "max_seq_len: engine memory overflows usize",
+            )
+        };
         let regions = region_bytes(cfg, &dm).ok_or_else(too_big)?;
         let mut total: usize = 0;
         for b in regions {
@@ -135,7 +143,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     pub fn new(cfg: &Config, weights: &Weights<'w>, mem: &'m mut [u8]) -> Result<Self> {
         let dm = weights.check(cfg)?;
         let need = Self::memory_bytes(cfg)?;
-        if (mem.as_ptr() as usize) % Self::MEMORY_ALIGN != 0 {
+        if (mem.as_ptr() as usize) & (Self::MEMORY_ALIGN - 1) != 0 {
             return Err(err(Status::Misaligned, "mem: must be aligned to 64 bytes"));
         }
         if mem.len() < need {
@@ -190,19 +198,34 @@ impl<'w, 'm> Engine<'w, 'm> {
                 attn,
                 pack,
             },
-            par: Parallel::Sequential,
+            par: Parallel::SEQUENTIAL,
+            par_min_work: crate::parallel::MIN_PARALLEL_WORK,
         })
     }
 
     /// Runs the engine's work on `par` (`None`: sequentially on the calling
     /// thread, the default). Results are bitwise the same whatever `par` does.
     pub fn set_parallel(&mut self, par: Option<&'m dyn ParallelFor>) {
-        self.par = par.map_or(Parallel::Sequential, Parallel::Borrowed);
+        let min = self.par_min_work;
+        self.par = par
+            .map_or(Parallel::SEQUENTIAL, Parallel::borrowed)
+            .with_min_work(min);
     }
 
     /// Runs the engine's work on a C host's parallel-for (`None`: sequentially).
     pub fn set_parallel_host(&mut self, host: Option<HostParallelFor>) {
-        self.par = host.map_or(Parallel::Sequential, Parallel::Host);
+        let min = self.par_min_work;
+        self.par = host
+            .map_or(Parallel::SEQUENTIAL, Parallel::host)
+            .with_min_work(min);
+    }
+
+    /// Parallel-for calls of less than `work` multiply-adds run on the calling
+    /// thread (default [`crate::parallel::MIN_PARALLEL_WORK`]; 0 sends every
+    /// call to the parallel-for). Changes speed only, never results.
+    pub fn set_parallel_min_work(&mut self, work: usize) {
+        self.par_min_work = work;
+        self.par = self.par.with_min_work(work);
     }
 
     /// Tokens in the cache (the position of the next token).
@@ -257,7 +280,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// multiple of the row), `CacheFull`, `NonFinite`.
     pub fn append_cache_rows(&mut self, rows: &[f32]) -> Result<()> {
         let row = self.dm.cache_row.max(1);
-        if rows.is_empty() || rows.len() % row != 0 {
+        if rows.is_empty() || rows.len().checked_rem(row) != Some(0) {
             return Err(err(Status::InvalidArgument, "rows: length ")
                 .n(rows.len())
                 .s(" is not a positive multiple of the cache row ")
@@ -273,7 +296,9 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .n(self.capacity()));
         }
         if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
-            return Err(err(Status::NonFinite, "rows: row ").n(i / row).s(" is not finite"));
+            return Err(err(Status::NonFinite, "rows: row ")
+                .n(i / row)
+                .s(" is not finite"));
         }
         let start = self.len();
         for (i, r) in rows.chunks_exact(row).enumerate() {
@@ -300,7 +325,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Checks a call's arguments; returns its token count.
     fn check_call(&self, x: &[f32], out: &[f32]) -> Result<usize> {
         let d = self.dm.d.max(1);
-        if x.is_empty() || x.len() % d != 0 {
+        if x.is_empty() || x.len().checked_rem(d) != Some(0) {
             return Err(err(Status::InvalidArgument, "x: length ")
                 .n(x.len())
                 .s(" is not a positive multiple of hidden_size ")
@@ -352,7 +377,16 @@ impl<'w, 'm> Engine<'w, 'm> {
         // 1. Queries q[T][H][n+p].
         let ok = match (w.q_a_proj.as_ref(), w.q_b_proj.as_ref(), w.q_proj.as_ref()) {
             (Some(qa), Some(qb), _) => {
-                let ok = linear_par(par, qa, w.q_a_proj_bias.as_ref(), x, d, t, wk.qa, Some(wk.pack));
+                let ok = linear_par(
+                    par,
+                    qa,
+                    w.q_a_proj_bias.as_ref(),
+                    x,
+                    d,
+                    t,
+                    wk.qa,
+                    Some(wk.pack),
+                );
                 if let Some(norm) = w.q_a_layernorm.as_ref() {
                     for row in wk.qa.chunks_exact_mut(dm.rq.max(1)).take(t) {
                         rmsnorm(row, norm.data, eps);
@@ -365,7 +399,17 @@ impl<'w, 'm> Engine<'w, 'm> {
         };
 
         // 2. New cache rows kv[T][r + rope_k] = kv_a_proj_with_mqa x (+ b).
-        let ok = ok && linear_par(par, &w.kv_a_proj_with_mqa, w.kv_a_proj_bias.as_ref(), x, d, t, wk.kv, Some(wk.pack));
+        let ok = ok
+            && linear_par(
+                par,
+                &w.kv_a_proj_with_mqa,
+                w.kv_a_proj_bias.as_ref(),
+                x,
+                d,
+                t,
+                wk.kv,
+                Some(wk.pack),
+            );
         if !ok {
             return Err(internal());
         }
@@ -419,7 +463,18 @@ impl<'w, 'm> Engine<'w, 'm> {
         };
 
         // 5. out[T][d] = o_proj o (+ b); then the new rows become state.
-        if !ok || !linear_par(par, &w.o_proj, w.o_proj_bias.as_ref(), wk.o, dm.o_cols, t, out, Some(wk.pack)) {
+        if !ok
+            || !linear_par(
+                par,
+                &w.o_proj,
+                w.o_proj_bias.as_ref(),
+                wk.o,
+                dm.o_cols,
+                t,
+                out,
+                Some(wk.pack),
+            )
+        {
             return Err(internal());
         }
         if !self.cache.commit(t) {

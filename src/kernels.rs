@@ -169,6 +169,26 @@ pub(crate) trait Simd: Copy {
     unsafe fn hmax(v: Self::V) -> f32;
     /// `e^x` per lane (relative error ~1e-7); exactly 0 below -87.
     unsafe fn exp(x: Self::V) -> Self::V;
+
+    /// Transposes a `LANES x LANES` block, widening: element `t` of row `r`
+    /// (at `src + r * lds + t`) goes to `dst + t * ldd + r`.
+    ///
+    /// # Safety
+    /// `src` valid for `LANES` rows of `LANES` elements (stride `lds`), `dst`
+    /// for `LANES` rows of `LANES` f32 (stride `ldd`); the ISA is available.
+    #[inline(always)]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    unsafe fn transpose<E: Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
+        for r in 0..Self::LANES {
+            for t in 0..Self::LANES {
+                // SAFETY: r, t < LANES: inside the caller's extents.
+                unsafe { *dst.add(t * ldd + r) = (*src.add(r * lds + t)).f() };
+            }
+        }
+    }
 }
 
 /// An element type a matrix can be stored in (widened to f32 on load).
@@ -220,7 +240,10 @@ impl Elem for f16 {
         // SAFETY: forwarded contract.
         unsafe { S::load_f16(p) }
     }
-    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), inline(never))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        inline(never)
+    )]
     #[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), inline(always))]
     fn f(self) -> f32 {
         self.to_f32()
@@ -314,7 +337,8 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn hmax(v: Self::V) -> f32 {
-        v.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+        v.iter()
+            .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
     }
     #[inline(always)]
     unsafe fn exp(x: Self::V) -> Self::V {
@@ -324,7 +348,10 @@ impl Simd for Scalar {
 
 /// f16 to f32 for a scalar vector (software conversion on targets without
 /// hardware support: kept out of line on small targets, for code size).
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), inline(never))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    inline(never)
+)]
 #[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), inline(always))]
 fn widen_f16(h: [f16; SL]) -> [f32; SL] {
     h.map(|x| x.to_f32())
@@ -333,17 +360,32 @@ fn widen_f16(h: [f16; SL]) -> [f32; SL] {
 /// Below this, `exp` returns 0 (e^-87 ~ 1.6e-38, near the f32 normal range).
 pub(crate) const EXP_LO: f32 = -87.0;
 /// Above this the vector `exp` clamps (softmax arguments are <= 0).
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const EXP_HI: f32 = 88.0;
 // Cody-Waite split of ln 2 and the Cephes expf polynomial (|rel err| < 2^-23
 // on [-ln2/2, ln2/2]); shared by the SIMD implementations.
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const LOG2E: f32 = core::f32::consts::LOG2_E;
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const LN2_HI: f32 = 0.693_359_4;
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const EXP_P: [f32; 6] = [
     1.987_569_1e-4,
     1.398_199_9e-3,
@@ -523,7 +565,11 @@ impl<'a> MatMut<'a> {
         // &mut self borrow keeps it unique for its lifetime.
         Some(unsafe {
             MatMut::from_raw(
-                if n == 0 { self.ptr } else { self.ptr.add(r0 * self.stride + c0) },
+                if n == 0 {
+                    self.ptr
+                } else {
+                    self.ptr.add(r0 * self.stride + c0)
+                },
                 n,
                 m,
                 self.stride,
@@ -649,7 +695,61 @@ unsafe fn nt_range<S: Simd, E: Elem, const MR: usize, const NR: usize>(
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// A matrix-vector product (`m == 1`): `1 x NR` tiles over the rows of B; with
+/// f16/bf16 weights each tile prefetches the next tile's rows at the pace it
+/// reads its own (those rows start on new pages, which the hardware
+/// prefetchers do not foresee).
+/// Same canonical order as [`nt_tile`].
+///
+/// # Safety
+/// Extents checked by the builder of `p`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn nt_matvec<S: Simd, E: Elem, const NR: usize>(p: &NtArgs<E>) {
+    let l = S::LANES;
+    let k = p.k;
+    let kv = k - k % l;
+    let mut j = 0;
+    // SAFETY (whole body): row j + r < n of B and columns < k are in the
+    // checked extents; prefetch addresses are computed with wrapping
+    // arithmetic and never dereferenced.
+    unsafe {
+        while j + NR <= p.n {
+            let b = p.b.add(j * p.ldb);
+            let next = p.b.wrapping_add((j + NR) * p.ldb);
+            // f32 rows span two pages and stream well by themselves (measured:
+            // prefetching slows them down); 2-byte rows are one page each.
+            let more = core::mem::size_of::<E>() < 4 && j + 2 * NR <= p.n;
+            let mut acc = [S::zero(); NR];
+            let mut kk = 0;
+            while kk < kv {
+                let av = S::load(p.a.add(kk));
+                for (r, s) in acc.iter_mut().enumerate() {
+                    if more {
+                        prefetch_l2(next.wrapping_add(r * p.ldb + kk).cast::<u8>());
+                    }
+                    *s = S::fma(av, E::vload::<S>(b.add(r * p.ldb + kk)), *s);
+                }
+                kk += l;
+            }
+            for (r, &v) in acc.iter().enumerate() {
+                let mut sum = S::hsum(v);
+                for t in kv..k {
+                    sum += *p.a.add(t) * (*b.add(r * p.ldb + t)).f();
+                }
+                *p.c.add(j + r) = sum;
+            }
+            j += NR;
+        }
+        while j < p.n {
+            nt_tile::<S, E, 1, 1>(p.a, p.lda, p.b.add(j * p.ldb), p.ldb, k, p.c.add(j), p.ldc);
+            j += 1;
+        }
+    }
+}
+
 /// Bytes of A rows kept hot while a tile row of B is swept over them.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const NT_A_BLOCK_BYTES: usize = 1024 * 1024;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -660,11 +760,17 @@ unsafe fn nt<S: Simd, E: Elem, const MR: usize, const NR: usize, const NR1: usiz
     // SAFETY: forwarded NtArgs extents (checked by the builder).
     unsafe {
         if p.m == 1 && (MR != 1 || NR1 != NR) {
-            nt_range::<S, E, 1, NR1>(p, 0, 1);
+            nt_matvec::<S, E, NR1>(p);
             return;
         }
         let row_bytes = p.k.saturating_mul(core::mem::size_of::<f32>());
-        let mb = NT_A_BLOCK_BYTES.checked_div(row_bytes).unwrap_or(0).checked_div(MR).unwrap_or(0).max(1) * MR;
+        let mb = NT_A_BLOCK_BYTES
+            .checked_div(row_bytes)
+            .unwrap_or(0)
+            .checked_div(MR)
+            .unwrap_or(0)
+            .max(1)
+            * MR;
         let mut i0 = 0;
         while i0 < p.m {
             let i1 = p.m.min(i0 + mb);
@@ -857,23 +963,31 @@ unsafe fn ntp<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &NtArgs<E>,
                 let mut j0 = 0;
                 while j0 < p.n {
                     let nc = np.min(p.n - j0);
-                    // Transpose in slabs of 16 k: the stores stay in a few
-                    // lines of L1 while each row of B is read in order.
+                    // Transpose in LANES x LANES blocks (in registers where
+                    // the ISA has a transpose); ragged edges element by
+                    // element; columns past nc are zero.
+                    let lanes = S::LANES;
                     let mut kb = 0;
                     while kb < kc {
-                        let kn = 16.min(kc - kb);
-                        for jj in 0..np {
+                        let kn = lanes.min(kc - kb);
+                        let mut jj = 0;
+                        while jj < np {
                             let dst = pack.add(kb * np + jj);
-                            if jj < nc {
-                                let src = p.b.add((j0 + jj) * p.ldb + k0 + kb);
-                                for t in 0..kn {
-                                    *dst.add(t * np) = (*src.add(t)).f();
-                                }
+                            let src = p.b.add((j0 + jj) * p.ldb + k0 + kb);
+                            if kn == lanes && jj + lanes <= nc {
+                                S::transpose::<E>(src, p.ldb, dst, np);
                             } else {
-                                for t in 0..kn {
-                                    *dst.add(t * np) = 0.0;
+                                for r in 0..lanes {
+                                    for t in 0..kn {
+                                        *dst.add(t * np + r) = if jj + r < nc {
+                                            (*src.add(r * p.ldb + t)).f()
+                                        } else {
+                                            0.0
+                                        };
+                                    }
                                 }
                             }
+                            jj += lanes;
                         }
                         kb += kn;
                     }
@@ -891,7 +1005,10 @@ unsafe fn ntp<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &NtArgs<E>,
                     while i + MR <= i1 {
                         for _ in 0..per_tile.min(total - pf) {
                             let (row, line) = (pf / per_row, pf % per_row);
-                            let ptr = p.b.add((j0 + nc + row) * p.ldb + k0).cast::<u8>().add(line * 64);
+                            let ptr =
+                                p.b.add((j0 + nc + row) * p.ldb + k0)
+                                    .cast::<u8>()
+                                    .add(line * 64);
                             prefetch_l2(ptr);
                             pf += 1;
                         }
@@ -951,10 +1068,11 @@ unsafe fn nn_cols<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &NnArgs
     }
 }
 
-/// `C += A B` with `MR x (NV vectors)` tiles, then 1-vector columns, then a
-/// scalar tail for `n % LANES` columns.
+/// `C += A B` with `MR x (NV vectors)` tiles, then 1-vector columns in taller
+/// `MR1 x 1` tiles (enough independent accumulators to cover the FMA latency),
+/// then a scalar tail for `n % LANES` columns.
 #[inline(always)]
-unsafe fn nn<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &NnArgs<E>) {
+unsafe fn nn<S: Simd, E: Elem, const MR: usize, const NV: usize, const MR1: usize>(p: &NnArgs<E>) {
     let l = S::LANES;
     let nv = p.n - p.n % l;
     let mut j = 0;
@@ -965,9 +1083,9 @@ unsafe fn nn<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &NnArgs<E>) 
             nn_cols::<S, E, MR, NV>(p, j);
             j += NV * l;
         }
-        if NV > 1 {
+        if NV > 1 || MR1 != MR {
             while j < nv {
-                nn_cols::<S, E, MR, 1>(p, j);
+                nn_cols::<S, E, MR1, 1>(p, j);
                 j += l;
             }
         }
@@ -1027,7 +1145,14 @@ unsafe fn axpy_row<S: Simd>(s: f32, x: *const f32, y: *mut f32, n: usize) {
 /// # Safety
 /// `x` valid for `len` elements, `len` a multiple of `S::LANES`, `valid <= len`.
 #[inline(always)]
-unsafe fn softmax_row<S: Simd>(x: *mut f32, len: usize, valid: usize, scale: f32, m: &mut f32, l: &mut f32) -> f32 {
+unsafe fn softmax_row<S: Simd>(
+    x: *mut f32,
+    len: usize,
+    valid: usize,
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+) -> f32 {
     let lanes = S::LANES;
     // SAFETY: all accesses are x[i] with i < len (caller's extent).
     unsafe {
@@ -1066,6 +1191,81 @@ unsafe fn softmax_row<S: Simd>(x: *mut f32, len: usize, valid: usize, scale: f32
     }
 }
 
+/// Online softmax down the columns of a block (see [`softmax_cols`]).
+///
+/// # Safety
+/// `x` valid for `rows` rows of `cols` (stride `ld`); `m`, `l`, `alpha` for `cols`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn softmax_cols_k<S: Simd>(
+    x: *mut f32,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    scale: f32,
+    m: *mut f32,
+    l: *mut f32,
+    alpha: *mut f32,
+) {
+    let lanes = S::LANES;
+    let cv = cols - cols % lanes;
+    // SAFETY (whole body): offsets r * ld + j with r < rows and j < cols, and
+    // j < cols for m, l, alpha: inside the caller's extents.
+    unsafe {
+        let sv = S::splat(scale);
+        let neg = S::splat(-1.0);
+        let mut j = 0;
+        while j < cv {
+            let mut mx = S::splat(f32::NEG_INFINITY);
+            for r in 0..rows {
+                let p = x.add(r * ld + j);
+                let v = S::mul(S::load(p), sv);
+                S::store(p, v);
+                mx = S::max(mx, v);
+            }
+            let m_old = S::load(m.add(j));
+            let m_new = S::max(m_old, mx);
+            // exp(m_old - m_new): 0 on the first block (m_old = -inf).
+            let a = S::exp(S::fma(m_new, neg, m_old));
+            let mut sum = S::zero();
+            for r in 0..rows {
+                let p = x.add(r * ld + j);
+                let e = S::exp(S::fma(m_new, neg, S::load(p)));
+                S::store(p, e);
+                sum = S::add(sum, e);
+            }
+            S::store(l.add(j), S::fma(S::load(l.add(j)), a, sum));
+            S::store(m.add(j), m_new);
+            S::store(alpha.add(j), a);
+            j += lanes;
+        }
+        for j in cv..cols {
+            let mut mx = f32::NEG_INFINITY;
+            for r in 0..rows {
+                let p = x.add(r * ld + j);
+                *p *= scale;
+                mx = mx.max(*p);
+            }
+            let m_old = *m.add(j);
+            let m_new = m_old.max(mx);
+            let a = if m_old == f32::NEG_INFINITY {
+                0.0
+            } else {
+                libm::expf(m_old - m_new)
+            };
+            let mut sum = 0.0;
+            for r in 0..rows {
+                let p = x.add(r * ld + j);
+                *p = libm::expf(*p - m_new);
+                sum += *p;
+            }
+            *l.add(j) = *l.add(j) * a + sum;
+            *m.add(j) = m_new;
+            *alpha.add(j) = a;
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // Dispatch
 // ----------------------------------------------------------------------------
@@ -1073,7 +1273,7 @@ unsafe fn softmax_row<S: Simd>(x: *mut f32, len: usize, valid: usize, scale: f32
 /// Per-ISA entry points of the generic kernels.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! isa_entry {
-    ($name:ident, $S:ty, $feat:literal, $mr:literal, $nr:literal, $nr1:literal, $nv:literal, $pmr:literal, $pnv:literal) => {
+    ($name:ident, $S:ty, $feat:literal, $mr:literal, $nr:literal, $nr1:literal, $nv:literal, $mr1:literal, $pmr:literal, $pnv:literal) => {
         pub(crate) mod $name {
             use super::*;
             #[allow(unused_imports)]
@@ -1101,15 +1301,40 @@ macro_rules! isa_entry {
             #[target_feature(enable = $feat)]
             pub(crate) unsafe fn nn<E: Elem>(p: &NnArgs<E>) {
                 // SAFETY: forwarded.
-                unsafe { super::nn::<S, E, $mr, $nv>(p) }
+                unsafe { super::nn::<S, E, $mr, $nv, $mr1>(p) }
             }
 
             /// # Safety
             /// `x` valid for `len` (a multiple of the lanes), `valid <= len`.
             #[target_feature(enable = $feat)]
-            pub(crate) unsafe fn softmax(x: *mut f32, len: usize, valid: usize, scale: f32, m: &mut f32, l: &mut f32) -> f32 {
+            pub(crate) unsafe fn softmax(
+                x: *mut f32,
+                len: usize,
+                valid: usize,
+                scale: f32,
+                m: &mut f32,
+                l: &mut f32,
+            ) -> f32 {
                 // SAFETY: forwarded.
                 unsafe { super::softmax_row::<S>(x, len, valid, scale, m, l) }
+            }
+
+            /// # Safety
+            /// See `softmax_cols_k`.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            pub(crate) unsafe fn softmax_cols(
+                x: *mut f32,
+                rows: usize,
+                cols: usize,
+                ld: usize,
+                scale: f32,
+                m: *mut f32,
+                l: *mut f32,
+                alpha: *mut f32,
+            ) {
+                // SAFETY: forwarded.
+                unsafe { super::softmax_cols_k::<S>(x, rows, cols, ld, scale, m, l, alpha) }
             }
 
             /// # Safety
@@ -1134,9 +1359,9 @@ macro_rules! isa_entry {
 // The scalar entry has no target feature to enable: "sse2" is baseline on
 // x86-64, "neon" on aarch64; other targets take the plain functions below.
 #[cfg(target_arch = "x86_64")]
-isa_entry!(scalar_k, Scalar, "sse2", 2, 2, 4, 1, 4, 1);
+isa_entry!(scalar_k, Scalar, "sse2", 2, 2, 4, 1, 2, 4, 1);
 #[cfg(target_arch = "aarch64")]
-isa_entry!(scalar_k, Scalar, "neon", 2, 2, 4, 1, 4, 1);
+isa_entry!(scalar_k, Scalar, "neon", 2, 2, 4, 1, 2, 4, 1);
 // Small targets (Cortex-M...): for code size, one dot product at a time, with
 // f16/bf16 rows widened into a stack buffer so that a single f32 loop serves
 // every element type; the canonical order is unchanged (lanes over whole
@@ -1195,15 +1420,24 @@ pub(crate) mod scalar_k {
             for j in 0..p.n {
                 // SAFETY: rows i < m of A and C, j < n of B: inside the extents
                 // checked by the builder of p.
-                unsafe { *p.c.add(i * p.ldc + j) = dot1(p.a.add(i * p.lda), p.b.add(j * p.ldb), p.k) };
+                unsafe {
+                    *p.c.add(i * p.ldc + j) = dot1(p.a.add(i * p.lda), p.b.add(j * p.ldb), p.k)
+                };
             }
         }
     }
     pub(crate) unsafe fn nn<E: Elem>(p: &NnArgs<E>) {
         // SAFETY: forwarded.
-        unsafe { super::nn::<Scalar, E, 1, 1>(p) }
+        unsafe { super::nn::<Scalar, E, 1, 1, 1>(p) }
     }
-    pub(crate) unsafe fn softmax(x: *mut f32, len: usize, valid: usize, scale: f32, m: &mut f32, l: &mut f32) -> f32 {
+    pub(crate) unsafe fn softmax(
+        x: *mut f32,
+        len: usize,
+        valid: usize,
+        scale: f32,
+        m: &mut f32,
+        l: &mut f32,
+    ) -> f32 {
         // SAFETY: forwarded.
         unsafe { super::softmax_row::<Scalar>(x, len, valid, scale, m, l) }
     }
@@ -1211,17 +1445,42 @@ pub(crate) mod scalar_k {
         // SAFETY: forwarded.
         unsafe { super::scale_row::<Scalar>(x, n, s) }
     }
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn softmax_cols(
+        x: *mut f32,
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        scale: f32,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { super::softmax_cols_k::<Scalar>(x, rows, cols, ld, scale, m, l, alpha) }
+    }
     pub(crate) unsafe fn axpy(s: f32, x: *const f32, y: *mut f32, n: usize) {
         // SAFETY: forwarded.
         unsafe { super::axpy_row::<Scalar>(s, x, y, n) }
     }
 }
 #[cfg(target_arch = "x86_64")]
-isa_entry!(avx2_k, x86::Avx2, "avx2,fma,f16c", 4, 3, 8, 2, 6, 2);
+isa_entry!(avx2_k, x86::Avx2, "avx2,fma,f16c", 4, 3, 8, 2, 8, 6, 2);
 #[cfg(target_arch = "x86_64")]
-isa_entry!(avx512_k, x86::Avx512, "avx512f,avx2,fma,f16c", 4, 4, 8, 4, 6, 4);
+isa_entry!(
+    avx512_k,
+    x86::Avx512,
+    "avx512f,avx2,fma,f16c",
+    4,
+    4,
+    8,
+    4,
+    8,
+    6,
+    4
+);
 #[cfg(target_arch = "aarch64")]
-isa_entry!(neon_k, neon::Neon, "neon", 4, 4, 8, 4, 8, 3);
+isa_entry!(neon_k, neon::Neon, "neon", 4, 4, 8, 4, 8, 8, 3);
 
 /// Calls `$f` of the module for `$isa` (falls back to scalar for an ISA this
 /// target does not have).
@@ -1261,7 +1520,13 @@ fn usable(isa: Isa) -> Isa {
     }
 }
 
-fn nt_typed<E: Elem>(isa: Isa, a: &Mat<f32>, b: &Mat<E>, c: &mut MatMut, pack: Option<&mut [f32]>) -> bool {
+fn nt_typed<E: Elem>(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &Mat<E>,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+) -> bool {
     let (m, n, k) = (a.rows, b.rows, a.cols);
     if b.cols != k || c.rows != m || c.cols != n {
         return false;
@@ -1313,7 +1578,13 @@ pub fn gemm_nt_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
 /// each `C[i][j]` is summed in increasing `k` (instead of the lane order of the
 /// dot-product form). Either way the result depends only on the shapes, not on
 /// how callers split the rows of `B` or `C`.
-pub fn gemm_nt_packed(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut, pack: Option<&mut [f32]>) -> bool {
+pub fn gemm_nt_packed(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &MatE,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+) -> bool {
     match b {
         MatE::F32(b) => nt_typed(isa, a, b, c, pack),
         MatE::F16(b) => nt_typed(isa, a, b, c, pack),
@@ -1369,18 +1640,80 @@ pub fn gemm_nn_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
 /// an accumulator of the previous blocks must be scaled (0 on the first block).
 /// `x.len()` must be a multiple of [`SOFTMAX_MULTIPLE`]; returns `None` (and
 /// changes nothing) otherwise or if `valid > x.len()`.
-pub fn softmax_block(x: &mut [f32], valid: usize, scale: f32, m: &mut f32, l: &mut f32) -> Option<f32> {
+pub fn softmax_block(
+    x: &mut [f32],
+    valid: usize,
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+) -> Option<f32> {
     softmax_block_with(isa(), x, valid, scale, m, l)
 }
 
 /// [`softmax_block`] on a given instruction set.
-pub fn softmax_block_with(isa: Isa, x: &mut [f32], valid: usize, scale: f32, m: &mut f32, l: &mut f32) -> Option<f32> {
-    if x.len() % SOFTMAX_MULTIPLE != 0 || valid > x.len() {
+pub fn softmax_block_with(
+    isa: Isa,
+    x: &mut [f32],
+    valid: usize,
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+) -> Option<f32> {
+    if x.len() & (SOFTMAX_MULTIPLE - 1) != 0 || valid > x.len() {
         return None;
     }
     // SAFETY: x is valid for its length, a multiple of every ISA's lanes (they
     // divide SOFTMAX_MULTIPLE); valid <= len (checked); ISA usable.
-    Some(unsafe { dispatch!(usable(isa), softmax(x.as_mut_ptr(), x.len(), valid, scale, m, l)) })
+    Some(unsafe {
+        dispatch!(
+            usable(isa),
+            softmax(x.as_mut_ptr(), x.len(), valid, scale, m, l)
+        )
+    })
+}
+
+/// One block of an online softmax down the columns of `x` (`rows x cols`,
+/// row stride `ld`): column `j` holds raw scores of one softmax (e.g. one head)
+/// for `rows` consecutive keys. Scores are multiplied by `scale`, the running
+/// max `m[j]` and sum `l[j]` updated, `x` becomes `exp(x*scale - m_new)`, and
+/// `alpha[j] = exp(m_old - m_new)` (0 on the first block) is the factor for the
+/// previous accumulator. Vectorised across columns. Returns false (changing
+/// nothing) if a length does not fit.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_cols(
+    isa: Isa,
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    scale: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    if !fits(x.len(), rows, cols, ld) || m.len() < cols || l.len() < cols || alpha.len() < cols {
+        return false;
+    }
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    // SAFETY: extents checked above; ISA usable.
+    unsafe {
+        dispatch!(
+            usable(isa),
+            softmax_cols(
+                x.as_mut_ptr(),
+                rows,
+                cols,
+                ld,
+                scale,
+                m.as_mut_ptr(),
+                l.as_mut_ptr(),
+                alpha.as_mut_ptr()
+            )
+        )
+    };
+    true
 }
 
 /// `x[i] *= s`.
@@ -1416,8 +1749,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `w` is `[rows][cols]`; `x` holds `n_tok` rows of `cols` values at a stride of
 /// `x_stride` (>= cols); `y` is `[n_tok][rows]`. Returns false (writing
 /// nothing) if a length does not fit.
-pub fn linear(w: &Tensor, b: Option<&Tensor>, x: &[f32], x_stride: usize, n_tok: usize, y: &mut [f32]) -> bool {
-    linear_par(&Parallel::Sequential, w, b, x, x_stride, n_tok, y, None)
+pub fn linear(
+    w: &Tensor,
+    b: Option<&Tensor>,
+    x: &[f32],
+    x_stride: usize,
+    n_tok: usize,
+    y: &mut [f32],
+) -> bool {
+    linear_par(&Parallel::SEQUENTIAL, w, b, x, x_stride, n_tok, y, None)
 }
 
 /// `ceil(a / b)`, 0 when `b` is 0 (no panic path).
@@ -1425,7 +1765,7 @@ pub fn linear(w: &Tensor, b: Option<&Tensor>, x: &[f32], x_stride: usize, n_tok:
 pub(crate) fn ceil_div(a: usize, b: usize) -> usize {
     match b {
         0 => 0,
-        b => a / b + usize::from(a % b != 0),
+        b => a / b + usize::from(a.checked_rem(b) != Some(0)),
     }
 }
 
@@ -1435,6 +1775,8 @@ pub const PACK_SLOTS: usize = 16;
 /// Output rows per task of [`linear_par`] for a layer of `rows` outputs: at
 /// least 32 (a multiple of 8), at most [`MAX_TASKS`] tasks; when packing, at
 /// most [`PACK_SLOTS`] tasks of a multiple of [`PACK_NP`] rows.
+// Not `clamp`: it has a panic path (min > max).
+#[allow(clippy::manual_clamp)]
 pub fn linear_row_block(rows: usize, packed: bool) -> usize {
     if packed {
         let tasks = ceil_div(rows, PACK_NP).min(PACK_SLOTS).max(1);
@@ -1461,7 +1803,10 @@ pub fn linear_par(
     pack: Option<&mut [f32]>,
 ) -> bool {
     let (rows, cols) = (w.rows, w.cols);
-    let (Some(a), Some(_)) = (Mat::new(x, n_tok, cols, x_stride), MatE::new(w.data, rows, cols, cols)) else {
+    let (Some(a), Some(_)) = (
+        Mat::new(x, n_tok, cols, x_stride),
+        MatE::new(w.data, rows, cols, cols),
+    ) else {
         return false;
     };
     if !fits(y.len(), n_tok, rows, rows) {
@@ -1474,16 +1819,21 @@ pub fn linear_par(
     let isa = isa();
     let ys = SharedMut::new(y);
     let packs = pack.map(SharedMut::new);
-    par.for_each(tasks, &|i| {
+    let work = n_tok.saturating_mul(rows).saturating_mul(cols);
+    par.for_each(tasks, work, &|i| {
         let r0 = i * rb;
         let nr = rb.min(rows.saturating_sub(r0));
         // SAFETY: task i owns output columns r0 .. r0 + nr of every row; the
         // blocks of different tasks are disjoint.
-        let (Some(wm), Some(mut c)) = (MatE::tensor_rows(w, r0, nr), unsafe { ys.mat(r0, n_tok, nr, rows) }) else {
+        let (Some(wm), Some(mut c)) = (MatE::tensor_rows(w, r0, nr), unsafe {
+            ys.mat(r0, n_tok, nr, rows)
+        }) else {
             return;
         };
         // SAFETY: pack slot i belongs to task i alone (tasks <= PACK_SLOTS when packing).
-        let slot = packs.as_ref().and_then(|p| unsafe { p.slice(i * plen, plen) });
+        let slot = packs
+            .as_ref()
+            .and_then(|p| unsafe { p.slice(i * plen, plen) });
         gemm_nt_packed(isa, &a, &wm, &mut c, slot);
         add_bias(b, r0, &mut c);
     });
@@ -1511,7 +1861,9 @@ fn widened(e: Elems, mut f: impl FnMut(usize, &[f32])) {
 /// if `b` is `None`).
 pub fn add_bias(b: Option<&Tensor>, j0: usize, c: &mut MatMut) {
     let Some(b) = b else { return };
-    let Some(bias) = b.data.slice(j0, c.cols) else { return };
+    let Some(bias) = b.data.slice(j0, c.cols) else {
+        return;
+    };
     for i in 0..c.rows {
         let Some(row) = c.row(i) else { return };
         widened(bias, |at, w| {
@@ -1542,7 +1894,9 @@ mod tests {
     use half::bf16;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
@@ -1567,7 +1921,10 @@ mod tests {
         let mut y = [0.0; 6];
         assert!(linear(&wt, Some(&bt), &x, 3, 2, &mut y));
         assert_eq!(y, [13.0, 27.0, 41.0, 12.0, 24.0, 36.0]);
-        assert!(!linear(&wt, None, &x, 3, 3, &mut y), "x too short for 3 tokens");
+        assert!(
+            !linear(&wt, None, &x, 3, 3, &mut y),
+            "x too short for 3 tokens"
+        );
     }
 
     #[test]
@@ -1585,7 +1942,14 @@ mod tests {
     #[test]
     fn gemm_all_isas_all_edges() {
         for isa in Isa::available() {
-            for &(m, n, k) in &[(1, 1, 1), (1, 9, 37), (3, 5, 16), (7, 13, 70), (9, 11, 512), (1, 17, 2048)] {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (1, 9, 37),
+                (3, 5, 16),
+                (7, 13, 70),
+                (9, 11, 512),
+                (1, 17, 2048),
+            ] {
                 let a = rand(m * (k + 3), 1);
                 let bw = rand(n * k, 2);
                 let bh: Vec<bf16> = bw.iter().map(|&x| bf16::from_f32(x)).collect();
@@ -1596,26 +1960,55 @@ mod tests {
                 let b16 = MatE::F16(Mat::new(&bf, n, k, k).unwrap());
                 for (label, b, wide) in [
                     ("f32", b32, bw.clone()),
-                    ("bf16", bbf, bh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
-                    ("f16", b16, bf.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
+                    (
+                        "bf16",
+                        bbf,
+                        bh.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
+                    ),
+                    (
+                        "f16",
+                        b16,
+                        bf.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
+                    ),
                 ] {
                     let mut c = vec![0f32; m * n];
-                    assert!(gemm_nt_with(isa, &am, &b, &mut MatMut::new(&mut c, m, n, n).unwrap()));
+                    assert!(gemm_nt_with(
+                        isa,
+                        &am,
+                        &b,
+                        &mut MatMut::new(&mut c, m, n, n).unwrap()
+                    ));
                     for i in 0..m {
                         for j in 0..n {
-                            let want: f64 = (0..k).map(|t| a[i * (k + 3) + t] as f64 * wide[j * k + t] as f64).sum();
+                            let want: f64 = (0..k)
+                                .map(|t| a[i * (k + 3) + t] as f64 * wide[j * k + t] as f64)
+                                .sum();
                             let got = c[i * n + j] as f64;
-                            assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "{isa:?} {label} nt {m}x{n}x{k} [{i}][{j}]: {got} vs {want}");
+                            assert!(
+                                (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                                "{isa:?} {label} nt {m}x{n}x{k} [{i}][{j}]: {got} vs {want}"
+                            );
                             // The same value computed alone (1x1) has the same bits.
                             let mut one = [0f32];
                             let a1 = Mat::new(&a[i * (k + 3)..], 1, k, k).unwrap();
                             let b1 = match b {
                                 MatE::F32(_) => MatE::F32(Mat::new(&bw[j * k..], 1, k, k).unwrap()),
-                                MatE::BF16(_) => MatE::BF16(Mat::new(&bh[j * k..], 1, k, k).unwrap()),
+                                MatE::BF16(_) => {
+                                    MatE::BF16(Mat::new(&bh[j * k..], 1, k, k).unwrap())
+                                }
                                 MatE::F16(_) => MatE::F16(Mat::new(&bf[j * k..], 1, k, k).unwrap()),
                             };
-                            gemm_nt_with(isa, &a1, &b1, &mut MatMut::new(&mut one, 1, 1, 1).unwrap());
-                            assert_eq!(one[0].to_bits(), c[i * n + j].to_bits(), "{isa:?} {label} tile order");
+                            gemm_nt_with(
+                                isa,
+                                &a1,
+                                &b1,
+                                &mut MatMut::new(&mut one, 1, 1, 1).unwrap(),
+                            );
+                            assert_eq!(
+                                one[0].to_bits(),
+                                c[i * n + j].to_bits(),
+                                "{isa:?} {label} tile order"
+                            );
                         }
                     }
                 }
@@ -1623,14 +2016,93 @@ mod tests {
                 let bnn = Mat::new(&bw, k, n, n).unwrap();
                 let c0 = rand(m * n, 3);
                 let mut c = c0.clone();
-                assert!(gemm_nn_with(isa, &am, &MatE::F32(bnn), &mut MatMut::new(&mut c, m, n, n).unwrap()));
+                assert!(gemm_nn_with(
+                    isa,
+                    &am,
+                    &MatE::F32(bnn),
+                    &mut MatMut::new(&mut c, m, n, n).unwrap()
+                ));
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = c0[i * n + j] as f64
-                            + (0..k).map(|t| a[i * (k + 3) + t] as f64 * bw[t * n + j] as f64).sum::<f64>();
+                            + (0..k)
+                                .map(|t| a[i * (k + 3) + t] as f64 * bw[t * n + j] as f64)
+                                .sum::<f64>();
                         let got = c[i * n + j] as f64;
-                        assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "{isa:?} nn {m}x{n}x{k}: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                            "{isa:?} nn {m}x{n}x{k}: {got} vs {want}"
+                        );
                     }
+                }
+            }
+        }
+    }
+
+    /// The packed product (prefill): every ISA, edges in m, n and k; f32,
+    /// bf16 and f16 B; and splitting the rows of B (as `linear_par` does)
+    /// changes no bit.
+    #[test]
+    fn packed_gemm_all_isas() {
+        let mut pack = vec![0f32; PACK_LEN];
+        for isa in Isa::available() {
+            for &(m, n, k) in &[(16, 1, 1), (17, 70, 300), (29, 65, 16), (40, 129, 513)] {
+                let a = rand(m * k, 11);
+                let bw = rand(n * k, 12);
+                let bh: Vec<bf16> = bw.iter().map(|&x| bf16::from_f32(x)).collect();
+                let bf: Vec<f16> = bw.iter().map(|&x| f16::from_f32(x)).collect();
+                let am = Mat::new(&a, m, k, k).unwrap();
+                let views = [
+                    (MatE::F32(Mat::new(&bw, n, k, k).unwrap()), bw.clone()),
+                    (
+                        MatE::BF16(Mat::new(&bh, n, k, k).unwrap()),
+                        bh.iter().map(|x| x.to_f32()).collect(),
+                    ),
+                    (
+                        MatE::F16(Mat::new(&bf, n, k, k).unwrap()),
+                        bf.iter().map(|x| x.to_f32()).collect(),
+                    ),
+                ];
+                for (b, wide) in views {
+                    let mut c = vec![0f32; m * n];
+                    assert!(gemm_nt_packed(
+                        isa,
+                        &am,
+                        &b,
+                        &mut MatMut::new(&mut c, m, n, n).unwrap(),
+                        Some(&mut pack)
+                    ));
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want: f64 = (0..k)
+                                .map(|t| a[i * k + t] as f64 * wide[j * k + t] as f64)
+                                .sum();
+                            let got = c[i * n + j] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                                "{isa:?} packed {m}x{n}x{k}: {got} vs {want}"
+                            );
+                        }
+                    }
+                    // The rows of B in two parts: the same bits.
+                    let cut = n / 2;
+                    let mut c2 = vec![0f32; m * n];
+                    for (j0, nn) in [(0, cut), (cut, n - cut)] {
+                        if nn == 0 {
+                            continue;
+                        }
+                        let bpart = match b {
+                            MatE::F32(_) => MatE::F32(Mat::new(&bw[j0 * k..], nn, k, k).unwrap()),
+                            MatE::BF16(_) => MatE::BF16(Mat::new(&bh[j0 * k..], nn, k, k).unwrap()),
+                            MatE::F16(_) => MatE::F16(Mat::new(&bf[j0 * k..], nn, k, k).unwrap()),
+                        };
+                        let mut cm = MatMut::new(&mut c2[j0..], m, nn, n).unwrap();
+                        assert!(gemm_nt_packed(isa, &am, &bpart, &mut cm, Some(&mut pack)));
+                    }
+                    assert!(
+                        c.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa:?} split changed bits"
+                    );
                 }
             }
         }
@@ -1654,8 +2126,14 @@ mod tests {
             let mx = raw.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * 0.5));
             let want: f64 = raw.iter().map(|&v| ((v * 0.5 - mx) as f64).exp()).sum();
             assert_eq!(m, mx);
-            assert!(((l as f64) - want).abs() < 1e-5 * want, "{isa:?}: l {l} vs {want}");
-            assert!((acc - want).abs() < 1e-5 * want, "{isa:?}: sum {acc} vs {want}");
+            assert!(
+                ((l as f64) - want).abs() < 1e-5 * want,
+                "{isa:?}: l {l} vs {want}"
+            );
+            assert!(
+                (acc - want).abs() < 1e-5 * want,
+                "{isa:?}: sum {acc} vs {want}"
+            );
             // Exp accuracy over the softmax range.
             for i in 0..2000 {
                 let v = -(i as f32) * 0.05;
@@ -1663,7 +2141,11 @@ mod tests {
                 let (mut m2, mut l2) = (0.0f32, 0.0);
                 softmax_block_with(isa, &mut row, 16, 1.0, &mut m2, &mut l2);
                 let want = (v as f64).exp();
-                assert!(((row[0] as f64) - want).abs() <= 3e-7 * want + 1e-37, "{isa:?} exp({v}) = {} vs {want}", row[0]);
+                assert!(
+                    ((row[0] as f64) - want).abs() <= 3e-7 * want + 1e-37,
+                    "{isa:?} exp({v}) = {} vs {want}",
+                    row[0]
+                );
             }
         }
     }

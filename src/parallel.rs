@@ -105,7 +105,9 @@ impl ParallelFor for HostParallelFor {
             return Sequential.run(n_tasks, task);
         };
         let obj: &(dyn Fn(usize) + Sync) = task;
-        let ctx = (&obj as *const &(dyn Fn(usize) + Sync)).cast_mut().cast::<c_void>();
+        let ctx = (&obj as *const &(dyn Fn(usize) + Sync))
+            .cast_mut()
+            .cast::<c_void>();
         // SAFETY: the host function's contract (HostParallelFor::new); `ctx`
         // points to `obj`, alive until the host returns, and is only read.
         unsafe { (self.f)(self.ctx, n, trampoline, ctx) }
@@ -119,28 +121,75 @@ impl ParallelFor for HostParallelFor {
 /// Most tasks the engine hands to one parallel-for call.
 pub const MAX_TASKS: usize = 64;
 
-/// What an engine runs its tasks on.
+/// Where an engine's tasks run.
 #[derive(Clone, Copy, Default)]
-pub enum Parallel<'a> {
-    /// On the calling thread, in order.
+enum Kind<'a> {
     #[default]
     Sequential,
-    /// A Rust parallel-for.
     Borrowed(&'a dyn ParallelFor),
-    /// A C host's parallel-for.
     Host(HostParallelFor),
 }
 
-impl Parallel<'_> {
+/// What an engine runs its tasks on, and from what size of call on.
+#[derive(Clone, Copy)]
+pub struct Parallel<'a> {
+    kind: Kind<'a>,
+    min_work: usize,
+}
+
+impl Default for Parallel<'_> {
+    fn default() -> Self {
+        Parallel::SEQUENTIAL
+    }
+}
+
+/// Below this many multiply-adds a call's tasks run on the calling thread by
+/// default (handing work to other threads costs more). The tasks are the same
+/// either way, so this changes no result.
+pub const MIN_PARALLEL_WORK: usize = 1 << 17;
+
+impl<'a> Parallel<'a> {
+    /// Every task on the calling thread, in order.
+    pub const SEQUENTIAL: Parallel<'static> = Parallel {
+        kind: Kind::Sequential,
+        min_work: MIN_PARALLEL_WORK,
+    };
+
+    /// Tasks on a Rust parallel-for.
+    pub fn borrowed(p: &'a dyn ParallelFor) -> Self {
+        Parallel {
+            kind: Kind::Borrowed(p),
+            min_work: MIN_PARALLEL_WORK,
+        }
+    }
+
+    /// Tasks on a C host's parallel-for.
+    pub fn host(h: HostParallelFor) -> Self {
+        Parallel {
+            kind: Kind::Host(h),
+            min_work: MIN_PARALLEL_WORK,
+        }
+    }
+
+    /// The same, with calls below `work` multiply-adds run inline (0: every
+    /// call goes through the parallel-for).
+    pub fn with_min_work(self, work: usize) -> Self {
+        Parallel {
+            min_work: work,
+            ..self
+        }
+    }
+
     /// Runs `f(i)` exactly once for every `i` in `0..n` (n <= [`MAX_TASKS`];
-    /// more run sequentially).
-    pub(crate) fn for_each(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-        let inner: &dyn ParallelFor = match self {
-            Parallel::Sequential => &Sequential,
-            Parallel::Borrowed(p) => *p,
-            Parallel::Host(h) => h,
+    /// more run sequentially). `work`: estimated multiply-adds of all tasks.
+    pub(crate) fn for_each(&self, n: usize, work: usize, f: &(dyn Fn(usize) + Sync)) {
+        let inner: &dyn ParallelFor = match &self.kind {
+            Kind::Sequential => &Sequential,
+            Kind::Borrowed(p) => *p,
+            Kind::Host(h) => h,
         };
-        if n <= 1 || n > MAX_TASKS || matches!(self, Parallel::Sequential) {
+        if n <= 1 || n > MAX_TASKS || work < self.min_work || matches!(self.kind, Kind::Sequential)
+        {
             for i in 0..n {
                 f(i);
             }
@@ -222,7 +271,13 @@ impl<'a> SharedMut<'a> {
     /// # Safety
     /// No other view of this buffer that overlaps the window is alive while the
     /// returned view is.
-    pub unsafe fn mat(&self, offset: usize, rows: usize, cols: usize, stride: usize) -> Option<MatMut<'_>> {
+    pub unsafe fn mat(
+        &self,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> Option<MatMut<'_>> {
         if rows == 0 || cols == 0 {
             // SAFETY: an empty window touches nothing.
             return Some(unsafe { MatMut::from_raw(self.ptr, 0, 0, stride) });
@@ -230,7 +285,10 @@ impl<'a> SharedMut<'a> {
         if rows > 1 && stride < cols {
             return None;
         }
-        let end = (rows - 1).checked_mul(stride)?.checked_add(cols)?.checked_add(offset)?;
+        let end = (rows - 1)
+            .checked_mul(stride)?
+            .checked_add(cols)?
+            .checked_add(offset)?;
         if end > self.len {
             return None;
         }
@@ -240,30 +298,30 @@ impl<'a> SharedMut<'a> {
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", target_has_atomic = "64"))]
 pub use pool::ThreadPool;
 
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", target_has_atomic = "64"))]
 mod pool {
     use super::ParallelFor;
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex, MutexGuard};
     use std::thread::JoinHandle;
 
-    /// A job: the task (lifetime erased) and its count.
+    /// A job: the task (lifetime erased), its count and its generation.
     #[derive(Clone, Copy)]
     struct Job {
         task: *const (dyn Fn(usize) + Sync + 'static),
         n: usize,
+        gen: u32,
     }
 
-    // SAFETY: the task is `Sync`; `ThreadPool::run` keeps it alive until every
-    // worker has finished with the job.
+    // SAFETY: the task is `Sync`; it is only called through a ticket of its own
+    // generation, and `ThreadPool::run` returns only when every such call is done.
     unsafe impl Send for Job {}
 
     struct State {
-        gen: usize,
         job: Option<Job>,
         quit: bool,
     }
@@ -271,10 +329,13 @@ mod pool {
     struct Shared {
         state: Mutex<State>,
         wake: Condvar,
-        done: Condvar,
-        gen: AtomicUsize,
-        next: AtomicUsize,
-        busy: AtomicUsize,
+        done_cv: Condvar,
+        /// `generation << 32 | next task index`: a task is claimed by a CAS
+        /// that keeps the generation, so a late worker holding an old job can
+        /// never claim (or run) a task of a newer one.
+        ticket: AtomicU64,
+        /// Tasks of the current job that have finished.
+        done: AtomicUsize,
         panicked: AtomicBool,
     }
 
@@ -282,16 +343,18 @@ mod pool {
         static IN_POOL: Cell<bool> = const { Cell::new(false) };
     }
 
-    /// Spin iterations before a waiting thread parks (a few tens of microseconds).
-    const SPIN: usize = 20_000;
+    /// Spin iterations before a waiting thread sleeps.
+    const SPIN: usize = 4000;
 
     fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A persistent pool of `threads - 1` worker threads; the calling thread is
-    /// the last worker. Tasks are handed out dynamically (an atomic counter).
-    /// Idle workers spin briefly, then sleep on a condition variable.
+    /// A persistent pool of `threads - 1` worker threads; the calling thread
+    /// works too. Tasks are claimed dynamically (one atomic ticket), so a
+    /// worker that is slow to wake up delays nothing: the caller runs whatever
+    /// is left and returns as soon as every task has finished. Idle workers
+    /// spin briefly, then sleep on a condition variable.
     ///
     /// One `run` at a time (concurrent callers are serialised); a `run` from
     /// inside a task runs sequentially.
@@ -299,6 +362,7 @@ mod pool {
         shared: Arc<Shared>,
         workers: Vec<JoinHandle<()>>,
         run_lock: Mutex<()>,
+        gen: Mutex<u32>,
     }
 
     impl ThreadPool {
@@ -312,15 +376,13 @@ mod pool {
             };
             let shared = Arc::new(Shared {
                 state: Mutex::new(State {
-                    gen: 0,
                     job: None,
                     quit: false,
                 }),
                 wake: Condvar::new(),
-                done: Condvar::new(),
-                gen: AtomicUsize::new(0),
-                next: AtomicUsize::new(0),
-                busy: AtomicUsize::new(0),
+                done_cv: Condvar::new(),
+                ticket: AtomicU64::new(0),
+                done: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
             });
             let workers = (1..threads)
@@ -336,61 +398,69 @@ mod pool {
                 shared,
                 workers,
                 run_lock: Mutex::new(()),
+                gen: Mutex::new(0),
             }
         }
     }
 
-    /// Claims and runs tasks of `job` until none is left.
+    /// Claims and runs tasks of `job` until none of its generation is left.
     fn work(s: &Shared, job: Job) {
         loop {
-            let i = s.next.fetch_add(1, Ordering::AcqRel);
-            if i >= job.n {
-                break;
+            let t = s.ticket.load(Ordering::Acquire);
+            let (gen, i) = ((t >> 32) as u32, (t & 0xffff_ffff) as usize);
+            if gen != job.gen || i >= job.n {
+                return;
             }
-            // SAFETY: `run` keeps the task alive until `busy` drops to 0, which
-            // happens after this loop.
+            if s.ticket
+                .compare_exchange_weak(t, t + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            // SAFETY: a ticket of the job's generation was claimed, so `run`
+            // has not returned (it waits for this task to be counted done).
             let task = unsafe { &*job.task };
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(i))).is_err() {
                 s.panicked.store(true, Ordering::Release);
+            }
+            if s.done.fetch_add(1, Ordering::AcqRel) + 1 == job.n {
+                let _st = lock(&s.state);
+                s.done_cv.notify_all();
             }
         }
     }
 
     fn worker(s: &Shared) {
         IN_POOL.with(|f| f.set(true));
-        let mut seen = 0usize;
+        let mut seen = u32::MAX;
         loop {
             for _ in 0..SPIN {
-                if s.gen.load(Ordering::Acquire) != seen {
+                if (s.ticket.load(Ordering::Acquire) >> 32) as u32 != seen {
                     break;
                 }
                 std::hint::spin_loop();
             }
             let job = {
                 let mut st = lock(&s.state);
-                while st.gen == seen && !st.quit {
-                    st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if st.quit {
+                        return;
+                    }
+                    match st.job {
+                        Some(j) if j.gen != seen => break j,
+                        _ => st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    }
                 }
-                if st.quit {
-                    return;
-                }
-                seen = st.gen;
-                st.job
             };
-            if let Some(job) = job {
-                work(s, job);
-            }
-            if s.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-                let _st = lock(&s.state);
-                s.done.notify_all();
-            }
+            seen = job.gen;
+            work(s, job);
         }
     }
 
     impl ParallelFor for ThreadPool {
         fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
             let nested = IN_POOL.with(|f| f.get());
-            if self.workers.is_empty() || n_tasks <= 1 || nested {
+            if self.workers.is_empty() || n_tasks <= 1 || nested || n_tasks > u32::MAX as usize {
                 for i in 0..n_tasks {
                     task(i);
                 }
@@ -398,37 +468,43 @@ mod pool {
             }
             let _one = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
             let s = &*self.shared;
-            // SAFETY: only the lifetime is erased; this function does not return
-            // before every worker has finished with the job (busy == 0 below).
+            let gen = {
+                let mut g = self.gen.lock().unwrap_or_else(|e| e.into_inner());
+                *g = g.wrapping_add(1);
+                *g
+            };
+            // SAFETY: only the lifetime is erased; the task is called only with
+            // tickets of this generation, and this function returns only after
+            // all n_tasks calls have finished (done == n_tasks below).
             let erased: *const (dyn Fn(usize) + Sync + 'static) = unsafe {
-                core::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync + 'static)>(
-                    task,
-                )
+                core::mem::transmute::<
+                    *const (dyn Fn(usize) + Sync + '_),
+                    *const (dyn Fn(usize) + Sync + 'static),
+                >(task)
             };
             let job = Job {
                 task: erased,
                 n: n_tasks,
+                gen,
             };
             {
                 let mut st = lock(&s.state);
-                s.next.store(0, Ordering::Release);
-                s.busy.store(self.workers.len(), Ordering::Release);
-                st.gen = st.gen.wrapping_add(1);
+                s.done.store(0, Ordering::Release);
+                s.ticket.store((gen as u64) << 32, Ordering::Release);
                 st.job = Some(job);
-                s.gen.store(st.gen, Ordering::Release);
             }
             s.wake.notify_all();
             IN_POOL.with(|f| f.set(true));
             work(s, job);
             IN_POOL.with(|f| f.set(false));
             let mut spins = 0;
-            while s.busy.load(Ordering::Acquire) != 0 && spins < SPIN {
+            while s.done.load(Ordering::Acquire) < n_tasks && spins < SPIN {
                 std::hint::spin_loop();
                 spins += 1;
             }
             let mut st = lock(&s.state);
-            while s.busy.load(Ordering::Acquire) != 0 {
-                st = s.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            while s.done.load(Ordering::Acquire) < n_tasks {
+                st = s.done_cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             st.job = None;
             drop(st);
@@ -462,9 +538,13 @@ mod tests {
     fn every_task_runs_once() {
         let counts: [AtomicUsize; 40] = [const { AtomicUsize::new(0) }; 40];
         let pool = ThreadPool::new(3);
-        for par in [Parallel::Sequential, Parallel::Borrowed(&Sequential), Parallel::Borrowed(&pool)] {
+        for par in [
+            Parallel::SEQUENTIAL,
+            Parallel::borrowed(&Sequential),
+            Parallel::borrowed(&pool),
+        ] {
             for _ in 0..50 {
-                par.for_each(40, &|i| {
+                par.for_each(40, usize::MAX, &|i| {
                     counts[i].fetch_add(1, Ordering::Relaxed);
                 });
             }
@@ -472,7 +552,12 @@ mod tests {
         assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 150));
     }
 
-    unsafe extern "C" fn host_skips_odd(_ctx: *mut c_void, n: u32, task: TaskFn, task_ctx: *mut c_void) {
+    unsafe extern "C" fn host_skips_odd(
+        _ctx: *mut c_void,
+        n: u32,
+        task: TaskFn,
+        task_ctx: *mut c_void,
+    ) {
         // A faulty host: runs even indices twice and odd ones never.
         for i in (0..n).step_by(2) {
             // SAFETY: the engine's task function with its own context.
@@ -489,7 +574,7 @@ mod tests {
         let counts: [AtomicUsize; 9] = [const { AtomicUsize::new(0) }; 9];
         // SAFETY: host_skips_odd is a plain function that ignores its context.
         let host = unsafe { HostParallelFor::new(host_skips_odd, core::ptr::null_mut()) };
-        Parallel::Host(host).for_each(9, &|i| {
+        Parallel::host(host).for_each(9, usize::MAX, &|i| {
             counts[i].fetch_add(1, Ordering::Relaxed);
         });
         assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));

@@ -18,7 +18,11 @@ pub(super) fn has_avx2() -> bool {
     }
     #[cfg(not(feature = "std"))]
     {
-        cfg!(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))
+        cfg!(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))
     }
 }
 
@@ -100,7 +104,12 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: see the impl comment.
-        unsafe { hsum128(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))) }
+        unsafe {
+            hsum128(_mm_add_ps(
+                _mm256_castps256_ps128(v),
+                _mm256_extractf128_ps::<1>(v),
+            ))
+        }
     }
     #[inline(always)]
     unsafe fn hmax(v: __m256) -> f32 {
@@ -116,18 +125,24 @@ impl Simd for Avx2 {
         // SAFETY: see the impl comment.
         unsafe {
             let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
-            let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(EXP_HI)), _mm256_set1_ps(EXP_LO));
-            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-                x,
-                _mm256_set1_ps(LOG2E),
-            ));
+            let x = _mm256_max_ps(
+                _mm256_min_ps(x, _mm256_set1_ps(EXP_HI)),
+                _mm256_set1_ps(EXP_LO),
+            );
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+            );
             let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
             let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
             let mut p = _mm256_set1_ps(EXP_P[0]);
             for &c in &EXP_P[1..] {
                 p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
             }
-            let y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            let y = _mm256_fmadd_ps(
+                p,
+                _mm256_mul_ps(r, r),
+                _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+            );
             let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
             let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e));
             _mm256_and_ps(_mm256_mul_ps(y, pow2), keep)
@@ -225,25 +240,85 @@ impl Simd for Avx512 {
         }
     }
     #[inline(always)]
+    unsafe fn transpose<E: super::Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
+        // SAFETY: see the impl comment; extents as the trait requires.
+        unsafe { transpose16(src, lds, dst, ldd) }
+    }
+    #[inline(always)]
     unsafe fn exp(x: __m512) -> __m512 {
         // SAFETY: see the impl comment.
         unsafe {
             let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_LO));
-            let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(EXP_HI)), _mm512_set1_ps(EXP_LO));
-            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-                x,
-                _mm512_set1_ps(LOG2E),
-            ));
+            let x = _mm512_max_ps(
+                _mm512_min_ps(x, _mm512_set1_ps(EXP_HI)),
+                _mm512_set1_ps(EXP_LO),
+            );
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+            );
             let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
             let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
             let mut p = _mm512_set1_ps(EXP_P[0]);
             for &c in &EXP_P[1..] {
                 p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
             }
-            let y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+            let y = _mm512_fmadd_ps(
+                p,
+                _mm512_mul_ps(r, r),
+                _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+            );
             let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
             let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e));
             _mm512_maskz_mul_ps(keep, y, pow2)
+        }
+    }
+}
+
+/// 16 x 16 transpose in registers: three rounds of shuffles (32-bit, 64-bit,
+/// 128-bit lanes twice), 64 shuffles per 256 elements.
+///
+/// # Safety
+/// AVX-512F available; `src` valid for 16 rows of 16 elements (stride `lds`),
+/// `dst` for 16 rows of 16 f32 (stride `ldd`).
+#[inline(always)]
+unsafe fn transpose16<E: super::Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
+    // SAFETY: AVX-512F (caller); row r < 16 and column < 16 stay in the extents.
+    unsafe {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, x) in r.iter_mut().enumerate() {
+            *x = E::vload::<Avx512>(src.add(i * lds));
+        }
+        let mut a = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut b = [_mm512_setzero_ps(); 16];
+        let lo = |x: __m512, y: __m512| {
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+        };
+        let hi = |x: __m512, y: __m512| {
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+        };
+        for i in 0..4 {
+            b[4 * i] = lo(a[4 * i], a[4 * i + 2]);
+            b[4 * i + 1] = hi(a[4 * i], a[4 * i + 2]);
+            b[4 * i + 2] = lo(a[4 * i + 1], a[4 * i + 3]);
+            b[4 * i + 3] = hi(a[4 * i + 1], a[4 * i + 3]);
+        }
+        // b[4g + q], 128-bit lane l: column 4l + q of rows 4g .. 4g + 3.
+        for q in 0..4 {
+            let c1 = _mm512_shuffle_f32x4::<0x88>(b[q], b[4 + q]);
+            let c2 = _mm512_shuffle_f32x4::<0xdd>(b[q], b[4 + q]);
+            let c3 = _mm512_shuffle_f32x4::<0x88>(b[8 + q], b[12 + q]);
+            let c4 = _mm512_shuffle_f32x4::<0xdd>(b[8 + q], b[12 + q]);
+            _mm512_storeu_ps(dst.add(q * ldd), _mm512_shuffle_f32x4::<0x88>(c1, c3));
+            _mm512_storeu_ps(dst.add((4 + q) * ldd), _mm512_shuffle_f32x4::<0x88>(c2, c4));
+            _mm512_storeu_ps(dst.add((8 + q) * ldd), _mm512_shuffle_f32x4::<0xdd>(c1, c3));
+            _mm512_storeu_ps(
+                dst.add((12 + q) * ldd),
+                _mm512_shuffle_f32x4::<0xdd>(c2, c4),
+            );
         }
     }
 }

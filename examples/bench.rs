@@ -1,0 +1,1081 @@
+//! Performance benchmark: decode and prefill of one MLA layer beside the
+//! machine's limits, measured in the same run.
+//!
+//!     cargo run --release --example bench -- [--quick | --full] [--json FILE]
+//!         [--config tutorial,v2lite,v3] [--weights f32,bf16] [--cache f32,bf16]
+//!         [--threads 1,2] [--ctx 1,256,1024,4096,16384] [--prefill 512]
+//!         [--layers hot,cold] [--no-probe] [--probe-mib N]
+//!
+//! What it prints (and writes as JSON lines with --json):
+//! - the machine: CPU model, cores, caches, load average, the kernels' ISA;
+//! - probes: read bandwidth (a SIMD sum over a buffer much larger than the
+//!   last-level cache) and FMA peak (independent FMA chains in registers), on
+//!   one thread and on all threads, through the same thread pool the engine uses;
+//! - decode: ms per step at each context length (the cache filled with random
+//!   rows by `Engine::append_cache_rows`), bytes moved per step (all weights +
+//!   the cache rows read), effective GB/s, GFLOP/s, and the ratio to the
+//!   memory roofline (bytes / measured read bandwidth, same thread count).
+//!   `hot`: one layer run step after step (its weights stay in cache if they
+//!   fit); `cold`: enough independent layers (own weights and cache each) run
+//!   in turn that their working set is twice the last-level cache, as in a
+//!   model with many layers: the honest memory-bound figure. Times are per layer.
+//! - prefill: tokens/s for a prompt of `--prefill` tokens from an empty cache,
+//!   GFLOP/s (useful FLOPs: 2 x the multiply-adds of the projections, the
+//!   decompression of the cached rows and the causal attention) and the ratio to
+//!   the measured FMA peak (same thread count).
+//!
+//! Weights are random (xorshift, fixed seed). Every figure is the median of the
+//! repetitions (the minimum is in the JSON). Default: configs tutorial and
+//! v2lite, f32 and bf16 weights, f32 and bf16 caches, 1 and all threads.
+//! `--quick`: v2lite only, f32 cache, contexts 1/1024/4096, shorter runs.
+//! `--full`: also DeepSeek-V3 attention dims (~190M parameters: 750 MB f32).
+
+use half::bf16;
+use mla::parallel::{ParallelFor, ThreadPool};
+use mla::{AttnMode, Config, DType, Engine, Tensor, Weights};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Instant;
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Opts {
+    configs: Vec<String>,
+    weights: Vec<DType>,
+    caches: Vec<DType>,
+    threads: Vec<usize>,
+    ctx: Vec<usize>,
+    prefill: usize,
+    modes: Vec<String>,
+    json: Option<String>,
+    probe: bool,
+    probe_mib: usize,
+    budget_s: f64,
+}
+
+fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Vec<T> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| f(x.trim()).unwrap_or_else(|| die(&format!("bad list item {x:?}"))))
+        .collect()
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(2)
+}
+
+fn dtype(s: &str) -> Option<DType> {
+    match s {
+        "f32" => Some(DType::F32),
+        "f16" => Some(DType::F16),
+        "bf16" => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+fn all_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_args() -> Opts {
+    let all = all_threads();
+    let mut o = Opts {
+        configs: vec!["tutorial".into(), "v2lite".into()],
+        weights: vec![DType::F32, DType::BF16],
+        caches: vec![DType::F32, DType::BF16],
+        threads: if all > 1 { vec![1, all] } else { vec![1] },
+        ctx: vec![1, 256, 1024, 4096, 16384],
+        prefill: 512,
+        modes: vec!["hot".into(), "cold".into()],
+        json: None,
+        probe: true,
+        probe_mib: 0,
+        budget_s: 1.0,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    let mut explicit_configs = false;
+    let mut full = false;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let mut val = || {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .unwrap_or_else(|| die(&format!("{a} needs a value")))
+        };
+        match a {
+            "--quick" => {
+                o.configs = vec!["v2lite".into()];
+                o.caches = vec![DType::F32];
+                o.ctx = vec![1, 1024, 4096];
+                o.budget_s = 0.4;
+            }
+            "--full" => full = true,
+            "--json" => o.json = Some(val()),
+            "--config" => {
+                o.configs = parse_list(&val(), |s| Some(s.to_string()));
+                explicit_configs = true;
+            }
+            "--weights" => o.weights = parse_list(&val(), dtype),
+            "--cache" => o.caches = parse_list(&val(), dtype),
+            "--threads" => o.threads = parse_list(&val(), |s| s.parse().ok().filter(|&t| t > 0)),
+            "--ctx" => o.ctx = parse_list(&val(), |s| s.parse().ok()),
+            "--prefill" => o.prefill = val().parse().unwrap_or_else(|_| die("--prefill N")),
+            "--layers" => {
+                o.modes = parse_list(&val(), |s| {
+                    ["hot", "cold"].contains(&s).then(|| s.to_string())
+                })
+            }
+            "--no-probe" => o.probe = false,
+            "--probe-mib" => o.probe_mib = val().parse().unwrap_or_else(|_| die("--probe-mib N")),
+            "--budget" => o.budget_s = val().parse().unwrap_or_else(|_| die("--budget SECONDS")),
+            "-h" | "--help" => {
+                let doc: Vec<&str> = include_str!("bench.rs")
+                    .lines()
+                    .take_while(|l| l.starts_with("//!"))
+                    .map(|l| l.trim_start_matches("//!"))
+                    .collect();
+                println!("{}", doc.join("\n"));
+                std::process::exit(0);
+            }
+            _ => die(&format!("unknown argument {a} (see --help)")),
+        }
+        i += 1;
+    }
+    if full && !explicit_configs && !o.configs.iter().any(|c| c == "v3") {
+        o.configs.push("v3".into());
+    }
+    o.ctx.sort_unstable();
+    o.ctx.dedup();
+    o
+}
+
+// ---------------------------------------------------------------------------
+// Machine description
+// ---------------------------------------------------------------------------
+
+struct Machine {
+    model: String,
+    cpus: usize,
+    caches: Vec<(String, usize)>,
+    llc_bytes: usize,
+    mem_available: usize,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn parse_size(s: &str) -> usize {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix('K') {
+        (n, 1024)
+    } else if let Some(n) = s.strip_suffix('M') {
+        (n, 1024 * 1024)
+    } else {
+        (s, 1)
+    };
+    num.parse::<usize>().unwrap_or(0) * mult
+}
+
+fn machine() -> Machine {
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| {
+            l.starts_with("model name") || l.starts_with("Model") || l.starts_with("CPU part")
+        })
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let mut caches = Vec::new();
+    let mut llc = 0;
+    for i in 0..8 {
+        let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let size = read(&format!("{base}/size"));
+        if size.is_empty() {
+            break;
+        }
+        let level = read(&format!("{base}/level")).trim().to_string();
+        let ty = read(&format!("{base}/type")).trim().to_string();
+        let bytes = parse_size(&size);
+        llc = llc.max(bytes);
+        let short = match ty.as_str() {
+            "Data" => "d",
+            "Instruction" => "i",
+            _ => "",
+        };
+        caches.push((format!("L{level}{short}"), bytes));
+    }
+    let mem_available = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemAvailable"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<usize>().ok())
+        .map_or(4 << 30, |k| k * 1024);
+    Machine {
+        model,
+        cpus: all_threads(),
+        caches,
+        llc_bytes: if llc == 0 { 32 << 20 } else { llc },
+        mem_available,
+    }
+}
+
+fn loadavg() -> String {
+    read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ---------------------------------------------------------------------------
+// Probes: read bandwidth and FMA peak
+// ---------------------------------------------------------------------------
+
+mod probe {
+    /// Sums `v` with wide SIMD loads and several accumulators.
+    pub fn sum(v: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F detected.
+                return unsafe { x86::sum512(v) };
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 detected.
+                return unsafe { x86::sum256(v) };
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            // SAFETY: NEON is part of the aarch64 base ABI.
+            return unsafe { arm::sum(v) };
+        }
+        #[allow(unreachable_code)]
+        {
+            let mut acc = [0f32; 16];
+            for c in v.chunks_exact(16) {
+                for (a, &x) in acc.iter_mut().zip(c) {
+                    *a += x;
+                }
+            }
+            acc.iter().sum()
+        }
+    }
+
+    /// Runs `iters` rounds of independent FMA chains (at least 1); returns
+    /// (a value to keep, flops).
+    pub fn fma(iters: usize) -> (f32, f64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F detected.
+                return unsafe { x86::fma512(iters) };
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA detected.
+                return unsafe { x86::fma256(iters) };
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            // SAFETY: NEON is part of the aarch64 base ABI.
+            return unsafe { arm::fma(iters) };
+        }
+        #[allow(unreachable_code)]
+        {
+            let mut a = [1.0f32; 16];
+            for _ in 0..iters.max(1) {
+                for x in a.iter_mut() {
+                    *x = x.mul_add(0.999_999, 1e-7);
+                }
+            }
+            (a.iter().sum(), iters.max(1) as f64 * 32.0)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn sum512(v: &[f32]) -> f32 {
+            let mut a = [_mm512_setzero_ps(); 8];
+            for c in v.chunks_exact(128) {
+                for (j, acc) in a.iter_mut().enumerate() {
+                    // SAFETY: c has 128 elements; 16 * j + 16 <= 128.
+                    *acc = _mm512_add_ps(*acc, unsafe { _mm512_loadu_ps(c.as_ptr().add(16 * j)) });
+                }
+            }
+            a.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+        }
+
+        #[target_feature(enable = "avx2")]
+        pub unsafe fn sum256(v: &[f32]) -> f32 {
+            let mut a = [_mm256_setzero_ps(); 8];
+            for c in v.chunks_exact(64) {
+                for (j, acc) in a.iter_mut().enumerate() {
+                    // SAFETY: c has 64 elements; 8 * j + 8 <= 64.
+                    *acc = _mm256_add_ps(*acc, unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) });
+                }
+            }
+            let mut out = [0f32; 8];
+            let mut s = _mm256_setzero_ps();
+            for x in a {
+                s = _mm256_add_ps(s, x);
+            }
+            // SAFETY: out has 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+            out.iter().sum()
+        }
+
+        /// 16 independent chains of 512-bit FMAs in registers (inline asm, so
+        /// that the compiler cannot reorder, spill or fold them).
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn fma512(iters: usize) -> (f32, f64) {
+            // SAFETY: AVX-512F is enabled for this function (caller detected it);
+            // the asm touches only the registers it declares.
+            unsafe {
+                std::arch::asm!(
+                    "vxorps zmm0, zmm0, zmm0", "vxorps zmm1, zmm1, zmm1", "vxorps zmm2, zmm2, zmm2",
+                    "vxorps zmm3, zmm3, zmm3", "vxorps zmm4, zmm4, zmm4", "vxorps zmm5, zmm5, zmm5",
+                    "vxorps zmm6, zmm6, zmm6", "vxorps zmm7, zmm7, zmm7", "vxorps zmm8, zmm8, zmm8",
+                    "vxorps zmm9, zmm9, zmm9", "vxorps zmm10, zmm10, zmm10", "vxorps zmm11, zmm11, zmm11",
+                    "vxorps zmm12, zmm12, zmm12", "vxorps zmm13, zmm13, zmm13", "vxorps zmm14, zmm14, zmm14",
+                    "vxorps zmm15, zmm15, zmm15",
+                    "2:",
+                    "vfmadd231ps zmm0, zmm16, zmm17", "vfmadd231ps zmm1, zmm16, zmm17",
+                    "vfmadd231ps zmm2, zmm16, zmm17", "vfmadd231ps zmm3, zmm16, zmm17",
+                    "vfmadd231ps zmm4, zmm16, zmm17", "vfmadd231ps zmm5, zmm16, zmm17",
+                    "vfmadd231ps zmm6, zmm16, zmm17", "vfmadd231ps zmm7, zmm16, zmm17",
+                    "vfmadd231ps zmm8, zmm16, zmm17", "vfmadd231ps zmm9, zmm16, zmm17",
+                    "vfmadd231ps zmm10, zmm16, zmm17", "vfmadd231ps zmm11, zmm16, zmm17",
+                    "vfmadd231ps zmm12, zmm16, zmm17", "vfmadd231ps zmm13, zmm16, zmm17",
+                    "vfmadd231ps zmm14, zmm16, zmm17", "vfmadd231ps zmm15, zmm16, zmm17",
+                    "dec {n}",
+                    "jnz 2b",
+                    n = inout(reg) iters.max(1) => _,
+                    in("zmm16") _mm512_set1_ps(0.999_999),
+                    in("zmm17") _mm512_set1_ps(1e-7),
+                    out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                    out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                    out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                    out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
+                    options(nostack, nomem),
+                );
+            }
+            (0.0, iters.max(1) as f64 * 16.0 * 16.0 * 2.0)
+        }
+
+        /// 12 independent chains of 256-bit FMAs (inline asm).
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn fma256(iters: usize) -> (f32, f64) {
+            // SAFETY: AVX2 and FMA are enabled (caller detected them); the asm
+            // touches only the registers it declares.
+            unsafe {
+                std::arch::asm!(
+                    "vxorps ymm0, ymm0, ymm0", "vxorps ymm1, ymm1, ymm1", "vxorps ymm2, ymm2, ymm2",
+                    "vxorps ymm3, ymm3, ymm3", "vxorps ymm4, ymm4, ymm4", "vxorps ymm5, ymm5, ymm5",
+                    "vxorps ymm6, ymm6, ymm6", "vxorps ymm7, ymm7, ymm7", "vxorps ymm8, ymm8, ymm8",
+                    "vxorps ymm9, ymm9, ymm9", "vxorps ymm10, ymm10, ymm10", "vxorps ymm11, ymm11, ymm11",
+                    "2:",
+                    "vfmadd231ps ymm0, ymm12, ymm13", "vfmadd231ps ymm1, ymm12, ymm13",
+                    "vfmadd231ps ymm2, ymm12, ymm13", "vfmadd231ps ymm3, ymm12, ymm13",
+                    "vfmadd231ps ymm4, ymm12, ymm13", "vfmadd231ps ymm5, ymm12, ymm13",
+                    "vfmadd231ps ymm6, ymm12, ymm13", "vfmadd231ps ymm7, ymm12, ymm13",
+                    "vfmadd231ps ymm8, ymm12, ymm13", "vfmadd231ps ymm9, ymm12, ymm13",
+                    "vfmadd231ps ymm10, ymm12, ymm13", "vfmadd231ps ymm11, ymm12, ymm13",
+                    "dec {n}",
+                    "jnz 2b",
+                    n = inout(reg) iters.max(1) => _,
+                    in("ymm12") _mm256_set1_ps(0.999_999),
+                    in("ymm13") _mm256_set1_ps(1e-7),
+                    out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                    options(nostack, nomem),
+                );
+            }
+            (0.0, iters.max(1) as f64 * 12.0 * 8.0 * 2.0)
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    mod arm {
+        use std::arch::aarch64::*;
+
+        #[target_feature(enable = "neon")]
+        pub unsafe fn sum(v: &[f32]) -> f32 {
+            let mut a = [vdupq_n_f32(0.0); 8];
+            for c in v.chunks_exact(32) {
+                for (j, acc) in a.iter_mut().enumerate() {
+                    // SAFETY: c has 32 elements; 4 * j + 4 <= 32.
+                    *acc = vaddq_f32(*acc, unsafe { vld1q_f32(c.as_ptr().add(4 * j)) });
+                }
+            }
+            a.iter().map(|&x| vaddvq_f32(x)).sum()
+        }
+
+        /// 16 independent chains of 128-bit FMLAs (inline asm).
+        #[target_feature(enable = "neon")]
+        pub unsafe fn fma(iters: usize) -> (f32, f64) {
+            // SAFETY: NEON is always present on aarch64; the asm touches only
+            // the registers it declares.
+            unsafe {
+                std::arch::asm!(
+                    "movi v0.4s, #0", "movi v1.4s, #0", "movi v2.4s, #0", "movi v3.4s, #0",
+                    "movi v4.4s, #0", "movi v5.4s, #0", "movi v6.4s, #0", "movi v7.4s, #0",
+                    "movi v8.4s, #0", "movi v9.4s, #0", "movi v10.4s, #0", "movi v11.4s, #0",
+                    "movi v12.4s, #0", "movi v13.4s, #0", "movi v14.4s, #0", "movi v15.4s, #0",
+                    "2:",
+                    "fmla v0.4s, v16.4s, v17.4s", "fmla v1.4s, v16.4s, v17.4s",
+                    "fmla v2.4s, v16.4s, v17.4s", "fmla v3.4s, v16.4s, v17.4s",
+                    "fmla v4.4s, v16.4s, v17.4s", "fmla v5.4s, v16.4s, v17.4s",
+                    "fmla v6.4s, v16.4s, v17.4s", "fmla v7.4s, v16.4s, v17.4s",
+                    "fmla v8.4s, v16.4s, v17.4s", "fmla v9.4s, v16.4s, v17.4s",
+                    "fmla v10.4s, v16.4s, v17.4s", "fmla v11.4s, v16.4s, v17.4s",
+                    "fmla v12.4s, v16.4s, v17.4s", "fmla v13.4s, v16.4s, v17.4s",
+                    "fmla v14.4s, v16.4s, v17.4s", "fmla v15.4s, v16.4s, v17.4s",
+                    "subs {n}, {n}, #1",
+                    "b.ne 2b",
+                    n = inout(reg) iters.max(1) => _,
+                    in("v16") vdupq_n_f32(0.999_999),
+                    in("v17") vdupq_n_f32(1e-7),
+                    out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                    out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                    out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                    out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+                    options(nostack, nomem),
+                );
+            }
+            (0.0, iters.max(1) as f64 * 16.0 * 4.0 * 2.0)
+        }
+    }
+}
+
+/// Runs `n` tasks on `par` (or inline).
+fn run_tasks(par: Option<&dyn ParallelFor>, n: usize, f: &(dyn Fn(usize) + Sync)) {
+    match par {
+        Some(p) => p.run(n, f),
+        None => (0..n).for_each(f),
+    }
+}
+
+/// Read bandwidth in GB/s: the buffer split into one part per thread.
+fn probe_bw(buf: &[f32], threads: usize, par: Option<&dyn ParallelFor>, reps: usize) -> (f64, f64) {
+    let part = buf.len() / threads;
+    let mut times = Vec::new();
+    let sink = std::sync::atomic::AtomicU32::new(0);
+    for _ in 0..reps {
+        let t = Instant::now();
+        run_tasks(par, threads, &|i| {
+            let s = probe::sum(&buf[i * part..(i + 1) * part]);
+            sink.fetch_add(s.to_bits() & 1, std::sync::atomic::Ordering::Relaxed);
+        });
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let bytes = (part * threads * 4) as f64;
+    let (med, min) = med_min(&mut times);
+    (bytes / med / 1e9, bytes / min / 1e9)
+}
+
+/// FMA peak in GFLOP/s on `threads` threads.
+fn probe_fma(threads: usize, par: Option<&dyn ParallelFor>, reps: usize) -> (f64, f64) {
+    let iters = 4_000_000;
+    let flops = threads as f64 * probe::fma(1).1 * iters as f64;
+    let mut times = Vec::new();
+    let sink = std::sync::atomic::AtomicU32::new(0);
+    for _ in 0..reps {
+        let t = Instant::now();
+        run_tasks(par, threads, &|_| {
+            let (v, _) = probe::fma(iters);
+            sink.fetch_add(v.to_bits() & 1, std::sync::atomic::Ordering::Relaxed);
+        });
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let (med, min) = med_min(&mut times);
+    (flops / med / 1e9, flops / min / 1e9)
+}
+
+fn med_min(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0])
+}
+
+// ---------------------------------------------------------------------------
+// Random weights
+// ---------------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+enum Store {
+    F32(Vec<f32>),
+    BF16(Vec<bf16>),
+    F16(Vec<half::f16>),
+}
+
+struct Mat {
+    store: Store,
+    rows: usize,
+    cols: usize,
+}
+
+impl Mat {
+    fn random(rng: &mut Rng, rows: usize, cols: usize, dt: DType, kind: &str) -> Mat {
+        // Uniform with variance 1/cols for matrices; 1 +- 0.1 for norms.
+        let a = (3.0 / cols as f32).sqrt();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| match kind {
+                "norm" => 1.0 + 0.1 * rng.uniform(),
+                _ => a * rng.uniform(),
+            })
+            .collect();
+        let store = match dt {
+            DType::F32 => Store::F32(v),
+            DType::BF16 => Store::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::F16 => Store::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
+        };
+        Mat { store, rows, cols }
+    }
+
+    fn tensor(&self) -> Tensor<'_> {
+        let e = match &self.store {
+            Store::F32(v) => mla::dtype::Elems::F32(v.as_slice()),
+            Store::BF16(v) => mla::dtype::Elems::BF16(v.as_slice()),
+            Store::F16(v) => mla::dtype::Elems::F16(v.as_slice()),
+        };
+        Tensor::new(e, self.rows, self.cols).expect("shape")
+    }
+
+    fn bytes(&self) -> usize {
+        self.rows
+            * self.cols
+            * match self.store {
+                Store::F32(_) => 4,
+                _ => 2,
+            }
+    }
+}
+
+struct Layer {
+    q_proj: Option<Mat>,
+    q_a: Option<Mat>,
+    q_a_norm: Option<Mat>,
+    q_b: Option<Mat>,
+    kv_a: Mat,
+    kv_a_norm: Mat,
+    kv_b: Mat,
+    o: Mat,
+}
+
+impl Layer {
+    fn random(cfg: &Config, dt: DType, seed: u64) -> Layer {
+        let dm = cfg.dims().expect("config");
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let r = &mut rng;
+        let (q_proj, q_a, q_a_norm, q_b) = if dm.rq == 0 {
+            (
+                Some(Mat::random(r, dm.q_width, dm.d, dt, "w")),
+                None,
+                None,
+                None,
+            )
+        } else {
+            (
+                None,
+                Some(Mat::random(r, dm.rq, dm.d, dt, "w")),
+                cfg.q_norm.then(|| Mat::random(r, 1, dm.rq, dt, "norm")),
+                Some(Mat::random(r, dm.q_width, dm.rq, dt, "w")),
+            )
+        };
+        Layer {
+            q_proj,
+            q_a,
+            q_a_norm,
+            q_b,
+            kv_a: Mat::random(r, dm.kv_a_rows, dm.d, dt, "w"),
+            kv_a_norm: Mat::random(r, 1, dm.r, dt, "norm"),
+            kv_b: Mat::random(r, dm.kv_b_rows, dm.r, dt, "w"),
+            o: Mat::random(r, dm.d, dm.o_cols, dt, "w"),
+        }
+    }
+
+    fn weights(&self) -> Weights<'_> {
+        Weights {
+            q_proj: self.q_proj.as_ref().map(Mat::tensor),
+            q_a_proj: self.q_a.as_ref().map(Mat::tensor),
+            q_a_layernorm: self.q_a_norm.as_ref().map(Mat::tensor),
+            q_b_proj: self.q_b.as_ref().map(Mat::tensor),
+            kv_a_proj_with_mqa: self.kv_a.tensor(),
+            kv_a_layernorm: self.kv_a_norm.tensor(),
+            kv_b_proj: self.kv_b.tensor(),
+            o_proj: self.o.tensor(),
+            q_a_proj_bias: None,
+            kv_a_proj_bias: None,
+            o_proj_bias: None,
+        }
+    }
+
+    fn mats(&self) -> Vec<&Mat> {
+        let mut v = vec![&self.kv_a, &self.kv_a_norm, &self.kv_b, &self.o];
+        v.extend(
+            self.q_proj
+                .iter()
+                .chain(self.q_a.iter())
+                .chain(self.q_a_norm.iter())
+                .chain(self.q_b.iter()),
+        );
+        v
+    }
+
+    /// Bytes of every weight tensor (read once per decode step).
+    fn bytes(&self) -> usize {
+        self.mats().iter().map(|m| m.bytes()).sum()
+    }
+
+    /// Multiply-adds per token of the projection matrices (norms excluded).
+    fn macs_per_token(&self) -> usize {
+        self.mats()
+            .iter()
+            .filter(|m| m.rows > 1)
+            .map(|m| m.rows * m.cols)
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Engine memory
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Align64([u8; 64]);
+
+struct Arena(Vec<Align64>, usize);
+
+impl Arena {
+    fn new(len: usize) -> Arena {
+        Arena(vec![Align64([0; 64]); len.div_ceil(64)], len)
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        let len = self.1;
+        // SAFETY: Align64 is 64 plain bytes; the Vec owns len.div_ceil(64) of them.
+        let all = unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, self.0.len() * 64)
+        };
+        &mut all[..len]
+    }
+}
+
+fn config(name: &str) -> Config {
+    match name {
+        "tutorial" => Config::tutorial(),
+        "v2lite" => Config::deepseek_v2_lite(),
+        "v3" => Config::deepseek_v3(),
+        _ => die(&format!("unknown config {name} (tutorial, v2lite, v3)")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+struct Out {
+    json: Option<std::fs::File>,
+}
+
+impl Out {
+    fn emit(&mut self, line: String) {
+        if let Some(f) = self.json.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// A JSON number (`null` when not finite: a ratio to a limit that was not measured).
+fn jnum(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.5}")
+    } else {
+        "null".to_string()
+    }
+}
+
+fn dt_name(d: DType) -> &'static str {
+    d.name()
+}
+
+/// Times `step` (repeat until `budget` seconds and at least 3 times, at most 200);
+/// returns (median, min) seconds.
+fn time_it(budget: f64, mut step: impl FnMut()) -> (f64, f64) {
+    step(); // warm-up
+    let mut times = Vec::new();
+    let t0 = Instant::now();
+    while times.len() < 3 || (t0.elapsed().as_secs_f64() < budget && times.len() < 200) {
+        let t = Instant::now();
+        step();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    med_min(&mut times)
+}
+
+struct Limits {
+    bw: Vec<(usize, f64)>,
+    fma: Vec<(usize, f64)>,
+}
+
+impl Limits {
+    fn bw(&self, t: usize) -> f64 {
+        self.bw.iter().find(|x| x.0 == t).map_or(f64::NAN, |x| x.1)
+    }
+    fn fma(&self, t: usize) -> f64 {
+        self.fma.iter().find(|x| x.0 == t).map_or(f64::NAN, |x| x.1)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let o = parse_args();
+    let m = machine();
+    let mut out = Out {
+        json: o.json.as_ref().map(|p| {
+            if let Some(dir) = std::path::Path::new(p).parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::File::create(p).unwrap_or_else(|e| die(&format!("{p}: {e}")))
+        }),
+    };
+    let isa = mla::kernels::isa().name();
+    let caches = m
+        .caches
+        .iter()
+        .map(|(n, b)| format!("{n} {}", human(*b)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "machine: {} | {} CPUs | {caches} | kernels: {isa} | load average {}",
+        m.model,
+        m.cpus,
+        loadavg()
+    );
+    out.emit(format!(
+        "{{\"kind\":\"machine\",\"model\":{:?},\"cpus\":{},\"caches\":{:?},\"isa\":\"{isa}\",\"loadavg\":{:?},\"version\":\"{}\"}}",
+        m.model,
+        m.cpus,
+        caches,
+        loadavg(),
+        mla::VERSION
+    ));
+
+    // One pool per thread count, alive for the whole run (engines borrow them).
+    let pools: Vec<(usize, Option<ThreadPool>)> = o
+        .threads
+        .iter()
+        .map(|&t| (t, (t > 1).then(|| ThreadPool::new(t))))
+        .collect();
+    let par_of = |t: usize| -> Option<&dyn ParallelFor> {
+        pools
+            .iter()
+            .find(|p| p.0 == t)
+            .and_then(|p| p.1.as_ref())
+            .map(|p| p as &dyn ParallelFor)
+    };
+
+    // ---- probes
+    let mut lim = Limits {
+        bw: vec![],
+        fma: vec![],
+    };
+    if o.probe {
+        let mib = if o.probe_mib > 0 {
+            o.probe_mib
+        } else {
+            (2 * m.llc_bytes).max(256 << 20).min(m.mem_available / 4) >> 20
+        };
+        let buf: Vec<f32> = (0..(mib << 20) / 4).map(|i| (i % 7) as f32).collect();
+        println!("\nprobes (median of repetitions; read buffer {mib} MiB):");
+        println!("{:>8} {:>14} {:>16}", "threads", "read GB/s", "FMA GFLOP/s");
+        for &t in &o.threads {
+            let par = par_of(t);
+            let (bw, bw_max) = probe_bw(&buf, t, par, if o.budget_s < 1.0 { 5 } else { 9 });
+            let (fl, fl_max) = probe_fma(t, par, 7);
+            println!("{t:>8} {bw:>14.2} {fl:>16.1}");
+            lim.bw.push((t, bw));
+            lim.fma.push((t, fl));
+            out.emit(format!(
+                "{{\"kind\":\"probe\",\"threads\":{t},\"read_gbps\":{bw:.3},\"read_gbps_best\":{bw_max:.3},\"fma_gflops\":{fl:.2},\"fma_gflops_best\":{fl_max:.2},\"buffer_mib\":{mib}}}"
+            ));
+        }
+    }
+
+    // ---- decode
+    println!("\ndecode (ms per step per layer; roofline = (weights + cache read) / read bandwidth, same threads):");
+    println!(
+        "{:<9} {:>4} {:>5} {:>4} {:>4} {:>6} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9}",
+        "config",
+        "wt",
+        "cache",
+        "mode",
+        "thr",
+        "ctx",
+        "ms",
+        "ms(min)",
+        "MB/step",
+        "GB/s",
+        "roof ms",
+        "x roof",
+        "GFLOP/s"
+    );
+    for name in &o.configs {
+        for &wd in &o.weights {
+            for &cd in &o.caches {
+                for mode in &o.modes {
+                    if mode == "cold" && name == "tutorial" {
+                        continue;
+                    }
+                    decode(&o, &m, &lim, &mut out, name, wd, cd, mode, &par_of);
+                }
+            }
+        }
+    }
+
+    // ---- prefill
+    if o.prefill > 0 {
+        println!(
+            "\nprefill ({} tokens from an empty cache; peak = FMA probe, same threads):",
+            o.prefill
+        );
+        println!(
+            "{:<9} {:>4} {:>5} {:>4} {:>10} {:>10} {:>10} {:>9} {:>7}",
+            "config", "wt", "cache", "thr", "ms", "ms(min)", "tokens/s", "GFLOP/s", "% peak"
+        );
+        for name in &o.configs {
+            for &wd in &o.weights {
+                for &cd in &o.caches {
+                    prefill(&o, &lim, &mut out, name, wd, cd, &par_of);
+                }
+            }
+        }
+    }
+    println!("\nload average at the end: {}", loadavg());
+}
+
+fn human(b: usize) -> String {
+    if b >= 1 << 20 {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{} KiB", b >> 10)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode<'p>(
+    o: &Opts,
+    m: &Machine,
+    lim: &Limits,
+    out: &mut Out,
+    name: &str,
+    wd: DType,
+    cd: DType,
+    mode: &str,
+    par_of: &dyn Fn(usize) -> Option<&'p dyn ParallelFor>,
+) {
+    let max_ctx = *o.ctx.last().unwrap_or(&1);
+    let cfg = Config {
+        max_seq_len: (max_ctx + 1) as u32,
+        max_tokens_per_call: 1,
+        cache_dtype: cd,
+        attn_mode: AttnMode::Auto,
+        ..config(name)
+    };
+    let dm = cfg.dims().expect("config");
+    let probe_layer = Layer::random(&cfg, wd, 1);
+    let wbytes = probe_layer.bytes();
+    let macs = probe_layer.macs_per_token();
+    let row_bytes = dm.cache_row * cd.size();
+    let layer_ws = wbytes + row_bytes * max_ctx;
+    let mem_bytes = Engine::memory_bytes(&cfg).expect("memory");
+    let n_layers = if mode == "cold" {
+        let want = (2 * m.llc_bytes).div_ceil(wbytes + row_bytes * 1024).max(2);
+        let fit = (m.mem_available / 3) / (layer_ws + mem_bytes).max(1);
+        want.min(fit).clamp(1, 64)
+    } else {
+        1
+    };
+    drop(probe_layer);
+    let layers: Vec<Layer> = (0..n_layers)
+        .map(|i| Layer::random(&cfg, wd, 1 + i as u64))
+        .collect();
+    let ws: Vec<Weights> = layers.iter().map(|l| l.weights()).collect();
+    let mut arenas: Vec<Arena> = (0..n_layers).map(|_| Arena::new(mem_bytes)).collect();
+    let mut engines: Vec<Engine> = arenas
+        .iter_mut()
+        .zip(&ws)
+        .map(|(a, w)| Engine::new(&cfg, w, a.get()).expect("engine"))
+        .collect();
+    // Random cache rows (latent ~ RMS-normalised, rope keys ~ unit scale).
+    let mut rng = Rng(77);
+    let pool: Vec<f32> = (0..max_ctx.max(1) * dm.cache_row)
+        .map(|_| 1.7 * rng.uniform())
+        .collect();
+    let x: Vec<f32> = (0..dm.d).map(|_| rng.uniform()).collect();
+    let mut y = vec![0f32; dm.d];
+    for &t in &o.threads {
+        let par = par_of(t);
+        for e in engines.iter_mut() {
+            e.set_parallel(par);
+            e.reset();
+        }
+        for &ctx in &o.ctx {
+            for e in engines.iter_mut() {
+                let have = e.len();
+                if ctx > have {
+                    e.append_cache_rows(&pool[have * dm.cache_row..ctx * dm.cache_row])
+                        .expect("fill");
+                }
+                e.truncate(ctx).expect("truncate");
+            }
+            let (med, min) = time_it(o.budget_s, || {
+                for e in engines.iter_mut() {
+                    e.forward(&x, &mut y).expect("forward");
+                }
+                for e in engines.iter_mut() {
+                    e.truncate(ctx).expect("truncate");
+                }
+            });
+            let (med, min) = (med / n_layers as f64, min / n_layers as f64);
+            let bytes = wbytes + row_bytes * (ctx + 1);
+            let flops = 2.0 * (macs as f64 + (dm.h * (ctx + 1) * (2 * dm.r + dm.p)) as f64);
+            let bw = lim.bw(t);
+            let roof = bytes as f64 / (bw * 1e9);
+            let mut line = String::new();
+            let _ = write!(
+                line,
+                "{:<9} {:>4} {:>5} {:>4} {:>4} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>8.2} {:>9.3} {:>7.2} {:>9.2}",
+                name,
+                dt_name(wd),
+                dt_name(cd),
+                mode,
+                t,
+                ctx,
+                med * 1e3,
+                min * 1e3,
+                bytes as f64 / 1e6,
+                bytes as f64 / med / 1e9,
+                roof * 1e3,
+                med / roof,
+                flops / med / 1e9
+            );
+            if mode == "cold" && ctx == o.ctx[0] {
+                let _ = write!(line, "   ({n_layers} layers)");
+            }
+            println!("{line}");
+            out.emit(format!(
+                "{{\"kind\":\"decode\",\"config\":\"{name}\",\"weights\":\"{}\",\"cache\":\"{}\",\"mode\":\"{mode}\",\"layers\":{n_layers},\"threads\":{t},\"ctx\":{ctx},\"ms\":{:.5},\"ms_min\":{:.5},\"bytes\":{bytes},\"gbps\":{:.3},\"roofline_ms\":{},\"x_roofline\":{},\"gflops\":{:.3}}}",
+                dt_name(wd),
+                dt_name(cd),
+                med * 1e3,
+                min * 1e3,
+                bytes as f64 / med / 1e9,
+                jnum(roof * 1e3),
+                jnum(med / roof),
+                flops / med / 1e9
+            ));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prefill<'p>(
+    o: &Opts,
+    lim: &Limits,
+    out: &mut Out,
+    name: &str,
+    wd: DType,
+    cd: DType,
+    par_of: &dyn Fn(usize) -> Option<&'p dyn ParallelFor>,
+) {
+    let tn = o.prefill;
+    let cfg = Config {
+        max_seq_len: tn as u32,
+        max_tokens_per_call: tn as u32,
+        cache_dtype: cd,
+        attn_mode: AttnMode::Auto,
+        ..config(name)
+    };
+    let dm = cfg.dims().expect("config");
+    let layer = Layer::random(&cfg, wd, 1);
+    let w = layer.weights();
+    let mut arena = Arena::new(Engine::memory_bytes(&cfg).expect("memory"));
+    let mut e = Engine::new(&cfg, &w, arena.get()).expect("engine");
+    let mut rng = Rng(99);
+    let x: Vec<f32> = (0..tn * dm.d).map(|_| rng.uniform()).collect();
+    let mut y = vec![0f32; x.len()];
+    let pairs = tn * (tn + 1) / 2;
+    let macs = (tn * layer.macs_per_token()) as f64 + (pairs * dm.h * (dm.n + dm.p + dm.v)) as f64;
+    let flops = 2.0 * macs;
+    for &t in &o.threads {
+        e.set_parallel(par_of(t));
+        let budget = if name == "v3" {
+            o.budget_s.min(0.5)
+        } else {
+            o.budget_s
+        };
+        let (med, min) = time_it(budget, || {
+            e.reset();
+            e.forward(&x, &mut y).expect("forward");
+        });
+        let peak = lim.fma(t);
+        let gf = flops / med / 1e9;
+        println!(
+            "{:<9} {:>4} {:>5} {:>4} {:>10.2} {:>10.2} {:>10.0} {:>9.2} {:>6.1}%",
+            name,
+            dt_name(wd),
+            dt_name(cd),
+            t,
+            med * 1e3,
+            min * 1e3,
+            tn as f64 / med,
+            gf,
+            100.0 * gf / peak
+        );
+        out.emit(format!(
+            "{{\"kind\":\"prefill\",\"config\":\"{name}\",\"weights\":\"{}\",\"cache\":\"{}\",\"threads\":{t},\"tokens\":{tn},\"ms\":{:.4},\"ms_min\":{:.4},\"tok_s\":{:.1},\"gflops\":{:.3},\"peak_frac\":{}}}",
+            dt_name(wd),
+            dt_name(cd),
+            med * 1e3,
+            min * 1e3,
+            tn as f64 / med,
+            gf,
+            jnum(gf / peak)
+        ));
+    }
+}
