@@ -256,6 +256,22 @@ typedef struct mla_weights {
 } mla_weights;
 
 /**
+ * One task of a parallel-for: `task(task_ctx, index)`.
+ */
+typedef void (*mla_task_fn)(void *task_ctx, uint32_t index);
+
+/**
+ * A host's parallel-for (NULL allowed where documented): it must call
+ * `task(task_ctx, i)` exactly once for every `i` in `0 .. n_tasks`, on any of its
+ * threads, possibly concurrently and in any order, and return only when every
+ * call has returned.
+ */
+typedef void (*mla_parallel_for_fn)(void *host_ctx,
+                                    uint32_t n_tasks,
+                                    mla_task_fn task,
+                                    void *task_ctx);
+
+/**
  * Success.
  */
 #define MLA_OK 0
@@ -526,6 +542,25 @@ mla_status mla_truncate(struct mla_engine *e, uint32_t len);
  * call.
  */
 void mla_reset(struct mla_engine *e);
+
+/**
+ * Lets the engine spread its work (heads, output rows, cached-row ranges) over
+ * the host's threads through `parallel_for`; NULL goes back to running
+ * everything on the calling thread (the default). The engine has no threads of
+ * its own and never calls `parallel_for` from two threads at once. Outputs are
+ * bitwise identical whatever the host does: the split into tasks depends only on
+ * the config and the call, never on the number of threads.
+ * `host_ctx` is passed back to `parallel_for` unchanged and must stay valid while
+ * the engine may call it.
+ * Returns MLA_OK or MLA_ERR_NULL_POINTER (`e` is NULL).
+ *
+ * # Safety
+ * `e` is NULL or an engine from `mla_engine_init`, not used by another thread during
+ * the call; `parallel_for` is NULL or behaves as `mla_parallel_for_fn` documents.
+ */
+mla_status mla_engine_set_parallel(struct mla_engine *e,
+                                   mla_parallel_for_fn parallel_for,
+                                   void *host_ctx);
 
 /**
  * Text of the engine's last failure (NUL-terminated UTF-8, "" before any; valid

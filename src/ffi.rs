@@ -1006,6 +1006,53 @@ pub unsafe extern "C" fn mla_reset(e: *mut mla_engine) {
     };
 }
 
+/// One task of a parallel-for: `task(task_ctx, index)`.
+pub type mla_task_fn = unsafe extern "C" fn(task_ctx: *mut c_void, index: u32);
+
+/// A host's parallel-for (NULL allowed where documented): it must call
+/// `task(task_ctx, i)` exactly once for every `i` in `0 .. n_tasks`, on any of its
+/// threads, possibly concurrently and in any order, and return only when every
+/// call has returned.
+pub type mla_parallel_for_fn = Option<
+    unsafe extern "C" fn(
+        host_ctx: *mut c_void,
+        n_tasks: u32,
+        task: mla_task_fn,
+        task_ctx: *mut c_void,
+    ),
+>;
+
+/// Lets the engine spread its work (heads, output rows, cached-row ranges) over
+/// the host's threads through `parallel_for`; NULL goes back to running
+/// everything on the calling thread (the default). The engine has no threads of
+/// its own and never calls `parallel_for` from two threads at once. Outputs are
+/// bitwise identical whatever the host does: the split into tasks depends only on
+/// the config and the call, never on the number of threads.
+/// `host_ctx` is passed back to `parallel_for` unchanged and must stay valid while
+/// the engine may call it.
+/// Returns MLA_OK or MLA_ERR_NULL_POINTER (`e` is NULL).
+///
+/// # Safety
+/// `e` is NULL or an engine from `mla_engine_init`, not used by another thread during
+/// the call; `parallel_for` is NULL or behaves as `mla_parallel_for_fn` documents.
+#[no_mangle]
+pub unsafe extern "C" fn mla_engine_set_parallel(
+    e: *mut mla_engine,
+    parallel_for: mla_parallel_for_fn,
+    host_ctx: *mut c_void,
+) -> mla_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        with_engine(e, "mla_engine_set_parallel", |engine| {
+            // SAFETY: the function behaves as documented and host_ctx stays valid
+            // (this function's contract).
+            let host = parallel_for.map(|f| crate::parallel::HostParallelFor::new(f, host_ctx));
+            engine.set_parallel_host(host);
+            Ok(())
+        })
+    }
+}
+
 /// Text of the engine's last failure (NUL-terminated UTF-8, "" before any; valid
 /// until the next call on `e`).
 /// For NULL: the text of the calling thread's last failed call that had no engine

@@ -170,6 +170,11 @@ static float rel_err(const float *got, const float *want, size_t n)
 static unsigned char arena[ARENA_BYTES] __attribute__((aligned(64)));
 static float out[T * D];
 
+static void inline_parallel_for(void *host_ctx, uint32_t n_tasks, mla_task_fn task, void *task_ctx) {
+    (void)host_ctx;
+    for (uint32_t i = 0; i < n_tasks; i++) task(task_ctx, i);
+}
+
 int main(void)
 {
     put("firmware-c: mla ");
@@ -261,6 +266,9 @@ int main(void)
     check_status(mla_engine_init(&c, &w, arena, bytes - 1, &e), MLA_ERR_BUFFER_TOO_SMALL,
                  "memory too small");
     check_status(mla_engine_init(&c, &w, arena, ARENA_BYTES, &e), MLA_OK, "mla_engine_init");
+    /* A host parallel-for (here: the tasks in order on this core). */
+    check_status(mla_engine_set_parallel(e, inline_parallel_for, NULL), MLA_OK,
+                 "mla_engine_set_parallel");
     if (e == NULL)
         return 1;
 

@@ -1117,6 +1117,67 @@ static void test_rope(void) {
     EXPECT(mla_rope_apply(&c, q, 1, 1, cos_t, sin_t), MLA_ERR_ABI_MISMATCH);
 }
 
+/* A host parallel-for that runs the tasks in reverse order on the calling thread
+ * (any order and any thread are allowed) and counts what it ran. */
+static unsigned g_par_calls, g_par_tasks;
+static void reverse_parallel_for(void *host_ctx, uint32_t n_tasks, mla_task_fn task, void *task_ctx) {
+    uint32_t i;
+    CHECK(host_ctx == (void *)&g_par_calls);
+    g_par_calls++;
+    for (i = n_tasks; i > 0; i--) {
+        task(task_ctx, i - 1);
+        g_par_tasks++;
+    }
+}
+
+/* mla_engine_set_parallel: the tutorial model with and without a host
+ * parallel-for gives bitwise identical outputs. */
+static void test_parallel(const char *tutorial_path) {
+    enum { TD = 256, N = 20, PRE = 16 };
+    static float x[N * TD], ya[N * TD], yb[N * TD];
+    size_t flen = 0;
+    unsigned char *file = read_file(tutorial_path, &flen);
+    mla_config c;
+    mla_weights w;
+    eng a, b;
+    unsigned t, i;
+    printf("-- host parallel-for\n");
+    if (file == NULL) {
+        CHECK(!"tutorial file readable");
+        return;
+    }
+    mla_config_tutorial(&c);
+    c.max_seq_len = 64;
+    c.max_tokens_per_call = PRE;
+    EXPECT(mla_weights_from_safetensors(file, flen, "model.layers.0.self_attn.", &c, &w), MLA_OK);
+    if (!eng_init(&a, &c, &w) || !eng_init(&b, &c, &w)) {
+        free(file);
+        return;
+    }
+    for (i = 0; i < N * TD; i++) x[i] = (float)sin(0.01 * (double)i);
+    EXPECT(mla_engine_set_parallel(NULL, reverse_parallel_for, &g_par_calls), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_set_parallel(b.e, reverse_parallel_for, &g_par_calls), MLA_OK);
+    EXPECT(mla_forward(a.e, x, PRE, ya), MLA_OK);
+    EXPECT(mla_forward(b.e, x, PRE, yb), MLA_OK);
+    for (t = PRE; t < N; t++) {
+        EXPECT(mla_forward(a.e, x + t * TD, 1, ya + t * TD), MLA_OK);
+        EXPECT(mla_forward(b.e, x + t * TD, 1, yb + t * TD), MLA_OK);
+    }
+    CHECK(g_par_calls > 0 && g_par_tasks >= g_par_calls);
+    CHECK(memcmp(ya, yb, sizeof ya) == 0);
+    /* Back to sequential: no more host calls, same results. */
+    g_par_calls = 0;
+    EXPECT(mla_engine_set_parallel(b.e, NULL, NULL), MLA_OK);
+    EXPECT(mla_truncate(a.e, PRE), MLA_OK);
+    EXPECT(mla_truncate(b.e, PRE), MLA_OK);
+    EXPECT(mla_forward(a.e, x + PRE * TD, 1, ya), MLA_OK);
+    EXPECT(mla_forward(b.e, x + PRE * TD, 1, yb), MLA_OK);
+    CHECK(g_par_calls == 0 && memcmp(ya, yb, TD * sizeof(float)) == 0);
+    eng_free(&a);
+    eng_free(&b);
+    free(file);
+}
+
 int main(int argc, char **argv) {
     const char *tutorial = argc > 1 ? argv[1] : "tests/data/tutorial.safetensors";
     model m;
@@ -1131,6 +1192,7 @@ int main(int argc, char **argv) {
     test_engine_errors(&m);
     test_safetensors(&m, tutorial);
     test_rope();
+    test_parallel(tutorial);
     model_free(&m);
 
     printf("-- statuses provoked\n");
