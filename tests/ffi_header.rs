@@ -260,7 +260,17 @@ fn header_exports_only_prefixed_names() {
     let mut functions = 0;
     for decl in decls.split(';') {
         let decl = decl.trim();
-        if let Some(paren) = decl.find('(') {
+        if let Some(ptr) = decl
+            .strip_prefix("typedef")
+            .and_then(|d| d.split_once("(*"))
+        {
+            // A function-pointer type: `typedef void (*name)(...)`.
+            let name = ptr.1.split(')').next().unwrap_or("");
+            assert!(
+                name.starts_with("mla_"),
+                "unprefixed typedef {name:?} in mla.h"
+            );
+        } else if let Some(paren) = decl.find('(') {
             let name = decl[..paren].rsplit([' ', '*']).next().unwrap_or("");
             assert!(
                 name.starts_with("mla_"),
@@ -271,7 +281,11 @@ fn header_exports_only_prefixed_names() {
     }
     assert!(functions >= 17, "only {functions} functions found");
     for typedef in decls.split("typedef ").skip(1) {
-        // `typedef struct x { ...; } x;` or `typedef uint32_t x;`
+        // `typedef struct x { ...; } x;` or `typedef uint32_t x;` (function-pointer
+        // typedefs were checked above).
+        if typedef.split(';').next().unwrap_or("").contains("(*") {
+            continue;
+        }
         let semi = typedef.find(';').unwrap_or(typedef.len());
         let tail = match typedef.find('{') {
             Some(open) if open < semi => &typedef[typedef.find('}').unwrap_or(open) + 1..],
