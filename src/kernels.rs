@@ -2046,10 +2046,9 @@ mod tests {
     fn packed_gemm_all_isas() {
         let mut pack = vec![0f32; PACK_LEN];
         for isa in Isa::available() {
-            // Miri: small shapes that still cover the edges (m % MR, n % 64,
-            // k past one 256-deep panel).
+            // Miri (slow on SIMD intrinsics): one shape with ragged m, n and k.
             let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
-                &[(16, 1, 1), (17, 3, 260), (19, 65, 17)]
+                &[(17, 65, 17)]
             } else {
                 &[(16, 1, 1), (17, 70, 300), (29, 65, 16), (40, 129, 513)]
             };
@@ -2142,8 +2141,9 @@ mod tests {
                 "{isa:?}: sum {acc} vs {want}"
             );
             // Exp accuracy over the softmax range.
-            for i in 0..2000 {
-                let v = -(i as f32) * 0.05;
+            let (n, step) = if cfg!(miri) { (40, 2.5) } else { (2000, 0.05) };
+            for i in 0..n {
+                let v = -(i as f32) * step;
                 let mut row = [v; 16];
                 let (mut m2, mut l2) = (0.0f32, 0.0);
                 softmax_block_with(isa, &mut row, 16, 1.0, &mut m2, &mut l2);
