@@ -599,7 +599,7 @@ unsafe fn with_engine(
 /// # Safety
 /// `c` is NULL or points to at least 4 readable bytes, and to a whole
 /// `mla_config` when those bytes hold `sizeof(mla_config)`.
-unsafe fn read_config(c: *const mla_config) -> Result<Config> {
+pub(crate) unsafe fn read_config(c: *const mla_config) -> Result<Config> {
     if c.is_null() {
         return Err(err(Status::NullPointer, "config pointer is NULL"));
     }
@@ -908,55 +908,66 @@ pub unsafe extern "C" fn mla_forward(
     out: *mut f32,
 ) -> mla_status {
     let run = |engine: &mut Engine<'static, 'static>| {
-        if x.is_null() || out.is_null() {
-            return Err(err(Status::NullPointer, "mla_forward: x or out is NULL"));
-        }
-        let cfg = engine.config();
-        let max = cfg.max_tokens_per_call;
-        if n_tokens == 0 || n_tokens > max {
-            return Err(err(Status::InvalidArgument, "mla_forward: n_tokens is ")
-                .n(n_tokens as usize)
-                .s(", must be 1 ..= max_tokens_per_call (")
-                .n(max as usize)
-                .s(")"));
-        }
-        // n_tokens <= max_tokens_per_call, so the product was checked by the memory plan.
-        let len = (n_tokens as usize)
-            .checked_mul(cfg.hidden_size as usize)
-            .filter(|&n| n <= isize::MAX as usize / size_of::<f32>())
-            .ok_or_else(|| {
-                err(
-                    Status::InvalidArgument,
-                    "mla_forward: n_tokens * hidden_size overflows",
-                )
-            })?;
-        let align = align_of::<f32>() - 1;
-        if (x as usize) & align != 0 || (out as usize) & align != 0 {
-            return Err(err(
-                Status::Misaligned,
-                "mla_forward: x and out must be 4-byte aligned",
-            ));
-        }
-        let span = len * size_of::<f32>();
-        let (xa, oa) = (x as usize, out as usize);
-        if xa < oa.wrapping_add(span) && oa < xa.wrapping_add(span) {
-            return Err(err(
-                Status::InvalidArgument,
-                "mla_forward: x and out overlap",
-            ));
-        }
-        // SAFETY: non-NULL, aligned, `len` floats each (C contract), disjoint
-        // (checked), and len * 4 <= isize::MAX.
-        let (xs, os) = unsafe {
-            (
-                core::slice::from_raw_parts(x, len),
-                core::slice::from_raw_parts_mut(out, len),
-            )
-        };
+        // SAFETY: x and out hold n_tokens * hidden_size floats (C contract).
+        let (xs, os) = unsafe { forward_args("mla_forward", engine.config(), x, n_tokens, out) }?;
         engine.forward(xs, os)
     };
     // SAFETY: this function's contract.
     unsafe { with_engine(e, "mla_forward", run) }
+}
+
+/// The `x` / `out` arguments of a forward call with host pointers, checked and
+/// borrowed: non-NULL, `1 <= n_tokens <= max_tokens_per_call`, 4-byte aligned,
+/// not overlapping. Messages start with `what` (the entry point).
+///
+/// # Safety
+/// `x` / `out` are NULL or hold `n_tokens * cfg.hidden_size` readable / writable
+/// floats, valid for `'a`.
+pub(crate) unsafe fn forward_args<'a>(
+    what: &str,
+    cfg: &Config,
+    x: *const f32,
+    n_tokens: u32,
+    out: *mut f32,
+) -> Result<(&'a [f32], &'a mut [f32])> {
+    if x.is_null() || out.is_null() {
+        return Err(err(Status::NullPointer, what).s(": x or out is NULL"));
+    }
+    let max = cfg.max_tokens_per_call;
+    if n_tokens == 0 || n_tokens > max {
+        return Err(err(Status::InvalidArgument, what)
+            .s(": n_tokens is ")
+            .n(n_tokens as usize)
+            .s(", must be 1 ..= max_tokens_per_call (")
+            .n(max as usize)
+            .s(")"));
+    }
+    // n_tokens <= max_tokens_per_call, so the memory plan checked the product; the
+    // check here keeps this function safe on its own.
+    let len = (n_tokens as usize)
+        .checked_mul(cfg.hidden_size as usize)
+        .filter(|&n| n <= isize::MAX as usize / size_of::<f32>())
+        .ok_or_else(|| {
+            err(Status::InvalidArgument, what).s(": n_tokens * hidden_size overflows")
+        })?;
+    if !(x as usize).is_multiple_of(align_of::<f32>())
+        || !(out as usize).is_multiple_of(align_of::<f32>())
+    {
+        return Err(err(Status::Misaligned, what).s(": x and out must be 4-byte aligned"));
+    }
+    let span = len * size_of::<f32>();
+    let (xa, oa) = (x as usize, out as usize);
+    if xa < oa.wrapping_add(span) && oa < xa.wrapping_add(span) {
+        return Err(err(Status::InvalidArgument, what).s(": x and out overlap"));
+    }
+    // SAFETY: non-NULL, aligned, `len` floats each (caller's contract), disjoint
+    // (checked), and len * 4 <= isize::MAX.
+    Ok(unsafe {
+        (
+            core::slice::from_raw_parts(x, len),
+            core::slice::from_raw_parts_mut(out, len),
+        )
+    })
 }
 
 /// Tokens in the cache (the next position); 0 for NULL.

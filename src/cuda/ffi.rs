@@ -14,12 +14,10 @@
 #![allow(non_camel_case_types)]
 
 use core::ffi::{c_char, c_int};
-use core::mem::size_of;
 use core::ptr;
 use std::cell::RefCell;
 
 use super::CudaEngine;
-use crate::config::Config;
 use crate::ffi::{mla_config, mla_status, mla_weights, MLA_ERR_NULL_POINTER, MLA_OK};
 use crate::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
 
@@ -83,30 +81,6 @@ unsafe fn with_engine(
     }
 }
 
-/// Reads `*c`, checking `struct_size` before reading the rest.
-///
-/// # Safety
-/// `c` is NULL or points to at least 4 readable bytes, and to a whole
-/// `mla_config` when they hold `sizeof(mla_config)`.
-unsafe fn read_config(c: *const mla_config) -> Result<Config> {
-    if c.is_null() {
-        return Err(err(
-            Status::NullPointer,
-            "mla_cuda_engine_create: config is NULL",
-        ));
-    }
-    // SAFETY: `struct_size` is the first field; the caller guarantees 4 bytes.
-    let size = unsafe { ptr::read_unaligned(c.cast::<u32>()) };
-    if size as usize != size_of::<mla_config>() {
-        return Err(err(Status::AbiMismatch, "mla_config.struct_size is ")
-            .n(size as usize)
-            .s(", this library expects ")
-            .n(size_of::<mla_config>()));
-    }
-    // SAFETY: the caller's struct has our size, so all of it is readable.
-    unsafe { ptr::read_unaligned(c) }.to_config()
-}
-
 /// Creates a CUDA engine on device `device_ordinal` (0 = first GPU) for config
 /// `*c` and weights `*w` (same rules as `mla_engine_init`; the tensors are
 /// copied to the device and may be freed afterwards). On success `*out` is the
@@ -137,7 +111,7 @@ pub unsafe extern "C" fn mla_cuda_engine_create(
             ));
         }
         // SAFETY: the function's contract.
-        let cfg = unsafe { read_config(c) }?;
+        let cfg = unsafe { crate::ffi::read_config(c) }?;
         // SAFETY: `w` is not NULL and points to an mla_weights (contract); read
         // unaligned to accept any placement.
         let cw = unsafe { ptr::read_unaligned(w) };
@@ -192,46 +166,10 @@ pub unsafe extern "C" fn mla_cuda_forward(
     out: *mut f32,
 ) -> mla_status {
     let run = |engine: &mut CudaEngine| -> Result<()> {
-        if x.is_null() || out.is_null() {
-            return Err(err(
-                Status::NullPointer,
-                "mla_cuda_forward: x or out is NULL",
-            ));
-        }
-        let cfg = engine.config();
-        let max = cfg.max_tokens_per_call;
-        if n_tokens == 0 || n_tokens > max {
-            return Err(
-                err(Status::InvalidArgument, "mla_cuda_forward: n_tokens is ")
-                    .n(n_tokens as usize)
-                    .s(", must be 1 ..= max_tokens_per_call (")
-                    .n(max as usize)
-                    .s(")"),
-            );
-        }
-        // n_tokens * hidden_size fits in u32 (checked at creation).
-        let len = (n_tokens as usize) * (cfg.hidden_size as usize);
-        if !(x as usize).is_multiple_of(4) || !(out as usize).is_multiple_of(4) {
-            return Err(err(
-                Status::Misaligned,
-                "mla_cuda_forward: x and out must be 4-byte aligned",
-            ));
-        }
-        let span = len * 4;
-        let (xa, oa) = (x as usize, out as usize);
-        if xa < oa.wrapping_add(span) && oa < xa.wrapping_add(span) {
-            return Err(err(
-                Status::InvalidArgument,
-                "mla_cuda_forward: x and out overlap",
-            ));
-        }
-        // SAFETY: non-NULL, aligned, `len` floats each (contract), disjoint (checked).
+        // SAFETY: x and out hold n_tokens * hidden_size floats (C contract).
         let (xs, os) = unsafe {
-            (
-                core::slice::from_raw_parts(x, len),
-                core::slice::from_raw_parts_mut(out, len),
-            )
-        };
+            crate::ffi::forward_args("mla_cuda_forward", engine.config(), x, n_tokens, out)
+        }?;
         engine.forward(xs, os)
     };
     // SAFETY: the function's contract.
