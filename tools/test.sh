@@ -26,25 +26,29 @@ cargo clippy --lib --no-default-features --features panic-handler \
 step "Rust tests (x86-64)"
 cargo test
 
-step "C ABI: header, C/C++ programs, valgrind, sanitizers, CMake, pkg-config"
-bash .ci/ffi.sh
+step "benchmarks and demos build"
+cargo build --release --examples
+
+# Each script below gets its own target dir. The library's crate types include
+# staticlib/cdylib, so cargo names its rlib without a hash (deps/libmla.rlib):
+# a build with other features or flags in the same dir (the firmware's host
+# build, the cuda feature) overwrites it, and a later build links two `half`s.
+T="${CARGO_TARGET_DIR:-$PWD/target}"
+
+step "C ABI, C/C++ programs, valgrind, sanitizers, CMake, pkg-config"
+CARGO_TARGET_DIR="$T/ffi-ci" bash .ci/ffi.sh
 
 step "Miri"
-bash .ci/miri.sh
+CARGO_TARGET_DIR="$T/miri-ci" bash .ci/miri.sh
 
 step "fuzzing"
 bash .ci/fuzz.sh
 
 step "aarch64 (qemu) and bare-metal Cortex-M"
-bash .ci/cross.sh
-
-step "benchmarks build"
-cargo build --release --examples
+CARGO_TARGET_DIR="$T/cross-ci" bash .ci/cross.sh
 
 step "CUDA feature without a GPU"
-# Its own target dir: the cuda feature's dependency graph would otherwise churn
-# the default build's artifacts (seen: two builds of `half` linked into one example).
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/cuda-ci" bash .ci/cuda.sh
+CARGO_TARGET_DIR="$T/cuda-ci" bash .ci/cuda.sh
 
 step "done"
 echo "every test passed in $((SECONDS - start)) s"
