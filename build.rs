@@ -1,5 +1,5 @@
-//! Build script: generates include/mla.h (cbindgen, see build/header.rs) and,
-//! with the `cuda` feature, the PTX kernels (build/ptx.rs).
+//! Build script: generates include/mla.h (cbindgen, see build/header.rs). The
+//! CUDA kernels are built by crates/mla-cuda's own build script.
 //!
 //! Header generation never fails the build: a problem is reported as a
 //! `cargo:warning` and the committed header is left as it is (CI checks that
@@ -7,8 +7,6 @@
 
 #[path = "build/header.rs"]
 mod header;
-#[path = "build/ptx.rs"]
-mod ptx;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -20,8 +18,5 @@ fn main() {
     // target mla::mla_shared) record `libmla.so`, not the build path.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmla.so");
-    }
-    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        ptx::build();
     }
 }

@@ -152,7 +152,7 @@ staticlib() {
     local dest=$1
     shift
     CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort \
-        cargo_logged "${dest%.a}.log" rustc --release --lib --crate-type staticlib --target $M4 \
+        cargo_logged "${dest%.a}.log" rustc -p mla-rt --release --lib --crate-type staticlib --target $M4 \
         --no-default-features --features panic-handler -- "$@"
     cp "$CARGO_TARGET_DIR/$M4/release/libmla.a" "$dest"
 }
@@ -178,6 +178,9 @@ panic_report() {
 }
 
 baremetal() {
+    step "(c) mla-core for $M4 as it comes: no features, no panic handler"
+    cargo_logged "$OUT/core-m4.log" build -p mla-core --release --target $M4
+
     step "(c) firmware for $M4 (no std, no allocator)"
     (cd ffi-examples/firmware && cargo fmt --check && cargo_logged "$OUT/firmware-build.log" build --release) ||
         fail "firmware: cargo fmt --check or build (see above)"

@@ -4,7 +4,7 @@
 #
 #  1. installs what it needs on a fresh Debian machine (as root, else sudo):
 #     clang-14 + llvm-14 (NVPTX back end for the kernels), a C/C++ compiler;
-#  2. compiles kernels/mla.cu to PTX with clang-14 exactly as build/ptx.rs does
+#  2. compiles crates/mla-cuda/kernels/mla.cu to PTX with clang-14 exactly as crates/mla-cuda/build.rs does
 #     (sm_72, the default, and sm_86 with PTX ISA 7.1), prints its size and checks
 #     every kernel entry is there and nothing calls out to libdevice;
 #  3. builds a fake CUDA install (tools/cuda-stub/make-fake-cuda.sh): a stub
@@ -60,18 +60,18 @@ if [ -n "$need" ]; then
 fi
 clang-14 --version | head -n 1
 
-# 2. PTX with clang-14 (the flags of build/ptx.rs).
-step "PTX: kernels/mla.cu with clang-14 (NVPTX)"
+# 2. PTX with clang-14 (the flags of crates/mla-cuda/build.rs).
+step "PTX: crates/mla-cuda/kernels/mla.cu with clang-14 (NVPTX)"
 PTXDIR=$CARGO_TARGET_DIR/cuda-ci
 mkdir -p "$PTXDIR"
-kernels=$(sed -n '/#define MLA_KERNEL_LIST/,/^$/p' kernels/mla.cu | grep -o 'X(mla_[a-z0-9_]*)' | sed 's/X(\(.*\))/\1/')
+kernels=$(sed -n '/#define MLA_KERNEL_LIST/,/^$/p' crates/mla-cuda/kernels/mla.cu | grep -o 'X(mla_[a-z0-9_]*)' | sed 's/X(\(.*\))/\1/')
 nk=$(echo "$kernels" | wc -l)
 for arch_isa in sm_72:ptx64 sm_86:ptx71; do
     arch=${arch_isa%:*}
     isa=${arch_isa#*:}
     ptx=$PTXDIR/mla-$arch.ptx
     clang-14 -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch="$arch" \
-        -Xclang -target-feature -Xclang "+$isa" -O3 -S -o "$ptx" kernels/mla.cu
+        -Xclang -target-feature -Xclang "+$isa" -O3 -S -o "$ptx" crates/mla-cuda/kernels/mla.cu
     for k in $kernels; do
         grep -q "\.entry $k(" "$ptx" || { echo "kernel $k missing from $ptx" >&2; exit 1; }
     done
@@ -127,9 +127,8 @@ MLA_BENCH_QUICK=1 LD_LIBRARY_PATH=$FAKE/emu cargo run --quiet --features cuda --
 # 8. Lints; the default build stays free of CUDA.
 step "clippy --features cuda, rustfmt, default build without cust"
 cargo clippy --quiet --features cuda --all-targets -- -D warnings
-rustfmt --edition 2021 --check src/cuda/mod.rs src/cuda/device.rs src/cuda/ffi.rs tests/cuda.rs \
-    examples/cuda_bench.rs build/ptx.rs
-if cargo tree -e normal 2>/dev/null | grep -q 'cust'; then
+cargo fmt --all --check   # includes crates/mla-cuda, which default builds skip
+if cargo tree -p mla-rt -e normal 2>/dev/null | grep -q 'cust'; then
     echo "the default build depends on cust" >&2
     exit 1
 fi

@@ -29,7 +29,7 @@ case $CARGO_TARGET_DIR in /*) ;; *) CARGO_TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;; 
 OUT=${FFI_OUT:-$CARGO_TARGET_DIR/ffi-ci}
 LIBDIR=$CARGO_TARGET_DIR/release
 DATA=$ROOT/tests/data/tutorial.safetensors
-# What the Rust static library needs from the system (`cargo rustc --release --lib
+# What the Rust static library needs from the system (`cargo rustc -p mla-rt --release --lib
 # --crate-type staticlib -- --print native-static-libs` on x86-64 / aarch64 Linux).
 NATIVE_LIBS="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 WARN="-Wall -Wextra -Werror -pedantic"

@@ -35,5 +35,6 @@ done
 start=$(date +%s)
 cargo +nightly miri setup
 echo "miri: MIRIFLAGS=$MIRIFLAGS${MIRI_SKIP:+, skipping: $MIRI_SKIP}"
-cargo +nightly miri test --lib --features libm/force-soft-floats -- "${skip_args[@]}"
+cargo +nightly miri test -p mla-core --lib --features libm/force-soft-floats -- "${skip_args[@]}"
+cargo +nightly miri test -p mla-rt --lib
 echo "miri: lib tests clean under Miri in $(( $(date +%s) - start ))s"

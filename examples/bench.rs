@@ -31,8 +31,8 @@
 //! `--full`: also DeepSeek-V3 attention dims (~190M parameters: 750 MB f32).
 
 use half::bf16;
-use mla::parallel::{ParallelFor, ThreadPool};
-use mla::{AttnMode, Config, DType, Engine, Tensor, Weights};
+use mla_core::parallel::{ParallelFor, ThreadPool};
+use mla_core::{AttnMode, Config, DType, Engine, Tensor, Weights};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Instant;
@@ -564,9 +564,9 @@ impl Mat {
 
     fn tensor(&self) -> Tensor<'_> {
         let e = match &self.store {
-            Store::F32(v) => mla::dtype::Elems::F32(v.as_slice()),
-            Store::BF16(v) => mla::dtype::Elems::BF16(v.as_slice()),
-            Store::F16(v) => mla::dtype::Elems::F16(v.as_slice()),
+            Store::F32(v) => mla_core::dtype::Elems::F32(v.as_slice()),
+            Store::BF16(v) => mla_core::dtype::Elems::BF16(v.as_slice()),
+            Store::F16(v) => mla_core::dtype::Elems::F16(v.as_slice()),
         };
         Tensor::new(e, self.rows, self.cols).expect("shape")
     }
@@ -773,7 +773,7 @@ fn main() {
             std::fs::File::create(p).unwrap_or_else(|e| die(&format!("{p}: {e}")))
         }),
     };
-    let isa = mla::kernels::isa().name();
+    let isa = mla_core::kernels::isa().name();
     let caches = m
         .caches
         .iter()
@@ -792,7 +792,7 @@ fn main() {
         m.cpus,
         caches,
         loadavg(),
-        mla::VERSION
+        mla_core::VERSION
     ));
 
     // One pool per thread count, alive for the whole run (engines borrow them).

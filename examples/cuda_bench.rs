@@ -16,7 +16,7 @@
 //! the ratio of that to the device-to-device copy bandwidth measured in the same
 //! run (`cuMemcpyDtoDAsync` of a 512 MiB buffer, counted as read + write bytes);
 //! the CPU engine's microseconds per step (on all cores through
-//! `mla::parallel::ThreadPool`; `MLA_BENCH_CPU_THREADS` to change) and CPU / GPU.
+//! `mla_core::parallel::ThreadPool`; `MLA_BENCH_CPU_THREADS` to change) and CPU / GPU.
 //! Then the same with bf16 weights and a bf16 cache.
 //!
 //! `MLA_BENCH_QUICK=1` runs the tutorial config at short lengths (a smoke test,
@@ -27,12 +27,12 @@
 
 #[cfg(feature = "cuda")]
 mod bench {
-    use cust::memory::DeviceBuffer;
-    use cust::sys as cu;
+    use mla_cuda::cust::memory::DeviceBuffer;
+    use mla_cuda::cust::sys as cu;
     use half::bf16;
-    use mla::cuda::{self, CudaEngine};
-    use mla::parallel::ThreadPool;
-    use mla::{Config, DType, Engine, Tensor, Weights};
+    use mla_cuda::{self as cuda, CudaEngine};
+    use mla_core::parallel::ThreadPool;
+    use mla_core::{Config, DType, Engine, Tensor, Weights};
     use std::time::Instant;
 
     struct Rng(u64);
@@ -96,7 +96,7 @@ mod bench {
             let t = |i: usize| {
                 let (r, c) = self.shapes[i];
                 match dtype {
-                    DType::BF16 => Tensor::new(mla::dtype::Elems::BF16(&self.bf16s[i]), r, c),
+                    DType::BF16 => Tensor::new(mla_core::dtype::Elems::BF16(&self.bf16s[i]), r, c),
                     _ => Tensor::f32(&self.f32s[i], r, c),
                 }
                 .expect("tensor")

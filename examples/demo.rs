@@ -8,8 +8,8 @@
 //! per step, and compares every output row with the PyTorch reference stored in
 //! the same file. Exits non-zero if the error passes 1e-5.
 
-use mla::safetensors::{bind_weights, config_from_metadata, SafeTensors};
-use mla::{Config, Engine};
+use mla_core::safetensors::{bind_weights, config_from_metadata, SafeTensors};
+use mla_core::{Config, Engine};
 use std::time::Instant;
 
 fn main() {

@@ -26,11 +26,11 @@ use core::ffi::{c_char, c_void, CStr};
 use core::mem::{align_of, size_of};
 use core::ptr;
 
-use crate::config::{AttnMode, Config, RopeKey, RopeLayout};
-use crate::dtype::{DType, Elems};
-use crate::engine::Engine;
-use crate::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
-use crate::weights::{Tensor, Weights};
+use mla_core::config::{AttnMode, Config, RopeKey, RopeLayout};
+use mla_core::dtype::{DType, Elems};
+use mla_core::engine::Engine;
+use mla_core::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
+use mla_core::weights::{Tensor, Weights};
 
 /// Version of the C ABI. A program built against another value must not use
 /// this library (compare with `mla_abi_version()` at start-up).
@@ -110,7 +110,7 @@ pub const MLA_ATTN_ABSORB: mla_attn_mode = 2;
 // The numeric values above are the ABI; they must equal the core's enums.
 // (Compile-time checks: a mismatch fails the build, it cannot panic at run time.)
 const _: () = {
-    assert!(MLA_ABI_VERSION == crate::ABI_VERSION);
+    assert!(MLA_ABI_VERSION == 1);
     assert!(MLA_OK == Status::Ok as u32);
     assert!(MLA_ERR_NULL_POINTER == Status::NullPointer as u32);
     assert!(MLA_ERR_INVALID_CONFIG == Status::InvalidConfig as u32);
@@ -1057,7 +1057,7 @@ pub unsafe extern "C" fn mla_engine_set_parallel(
         with_engine(e, "mla_engine_set_parallel", |engine| {
             // SAFETY: the function behaves as documented and host_ctx stays valid
             // (this function's contract).
-            let host = parallel_for.map(|f| crate::parallel::HostParallelFor::new(f, host_ctx));
+            let host = parallel_for.map(|f| mla_core::parallel::HostParallelFor::new(f, host_ctx));
             engine.set_parallel_host(host);
             Ok(())
         })
@@ -1144,7 +1144,7 @@ pub unsafe extern "C" fn mla_weights_from_safetensors(
         // SAFETY: `bytes` holds `len` readable bytes that stay valid while the
         // weights are used (C contract; 'static stands for that), len <= isize::MAX.
         let file: &'static [u8] = unsafe { core::slice::from_raw_parts(bytes.cast::<u8>(), len) };
-        let weights = crate::safetensors::bind_weights(file, prefix, &cfg)?;
+        let weights = mla_core::safetensors::bind_weights(file, prefix, &cfg)?;
         let cw = mla_weights::from_weights(&weights)?;
         // SAFETY: `out` is non-NULL and points to an mla_weights (C contract).
         unsafe { put(out, cw) };
@@ -1184,7 +1184,7 @@ pub unsafe extern "C" fn mla_rope_tables(
         // SAFETY: `c` is NULL (checked inside) or points to an mla_config.
         let cfg = unsafe { read_config(c) }?;
         cfg.validate()?;
-        let rp = crate::rope::RopeParams::from_config(&cfg);
+        let rp = mla_core::rope::RopeParams::from_config(&cfg);
         // validate(): p is even and > 0, so half >= 1 (max(1) lets the compiler see it).
         let half = (rp.dim / 2).max(1);
         let n = rope_floats(n_pos, half)?;
@@ -1208,13 +1208,7 @@ pub unsafe extern "C" fn mla_rope_tables(
                 core::slice::from_raw_parts_mut(sin, n),
             )
         };
-        let scaling = rp.attention_scaling();
-        // Element j is pair j % half of position start_pos + j / half (half >= 1).
-        for (j, (cv, sv)) in cs.iter_mut().zip(ss.iter_mut()).enumerate() {
-            let angle = (start_pos as f64 + (j / half) as f64) * rp.inv_freq(j % half);
-            *cv = (libm::cos(angle) * scaling) as f32;
-            *sv = (libm::sin(angle) * scaling) as f32;
-        }
+        mla_core::rope::fill_tables_direct(&rp, start_pos as usize, cs, ss);
         Ok(())
     })
 }
@@ -1305,7 +1299,7 @@ pub unsafe extern "C" fn mla_rope_apply(
             ) else {
                 break;
             };
-            crate::rope::rotate(v, crow, srow, cfg.rope_layout);
+            mla_core::rope::rotate(v, crow, srow, cfg.rope_layout);
         }
         Ok(())
     })

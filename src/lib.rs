@@ -1,21 +1,14 @@
-//! mla-rt: DeepSeek Multi-Head Latent Attention (MLA) and RoPE, exactly, in memory
-//! the caller provides.
+//! mla-rt's C ABI: the library `mla` (`libmla.a`, `libmla.so`) with the header
+//! `include/mla.h`, generated from this crate by cbindgen.
 //!
-//! The core is `#![no_std]` and never allocates: [`Engine::memory_bytes`] says how
-//! many bytes an engine needs for a [`Config`], [`Engine::new`] places the latent
-//! cache, the RoPE table and all scratch inside the caller's buffer, and
-//! [`Engine::forward`] appends tokens and writes the attention output.
+//! Everything numeric lives in the `mla-core` crate (re-exported here as
+//! [`mla_core`]); this crate only turns C calls into calls on it: thin
+//! `extern "C"` functions over one boundary that checks pointers, catches
+//! panics, records the last error and writes outputs only on success.
+//! Rust programs use `mla-core` directly.
 //!
-//! Where the math lives:
-//! - [`config`]: dimensions and parameters of both variants, validation, presets;
-//! - [`rope`]: rotary embeddings and YaRN;
-//! - [`weights`]: borrowed weights in the canonical (Hugging Face) layout;
-//! - [`cache`]: the fixed-capacity latent cache;
-//! - [`kernels`]: the numeric loops (linear layers, RMSNorm, dot products);
-//! - [`attention`]: naive and absorbed attention over the cache;
-//! - [`engine`]: the forward pass, top to bottom, and memory planning.
-//!
-//! The C ABI is in [`ffi`]; the CUDA path (feature `cuda`) in `cuda`.
+//! - [`ffi`]: every `mla_*` entry point of the CPU engine;
+//! - `cuda` (feature `cuda`): the `mla_cuda_*` entry points over `mla-cuda`.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -23,18 +16,9 @@
 // ~200 bytes; that is the price of a heap-free error with a precise message.
 #![allow(clippy::result_large_err)]
 
-pub mod attention;
-pub mod cache;
-pub mod config;
-pub mod dtype;
-pub mod engine;
+pub use mla_core;
+
 pub mod ffi;
-pub mod kernels;
-pub mod parallel;
-pub mod rope;
-pub mod safetensors;
-pub mod status;
-pub mod weights;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -42,13 +26,3 @@ pub mod cuda;
 #[cfg(all(feature = "panic-handler", not(feature = "std"), not(test)))]
 mod panic_handler;
 
-pub use config::{AttnMode, Config, Dims, RopeKey, RopeLayout};
-pub use dtype::DType;
-pub use engine::Engine;
-pub use status::{Error, Result, Status};
-pub use weights::{Tensor, Weights};
-
-/// The crate version, from Cargo.toml.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Version of the C ABI (`MLA_ABI_VERSION`).
-pub const ABI_VERSION: u32 = 1;

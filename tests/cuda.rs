@@ -10,12 +10,11 @@
 //! real GPU they run in full.
 #![cfg(feature = "cuda")]
 
-mod common;
 
-use common::*;
-use cust::memory::CopyDestination;
-use mla::cuda::{self, CudaEngine};
-use mla::{Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
+use mla_testkit::*;
+use mla_cuda::cust::memory::CopyDestination;
+use mla_cuda::{self as cuda, CudaEngine};
+use mla_core::{Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
 use std::io::Write;
 
 const F32_TOL: f32 = 1e-4;
@@ -328,7 +327,7 @@ fn truncate_reset_and_device_pointers() {
 
 #[test]
 fn c_abi_round_trip() {
-    use mla::cuda::ffi::*;
+    use mla::cuda::*;
     use mla::ffi::{mla_config, mla_weights};
     if !gpu("c_abi_round_trip") {
         return;

@@ -2,9 +2,8 @@
 //! PyTorch) through the engine: one prefill call, uneven chunks, token by token,
 //! naive and absorbed; f16/bf16 weights and caches; truncate and re-forward.
 
-mod common;
-use common::*;
-use mla::{AttnMode, Config, DType, Engine, Weights};
+use mla_testkit::*;
+use mla_core::{AttnMode, Config, DType, Engine, Weights};
 
 const F32_TOL: f32 = 1e-5;
 const HALF_TOL: f32 = 1e-2;
@@ -130,7 +129,7 @@ fn truncate_then_reforward_reproduces_outputs() {
         let mut one = vec![0f32; d];
         assert_eq!(
             e.forward(&x[..d], &mut one).unwrap_err().status(),
-            mla::Status::CacheFull
+            mla_core::Status::CacheFull
         );
         for k in [t / 2, 1, 0, t - 1] {
             e.truncate(k).unwrap();
@@ -145,7 +144,7 @@ fn truncate_then_reforward_reproduces_outputs() {
         }
         assert_eq!(
             e.truncate(t + 1).unwrap_err().status(),
-            mla::Status::InvalidArgument
+            mla_core::Status::InvalidArgument
         );
         e.reset();
         assert_eq!(e.len(), 0);
@@ -156,7 +155,7 @@ fn truncate_then_reforward_reproduces_outputs() {
 
 #[test]
 fn rope_and_scale_match_the_reference() {
-    use mla::rope::{cos_sin, softmax_scale, RopeParams};
+    use mla_core::rope::{cos_sin, softmax_scale, RopeParams};
     for name in cases() {
         let g = Golden::load(&name);
         let cfg = g.config(g.n_tokens() as u32);

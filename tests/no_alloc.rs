@@ -1,9 +1,8 @@
 //! The core allocates nothing: a counting global allocator sees zero allocations
 //! during Engine::new, forward (prefill and decode, both paths), truncate and reset.
 
-mod common;
-use common::*;
-use mla::{AttnMode, Engine};
+use mla_testkit::*;
+use mla_core::{AttnMode, Engine};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -50,5 +49,5 @@ fn engine_calls_allocate_nothing() {
     e.reset();
     let after = ALLOCS.load(Ordering::SeqCst);
     assert_eq!(after - before, 0, "the core allocated");
-    assert_eq!(bad.status(), mla::Status::InvalidArgument);
+    assert_eq!(bad.status(), mla_core::Status::InvalidArgument);
 }

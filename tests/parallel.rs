@@ -7,10 +7,9 @@
 //! to the threads anyway. A long-context case with V2-Lite-like head counts
 //! checks the same at sizes where the row ranges and head groups are many.
 
-mod common;
-use common::*;
-use mla::parallel::{HostParallelFor, ParallelFor, TaskFn, ThreadPool};
-use mla::{AttnMode, Config, DType, Engine, Weights};
+use mla_testkit::*;
+use mla_core::parallel::{HostParallelFor, ParallelFor, TaskFn, ThreadPool};
+use mla_core::{AttnMode, Config, DType, Engine, Weights};
 use std::ffi::c_void;
 
 fn run_with(
@@ -174,7 +173,7 @@ impl Owned {
     fn weights(&self) -> Weights<'_> {
         let t = |i: usize| {
             let (v, r, c) = &self.mats[i];
-            mla::Tensor::f32(v, *r, *c).unwrap()
+            mla_core::Tensor::f32(v, *r, *c).unwrap()
         };
         Weights {
             q_proj: Some(t(0)),

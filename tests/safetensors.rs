@@ -2,9 +2,9 @@
 //! safetensors library): every file parses, its metadata gives a valid config, and
 //! its weights bind zero-copy with the shapes that config needs.
 
-use mla::dtype::Elems;
-use mla::safetensors::{bind_weights, config_from_metadata, FileDType, SafeTensors};
-use mla::{Config, RopeKey, RopeLayout, Status};
+use mla_core::dtype::Elems;
+use mla_core::safetensors::{bind_weights, config_from_metadata, FileDType, SafeTensors};
+use mla_core::{Config, RopeKey, RopeLayout, Status};
 use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "model.layers.0.self_attn.";

@@ -1,10 +1,10 @@
 //! Build script of the firmware:
 //! - puts memory.x where the linker finds it (cortex-m-rt's link.x includes it);
 //! - sizes the engine's static memory exactly: reads the tutorial golden file's
-//!   config (host build of mla-rt), applies the run plan (src/plan.rs) and writes
+//!   config (host build of mla-core), applies the run plan (src/plan.rs) and writes
 //!   `ARENA_BYTES = Engine::memory_bytes(&cfg)` to $OUT_DIR/arena.rs.
-use mla::safetensors::{config_from_metadata, SafeTensors};
-use mla::{Config, Engine};
+use mla_core::safetensors::{config_from_metadata, SafeTensors};
+use mla_core::{Config, Engine};
 use std::{env, fs, path::PathBuf};
 
 include!("src/plan.rs");
@@ -31,7 +31,7 @@ fn main() {
     )
     .expect("write arena.rs");
 
-    for f in ["memory.x", "build.rs", "src/plan.rs", "../../src"] {
+    for f in ["memory.x", "build.rs", "src/plan.rs", "../../crates/mla-core/src"] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-changed={}", golden.display());

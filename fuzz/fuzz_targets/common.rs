@@ -2,7 +2,7 @@
 //! (fuzz/gen_corpus.py writes files for exactly these), and aligned copies.
 #![allow(dead_code)]
 
-use mla::{Config, RopeKey, RopeLayout};
+use mla_core::{Config, RopeKey, RopeLayout};
 
 /// Weight prefix used by the seed files.
 pub const PREFIX: &str = "model.layers.0.self_attn.";

@@ -5,11 +5,10 @@
 #![no_main]
 
 #[path = "common.rs"]
-mod common;
 
 use libfuzzer_sys::fuzz_target;
-use mla::rope::RopeParams;
-use mla::{AttnMode, Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
+use mla_core::rope::RopeParams;
+use mla_core::{AttnMode, Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
 
 struct Reader<'a>(&'a [u8]);
 
@@ -123,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
                 rp.inv_freqs(&mut inv);
             }
             let _ = rp.attention_scaling();
-            let _ = mla::rope::softmax_scale(&cfg);
+            let _ = mla_core::rope::softmax_scale(&cfg);
             small_engine(&cfg);
         }
         Err(e) => assert_eq!(e.status(), Status::InvalidConfig),

@@ -8,11 +8,10 @@
 #![no_main]
 
 #[path = "common.rs"]
-mod common;
 
 use common::{cfg_qlora, cfg_tutorial, Aligned64};
 use libfuzzer_sys::fuzz_target;
-use mla::{AttnMode, Config, DType, Engine, Status, Tensor, Weights};
+use mla_core::{AttnMode, Config, DType, Engine, Status, Tensor, Weights};
 use std::sync::OnceLock;
 
 /// Owned f32 weights for a config, made from a fixed-seed generator.

@@ -4,12 +4,11 @@
 #![no_main]
 
 #[path = "common.rs"]
-mod common;
 
 use common::{cfg_qlora, cfg_qproj, cfg_tutorial, Aligned, PREFIX};
 use libfuzzer_sys::fuzz_target;
-use mla::safetensors::{bind_weights, config_from_metadata, SafeTensors, TensorView};
-use mla::{Config, Status};
+use mla_core::safetensors::{bind_weights, config_from_metadata, SafeTensors, TensorView};
+use mla_core::{Config, Status};
 
 const NAMES: [&str; 8] = [
     "inputs",
@@ -27,7 +26,7 @@ const KEYS: [&str; 5] = ["variant", "hidden_size", "rope_layout", "q_norm", ""];
 fn check_view(bytes: &[u8], v: &TensorView) {
     let bits = v.numel() as u128 * v.dtype.bits() as u128;
     assert_eq!(bits, v.data.len() as u128 * 8, "view size");
-    assert!(v.rank <= mla::safetensors::MAX_RANK);
+    assert!(v.rank <= mla_core::safetensors::MAX_RANK);
     let r = bytes.as_ptr_range();
     let d = v.data.as_ptr_range();
     assert!(

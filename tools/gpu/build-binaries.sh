@@ -4,7 +4,7 @@
 #
 #   gpu-bin/cuda-tests     tests/cuda.rs (release), stripped
 #   gpu-bin/cuda_bench     examples/cuda_bench.rs (release), stripped
-#   gpu-bin/mla.ptx        the PTX embedded in both (clang-14 or nvcc, build/ptx.rs)
+#   gpu-bin/mla.ptx        the PTX embedded in both (clang-14 or nvcc, crates/mla-cuda/build.rs)
 #   gpu-bin/manifest_dir   the path the binaries look for tests/data under
 #   gpu-bin/BUILD          what was built, from which commit, with which compilers
 #

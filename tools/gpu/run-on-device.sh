@@ -9,8 +9,8 @@
 #
 #   info      nvidia-smi, nvcc version, what gpu-bin holds
 #   ptx       ptxas -v of the embedded PTX for this GPU (registers, spills, shared
-#             memory per kernel) and nvcc -ptx of kernels/mla.cu (the nvcc path of
-#             build/ptx.rs), also through ptxas
+#             memory per kernel) and nvcc -ptx of crates/mla-cuda/kernels/mla.cu (the nvcc path of
+#             crates/mla-cuda/build.rs), also through ptxas
 #   tests     gpu-bin/cuda-tests (tests/cuda.rs: golden cases against the CPU
 #             engine and PyTorch, f16/bf16, errors, C ABI, long contexts); if the
 #             embedded PTX does not load, again with the nvcc-built PTX
@@ -65,13 +65,13 @@ for phase in $PHASES; do
         result info ok
         ;;
     ptx)
-        section "ptx: ptxas sm_$SM of the embedded PTX; nvcc -ptx of kernels/mla.cu"
+        section "ptx: ptxas sm_$SM of the embedded PTX; nvcc -ptx of crates/mla-cuda/kernels/mla.cu"
         st=ok
         {
             echo "# ptxas -v -arch=sm_$SM $BIN/mla.ptx (embedded PTX)"
             timeout 180 ptxas -v -arch="sm_$SM" "$BIN/mla.ptx" -o "$OUTDIR/mla-embedded.cubin" 2>&1 || echo "PTXAS FAILED"
-            echo "# nvcc -ptx -arch=compute_$SM -O3 kernels/mla.cu"
-            timeout 180 nvcc -ptx -arch="compute_$SM" -O3 -o "$NVCC_PTX" kernels/mla.cu 2>&1 || echo "NVCC FAILED"
+            echo "# nvcc -ptx -arch=compute_$SM -O3 crates/mla-cuda/kernels/mla.cu"
+            timeout 180 nvcc -ptx -arch="compute_$SM" -O3 -o "$NVCC_PTX" crates/mla-cuda/kernels/mla.cu 2>&1 || echo "NVCC FAILED"
             if [ -f "$NVCC_PTX" ]; then
                 echo "# ptxas -v -arch=sm_$SM (nvcc PTX)"
                 timeout 180 ptxas -v -arch="sm_$SM" "$NVCC_PTX" -o "$OUTDIR/mla-nvcc.cubin" 2>&1 || echo "PTXAS FAILED"
@@ -89,7 +89,7 @@ for phase in $PHASES; do
         timeout 420 "$BIN/cuda-tests" --test-threads=1 --nocapture 2>&1 | tee "$OUTDIR/tests.log"
         st=${PIPESTATUS[0]}
         if [ "$st" != 0 ] && grep -q 'loading the PTX module' "$OUTDIR/tests.log"; then
-            [ -f "$NVCC_PTX" ] || nvcc -ptx -arch="compute_$SM" -O3 -o "$NVCC_PTX" kernels/mla.cu
+            [ -f "$NVCC_PTX" ] || nvcc -ptx -arch="compute_$SM" -O3 -o "$NVCC_PTX" crates/mla-cuda/kernels/mla.cu
             section "tests again with MLA_CUDA_PTX_FILE=$NVCC_PTX (the embedded PTX did not load)"
             MLA_CUDA_PTX_FILE=$NVCC_PTX timeout 420 "$BIN/cuda-tests" --test-threads=1 --nocapture 2>&1 |
                 tee "$OUTDIR/tests-nvcc.log"

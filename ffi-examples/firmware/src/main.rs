@@ -12,16 +12,16 @@
 //! Run: `cargo run --release` in this directory (qemu-system-arm, MPS2 AN386).
 #![no_std]
 #![no_main]
-// mla::Error carries its message inline (no allocation), so it is large by design.
+// mla_core::Error carries its message inline (no allocation), so it is large by design.
 #![allow(clippy::result_large_err)]
 
 mod plan;
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
-use mla::dtype::Elems;
-use mla::safetensors::{config_from_metadata, SafeTensors};
-use mla::{AttnMode, Config, Engine, Error};
+use mla_core::dtype::Elems;
+use mla_core::safetensors::{config_from_metadata, SafeTensors};
+use mla_core::{AttnMode, Config, Engine, Error};
 
 /// Bytes with the alignment the engine and zero-copy f32 views need.
 #[repr(C, align(64))]
@@ -154,7 +154,7 @@ fn f32_tensor<'a>(st: &SafeTensors<'a>, name: &str) -> Result<&'a [f32], Error> 
     match st.tensor(name)?.map(|v| v.elems()).transpose()? {
         Some(Elems::F32(s)) => Ok(s),
         _ => Err(Error::new(
-            mla::Status::WeightShape,
+            mla_core::Status::WeightShape,
             "golden file: f32 tensor missing: ",
         )
         .s(name)),
@@ -195,11 +195,10 @@ unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
     exit(3)
 }
 
-/// The library's panic handler (feature `panic-handler`) calls this. The no-panic
-/// link check (ffi-examples/firmware-c) leaves it undefined; this firmware reports
-/// the panic and fails instead.
-#[no_mangle]
-pub extern "C" fn mla_panic_is_reachable() -> ! {
-    hprintln!("mla-firmware: panic");
+/// The firmware's own panic handler: mla-core has none (it is an rlib with no
+/// opinion on panics). Reports the panic over semihosting and fails.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprintln!("mla-firmware: panic: {}", info);
     exit(4)
 }

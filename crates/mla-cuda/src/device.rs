@@ -8,7 +8,7 @@ use cust::error::CudaError;
 use cust::memory::DeviceBuffer;
 use cust::sys as cu;
 
-use crate::status::{err, Error, Result, Status};
+use mla_core::status::{err, Error, Result, Status};
 
 /// `MLA_ERR_DEVICE` with `what: <CUDA error text>`.
 pub(crate) fn dev_err(what: &str, e: CudaError) -> Error {

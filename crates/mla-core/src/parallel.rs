@@ -308,6 +308,7 @@ mod pool {
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex, MutexGuard};
     use std::thread::JoinHandle;
+    use std::{format, thread_local, vec::Vec};
 
     /// A job: the task (lifetime erased), its count and its generation.
     #[derive(Clone, Copy)]

@@ -1,10 +1,10 @@
-//! Helpers shared by the integration tests: golden files, weight conversion, errors.
-#![allow(dead_code)]
+//! Helpers shared by the tests, fuzz targets and examples of mla-rt: golden
+//! files, aligned arenas, weight conversion, error measures. Not published.
 
 use half::{bf16, f16};
-use mla::dtype::Elems;
-use mla::safetensors::{bind_weights, config_from_metadata, SafeTensors};
-use mla::{Config, DType, Tensor, Weights};
+use mla_core::dtype::Elems;
+use mla_core::safetensors::{bind_weights, config_from_metadata, SafeTensors};
+use mla_core::{Config, DType, Tensor, Weights};
 use std::path::PathBuf;
 
 /// Weight prefix of the golden files.
@@ -33,7 +33,7 @@ impl Bytes {
 }
 
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
 }
 
 /// Every golden case name (tests/data/*.safetensors), sorted; panics if there are none.

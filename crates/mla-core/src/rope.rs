@@ -196,6 +196,21 @@ pub fn fill_tables(
     Ok(())
 }
 
+/// Fills `cos`/`sin` (the same length, a multiple of `p/2`) for positions
+/// `start, start + 1, ...`: element `j` is frequency `j % (p/2)` of position
+/// `start + j / (p/2)`, with the YaRN attention scaling applied. Needs no
+/// frequency scratch (each frequency is recomputed); for the C entry point
+/// `mla_rope_tables`.
+pub fn fill_tables_direct(params: &RopeParams, start: usize, cos: &mut [f32], sin: &mut [f32]) {
+    let half = (params.dim / 2).max(1);
+    let scaling = params.attention_scaling();
+    for (j, (cv, sv)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
+        let angle = (start as f64 + (j / half) as f64) * params.inv_freq(j % half);
+        *cv = (libm::cos(angle) * scaling) as f32;
+        *sv = (libm::sin(angle) * scaling) as f32;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

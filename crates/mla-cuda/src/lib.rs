@@ -1,10 +1,10 @@
-//! The CUDA engine (feature `cuda`): the same MLA layer as [`crate::Engine`] on an
+//! The CUDA engine: the same MLA layer as [`mla_core::Engine`] on an
 //! NVIDIA GPU, through the CUDA driver API (`cust`).
 //!
 //! [`CudaEngine::create`] validates the config and weights exactly like the CPU
 //! engine ([`Config::dims`], [`Weights::check`]), then, once: uploads the weights in
 //! their own dtype (f32, f16 or bf16; norms and biases widened to f32), the RoPE
-//! cos/sin tables for every position (computed on the host by [`crate::rope`], so
+//! cos/sin tables for every position (computed on the host by [`mla_core::rope`], so
 //! both engines rotate with identical values), allocates the latent cache
 //! (`max_seq_len` rows of `r + rope_k` values in `cache_dtype`) and all scratch for
 //! `max_tokens_per_call` tokens, creates one stream and loads the kernels from the
@@ -30,7 +30,10 @@
 #![allow(clippy::result_large_err)]
 
 mod device;
-pub mod ffi;
+
+/// The `cust` crate this engine is built on (for device buffers in tests and
+/// programs that pass device pointers).
+pub use cust;
 
 use core::ffi::c_int;
 
@@ -41,14 +44,14 @@ use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
 use cust::CudaFlags;
 
-use crate::config::{Config, Dims, RopeKey, RopeLayout};
-use crate::dtype::{DType, Elems};
-use crate::rope::{self, RopeParams};
-use crate::status::{err, Result, Status};
-use crate::weights::{Tensor, Weights};
+use mla_core::config::{Config, Dims, RopeKey, RopeLayout};
+use mla_core::dtype::{DType, Elems};
+use mla_core::rope::{self, RopeParams};
+use mla_core::status::{err, Result, Status};
+use mla_core::weights::{Tensor, Weights};
 use device::{check, dev_err, launch, Args, DevBuf, THREADS};
 
-/// The PTX of kernels/mla.cu, built by build.rs (build/ptx.rs) and embedded.
+/// The PTX of kernels/mla.cu, built by build.rs and embedded.
 /// At run time the environment variable `MLA_CUDA_PTX_FILE=<path>` makes
 /// [`CudaEngine::create`] load that PTX file instead (same kernel names and
 /// signatures; e.g. one built with `nvcc -ptx` on the target machine).
@@ -283,7 +286,7 @@ unsafe impl Send for CudaEngine {}
 impl CudaEngine {
     /// Builds an engine on device `device_ordinal`.
     ///
-    /// Errors: `InvalidConfig`, `WeightShape` (as [`crate::Engine::new`]);
+    /// Errors: `InvalidConfig`, `WeightShape` (as [`mla_core::Engine::new`]);
     /// `Unsupported` for dimensions the kernels cannot take (a size above
     /// 2^32, `kv_lora_rank > 8192`, `max_tokens_per_call` or `num_heads` above
     /// 65535, shared memory beyond the device's limit); `Device` when the driver,
@@ -669,7 +672,7 @@ impl CudaEngine {
     /// Appends the tokens `x` (`[n_tokens][hidden_size]`, host memory) at
     /// positions `len()..`, attends causally over everything cached and writes
     /// `[n_tokens][hidden_size]` to `out`. Same checks and statuses as
-    /// [`crate::Engine::forward`] (`InvalidArgument`, `CacheFull`, `NonFinite`),
+    /// [`mla_core::Engine::forward`] (`InvalidArgument`, `CacheFull`, `NonFinite`),
     /// plus `Device`; on any error nothing is appended.
     pub fn forward(&mut self, x: &[f32], out: &mut [f32]) -> Result<()> {
         let d = self.dm.d;

@@ -1,5 +1,5 @@
-//! PTX build for the `cuda` feature: compiles `kernels/mla.cu` to
-//! `$OUT_DIR/mla.ptx`, which `src/cuda` embeds with `include_str!`.
+//! Build script of mla-cuda: compiles `kernels/mla.cu` to `$OUT_DIR/mla.ptx`,
+//! which `src/lib.rs` embeds with `include_str!`.
 //!
 //! Compiler, first found wins:
 //! 1. `MLA_CUDA_PTX=<file>`: use this prebuilt PTX as it is (no compiler);
@@ -22,8 +22,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Builds `$OUT_DIR/mla.ptx` (called by build.rs when the `cuda` feature is on).
-pub fn build() {
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=kernels");
+    build();
+}
+
+/// Builds `$OUT_DIR/mla.ptx`.
+fn build() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
     let src = manifest.join("kernels").join("mla.cu");
