@@ -84,6 +84,44 @@ FAMILIES = {
         "idx.kpool_gate": "indexer.index_kpool_compress_gate"}),
 }
 
+# Values the config classes use for keys a config.json leaves out (save_pretrained writes
+# them all; hand-written and older files may not). Checked against transformers by
+# make_families.py. The derived lists (layer_types, indexer_types, ...) are not defaults:
+# they follow from the rules in _layer_types / _indexer_types / derive_layers.
+CLASS_DEFAULTS = {
+    'deepseek_v2': {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "max_position_embeddings": 2048},
+    'deepseek_v3': {"hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 4096},
+    'sarvam_mla': {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 64, "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 4096},
+    'kimi_k25': {"hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 4096},
+    'youtu': {"hidden_size": 2048, "num_hidden_layers": 32, "num_attention_heads": 16, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 131072},
+    'axk1': {"hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 64, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 32768},
+    'glm4_moe_lite': {"hidden_size": 2048, "num_hidden_layers": 47, "num_attention_heads": 20, "q_lora_rank": 768, "kv_lora_rank": 512, "qk_nope_head_dim": 192, "qk_rope_head_dim": 64, "v_head_dim": 256, "rms_norm_eps": 1e-05, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 202752},
+    'minicpm3': {"hidden_size": 2560, "num_hidden_layers": 62, "num_attention_heads": 40, "q_lora_rank": 768, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 32768},
+    'kimi_linear': {"hidden_size": 2304, "num_hidden_layers": 27, "num_attention_heads": 32, "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 1048576},
+    'bailing_hybrid': {"hidden_size": 2560, "num_hidden_layers": 42, "num_attention_heads": 32, "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "max_position_embeddings": 262144, "layer_group_size": 6},
+    'mistral4': {"hidden_size": 4096, "num_hidden_layers": 36, "num_attention_heads": 32, "q_lora_rank": 1024, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "rope_interleave": True, "max_position_embeddings": 1048576},
+    'mistral_large4': {"hidden_size": 6144, "num_hidden_layers": 72, "num_attention_heads": 64, "kv_lora_rank": 512, "qk_nope_head_dim": 64, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 1048576, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 32},
+    'longcat_flash': {"hidden_size": 6144, "num_layers": 28, "num_attention_heads": 64, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 131072},
+    'deepseek_v32': {"hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-06, "attention_bias": False, "max_position_embeddings": 163840, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 64},
+    'glm_moe_dsa': {"hidden_size": 6144, "num_hidden_layers": 78, "num_attention_heads": 64, "q_lora_rank": 2048, "kv_lora_rank": 512, "qk_nope_head_dim": 192, "qk_rope_head_dim": 64, "v_head_dim": 256, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 202752, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 32},
+    'axk2': {"hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 32, "q_lora_rank": 384, "kv_lora_rank": 128, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64, "rms_norm_eps": 1e-06, "attention_bias": False, "max_position_embeddings": 131072, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 16},
+    'hy_v4': {"hidden_size": 2816, "num_hidden_layers": 34, "num_attention_heads": 32, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 192, "qk_rope_head_dim": 64, "v_head_dim": 256, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 262144, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 16},
+    'hy_v4_vl': {"hidden_size": 6144, "num_hidden_layers": 78, "num_attention_heads": 64, "q_lora_rank": 2048, "kv_lora_rank": 512, "qk_nope_head_dim": 192, "qk_rope_head_dim": 64, "v_head_dim": 256, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 262144, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 32},
+    'dots3_note': {"hidden_size": 5120, "num_hidden_layers": 46, "num_attention_heads": 128, "q_lora_rank": 1024, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 524288, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 64},
+    'glm5_next': {"hidden_size": 4096, "num_hidden_layers": 45, "num_attention_heads": 64, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 256, "qk_rope_head_dim": 0, "v_head_dim": 256, "rms_norm_eps": 1e-05, "attention_bias": False, "max_position_embeddings": 1048576, "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 32, "index_kpool": 16, "index_kpool_always_select_tail": True},
+}
+
+# rope_parameters when a config has none: most classes use {"rope_type": "default"} with
+# the class's default theta; these two build a YaRN dict instead
+DEFAULT_ROPE = {
+    "mistral4": lambda t: {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 128.0,
+                           "original_max_position_embeddings": 8192, "beta_fast": 32.0, "beta_slow": 1.0,
+                           "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1},
+    "mistral_large4": lambda t: {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2048.0,
+                                 "original_max_position_embeddings": 512, "beta_fast": 32.0, "beta_slow": 1.0,
+                                 "attention_factor": 1.0},
+}
+
 # default rope_theta of each config class (used when neither rope_parameters nor the legacy
 # top-level rope_theta say otherwise)
 _DEFAULT_THETA = {"longcat_flash": 10_000_000.0, "bailing_hybrid": 6_000_000.0,
@@ -99,10 +137,61 @@ def _attention_prefix(model_type, i):
 # --------------------------------------------------------------------------------------
 
 def text_config(model_type, cfg):
-    """The dict that holds the language model's keys (nested for the multimodal families)."""
-    if FAMILIES[model_type].get("text_config"):
-        return cfg["text_config"]
-    return cfg
+    """The dict that holds the language model's keys: `text_config` for the multimodal
+    families; flat text-only checkpoints of dots3_note / glm5_next keep them at the top level."""
+    if FAMILIES[model_type].get("text_config") and cfg.get("text_config"):
+        t = cfg["text_config"]
+    else:
+        t = cfg
+    t = {**CLASS_DEFAULTS[model_type], **t}
+    if not (t.get("rope_parameters") or t.get("rope_scaling")) and model_type in DEFAULT_ROPE:
+        t["rope_parameters"] = DEFAULT_ROPE[model_type](t)
+    if model_type == "dots3_note":
+        t = _dots3_legacy(t)
+    return t
+
+
+_DOTS3_SWA_DEFAULTS = {"num_attention_heads": 64, "num_key_value_heads": 64, "q_lora_rank": 1024,
+                       "kv_lora_rank": 1024, "head_dim": 256, "qk_nope_head_dim": 192, "v_head_dim": 128}
+
+
+def _dots3_legacy(t):
+    """dots3_note configs written before per_layer_config: `use_dsa`, `use_sliding_window`,
+    `sliding_window_size`, `swa_*` dims, `swa_rope_theta`, a flat rope dict. Converted the
+    way Dots3NoteTextConfig does it; a canonical config passes through unchanged."""
+    rp0 = t.get("rope_parameters") or {}
+    nested = any(k in rp0 for k in ("indexed_attention", "sliding_attention", "full_attention"))
+    if nested and t.get("layer_types") is not None and "per_layer_config" in t:
+        return t
+    t = dict(t)
+    nl = t["num_hidden_layers"]
+    use_dsa = t.get("use_dsa", None if "per_layer_config" in t else True)
+    use_swa = t.get("use_sliding_window", True)
+    if t.get("sliding_window") is None:
+        t["sliding_window"] = t.get("sliding_window_size", 512)
+    if t.get("layer_types") is None:
+        full = "full_attention" if use_dsa is False else "indexed_attention"
+        t["layer_types"] = [full if not use_swa or i < 2 or i % 4 == 1 else "sliding_attention" for i in range(nl)]
+    if use_dsa is not None:
+        old, new = ("full_attention", "indexed_attention") if use_dsa else ("indexed_attention", "full_attention")
+        t["layer_types"] = [new if x == old else x for x in t["layer_types"]]
+    swa = {k: t.get("swa_" + k, v) for k, v in _DOTS3_SWA_DEFAULTS.items()}
+    swa["qk_rope_head_dim"] = t.get("swa_qk_rope_head_dim", swa["head_dim"] - swa["qk_nope_head_dim"])
+    if "per_layer_config" not in t:
+        t["per_layer_config"] = {str(i): swa for i, x in enumerate(t["layer_types"]) if x == "sliding_attention"}
+    theta = t.get("rope_theta", _DEFAULT_THETA["dots3_note"])
+    rp = t.get("rope_parameters") or t.get("rope_scaling")
+    types = set(t["layer_types"])
+    if rp is None:
+        rp = {lt: {"rope_type": "default",
+                   "rope_theta": t.get("swa_rope_theta", 50_000.0) if lt == "sliding_attention" else theta}
+              for lt in types}
+    elif not any(lt in rp for lt in types):
+        rp = {lt: dict(rp) for lt in types}
+    for lt in types:
+        rp[lt].setdefault("rope_theta", theta)
+    t["rope_parameters"] = rp
+    return t
 
 
 def _rope_parameters(cfg, model_type, layer_type=None):
@@ -121,7 +210,7 @@ def _rope_parameters(cfg, model_type, layer_type=None):
 
 
 def _max_pos(cfg):
-    return cfg.get("max_position_embeddings", cfg.get("model_max_length"))
+    return cfg.get("max_position_embeddings") or cfg.get("model_max_length")
 
 
 def yarn_mscale(scale, m):
@@ -347,7 +436,8 @@ def _mla_layer(model_type, cfg, t, c, i, ltype, it):
         layout = "interleaved" if c.get("rope_interleave", True) else "half"
     nope = model_type in ("kimi_linear", "glm5_next")
     if model_type == "mistral_large4":
-        nrl = c.get("no_rope_layers") or [int((j + 1) % 4 != 0) for j in range(c["num_hidden_layers"])]
+        every = c.get("no_rope_layer_interval", 4)
+        nrl = c.get("no_rope_layers") or [int((j + 1) % every != 0) for j in range(c["num_hidden_layers"])]
         if not nrl[i]:
             nope = True
             n, p = n + p, 0

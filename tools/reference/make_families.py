@@ -1006,6 +1006,105 @@ def _check_default_rope(specs, model, mt):
 
 
 # --------------------------------------------------------------------------------------
+# legacy config.json layouts: derive_layers must read them the way the config classes do
+# --------------------------------------------------------------------------------------
+
+_SMALL = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24,
+              qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8, vocab_size=32, pad_token_id=None,
+              bos_token_id=None, eos_token_id=None)
+
+LEGACY_CONFIGS = [
+    ("deepseek_v3", dict(model_type="deepseek_v3", **_SMALL, num_hidden_layers=3, rope_theta=10000,
+                         max_position_embeddings=163840,
+                         rope_scaling={"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+                                       "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})),
+    ("minicpm3", dict(model_type="minicpm3", **_SMALL, num_hidden_layers=2, max_position_embeddings=32768,
+                      rope_scaling={"type": "longrope", "original_max_position_embeddings": 32768,
+                                    "short_factor": [1.0, 1.1, 1.2, 1.3], "long_factor": [1.0, 2.0, 3.0, 4.0]},
+                      rope_theta=10000.0)),
+    ("kimi_linear", dict(model_type="kimi_linear", **{**_SMALL, "q_lora_rank": None}, num_hidden_layers=8,
+                         model_max_length=1048576,
+                         linear_attn_config={"full_attn_layers": [4, 8], "kda_layers": [1, 2, 3, 5, 6, 7],
+                                             "head_dim": 8, "num_heads": 2, "short_conv_kernel_size": 4})),
+    ("glm_moe_dsa", dict(model_type="glm_moe_dsa", **_SMALL, num_hidden_layers=6, index_topk=16, index_head_dim=16,
+                         index_n_heads=4, index_topk_freq=3, index_skip_topk_offset=1)),
+    ("glm5_next", dict(model_type="glm5_next", **{**_SMALL, "qk_rope_head_dim": 0}, num_hidden_layers=4,
+                       index_topk=16, index_head_dim=16, index_n_heads=4, index_kpool=4,
+                       layer_types=["linear_attention", "full_attention", "full_attention", "linear_attention"],
+                       index_topk_pattern="FFSF")),
+    ("mistral_large4", dict(model_type="mistral_large4", text_config=dict(
+        **{k: v for k, v in _SMALL.items() if k != "q_lora_rank"}, num_hidden_layers=6, index_topk=16,
+        index_head_dim=16, index_n_heads=4, no_rope_layer_interval=3, index_topk_pattern="FSFFSF"),
+        vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           patch_size=4, image_size=16, head_dim=8))),
+    ("dots3_note", dict(model_type="dots3_note", **_SMALL, head_dim=16, num_hidden_layers=6, index_topk=16,
+                        index_head_dim=16, index_n_heads=4, use_sliding_window=True, sliding_window_size=32,
+                        swa_num_attention_heads=2, swa_num_key_value_heads=2, swa_q_lora_rank=24,
+                        swa_kv_lora_rank=24, swa_head_dim=16, swa_qk_nope_head_dim=12, swa_v_head_dim=12,
+                        rope_theta=1e6, swa_rope_theta=5e4, n_routed_experts=4,
+                        vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                           num_attention_heads=2, patch_size=4, moe_intermediate_size=8,
+                                           mlp_layer_types=["dense"], num_local_experts=2, num_experts_per_tok=1,
+                                           adapter_in_dim=16, adapter_out_dim=64),
+                        audio_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, downsample_hidden_size=8, feature_size=16,
+                                          adapter_input_size=16, adapter_out_dim=64))),
+    ("dots3_note", dict(model_type="dots3_note", **_SMALL, head_dim=16, num_hidden_layers=4, index_topk=16,
+                        index_head_dim=16, index_n_heads=4, use_dsa=False, swa_num_attention_heads=2,
+                        swa_num_key_value_heads=2, swa_q_lora_rank=24, swa_kv_lora_rank=24, swa_head_dim=16,
+                        swa_qk_nope_head_dim=12, swa_v_head_dim=12, n_routed_experts=4,
+                        vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                           num_attention_heads=2, patch_size=4, moe_intermediate_size=8,
+                                           mlp_layer_types=["dense"], num_local_experts=2, num_experts_per_tok=1,
+                                           adapter_in_dim=16, adapter_out_dim=64),
+                        audio_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, downsample_hidden_size=8, feature_size=16,
+                                          adapter_input_size=16, adapter_out_dim=64))),
+]
+
+
+def check_class_defaults():
+    """families.CLASS_DEFAULTS holds the config classes' own defaults."""
+    multimodal = ("kimi_k25", "mistral_large4", "hy_v4_vl", "dots3_note", "glm5_next")
+    for mt, table in fam.CLASS_DEFAULTS.items():
+        c = tf.CONFIG_MAPPING[mt]()
+        t = c.get_text_config() if mt in multimodal else c
+        t.allow_global_per_layer_attribute_access = True
+        for k, v in table.items():
+            if k == "max_position_embeddings" and mt in ("kimi_linear", "bailing_hybrid"):
+                got = t.model_max_length
+            else:
+                got = getattr(t, k)
+            assert got == v, (mt, k, got, v)
+        if mt == "dots3_note":
+            assert t.sliding_window == 512      # resolved in families._dots3_legacy
+        for k in ("hidden_size", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+                  "v_head_dim", "rms_norm_eps"):
+            assert k in table, (mt, k)
+    print(f"  class defaults of {len(fam.CLASS_DEFAULTS)} families match transformers")
+
+
+def check_legacy_configs():
+    """A legacy-layout config.json gives the same layer specs as the config transformers
+    builds from it and writes back (the canonical layout)."""
+    for mt, legacy in LEGACY_CONFIGS:
+        cfg = tf.CONFIG_MAPPING[mt].from_dict(copy.deepcopy(legacy))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg.save_pretrained(tmp)
+            saved = json.load(open(os.path.join(tmp, "config.json")))
+        a = fam.derive_layers(mt, copy.deepcopy(legacy))
+        b = fam.derive_layers(mt, saved)
+        assert a == b, (mt, [(x, y) for x, y in zip(a, b) if x != y][:1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                cfg._attn_implementation = "eager"
+                model = getattr(tf, DEFAULT_CLASSES[mt])(cfg)
+        check_spec_against_modules(mt, a, model, f"legacy {mt}")
+        print(f"  legacy {mt}: {','.join(x['kind'] for x in a)}")
+
+
+# --------------------------------------------------------------------------------------
 # writing and checking
 # --------------------------------------------------------------------------------------
 
@@ -1053,6 +1152,8 @@ def generate(names, out_dir, cfg_dir, verbose=True):
         os.makedirs(cfg_dir, exist_ok=True)
         print("default configs:")
         files = make_default_configs()
+        check_class_defaults()
+        check_legacy_configs()
         for fn, text in files.items():
             with open(os.path.join(cfg_dir, fn), "w") as f:
                 f.write(text)
