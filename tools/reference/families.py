@@ -361,8 +361,13 @@ def _per_layer(t, i):
     return t
 
 
+# top-level model_types that are a family's text sub-config with a causal-LM class of their own
+ALIASES = {"dots3_note_text": "dots3_note"}
+
+
 def derive_layers(model_type, cfg):
     """Per decoder-layer attention spec (list indexed by transformers' layer_idx)."""
+    model_type = ALIASES.get(model_type, model_type)
     if model_type not in FAMILIES:
         raise KeyError(model_type)
     t = text_config(model_type, cfg)

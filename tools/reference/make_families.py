@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import warnings
@@ -776,7 +775,7 @@ def _try_case(cs, seed, verbose):
     layers = [s["layer"] for s in mla_specs]
     d = mla_specs[0]["hidden_size"]
     X, emb = random_inputs(cs, seed, layers, d)
-    W = {k: v for k, v in _load_bytes(ckpt_bytes).items()}
+    W = _load_bytes(ckpt_bytes)
 
     # ---- names: every tensor under an MLA prefix is named by the spec
     for s in mla_specs:
@@ -822,7 +821,6 @@ def _try_case(cs, seed, verbose):
             assert e_pd < 1e-6, (cs["name"], L, e_pd)
     # ---- DSA selections: transformers' effective top-k sets equal the reference's
     sel_tensors = {}
-    rec_sel = {}
     fam_state_sel = _reference_selections(mla_specs, W, X, pre_s)
     for L, rows in hf_sel.items():
         mine = fam_state_sel[L]
@@ -833,7 +831,6 @@ def _try_case(cs, seed, verbose):
         for t, row in enumerate(rows):
             m[t, :len(row)] = torch.tensor(row, dtype=torch.int32)
         sel_tensors[L] = m
-        rec_sel[L] = width
     for s in mla_specs:                                      # shared top-k layers: the producer's set
         if s["dsa"] is not None and s["dsa"]["mode"] == "shared":
             sel_tensors[s["layer"]] = sel_tensors[s["dsa"]["topk_source_layer"]]
@@ -1104,6 +1101,25 @@ def check_legacy_configs():
         print(f"  legacy {mt}: {','.join(x['kind'] for x in a)}")
 
 
+def check_text_only_alias():
+    """dots3_note_text (Dots3NoteForCausalLM): flat config, same names as the composite."""
+    cfg = c_dots3_note().text_config
+    with tempfile.TemporaryDirectory() as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = tf.Dots3NoteForCausalLM(cfg)
+        m.save_pretrained(tmp)
+        cj = json.load(open(os.path.join(tmp, "config.json")))
+        keys = set(load_checkpoint(os.path.join(tmp, "model.safetensors")))
+    assert cj["model_type"] == "dots3_note_text"
+    specs = fam.derive_layers("dots3_note_text", cj)
+    check_spec_against_modules("dots3_note", specs, m, "dots3_note_text")
+    for sp in specs:
+        assert set(sp["tensors"].values()) <= keys, sp["layer"]
+        assert not {k for k in keys if k.startswith(sp["prefix"])} - set(sp["tensors"].values())
+    print(f"  dots3_note_text (flat text config, Dots3NoteForCausalLM): {','.join(x['kind'] for x in specs)}")
+
+
 # --------------------------------------------------------------------------------------
 # writing and checking
 # --------------------------------------------------------------------------------------
@@ -1154,6 +1170,7 @@ def generate(names, out_dir, cfg_dir, verbose=True):
         files = make_default_configs()
         check_class_defaults()
         check_legacy_configs()
+        check_text_only_alias()
         for fn, text in files.items():
             with open(os.path.join(cfg_dir, fn), "w") as f:
                 f.write(text)
