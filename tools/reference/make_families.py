@@ -1211,16 +1211,19 @@ def check_only(out_dir, cfg_dir, names):
         W = load_checkpoint(os.path.join(d, "model.safetensors"))
         rp = fam.reference_forward(mla_specs, W, X, pre_s)
         rd = fam.reference_forward(mla_specs, W, X, dec_s)
-        worst = 0.0
+        worst, hf_worst = 0.0, 0.0
         for L in layers:
-            assert torch.equal(hp[L].to(F32), g[f"layer.{L}.prefill"]), (cs["name"], L)
-            assert torch.equal(hd[L].to(F32), g[f"layer.{L}.decode"]), (cs["name"], L)
+            # transformers again on this machine: equal bits here; another CPU's BLAS may round an
+            # f64 sum differently and move a stored f32 value by one ulp
+            hf_worst = max(hf_worst, rel(hp[L], g[f"layer.{L}.prefill"].to(F64)),
+                           rel(hd[L], g[f"layer.{L}.decode"].to(F64)))
             worst = max(worst, rel(rp[L], g[f"layer.{L}.prefill"].to(F64)), rel(rd[L], g[f"layer.{L}.decode"].to(F64)))
+        assert hf_worst < 1e-6, hf_worst
         assert worst < 2e-6, worst
         size = sum(os.path.getsize(os.path.join(d, fn)) for fn in os.listdir(d))
         total += size
-        print(f"  {cs['name']:16s} T={T} P={P} layers {meta['all_layers']}; reference vs stored {worst:.1e}; "
-              f"{size} B")
+        print(f"  {cs['name']:16s} T={T} P={P} layers {meta['all_layers']}; transformers vs stored {hf_worst:.1e}, "
+              f"reference vs stored {worst:.1e}; {size} B")
     if not names:
         for fn in os.listdir(cfg_dir):
             if fn.endswith(".json") and fn != "expected.json":
