@@ -281,7 +281,6 @@ mod tests {
     /// around the lanes (vector columns and the scalar tail): the scores, the
     /// running max and sum and the factor alpha match f64.
     #[test]
-    #[cfg_attr(miri, ignore)]
     fn softmax_cols_all_isas() {
         for isa in isas_here() {
             for cols in edges(lanes(isa)) {

@@ -28,8 +28,8 @@ fn why_unsupported(isa: Isa) -> &'static str {
     let x86 = cfg!(target_arch = "x86_64");
     match isa {
         Isa::Avx2 | Isa::Avx512 if !x86 => "not an x86-64 build",
-        Isa::Avx2 => "this CPU lacks AVX2, FMA or F16C",
-        Isa::Avx512 => "this CPU lacks AVX-512F",
+        Isa::Avx2 => "AVX2 + FMA + F16C not detected on this CPU (or under Miri)",
+        Isa::Avx512 => "AVX-512F not detected on this CPU (or under Miri)",
         Isa::Neon => "not an aarch64 build",
         Isa::Scalar => "(always supported)",
     }
