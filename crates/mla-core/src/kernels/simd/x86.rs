@@ -1,42 +1,13 @@
 //! x86-64 vector instruction sets: AVX2 + FMA + F16C (8 lanes) and AVX-512F (16 lanes).
 //!
 //! Every method is `#[inline(always)]` and is only ever inlined into the
-//! `#[target_feature]` entry points of `kernels.rs` (`avx2_k`, `avx512_k`),
-//! which the dispatcher calls only when [`has_avx2`] / [`has_avx512`] hold.
+//! `#[target_feature]` entry points of `kernels/dispatch.rs` (`avx2`,
+//! `avx512`), which the dispatcher calls only when
+//! [`Isa::supported`](crate::kernels::Isa::supported) holds.
 
-use super::{Simd, EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+use super::{Elem, Simd};
 use core::arch::x86_64::*;
 use half::{bf16, f16};
-
-/// AVX2, FMA and F16C are available (runtime check with `std`, compile-time without).
-pub(super) fn has_avx2() -> bool {
-    #[cfg(feature = "std")]
-    {
-        std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        cfg!(all(
-            target_feature = "avx2",
-            target_feature = "fma",
-            target_feature = "f16c"
-        ))
-    }
-}
-
-/// AVX-512F (and the AVX2 set) is available.
-pub(super) fn has_avx512() -> bool {
-    #[cfg(feature = "std")]
-    {
-        std::is_x86_feature_detected!("avx512f") && has_avx2()
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        cfg!(target_feature = "avx512f") && has_avx2()
-    }
-}
 
 /// AVX2 + FMA + F16C.
 #[derive(Clone, Copy)]
@@ -102,6 +73,34 @@ impl Simd for Avx2 {
         unsafe { _mm256_max_ps(a, b) }
     }
     #[inline(always)]
+    unsafe fn fnma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn round(v: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v) }
+    }
+    #[inline(always)]
+    unsafe fn pow2(n: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn keep_where_ge(x: __m256, bound: f32, v: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(bound))) }
+    }
+    #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: see the impl comment.
         unsafe {
@@ -118,34 +117,6 @@ impl Simd for Avx2 {
             let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<0x55>(m, m)))
-        }
-    }
-    #[inline(always)]
-    unsafe fn exp(x: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe {
-            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
-            let x = _mm256_max_ps(
-                _mm256_min_ps(x, _mm256_set1_ps(EXP_HI)),
-                _mm256_set1_ps(EXP_LO),
-            );
-            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
-            );
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-            let mut p = _mm256_set1_ps(EXP_P[0]);
-            for &c in &EXP_P[1..] {
-                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-            }
-            let y = _mm256_fmadd_ps(
-                p,
-                _mm256_mul_ps(r, r),
-                _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-            );
-            let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e));
-            _mm256_and_ps(_mm256_mul_ps(y, pow2), keep)
         }
     }
 }
@@ -224,6 +195,37 @@ impl Simd for Avx512 {
         unsafe { _mm512_max_ps(a, b) }
     }
     #[inline(always)]
+    unsafe fn fnma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn round(v: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v) }
+    }
+    #[inline(always)]
+    unsafe fn pow2(n: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn keep_where_ge(x: __m512, bound: f32, v: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(bound));
+            _mm512_maskz_mov_ps(keep, v)
+        }
+    }
+    #[inline(always)]
     unsafe fn hsum(v: __m512) -> f32 {
         // SAFETY: see the impl comment.
         unsafe {
@@ -240,37 +242,9 @@ impl Simd for Avx512 {
         }
     }
     #[inline(always)]
-    unsafe fn transpose<E: super::Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
+    unsafe fn transpose<E: Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
         // SAFETY: see the impl comment; extents as the trait requires.
         unsafe { transpose16(src, lds, dst, ldd) }
-    }
-    #[inline(always)]
-    unsafe fn exp(x: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe {
-            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_LO));
-            let x = _mm512_max_ps(
-                _mm512_min_ps(x, _mm512_set1_ps(EXP_HI)),
-                _mm512_set1_ps(EXP_LO),
-            );
-            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
-            );
-            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-            let mut p = _mm512_set1_ps(EXP_P[0]);
-            for &c in &EXP_P[1..] {
-                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-            }
-            let y = _mm512_fmadd_ps(
-                p,
-                _mm512_mul_ps(r, r),
-                _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-            );
-            let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-            let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e));
-            _mm512_maskz_mul_ps(keep, y, pow2)
-        }
     }
 }
 
@@ -281,7 +255,7 @@ impl Simd for Avx512 {
 /// AVX-512F available; `src` valid for 16 rows of 16 elements (stride `lds`),
 /// `dst` for 16 rows of 16 f32 (stride `ldd`).
 #[inline(always)]
-unsafe fn transpose16<E: super::Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
+unsafe fn transpose16<E: Elem>(src: *const E, lds: usize, dst: *mut f32, ldd: usize) {
     // SAFETY: AVX-512F (caller); row r < 16 and column < 16 stay in the extents.
     unsafe {
         let mut r = [_mm512_setzero_ps(); 16];

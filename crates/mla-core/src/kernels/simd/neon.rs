@@ -1,7 +1,7 @@
 //! aarch64 Advanced SIMD (NEON), 4 lanes. NEON is part of the aarch64 base ABI
 //! (`aarch64-unknown-linux-gnu` and every Jetson), so no detection is needed.
 
-use super::{Simd, EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+use super::Simd;
 use core::arch::aarch64::*;
 use half::{bf16, f16};
 
@@ -77,6 +77,37 @@ impl Simd for Neon {
         unsafe { vmaxq_f32(a, b) }
     }
     #[inline(always)]
+    unsafe fn fnma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vfmsq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vminq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn round(v: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe { vrndnq_f32(v) }
+    }
+    #[inline(always)]
+    unsafe fn pow2(n: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment (n holds integers: truncation is exact).
+        unsafe {
+            let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+            vreinterpretq_f32_s32(vshlq_n_s32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn keep_where_ge(x: float32x4_t, bound: f32, v: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let keep = vcgeq_f32(x, vdupq_n_f32(bound));
+            vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), keep))
+        }
+    }
+    #[inline(always)]
     unsafe fn hsum(v: float32x4_t) -> f32 {
         // SAFETY: see the impl comment.
         unsafe { vaddvq_f32(v) }
@@ -85,25 +116,5 @@ impl Simd for Neon {
     unsafe fn hmax(v: float32x4_t) -> f32 {
         // SAFETY: see the impl comment.
         unsafe { vmaxvq_f32(v) }
-    }
-    #[inline(always)]
-    unsafe fn exp(x: float32x4_t) -> float32x4_t {
-        // SAFETY: see the impl comment.
-        unsafe {
-            let keep = vcgeq_f32(x, vdupq_n_f32(EXP_LO));
-            let x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(EXP_HI)), vdupq_n_f32(EXP_LO));
-            let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(LOG2E)));
-            let r = vfmsq_f32(x, n, vdupq_n_f32(LN2_HI));
-            let r = vfmsq_f32(r, n, vdupq_n_f32(LN2_LO));
-            let mut p = vdupq_n_f32(EXP_P[0]);
-            for &c in &EXP_P[1..] {
-                p = vfmaq_f32(vdupq_n_f32(c), p, r);
-            }
-            let y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), p, vmulq_f32(r, r));
-            let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
-            let pow2 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(e));
-            let res = vmulq_f32(y, pow2);
-            vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(res), keep))
-        }
     }
 }

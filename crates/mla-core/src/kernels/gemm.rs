@@ -1,0 +1,545 @@
+//! The matrix products on raw pointers, generic over [`Simd`] and [`Elem`]
+//! (the safe entry points that check shapes are in `kernels/mod.rs`):
+//!
+//! - NT, `C (m x n) = A (m x k) . B (n x k)^T`, the dot-product form
+//!   ([`nt_tile`]): every element of C is one vector accumulator over k,
+//!   reduced at the end in the canonical order. Tiles of `MR` rows of A by `NR`
+//!   rows of B; rows of A in blocks of `NT_A_BLOCK_BYTES` that stay in L2 while
+//!   the rows of B stream past. One row of A goes to `matvec::nt_matvec`.
+//! - NN, `C (m x n) += A (m x k) . B (k x n)`, the broadcast form
+//!   ([`broadcast_fma`]): an element of A times a vector of a row of B, into
+//!   `MR x NV` vector accumulators; products added in increasing k.
+//!
+//! On small targets the NT product runs one dot product at a time (code size).
+
+use super::mat::{Mat, MatMut};
+use super::simd::{Elem, Simd};
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::isa::NT_A_BLOCK_BYTES;
+
+/// Raw arguments of a matrix product over checked views: `A` is `m x k`
+/// (f32), `C` is `m x n`, and `B` is `n x k` for NT (`C = A B^T`) or `k x n`
+/// for NN (`C += A B`). Row `i` of a matrix `X` starts at `x + i * ldx`.
+#[derive(Clone, Copy)]
+pub(crate) struct GemmArgs<E> {
+    pub(super) a: *const f32,
+    pub(super) lda: usize,
+    pub(super) m: usize,
+    pub(super) b: *const E,
+    pub(super) ldb: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) c: *mut f32,
+    pub(super) ldc: usize,
+}
+
+impl<E> GemmArgs<E> {
+    /// NT arguments, or `None` unless `A` is m x k, `B` n x k, `C` m x n.
+    pub(super) fn nt(a: &Mat<f32>, b: &Mat<E>, c: &mut MatMut) -> Option<Self> {
+        Self::checked(a, b, c, b.rows, b.cols)
+    }
+
+    /// NN arguments, or `None` unless `A` is m x k, `B` k x n, `C` m x n.
+    pub(super) fn nn(a: &Mat<f32>, b: &Mat<E>, c: &mut MatMut) -> Option<Self> {
+        Self::checked(a, b, c, b.cols, b.rows)
+    }
+
+    /// The arguments if `B` (whose extent along k is `b_k`) and `C` agree
+    /// with `A` and `n`.
+    fn checked(a: &Mat<f32>, b: &Mat<E>, c: &mut MatMut, n: usize, b_k: usize) -> Option<Self> {
+        let (m, k) = (a.rows, a.cols);
+        (b_k == k && c.rows == m && c.cols == n).then_some(GemmArgs {
+            a: a.ptr(),
+            lda: a.stride,
+            m,
+            b: b.ptr(),
+            ldb: b.stride,
+            n,
+            k,
+            c: c.ptr,
+            ldc: c.stride,
+        })
+    }
+}
+
+// ----------------------------------------------------------------------------
+// NT: C = A B^T, dot-product form
+// ----------------------------------------------------------------------------
+
+/// NT micro-kernel: `C[i + r][j + t] = A_{i+r} . B_{j+t}` for the `MR x NR`
+/// tile at row `i`, column `j` of C, in the canonical order (lane `q` of an
+/// accumulator sums elements `q, q + L, ...`; then the fixed lane tree; then
+/// the `k % L` tail one by one).
+///
+/// Operands: `A` is `MR x k` (f32), `B` is `NR x k` (`E`, widened on load),
+/// `C` is `MR x NR`. Registers: `MR * NR` accumulators, `NR` vectors of B, one
+/// of A.
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `i + MR <= m`, `j + NR <= n`; `S`
+/// available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) unsafe fn nt_tile<S: Simd, E: Elem, const MR: usize, const NR: usize>(
+    p: &GemmArgs<E>,
+    i: usize,
+    j: usize,
+) {
+    let (lda, ldb, ldc, k) = (p.lda, p.ldb, p.ldc, p.k);
+    let lanes = S::LANES;
+    let k_vec = k - k % lanes;
+    // SAFETY (whole body): every offset is row * stride + column with row < MR
+    // (a, c) or NR (b) from the tile's origin and column < k (a, b) or NR (c):
+    // inside the checked extents (i + MR <= m, j + NR <= n).
+    unsafe {
+        let (a, b, c) = (p.a.add(i * lda), p.b.add(j * ldb), p.c.add(i * ldc + j));
+        let mut acc = [[S::zero(); NR]; MR];
+        let mut kk = 0;
+        while kk < k_vec {
+            let mut b_vecs = [S::zero(); NR];
+            for (t, v) in b_vecs.iter_mut().enumerate() {
+                *v = E::vload::<S>(b.add(t * ldb + kk));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a_vec = S::load(a.add(r * lda + kk));
+                for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                    *s = S::fma(a_vec, b_vec, *s);
+                }
+            }
+            kk += lanes;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                let mut s = S::hsum(v);
+                for q in k_vec..k {
+                    s += *a.add(r * lda + q) * (*b.add(t * ldb + q)).widen();
+                }
+                *c.add(r * ldc + t) = s;
+            }
+        }
+    }
+}
+
+/// Rows `i0..i1` of A against every row of B: `MR x NR` tiles, then edge tiles
+/// (`2 x NR` and `1 x NR` for the last rows, `MR x 1` and `1 x 1` for the last
+/// columns).
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `i0 <= i1 <= m`; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn nt_rows<S: Simd, E: Elem, const MR: usize, const NR: usize>(
+    p: &GemmArgs<E>,
+    i0: usize,
+    i1: usize,
+) {
+    let mut j = 0;
+    // SAFETY (whole body): tiles stay inside rows i0..i1 <= m of A/C and
+    // columns j..j + NR <= n of B/C (loop bounds).
+    unsafe {
+        while j + NR <= p.n {
+            let mut i = i0;
+            while i + MR <= i1 {
+                nt_tile::<S, E, MR, NR>(p, i, j);
+                i += MR;
+            }
+            if MR > 2 && i1 - i == 2 {
+                nt_tile::<S, E, 2, NR>(p, i, j);
+                i += 2;
+            }
+            while i < i1 {
+                nt_tile::<S, E, 1, NR>(p, i, j);
+                i += 1;
+            }
+            j += NR;
+        }
+        while j < p.n {
+            let mut i = i0;
+            while i + MR <= i1 {
+                nt_tile::<S, E, MR, 1>(p, i, j);
+                i += MR;
+            }
+            while i < i1 {
+                nt_tile::<S, E, 1, 1>(p, i, j);
+                i += 1;
+            }
+            j += 1;
+        }
+    }
+}
+
+/// NT driver, `C = A B^T`: rows of A in blocks that stay in L2, `MR x NR`
+/// tiles; a single row of A (a matrix-vector product) uses `1 x MATVEC_NR`
+/// tiles ([`nt_matvec`](super::matvec::nt_matvec)). On small targets
+/// (Cortex-M...) one dot product at a time instead, for code size (the tile
+/// parameters are unused there).
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `S` available.
+#[inline(always)]
+pub(super) unsafe fn nt<
+    S: Simd,
+    E: Elem,
+    const MR: usize,
+    const NR: usize,
+    const MATVEC_NR: usize,
+>(
+    p: &GemmArgs<E>,
+) {
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: forwarded GemmArgs extents (checked by the builder).
+    unsafe {
+        small::nt(p)
+    };
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    // SAFETY: forwarded GemmArgs extents (checked by the builder).
+    unsafe {
+        if p.m == 1 && (MR != 1 || MATVEC_NR != NR) {
+            super::matvec::nt_matvec::<S, E, MATVEC_NR>(p);
+            return;
+        }
+        let row_bytes = p.k.saturating_mul(core::mem::size_of::<f32>());
+        let rows_per_block = NT_A_BLOCK_BYTES
+            .checked_div(row_bytes)
+            .unwrap_or(0)
+            .checked_div(MR)
+            .unwrap_or(0)
+            .max(1)
+            * MR;
+        let mut i0 = 0;
+        while i0 < p.m {
+            let i1 = p.m.min(i0 + rows_per_block);
+            nt_rows::<S, E, MR, NR>(p, i0, i1);
+            i0 = i1;
+        }
+    }
+}
+
+/// The NT product of small targets: with f16/bf16 rows widened into a stack
+/// buffer, so that a single f32 loop serves every element type; the canonical
+/// order is unchanged (lanes over whole vectors, fixed tree, then the tail).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod small {
+    use super::super::isa::SCALAR_LANES as SL;
+    use super::super::simd::{Elem, Scalar, Simd};
+    use super::GemmArgs;
+
+    /// `C = A B^T`, one dot product per element of C.
+    ///
+    /// # Safety
+    /// Extents checked by the builder of `p`.
+    pub(super) unsafe fn nt<E: Elem>(p: &GemmArgs<E>) {
+        for i in 0..p.m {
+            for j in 0..p.n {
+                // SAFETY: rows i < m of A and C, j < n of B: inside the extents
+                // checked by the builder of p.
+                unsafe {
+                    *p.c.add(i * p.ldc + j) = dot(p.a.add(i * p.lda), p.b.add(j * p.ldb), p.k)
+                };
+            }
+        }
+    }
+
+    /// `acc[j] += a[t] * b[t]` over `t = j, j + SL, ...` for `n` (a multiple
+    /// of SL) elements.
+    ///
+    /// # Safety
+    /// `a` and `b` valid for `n` elements.
+    #[inline(never)]
+    unsafe fn acc_f32(acc: &mut [f32; SL], a: *const f32, b: *const f32, n: usize) {
+        let mut t = 0;
+        while t < n {
+            // SAFETY: a and b valid for n elements (caller); t + SL <= n.
+            let (av, bv) = unsafe { (Scalar::load(a.add(t)), Scalar::load(b.add(t))) };
+            // SAFETY: plain array arithmetic.
+            *acc = unsafe { Scalar::fma(av, bv, *acc) };
+            t += SL;
+        }
+    }
+
+    /// One canonical dot product of length `k`.
+    ///
+    /// # Safety
+    /// `a` and `b` valid for `k` elements.
+    unsafe fn dot<E: Elem>(a: *const f32, b: *const E, k: usize) -> f32 {
+        const CHUNK: usize = 16 * SL;
+        let k_vec = k - k % SL;
+        let mut acc = [0f32; SL];
+        let mut buf = [0f32; CHUNK];
+        let mut kk = 0;
+        // SAFETY (whole body): a and b valid for k elements (caller); every
+        // offset is below k.
+        unsafe {
+            while kk < k_vec {
+                let len = CHUNK.min(k_vec - kk);
+                let bp = match E::as_f32(b.add(kk)) {
+                    Some(bp) => bp,
+                    None => {
+                        for (t, x) in buf.iter_mut().enumerate().take(len) {
+                            *x = (*b.add(kk + t)).widen();
+                        }
+                        buf.as_ptr()
+                    }
+                };
+                acc_f32(&mut acc, a.add(kk), bp, len);
+                kk += len;
+            }
+            let mut s = Scalar::hsum(acc);
+            for t in k_vec..k {
+                s += *a.add(t) * (*b.add(t)).widen();
+            }
+            s
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// NN: C += A B, broadcast form
+// ----------------------------------------------------------------------------
+
+/// The broadcast micro-kernel, shared by NN and the packed NT product:
+/// `acc[i][v] += sum_kk A[i][kk] * B[kk][v*L .. (v+1)*L]` for `kk < k`, the
+/// products added in increasing `kk`.
+///
+/// Operands: `A` is `MR x k` (f32, one element broadcast at a time), `B` is
+/// `k x NV*L` (`E`, widened on load). Registers: the `MR * NV` accumulators,
+/// `NV` vectors of B, one broadcast.
+///
+/// # Safety
+/// `a` valid for `MR` rows of `k` (stride `lda`), `b` for `k` rows of
+/// `NV * LANES` (stride `ldb`); `S` available.
+#[inline(always)]
+pub(super) unsafe fn broadcast_fma<S: Simd, E: Elem, const MR: usize, const NV: usize>(
+    acc: &mut [[S::V; NV]; MR],
+    a: *const f32,
+    lda: usize,
+    b: *const E,
+    ldb: usize,
+    k: usize,
+) {
+    let lanes = S::LANES;
+    // SAFETY (whole body): offsets row * stride + column with rows < MR (a) or
+    // k (b) and columns < k (a) or NV * LANES (b): the caller's extents.
+    unsafe {
+        for kk in 0..k {
+            let mut b_vecs = [S::zero(); NV];
+            for (v, x) in b_vecs.iter_mut().enumerate() {
+                *x = E::vload::<S>(b.add(kk * ldb + v * lanes));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a_elem = S::splat(*a.add(i * lda + kk));
+                for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                    *s = S::fma(a_elem, b_vec, *s);
+                }
+            }
+        }
+    }
+}
+
+/// NN micro-kernel: `C[i + r][j + v*L ..] += sum_kk A[i + r][kk] *
+/// B[kk][j + v*L ..]` for the `MR x NV`-vector tile at row `i`, column `j` of
+/// C ([`broadcast_fma`] between a load and a store of C).
+///
+/// Operands: `A` is `MR x k` (f32), `B` is `k x NV*L` (`E`), `C` is
+/// `MR x NV*L` (read, then written).
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `i + MR <= m`,
+/// `j + NV * LANES <= n`; `S` available.
+#[inline(always)]
+unsafe fn nn_tile<S: Simd, E: Elem, const MR: usize, const NV: usize>(
+    p: &GemmArgs<E>,
+    i: usize,
+    j: usize,
+) {
+    let lanes = S::LANES;
+    // SAFETY (whole body): C offsets are row * ldc + column with row < MR and
+    // column < NV * LANES from the tile's origin; A and B forwarded: inside
+    // the checked extents (caller).
+    unsafe {
+        let c = p.c.add(i * p.ldc + j);
+        let mut acc = [[S::zero(); NV]; MR];
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (v, s) in row.iter_mut().enumerate() {
+                *s = S::load(c.add(r * p.ldc + v * lanes));
+            }
+        }
+        let (a, b) = (p.a.add(i * p.lda), p.b.add(j));
+        broadcast_fma::<S, E, MR, NV>(&mut acc, a, p.lda, b, p.ldb, p.k);
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &s) in row.iter().enumerate() {
+                S::store(c.add(r * p.ldc + v * lanes), s);
+            }
+        }
+    }
+}
+
+/// Every row of C in the column block `j .. j + NV * LANES`: `MR`-row tiles,
+/// then 1-row tiles.
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `j + NV * LANES <= n`; `S` available.
+#[inline(always)]
+unsafe fn nn_cols<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &GemmArgs<E>, j: usize) {
+    let mut i = 0;
+    // SAFETY (whole body): column block j .. j + NV * LANES <= n (caller), rows
+    // inside 0..m (loop bounds).
+    unsafe {
+        while i + MR <= p.m {
+            nn_tile::<S, E, MR, NV>(p, i, j);
+            i += MR;
+        }
+        while MR > 1 && i < p.m {
+            nn_tile::<S, E, 1, NV>(p, i, j);
+            i += 1;
+        }
+    }
+}
+
+/// NN driver, `C += A B`: `MR x NV`-vector tiles, then 1-vector columns in
+/// taller `TALL_MR x 1` tiles (enough independent accumulators to cover the
+/// FMA latency), then a scalar tail for `n % LANES` columns.
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `S` available.
+#[inline(always)]
+pub(super) unsafe fn nn<
+    S: Simd,
+    E: Elem,
+    const MR: usize,
+    const NV: usize,
+    const TALL_MR: usize,
+>(
+    p: &GemmArgs<E>,
+) {
+    let lanes = S::LANES;
+    let n_vec = p.n - p.n % lanes;
+    let mut j = 0;
+    // SAFETY: column blocks stay below n_vec <= n; the tail loop indexes rows
+    // < m, kk < k, columns < n: inside the checked extents.
+    unsafe {
+        while j + NV * lanes <= n_vec {
+            nn_cols::<S, E, MR, NV>(p, j);
+            j += NV * lanes;
+        }
+        if NV > 1 || TALL_MR != MR {
+            while j < n_vec {
+                nn_cols::<S, E, TALL_MR, 1>(p, j);
+                j += lanes;
+            }
+        }
+        for i in 0..p.m {
+            for jj in n_vec..p.n {
+                let cp = p.c.add(i * p.ldc + jj);
+                let mut s = *cp;
+                for kk in 0..p.k {
+                    s += *p.a.add(i * p.lda + kk) * (*p.b.add(kk * p.ldb + jj)).widen();
+                }
+                *cp = s;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{cartesian, edges, test_a_kernel, union, Layout};
+    use super::super::{gemm_nn_with, gemm_nt_with, Isa, Mat, MatE, MatMut};
+
+    /// NT on every ISA here and every tile edge (rows of A around MR, rows of
+    /// B around NR and the mat-vec tile, k around the lanes, and long k), for
+    /// f32, bf16 and f16 B, against f64; and every value has the same bits as
+    /// when it is computed alone (1 x 1), whatever tile computed it.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn gemm_all_isas_all_edges() {
+        test_a_kernel(
+            "nt",
+            Layout::Nt,
+            |t, lanes| {
+                let ms = edges(t.nt_mr);
+                let ns = union(&[edges(t.nt_nr), edges(t.matvec_nr)]);
+                let ks = union(&[edges(lanes), vec![70, 512]]);
+                let mut shapes = cartesian(&ms, &ns, &ks);
+                shapes.extend([(1, 17, 2048), (9, 11, 512)]);
+                shapes
+            },
+            |case, c| {
+                let (isa, m, n) = (case.isa, case.m, case.n);
+                assert!(gemm_nt_with(isa, &case.a_rows(0, m), &case.b_rows(0, n), c));
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut one = [0f32];
+                        let mut c1 = MatMut::new(&mut one, 1, 1, 1).unwrap();
+                        assert!(gemm_nt_with(
+                            isa,
+                            &case.a_rows(i, 1),
+                            &case.b_rows(j, 1),
+                            &mut c1
+                        ));
+                        let tiled = c.row(i).unwrap()[j];
+                        assert_eq!(
+                            one[0].to_bits(),
+                            tiled.to_bits(),
+                            "{isa:?} {:?} {m}x{n}x{} [{i}][{j}]: tile order",
+                            case.ty,
+                            case.k
+                        );
+                    }
+                }
+            },
+        );
+    }
+
+    /// NN on every ISA here and every tile edge (rows around MR and the tall
+    /// MR, columns around the NV-vector block and one vector), for f32, bf16
+    /// and f16 B, accumulating onto a random C, against f64.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn gemm_nn_all_isas_all_edges() {
+        test_a_kernel(
+            "nn",
+            Layout::Nn,
+            |t, lanes| {
+                let ms = union(&[edges(t.nn_mr), edges(t.nn_tall_mr)]);
+                let ns = union(&[edges(t.nn_nv * lanes), edges(lanes)]);
+                cartesian(&ms, &ns, &[1, 2, 7, 33])
+            },
+            |case, c| {
+                let a = case.a_rows(0, case.m);
+                assert!(gemm_nn_with(case.isa, &a, &case.b_all(Layout::Nn), c));
+            },
+        );
+    }
+
+    /// Shapes that disagree are refused and nothing is written; empty
+    /// products succeed and write nothing.
+    #[test]
+    fn gemm_shape_checks() {
+        let a = [1.0f32; 6];
+        let b = [2.0f32; 6];
+        for isa in [Isa::Scalar, super::super::isa()] {
+            let a23 = Mat::new(&a, 2, 3, 3).unwrap();
+            let b23 = MatE::F32(Mat::new(&b, 2, 3, 3).unwrap());
+            let b32 = MatE::F32(Mat::new(&b, 3, 2, 2).unwrap());
+            let mut c = [7.0f32; 6];
+            let mut c33 = MatMut::new(&mut c, 3, 2, 2).unwrap();
+            assert!(
+                !gemm_nt_with(isa, &a23, &b23, &mut c33),
+                "C 3x2 for A 2x3 B 2x3"
+            );
+            assert!(!gemm_nn_with(isa, &a23, &b23, &mut c33), "B 2x3 for A 2x3");
+            assert_eq!(c, [7.0; 6]);
+            let mut c22 = MatMut::new(&mut c, 2, 2, 2).unwrap();
+            assert!(gemm_nt_with(isa, &a23, &b23, &mut c22));
+            assert!(gemm_nn_with(isa, &a23, &b32, &mut c22));
+            // C = A B^T = 6 everywhere, then += A B = 6 more.
+            assert_eq!(c[..4], [12.0; 4]);
+            let empty = Mat::new(&a, 0, 3, 3).unwrap();
+            let mut none = MatMut::new(&mut c, 0, 2, 2).unwrap();
+            assert!(gemm_nt_with(isa, &empty, &b23, &mut none));
+            assert_eq!(c[..4], [12.0; 4]);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Which instruction set the kernels run on, and every tile and block size of
+//! every instruction set, in one place.
+//!
+//! Selection: with `std` the best instruction set of the CPU is detected once
+//! per process (`is_x86_feature_detected!`, cached); `MLA_ISA=scalar|avx2|avx512`
+//! may force a lower one (for comparisons). Without `std` the choice is fixed
+//! at compile time by the enabled `target_feature`s.
+
+/// The instruction set the kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable code (8-lane arrays the compiler may vectorise).
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
+    /// aarch64 Advanced SIMD, 4 lanes.
+    Neon,
+}
+
+impl Isa {
+    /// Every instruction set, best first (whether or not this machine has it).
+    pub(crate) const ALL: [Isa; 4] = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar];
+
+    /// Lower-case name (`scalar`, `avx2`, `avx512`, `neon`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// True when this machine (and build) can run kernels for `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => has_avx512(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every instruction set this machine supports, best first.
+    pub fn available() -> impl Iterator<Item = Isa> {
+        Isa::ALL.into_iter().filter(|i| i.supported())
+    }
+}
+
+/// AVX2, FMA and F16C are available (runtime check with `std`, compile-time without).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))
+    }
+}
+
+/// AVX-512F (and the AVX2 set) is available.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx512f") && has_avx2()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "avx512f") && has_avx2()
+    }
+}
+
+/// The instruction set chosen for this process: 0 before the first call of
+/// [`isa`], else 1 + its position in [`Isa::ALL`].
+#[cfg(feature = "std")]
+static CHOSEN: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// The best supported instruction set, or the one `MLA_ISA` names if supported.
+fn detect() -> Isa {
+    let best = Isa::available().next().unwrap_or(Isa::Scalar);
+    #[cfg(feature = "std")]
+    {
+        if let Ok(want) = std::env::var("MLA_ISA") {
+            let forced = Isa::ALL.into_iter().find(|i| i.name() == want.trim());
+            if let Some(i) = forced.filter(|i| i.supported()) {
+                return i;
+            }
+        }
+    }
+    best
+}
+
+/// The instruction set in use (detected once with `std`; fixed at compile time
+/// without it).
+pub fn isa() -> Isa {
+    #[cfg(feature = "std")]
+    {
+        use core::sync::atomic::Ordering;
+        let code = CHOSEN.load(Ordering::Relaxed);
+        if let Some(&i) = code.checked_sub(1).and_then(|c| Isa::ALL.get(c as usize)) {
+            return i;
+        }
+        let i = detect();
+        let code = Isa::ALL.iter().position(|&x| x == i).unwrap_or(0) as u8 + 1;
+        CHOSEN.store(code, Ordering::Relaxed);
+        i
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        detect()
+    }
+}
+
+/// `isa` if this machine supports it, else scalar.
+pub(crate) fn usable(isa: Isa) -> Isa {
+    if isa.supported() {
+        isa
+    } else {
+        Isa::Scalar
+    }
+}
+
+/// Lanes of the vectors of `isa` (the granularity of
+/// [`softmax_block`](super::softmax_block) rows).
+pub const fn lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Scalar => SCALAR_LANES,
+        Isa::Avx2 => 8,
+        Isa::Avx512 => 16,
+        Isa::Neon => 4,
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Tiles: the shape of C that one micro-kernel call keeps in vector registers
+// ----------------------------------------------------------------------------
+
+/// f32 lanes of the portable `Scalar` vectors: 8 (the compiler may map them
+/// onto SSE/NEON registers), 4 on small targets (code size).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) const SCALAR_LANES: usize = 8;
+/// f32 lanes of the portable `Scalar` vectors: 8 (the compiler may map them
+/// onto SSE/NEON registers), 4 on small targets (code size).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) const SCALAR_LANES: usize = 4;
+
+/// Register-tile shapes of one instruction set's micro-kernels. `L` below is
+/// [`lanes`]; a tile of `r x c` holds `r * c` vector accumulators, which with
+/// the operand vectors must fit in the register file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiles {
+    /// NT product `C = A B^T`, dot-product form (`gemm::nt_tile`): rows of A
+    /// and C per tile (MR). Edge rows take tiles of 2, then 1 row.
+    pub nt_mr: usize,
+    /// NT: rows of B (columns of C) per tile (NR). Edge columns: 1 per tile.
+    pub nt_nr: usize,
+    /// Mat-vec (NT with one row of A, `matvec::nt_matvec`): rows of B per tile.
+    pub matvec_nr: usize,
+    /// NN accumulation `C += A B` (`gemm::nn_tile`): rows of A and C per tile (MR).
+    pub nn_mr: usize,
+    /// NN: vectors of C columns per tile (NV, `NV * L` columns).
+    pub nn_nv: usize,
+    /// NN: rows per tile for the columns left after the `NV`-vector blocks
+    /// (one vector wide, so taller: enough accumulators to hide FMA latency).
+    pub nn_tall_mr: usize,
+    /// Packed NT (prefill, `pack::ntp_tile`): rows of A per tile (MR); edge
+    /// rows take tiles of 4 (when MR > 4), then 1.
+    pub pack_mr: usize,
+    /// Packed NT: vectors per packed panel of B (NV, a panel is `NV * L`
+    /// columns of C wide, at most [`PACK_NP`]).
+    pub pack_nv: usize,
+}
+
+impl Tiles {
+    /// `nt`: `[MR, NR]`; `nn`: `[MR, NV, TALL_MR]`; `packed`: `[MR, NV]`.
+    const fn new(nt: [usize; 2], matvec_nr: usize, nn: [usize; 3], packed: [usize; 2]) -> Tiles {
+        Tiles {
+            nt_mr: nt[0],
+            nt_nr: nt[1],
+            matvec_nr,
+            nn_mr: nn[0],
+            nn_nv: nn[1],
+            nn_tall_mr: nn[2],
+            pack_mr: packed[0],
+            pack_nv: packed[1],
+        }
+    }
+}
+
+/// The micro-kernel tiles of `isa`.
+pub(crate) const fn tiles(isa: Isa) -> Tiles {
+    // Columns: NT [MR, NR], mat-vec NR, NN [MR, NV, TALL_MR], packed [MR, NV].
+    match isa {
+        // Portable: small tiles (the compiler's registers are unknown).
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        Isa::Scalar => Tiles::new([2, 2], 4, [2, 1, 2], [4, 1]),
+        // Small targets: the NT product runs one dot product at a time
+        // (`gemm::nt` there), so only the NN shape (1 x 1) is used.
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        Isa::Scalar => Tiles::new([1, 1], 1, [1, 1, 1], [1, 1]),
+        // 16 ymm registers: NT 4 x 3 = 12 accumulators + 3 B vectors + 1 A;
+        // packed 6 x 2 = 12 + 2 panel vectors + 1 broadcast.
+        Isa::Avx2 => Tiles::new([4, 3], 8, [4, 2, 8], [6, 2]),
+        // 32 zmm registers: NT 4 x 4 = 16 accumulators; packed 6 x 4 = 24.
+        Isa::Avx512 => Tiles::new([4, 4], 8, [4, 4, 8], [6, 4]),
+        // 32 q registers: NT 4 x 4 = 16 accumulators; packed 8 x 3 = 24.
+        Isa::Neon => Tiles::new([4, 4], 8, [4, 4, 8], [8, 3]),
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Blocks: how much of an operand stays in cache while another is swept over it
+// ----------------------------------------------------------------------------
+
+/// Bytes of A rows kept hot (in L2) while a tile row or a packed panel of B is
+/// swept over them.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) const NT_A_BLOCK_BYTES: usize = 1024 * 1024;
+
+/// Bytes of one cache line (the unit of the software prefetches).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) const CACHE_LINE: usize = 64;
+
+/// Depth (k) of one packed panel of [`gemm_nt_packed`](super::gemm_nt_packed).
+pub const PACK_KC: usize = 256;
+/// Widest packed panel (columns of C) of any instruction set.
+pub const PACK_NP: usize = 64;
+/// f32 of scratch one [`gemm_nt_packed`](super::gemm_nt_packed) call needs at
+/// most (any `k`).
+pub const PACK_LEN: usize = PACK_KC * PACK_NP;
+/// Least rows of A for which [`gemm_nt_packed`](super::gemm_nt_packed) packs
+/// (fewer: the dot-product form).
+pub const PACK_MIN_ROWS: usize = 16;
+/// Tasks of a packed [`linear_par`](super::linear_par) (each with its own
+/// [`pack_len`](super::pack_len) scratch).
+pub const PACK_SLOTS: usize = 16;
+
+/// Lengths that every [`softmax_block`](super::softmax_block) row must be a
+/// multiple of, on any ISA.
+pub const SOFTMAX_MULTIPLE: usize = 16;
+
+// Every ISA: lanes divide SOFTMAX_MULTIPLE, a packed panel fits in PACK_NP,
+// and no tile is empty (the drivers step by the tile sizes).
+const _: () = {
+    let mut i = 0;
+    while i < Isa::ALL.len() {
+        let isa = Isa::ALL[i];
+        let t = tiles(isa);
+        assert!(SOFTMAX_MULTIPLE.is_multiple_of(lanes(isa)));
+        assert!(t.pack_nv * lanes(isa) <= PACK_NP);
+        assert!(t.nt_mr > 0 && t.nt_nr > 0 && t.matvec_nr > 0);
+        assert!(t.nn_mr > 0 && t.nn_nv > 0 && t.nn_tall_mr > 0);
+        assert!(t.pack_mr > 0 && t.pack_nv > 0);
+        i += 1;
+    }
+};

@@ -1,0 +1,192 @@
+//! Matrix views: checked windows over slices that the kernels read ([`Mat`],
+//! [`MatE`]) and write ([`MatMut`]). Every extent is checked when a view is
+//! built, so the raw pointers the kernels derive from a view stay in bounds.
+
+use crate::dtype::Elems;
+use crate::weights::Tensor;
+use core::marker::PhantomData;
+use half::{bf16, f16};
+
+/// `rows * cols` fits in a buffer of `len` elements with row stride `stride`.
+pub(super) fn fits(len: usize, rows: usize, cols: usize, stride: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    if rows > 1 && stride < cols {
+        return false;
+    }
+    (rows - 1)
+        .checked_mul(stride)
+        .and_then(|x| x.checked_add(cols))
+        .is_some_and(|end| end <= len)
+}
+
+/// A read-only row-major matrix view: `rows` rows of `cols` elements, row `i`
+/// at `data[i * stride ..]`. The extent is checked at construction.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a, E> {
+    data: &'a [E],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) stride: usize,
+}
+
+impl<'a, E> Mat<'a, E> {
+    /// A view, or `None` if the rows do not fit in `data` (or overlap: `stride < cols`).
+    pub fn new(data: &'a [E], rows: usize, cols: usize, stride: usize) -> Option<Self> {
+        fits(data.len(), rows, cols, stride).then_some(Mat {
+            data,
+            rows,
+            cols,
+            stride,
+        })
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The first element (of row 0).
+    pub(super) fn ptr(&self) -> *const E {
+        self.data.as_ptr()
+    }
+}
+
+/// A matrix view over typed elements (weights: f32, f16 or bf16).
+///
+/// The kernels are generic over the element (`simd::Elem`); an element type
+/// added there gets a variant here. A format with block scales would carry
+/// its scales in its variant, beside the elements.
+#[derive(Clone, Copy, Debug)]
+pub enum MatE<'a> {
+    /// f32 elements.
+    F32(Mat<'a, f32>),
+    /// f16 elements.
+    F16(Mat<'a, f16>),
+    /// bf16 elements.
+    BF16(Mat<'a, bf16>),
+}
+
+impl<'a> MatE<'a> {
+    /// A view over `e` (see [`Mat::new`]).
+    pub fn new(e: Elems<'a>, rows: usize, cols: usize, stride: usize) -> Option<Self> {
+        Some(match e {
+            Elems::F32(s) => MatE::F32(Mat::new(s, rows, cols, stride)?),
+            Elems::F16(s) => MatE::F16(Mat::new(s, rows, cols, stride)?),
+            Elems::BF16(s) => MatE::BF16(Mat::new(s, rows, cols, stride)?),
+        })
+    }
+
+    /// Rows `start .. start + count` of tensor `t` (all its columns).
+    pub fn tensor_rows(t: &Tensor<'a>, start: usize, count: usize) -> Option<Self> {
+        let sub = t.rows(start, count)?;
+        MatE::new(sub.data, count, t.cols, t.cols)
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            MatE::F32(m) => m.rows,
+            MatE::F16(m) => m.rows,
+            MatE::BF16(m) => m.rows,
+        }
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        match self {
+            MatE::F32(m) => m.cols,
+            MatE::F16(m) => m.cols,
+            MatE::BF16(m) => m.cols,
+        }
+    }
+}
+
+/// A writable row-major f32 matrix view (`rows` x `cols`, row stride `stride`).
+///
+/// Built safely from a `&mut [f32]` ([`MatMut::new`]) or, for tasks that write
+/// disjoint parts of one buffer concurrently, by
+/// [`crate::parallel::SharedMut::mat`].
+pub struct MatMut<'a> {
+    pub(super) ptr: *mut f32,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) stride: usize,
+    _life: PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> MatMut<'a> {
+    /// A view, or `None` if the rows do not fit in `data`.
+    pub fn new(data: &'a mut [f32], rows: usize, cols: usize, stride: usize) -> Option<Self> {
+        fits(data.len(), rows, cols, stride).then_some(MatMut {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            stride,
+            _life: PhantomData,
+        })
+    }
+
+    /// A view over raw memory.
+    ///
+    /// # Safety
+    /// `ptr` is valid for reads and writes of the `rows x cols` window (row `i`
+    /// at `ptr + i * stride`) for `'a`, and nothing else accesses that window
+    /// while the view is alive.
+    pub(crate) unsafe fn from_raw(ptr: *mut f32, rows: usize, cols: usize, stride: usize) -> Self {
+        MatMut {
+            ptr,
+            rows,
+            cols,
+            stride,
+            _life: PhantomData,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `i` as a slice (`None` out of range).
+    pub fn row(&mut self, i: usize) -> Option<&mut [f32]> {
+        if i >= self.rows {
+            return None;
+        }
+        // SAFETY: row i < rows lies inside the window this view owns (constructor
+        // contract); the &mut self borrow keeps it unique.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.ptr.add(i * self.stride), self.cols) })
+    }
+
+    /// The sub-view of rows `r0 .. r0 + n` and columns `c0 .. c0 + m`.
+    pub fn sub(&mut self, r0: usize, n: usize, c0: usize, m: usize) -> Option<MatMut<'_>> {
+        if r0.checked_add(n)? > self.rows || c0.checked_add(m)? > self.cols {
+            return None;
+        }
+        // SAFETY: the sub-window lies inside this view's window (checked); the
+        // &mut self borrow keeps it unique for its lifetime.
+        Some(unsafe {
+            MatMut::from_raw(
+                if n == 0 {
+                    self.ptr
+                } else {
+                    self.ptr.add(r0 * self.stride + c0)
+                },
+                n,
+                m,
+                self.stride,
+            )
+        })
+    }
+}
