@@ -298,10 +298,10 @@ impl<'a> SharedMut<'a> {
     }
 }
 
-#[cfg(all(feature = "std", target_has_atomic = "64"))]
+#[cfg(all(any(feature = "std", test), target_has_atomic = "64"))]
 pub use pool::ThreadPool;
 
-#[cfg(all(feature = "std", target_has_atomic = "64"))]
+#[cfg(all(any(feature = "std", test), target_has_atomic = "64"))]
 mod pool {
     use super::ParallelFor;
     use std::cell::Cell;

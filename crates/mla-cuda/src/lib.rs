@@ -44,12 +44,12 @@ use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
 use cust::CudaFlags;
 
+use device::{check, dev_err, launch, Args, DevBuf, THREADS};
 use mla_core::config::{Config, Dims, RopeKey, RopeLayout};
 use mla_core::dtype::{DType, Elems};
 use mla_core::rope::{self, RopeParams};
 use mla_core::status::{err, Result, Status};
 use mla_core::weights::{Tensor, Weights};
-use device::{check, dev_err, launch, Args, DevBuf, THREADS};
 
 /// The PTX of kernels/mla.cu, built by build.rs and embedded.
 /// At run time the environment variable `MLA_CUDA_PTX_FILE=<path>` makes
