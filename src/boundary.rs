@@ -296,7 +296,7 @@ pub(crate) unsafe fn engine_ref<'a, H: CEngine + 'a>(e: *const H) -> Option<&'a 
 /// As [`engine_ref`].
 pub(crate) unsafe fn last_error<H: CEngine>(e: *const H) -> *const c_char {
     if !aligned(e) {
-        return static_str(b"mla_last_error: engine pointer is misaligned\0");
+        return static_str(b"last error: engine pointer is misaligned\0");
     }
     // SAFETY: NULL or, aligned, a live handle (contract).
     match unsafe { e.as_ref() } {

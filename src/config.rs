@@ -144,6 +144,8 @@ mod tests {
 
     #[test]
     fn validate_writes_truncated_message() {
+        // SAFETY (each block): `c` points to a config or is NULL, and `m` to `n`
+        // writable bytes or is NULL; `buf` is NUL-terminated by the call.
         let mut c = mla_config::from_config(&Config::tutorial());
         c.qk_rope_head_dim = 63;
         let mut buf = [0x55 as c_char; 8];

@@ -569,6 +569,7 @@ mod tests {
 
     #[test]
     fn status_strings_match_the_core() {
+        // SAFETY (each block): the library's static NUL-terminated strings.
         for v in 0..14u32 {
             let s = unsafe { CStr::from_ptr(mla_status_str(v)) }
                 .to_str()
@@ -585,6 +586,9 @@ mod tests {
 
     #[test]
     fn tensor_checks() {
+        // SAFETY (each block): `t` describes `data` (6 readable f32) or is NULL
+        // or deliberately misaligned, which to_tensor refuses before reading;
+        // `add(1)` stays inside `data`.
         let data = [1.0f32; 6];
         let mut t = mla_tensor {
             data: data.as_ptr().cast(),

@@ -460,16 +460,18 @@ fn invalid_argument(seen: &mut Seen) {
     // A malformed safetensors file.
     let mut f = StFile::layer(&model);
     let bytes = f.build();
-    let cut = Aligned::new(&bytes[..bytes.len() - 3], 0);
+    let mut cut_buf = placed(&bytes[..bytes.len() - 3], 0);
+    let cut: &[u8] = cut_buf.get();
     expect_err(
         seen,
-        bind_weights(cut.get(), PREFIX, &model.cfg),
+        bind_weights(cut, PREFIX, &model.cfg),
         Status::InvalidArgument,
         &[],
     );
     f.meta.push(("hidden_size".into(), "lots".into()));
-    let file = Aligned::new(&f.build(), 0);
-    let st = SafeTensors::parse(file.get()).unwrap();
+    let mut file_buf = placed(&f.build(), 0);
+    let file: &[u8] = file_buf.get();
+    let st = SafeTensors::parse(file).unwrap();
     expect_err(
         seen,
         config_from_metadata(&st, &Config::tutorial()),
@@ -535,10 +537,11 @@ fn misaligned(seen: &mut Seen) {
         &["bf16", "aligned to 2 bytes"],
     );
     // A safetensors file one byte off its alignment: its f32 data is misaligned.
-    let file = Aligned::new(&StFile::layer(&model).build(), 1);
+    let mut file_buf = placed(&StFile::layer(&model).build(), 1);
+    let file = &file_buf.get()[1..];
     expect_err(
         seen,
-        bind_weights(file.get(), PREFIX, &model.cfg),
+        bind_weights(file, PREFIX, &model.cfg),
         Status::Misaligned,
         &[PREFIX, "aligned to 4 bytes"],
     );
@@ -621,8 +624,9 @@ fn weight_shape(seen: &mut Seen) {
     // The binder: missing, extra and mis-shaped tensors in a file.
     let full = StFile::layer(&model);
     let bind = |f: &StFile| {
-        let file = Aligned::new(&f.build(), 0);
-        bind_weights(file.get(), PREFIX, &cfg).map(|_| ())
+        let mut file_buf = placed(&f.build(), 0);
+        let file: &[u8] = file_buf.get();
+        bind_weights(file, PREFIX, &cfg).map(|_| ())
     };
     bind(&full).unwrap();
     let mut f = full.clone();
@@ -659,14 +663,15 @@ fn weight_dtype(seen: &mut Seen) {
         let mut f = full.clone();
         f.remove("kv_a_layernorm.weight");
         f.add("kv_a_layernorm.weight", dtype, &[16], vec![0u8; 16 * size]);
-        let file = Aligned::new(&f.build(), 0);
+        let mut file_buf = placed(&f.build(), 0);
+        let file: &[u8] = file_buf.get();
         expect_err(
             seen,
-            bind_weights(file.get(), PREFIX, &model.cfg),
+            bind_weights(file, PREFIX, &model.cfg),
             Status::WeightDtype,
             &[PREFIX, "kv_a_layernorm.weight", dtype, "not supported"],
         );
-        let st = SafeTensors::parse(file.get()).unwrap();
+        let st = SafeTensors::parse(file).unwrap();
         let view = st
             .tensor(&format!("{PREFIX}kv_a_layernorm.weight"))
             .unwrap()
@@ -757,7 +762,8 @@ fn invalid_config(seen: &mut Seen) {
             "max_seq_len",
         ),
     ];
-    let file = Aligned::new(&StFile::layer(&model).build(), 0);
+    let mut file_buf = placed(&StFile::layer(&model).build(), 0);
+    let file: &[u8] = file_buf.get();
     for (edit, field) in cases {
         let mut c = good;
         edit(&mut c);
@@ -776,15 +782,16 @@ fn invalid_config(seen: &mut Seen) {
         assert_eq!(c.cache_bytes_per_token().unwrap_err(), e, "{field}");
         assert_eq!(Engine::memory_bytes(&c).unwrap_err(), e, "{field}");
         assert_eq!(w.check(&c).unwrap_err(), e, "{field}");
-        let bound = bind_weights(file.get(), PREFIX, &c).map(|_| ());
+        let bound = bind_weights(file, PREFIX, &c).map(|_| ());
         assert_eq!(bound.unwrap_err(), e, "{field}");
         init_fails(seen, &c, &w, a.get(), Status::InvalidConfig, &[field]);
     }
     // A file's metadata can make a config invalid too.
     let mut f = StFile::layer(&model);
     f.meta.push(("qk_rope_head_dim".into(), "7".into()));
-    let file = Aligned::new(&f.build(), 0);
-    let st = SafeTensors::parse(file.get()).unwrap();
+    let mut file_buf = placed(&f.build(), 0);
+    let file: &[u8] = file_buf.get();
+    let st = SafeTensors::parse(file).unwrap();
     let c = config_from_metadata(&st, &good).unwrap();
     expect_err(
         seen,
@@ -794,7 +801,7 @@ fn invalid_config(seen: &mut Seen) {
     );
     expect_err(
         seen,
-        bind_weights(file.get(), PREFIX, &c),
+        bind_weights(file, PREFIX, &c),
         Status::InvalidConfig,
         &["qk_rope_head_dim"],
     );
@@ -886,28 +893,12 @@ impl StFile {
     }
 }
 
-/// Bytes in 8-byte aligned storage, shifted by `shift` bytes.
-struct Aligned {
-    words: Vec<u64>,
-    start: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn new(raw: &[u8], shift: usize) -> Aligned {
-        let mut words = vec![0u64; (raw.len() + shift).div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[shift..shift + raw.len()]
-            .copy_from_slice(raw);
-        Aligned {
-            words,
-            start: shift,
-            len: raw.len(),
-        }
-    }
-
-    fn get(&self) -> &[u8] {
-        &bytemuck::cast_slice::<u64, u8>(&self.words)[self.start..self.start + self.len]
-    }
+/// `raw` copied `shift` bytes past a 64-byte boundary (a file read into aligned
+/// memory, or deliberately not).
+fn placed(raw: &[u8], shift: usize) -> Arena {
+    let mut a = Arena::new(shift + raw.len());
+    a.get()[shift..].copy_from_slice(raw);
+    a
 }
 
 // ---------------------------------------------------------------------------

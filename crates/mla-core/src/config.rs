@@ -582,81 +582,71 @@ mod tests {
         );
 
         // Each derived dimension on its own, just past u32::MAX (64-bit hosts).
-        if usize::BITS == 64 {
-            let shared = Config::deepseek_v2_lite();
-            // q rows: H * (n + p) = 2^32 exactly (n + p = 2^16, H = 2^16).
-            let c = Config {
-                num_heads: 1 << 16,
-                qk_nope_head_dim: (1 << 16) - 64,
-                v_head_dim: 1,
-                ..shared
-            };
-            assert!(c
-                .validate()
-                .unwrap_err()
-                .message()
-                .starts_with("num_heads * (qk_nope_head_dim + qk_rope_head_dim): 4294967296 rows"));
-            // kv_a rows: r + p (shared) with r = u32::MAX.
-            let c = Config {
-                kv_lora_rank: u32::MAX,
-                max_seq_len: 1,
-                max_tokens_per_call: 1,
-                ..shared
-            };
-            assert!(
-                c.validate()
-                    .unwrap_err()
-                    .message()
-                    .starts_with("kv_lora_rank + qk_rope_head_dim: 4294967359 rows"),
-                "{}",
-                c.validate().unwrap_err().message()
-            );
-            // kv_a rows, per-head rope key: r + H * p (the tutorial's H 8, p 64).
-            let c = Config {
-                kv_lora_rank: u32::MAX - 100,
-                max_seq_len: 1,
-                max_tokens_per_call: 1,
-                ..Config::tutorial()
-            };
-            let e = c.validate().unwrap_err();
-            assert_eq!(
-                e.message(),
-                "kv_lora_rank + num_heads * qk_rope_head_dim: 4294967707 rows of \
-                 kv_a_proj_with_mqa, above the 32-bit limit of a weight tensor"
-            );
-            // kv_b rows: H * (n + v) past u32 while H * (n + p) fits.
-            let c = Config {
-                num_heads: 1 << 16,
-                qk_nope_head_dim: 1,
-                qk_rope_head_dim: 2,
-                v_head_dim: 1 << 16,
-                max_seq_len: 1,
-                max_tokens_per_call: 1,
-                ..shared
-            };
-            assert!(
-                c.validate()
-                    .unwrap_err()
-                    .message()
-                    .starts_with("num_heads * (qk_nope_head_dim + v_head_dim): 4295032832 rows"),
-                "{}",
-                c.validate().unwrap_err().message()
-            );
-            // At the limit: q_proj with exactly u32::MAX = 65537 * 65535 rows.
-            let c = Config {
-                num_heads: 65537,
-                qk_nope_head_dim: 65533,
-                qk_rope_head_dim: 2,
-                v_head_dim: 2,
-                max_seq_len: 1,
-                max_tokens_per_call: 1,
-                hidden_size: 1,
-                kv_lora_rank: 1,
-                ..shared
-            };
-            assert_eq!(c.dims().unwrap().q_width, u32::MAX as usize);
-            c.validate().unwrap();
+        if usize::BITS != 64 {
+            return;
         }
+        let one = |c: Config| Config {
+            max_seq_len: 1,
+            max_tokens_per_call: 1,
+            ..c
+        };
+        let shared = one(Config::deepseek_v2_lite());
+        let cases = [
+            // q rows: H * (n + p) = 2^16 * 2^16.
+            (
+                Config {
+                    num_heads: 1 << 16,
+                    qk_nope_head_dim: (1 << 16) - 64,
+                    v_head_dim: 1,
+                    ..shared
+                },
+                "num_heads * (qk_nope_head_dim + qk_rope_head_dim): 4294967296 rows",
+            ),
+            // kv_a rows, shared rope key: r + p with r = u32::MAX.
+            (
+                Config {
+                    kv_lora_rank: u32::MAX,
+                    ..shared
+                },
+                "kv_lora_rank + qk_rope_head_dim: 4294967359 rows of kv_a_proj_with_mqa",
+            ),
+            // kv_a rows, per-head rope key: r + H * p (the tutorial's H 8, p 64).
+            (
+                Config {
+                    kv_lora_rank: u32::MAX - 100,
+                    ..one(Config::tutorial())
+                },
+                "kv_lora_rank + num_heads * qk_rope_head_dim: 4294967707 rows",
+            ),
+            // kv_b rows: H * (n + v) past u32 while H * (n + p) fits.
+            (
+                Config {
+                    num_heads: 1 << 16,
+                    qk_nope_head_dim: 1,
+                    qk_rope_head_dim: 2,
+                    v_head_dim: 1 << 16,
+                    ..shared
+                },
+                "num_heads * (qk_nope_head_dim + v_head_dim): 4295032832 rows of kv_b_proj",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.status(), Status::InvalidConfig);
+            assert!(e.message().starts_with(want), "{}", e.message());
+        }
+        // At the limit: q_proj with exactly u32::MAX = 65537 * 65535 rows.
+        let c = Config {
+            num_heads: 65537,
+            qk_nope_head_dim: 65533,
+            qk_rope_head_dim: 2,
+            v_head_dim: 2,
+            hidden_size: 1,
+            kv_lora_rank: 1,
+            ..shared
+        };
+        assert_eq!(c.dims().unwrap().q_width, u32::MAX as usize);
+        c.validate().unwrap();
     }
 
     #[test]
