@@ -1,10 +1,11 @@
 //! C ABI of the CUDA engine (feature `cuda`; in include/mla.h behind
 //! `#if defined(MLA_FEATURE_CUDA)`).
 //!
-//! Same conventions as the CPU entry points (src/ffi.rs): every argument is
-//! checked before anything changes, a failed call leaves the engine as it was
-//! and `mla_cuda_last_error` says why, CUDA failures are `MLA_ERR_DEVICE` with the
-//! driver's text, and a panic is caught and reported as `MLA_ERR_INTERNAL`.
+//! Same conventions as the CPU entry points, through the same boundary: every
+//! argument is checked before anything changes, a failed call leaves the engine
+//! as it was and `mla_cuda_last_error` says why, CUDA failures are
+//! `MLA_ERR_DEVICE` with the driver's text, and a panic is caught and reported as
+//! `MLA_ERR_INTERNAL` (the README's "C API" section, "Rules").
 //! Unlike `mla_engine_init`, `mla_cuda_engine_create` allocates (host and
 //! device memory): release it with `mla_cuda_engine_destroy`. The weights are
 //! copied to the device, so the caller's tensors may be freed after create.
@@ -14,70 +15,27 @@
 #![allow(non_camel_case_types)]
 
 use core::ffi::{c_char, c_int};
-use core::ptr;
-use std::cell::RefCell;
 
-use crate::ffi::{mla_config, mla_status, mla_weights, MLA_ERR_NULL_POINTER, MLA_OK};
-use mla_core::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
+use mla_core::status::{err, Status};
 use mla_cuda::CudaEngine;
 
-/// Bytes of a last-error text, NUL included.
-const LAST_ERROR_BYTES: usize = MESSAGE_CAPACITY + 1;
+use crate::boundary::{self, CEngine, Handle, Slot};
+use crate::types::{mla_config, mla_status, mla_weights, read_config};
 
 /// A CUDA engine (opaque). Create with `mla_cuda_engine_create`, release with
 /// `mla_cuda_engine_destroy`. Use one engine from one thread at a time.
-pub struct mla_cuda_engine {
-    engine: CudaEngine,
-    last_error: [u8; LAST_ERROR_BYTES],
-}
+pub struct mla_cuda_engine(Handle<CudaEngine>);
 
-thread_local! {
-    /// Last failure of `mla_cuda_engine_create` on this thread (NUL-terminated).
-    static CREATE_ERROR: RefCell<[u8; LAST_ERROR_BYTES]> = const { RefCell::new([0; LAST_ERROR_BYTES]) };
-}
-
-/// Copies `e`'s message into `buf`, NUL-terminated.
-fn store(buf: &mut [u8; LAST_ERROR_BYTES], e: &Error) {
-    let msg = e.message().as_bytes();
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = msg.get(i).copied().unwrap_or(0);
+impl CEngine for mla_cuda_engine {
+    type Engine = CudaEngine;
+    const SLOT: Slot = Slot::Cuda;
+    // mla_cuda_last_error(NULL) is documented to hold create failures only.
+    const RECORD_NULL_ENGINE: bool = false;
+    fn handle(&self) -> &Handle<CudaEngine> {
+        &self.0
     }
-    if let Some(last) = buf.last_mut() {
-        *last = 0;
-    }
-}
-
-/// Runs `f`, turning a panic into `Err`.
-fn catch<T>(f: impl FnOnce() -> T) -> core::result::Result<T, ()> {
-    // AssertUnwindSafe: the engine commits its length last, so after a caught
-    // panic it keeps its previous length and is reported as MLA_ERR_INTERNAL.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
-}
-
-/// Runs `f` on the engine behind `e` and records a failure as its last error.
-///
-/// # Safety
-/// `e` is NULL or a live handle from `mla_cuda_engine_create`, not used by
-/// another thread during the call.
-unsafe fn with_engine(
-    e: *mut mla_cuda_engine,
-    what: &str,
-    f: impl FnOnce(&mut CudaEngine) -> Result<()>,
-) -> mla_status {
-    // SAFETY: the function's contract.
-    let Some(h) = (unsafe { e.as_mut() }) else {
-        return MLA_ERR_NULL_POINTER;
-    };
-    let r = match catch(|| f(&mut h.engine)) {
-        Ok(r) => r,
-        Err(()) => Err(err(Status::Internal, what).s(": internal error (panic caught)")),
-    };
-    match r {
-        Ok(()) => MLA_OK,
-        Err(e) => {
-            store(&mut h.last_error, &e);
-            e.status() as u32
-        }
+    fn handle_mut(&mut self) -> &mut Handle<CudaEngine> {
+        &mut self.0
     }
 }
 
@@ -103,50 +61,27 @@ pub unsafe extern "C" fn mla_cuda_engine_create(
     device_ordinal: c_int,
     out: *mut *mut mla_cuda_engine,
 ) -> mla_status {
-    let run = || -> Result<*mut mla_cuda_engine> {
-        if out.is_null() || w.is_null() {
-            return Err(err(
-                Status::NullPointer,
-                "mla_cuda_engine_create: w or out is NULL",
-            ));
-        }
-        // SAFETY: the function's contract.
-        let cfg = unsafe { crate::ffi::read_config(c) }?;
-        // SAFETY: `w` is not NULL and points to an mla_weights (contract); read
-        // unaligned to accept any placement.
-        let cw = unsafe { ptr::read_unaligned(w) };
-        // SAFETY: the tensors' data is valid for the duration of this call
-        // (contract); the engine copies it to the device and keeps no reference.
-        let weights = unsafe { cw.to_weights() }?;
-        let ordinal = u32::try_from(device_ordinal).map_err(|_| {
-            err(
-                Status::InvalidArgument,
-                "mla_cuda_engine_create: device_ordinal is negative",
-            )
-        })?;
-        let engine = CudaEngine::create(&cfg, &weights, ordinal)?;
-        Ok(Box::into_raw(Box::new(mla_cuda_engine {
-            engine,
-            last_error: [0; LAST_ERROR_BYTES],
-        })))
-    };
-    let r = match catch(run) {
-        Ok(r) => r,
-        Err(()) => Err(err(
-            Status::Internal,
-            "mla_cuda_engine_create: internal error (panic caught)",
-        )),
-    };
-    match r {
-        Ok(h) => {
-            // SAFETY: `out` is not NULL (checked in `run`) and writable (contract).
-            unsafe { ptr::write_unaligned(out, h) };
-            MLA_OK
-        }
-        Err(e) => {
-            CREATE_ERROR.with(|b| store(&mut b.borrow_mut(), &e));
-            e.status() as u32
-        }
+    let what = "mla_cuda_engine_create";
+    let null = "mla_cuda_engine_create: w or out is NULL";
+    // SAFETY: every pointer is NULL or what its type says (C contract); the
+    // tensors' data is valid for the duration of this call, and the engine copies
+    // it to the device and keeps no reference.
+    unsafe {
+        boundary::produce(Slot::Cuda, what, out, null, || {
+            let cw = boundary::read(w).ok_or_else(|| err(Status::NullPointer, null))?;
+            let cfg = read_config(c)?;
+            let weights = cw.to_weights()?;
+            let ordinal = u32::try_from(device_ordinal).map_err(|_| {
+                err(
+                    Status::InvalidArgument,
+                    "mla_cuda_engine_create: device_ordinal is negative",
+                )
+            })?;
+            let engine = CudaEngine::create(&cfg, &weights, ordinal)?;
+            Ok(Box::into_raw(Box::new(mla_cuda_engine(Handle::new(
+                engine,
+            )))))
+        })
     }
 }
 
@@ -165,15 +100,14 @@ pub unsafe extern "C" fn mla_cuda_forward(
     n_tokens: u32,
     out: *mut f32,
 ) -> mla_status {
-    let run = |engine: &mut CudaEngine| -> Result<()> {
-        // SAFETY: x and out hold n_tokens * hidden_size floats (C contract).
-        let (xs, os) = unsafe {
-            crate::ffi::forward_args("mla_cuda_forward", engine.config(), x, n_tokens, out)
-        }?;
-        engine.forward(xs, os)
-    };
-    // SAFETY: the function's contract.
-    unsafe { with_engine(e, "mla_cuda_forward", run) }
+    // SAFETY: `e`, `x` and `out` as this function's contract says.
+    unsafe {
+        boundary::on_engine(e, "mla_cuda_forward", |engine| {
+            let (xs, os) =
+                boundary::forward_io("mla_cuda_forward", engine.config(), x, n_tokens, out)?;
+            engine.forward(xs, os)
+        })
+    }
 }
 
 /// As `mla_cuda_forward` with `x` and `out` in device memory (CUDA device
@@ -193,19 +127,20 @@ pub unsafe extern "C" fn mla_cuda_forward_device(
     n_tokens: u32,
     out: *mut f32,
 ) -> mla_status {
-    let run = |engine: &mut CudaEngine| -> Result<()> {
-        if !(x as usize).is_multiple_of(4) || !(out as usize).is_multiple_of(4) {
-            return Err(err(
-                Status::Misaligned,
-                "mla_cuda_forward_device: x and out must be 4-byte aligned",
-            ));
-        }
-        // SAFETY: the function's contract (device memory of the right size); NULL
-        // is rejected by forward_device.
-        unsafe { engine.forward_device(x as usize as u64, out as usize as u64, n_tokens as usize) }
-    };
-    // SAFETY: the function's contract.
-    unsafe { with_engine(e, "mla_cuda_forward_device", run) }
+    // SAFETY: `e` as this function's contract says; `x` and `out` are device
+    // memory of the right size (contract), never dereferenced on the host; NULL
+    // is rejected by forward_device.
+    unsafe {
+        boundary::on_engine(e, "mla_cuda_forward_device", |engine| {
+            if !boundary::aligned(x) || !boundary::aligned(out) {
+                return Err(err(
+                    Status::Misaligned,
+                    "mla_cuda_forward_device: x and out must be 4-byte aligned",
+                ));
+            }
+            engine.forward_device(x as usize as u64, out as usize as u64, n_tokens as usize)
+        })
+    }
 }
 
 /// Tokens in the cache (the next position); 0 for NULL.
@@ -215,8 +150,8 @@ pub unsafe extern "C" fn mla_cuda_forward_device(
 #[no_mangle]
 pub unsafe extern "C" fn mla_cuda_len(e: *const mla_cuda_engine) -> u32 {
     // SAFETY: NULL or a live handle (contract).
-    match unsafe { e.as_ref() } {
-        Some(h) => u32::try_from(h.engine.len()).unwrap_or(u32::MAX),
+    match unsafe { boundary::engine_ref(e) } {
+        Some(engine) => u32::try_from(engine.len()).unwrap_or(u32::MAX),
         None => 0,
     }
 }
@@ -230,7 +165,7 @@ pub unsafe extern "C" fn mla_cuda_len(e: *const mla_cuda_engine) -> u32 {
 pub unsafe extern "C" fn mla_cuda_truncate(e: *mut mla_cuda_engine, len: u32) -> mla_status {
     // SAFETY: the function's contract.
     unsafe {
-        with_engine(e, "mla_cuda_truncate", |engine| {
+        boundary::on_engine(e, "mla_cuda_truncate", |engine| {
             engine.truncate(len as usize)
         })
     }
@@ -242,10 +177,13 @@ pub unsafe extern "C" fn mla_cuda_truncate(e: *mut mla_cuda_engine, len: u32) ->
 /// `e` is NULL or a live engine, not used by another thread during the call.
 #[no_mangle]
 pub unsafe extern "C" fn mla_cuda_reset(e: *mut mla_cuda_engine) {
-    // SAFETY: the function's contract. The status is MLA_OK or, for NULL,
-    // MLA_ERR_NULL_POINTER, documented as a no-op.
+    // NULL is a documented no-op.
+    if e.is_null() {
+        return;
+    }
+    // SAFETY: the function's contract. The status can only be MLA_OK here.
     let _ = unsafe {
-        with_engine(e, "mla_cuda_reset", |engine| {
+        boundary::on_engine(e, "mla_cuda_reset", |engine| {
             engine.reset();
             Ok(())
         })
@@ -262,12 +200,7 @@ pub unsafe extern "C" fn mla_cuda_reset(e: *mut mla_cuda_engine) {
 #[no_mangle]
 pub unsafe extern "C" fn mla_cuda_last_error(e: *const mla_cuda_engine) -> *const c_char {
     // SAFETY: NULL or a live handle (contract).
-    match unsafe { e.as_ref() } {
-        Some(h) => h.last_error.as_ptr().cast(),
-        // The thread-local buffer lives as long as the thread; its address is
-        // stable and it changes only in mla_cuda_engine_create on this thread.
-        None => CREATE_ERROR.with(|b| b.as_ptr().cast::<c_char>()),
-    }
+    unsafe { boundary::last_error(e) }
 }
 
 /// Releases an engine and its device memory. NULL: does nothing.
@@ -277,11 +210,7 @@ pub unsafe extern "C" fn mla_cuda_last_error(e: *const mla_cuda_engine) -> *cons
 /// afterwards (nor by another thread during the call).
 #[no_mangle]
 pub unsafe extern "C" fn mla_cuda_engine_destroy(e: *mut mla_cuda_engine) {
-    if e.is_null() {
-        return;
-    }
-    // SAFETY: `e` came from Box::into_raw in mla_cuda_engine_create and is not
-    // used again (contract). A panic while dropping is contained.
-    let b = unsafe { Box::from_raw(e) };
-    let _ = catch(move || drop(b));
+    // SAFETY: NULL or a live engine from mla_cuda_engine_create (Box::into_raw),
+    // not used afterwards (contract).
+    unsafe { boundary::release(e) }
 }

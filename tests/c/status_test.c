@@ -576,6 +576,32 @@ static void test_config_errors(void) {
     c.max_seq_len = 0xFFFFFFFFu;
     BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, NULL);
 
+    /* Weights an mla_tensor cannot describe (rows above UINT32_MAX): the
+     * tutorial with H = 0xFFFFFFF0, n = 0xFFFF (q_proj: 2.8e14 rows). */
+    mla_config_tutorial(&c);
+    c.num_heads = 0xFFFFFFF0u;
+    c.qk_nope_head_dim = 0xFFFFu;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "num_heads * (qk_nope_head_dim");
+    mla_config_tutorial(&c); /* per-head rope key: kv_a_proj_with_mqa has r + H*p rows */
+    c.kv_lora_rank = 0xFFFFFFFFu - 100u;
+    c.max_seq_len = 1;
+    c.max_tokens_per_call = 1;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "kv_lora_rank");
+    /* An engine larger than PTRDIFF_MAX bytes: the query scratch alone is
+     * 2^31 tokens x 2^30 floats. */
+    c = good;
+    c.hidden_size = 1;
+    c.num_heads = 1u << 14;
+    c.q_lora_rank = 0;
+    c.q_norm = 0;
+    c.kv_lora_rank = 1;
+    c.qk_nope_head_dim = (1u << 16) - 2;
+    c.qk_rope_head_dim = 2;
+    c.v_head_dim = 1;
+    c.max_seq_len = 1u << 31;
+    c.max_tokens_per_call = 1u << 31;
+    BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "max_seq_len");
+
     /* Unknown enum values (never reinterpreted). */
     c = good;
     c.rope_layout = 2;

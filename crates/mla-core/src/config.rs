@@ -220,8 +220,22 @@ impl Config {
     }
 
     /// Checks every field; on failure the message names the field and the rule.
+    ///
+    /// Beyond [`Config::dims`], the whole engine memory
+    /// ([`crate::Engine::memory_bytes`]) must be addressable: at most
+    /// `isize::MAX` bytes, the most one Rust slice or C object can hold.
     pub fn validate(&self) -> Result<()> {
-        self.dims().map(|_| ())
+        self.dims()?;
+        // (Engine::memory_bytes is built on dims(), never on validate(): no cycle.)
+        let bytes = crate::engine::Engine::memory_bytes(self)?;
+        if bytes > isize::MAX as usize {
+            return Err(
+                err(Status::InvalidConfig, "max_seq_len, max_tokens_per_call: ")
+                    .n(bytes)
+                    .s(" bytes of engine memory are above isize::MAX"),
+            );
+        }
+        Ok(())
     }
 
     /// Validates and returns the derived sizes.
@@ -314,8 +328,10 @@ impl Config {
         let cache_bytes_per_token = cache_row
             .checked_mul(self.cache_dtype.size())
             .ok_or_else(|| ovf("cache row"))?;
+        // The cache is one slice: its bytes must fit isize, not just usize.
         cache_bytes_per_token
             .checked_mul(max_seq)
+            .filter(|&b| b <= isize::MAX as usize)
             .ok_or_else(|| ovf("max_seq_len * cache row"))?;
         // Products with d must fit (weights are indexed by row * d).
         for (what, rows) in [
@@ -329,6 +345,34 @@ impl Config {
         if rq > 0 {
             rq.checked_mul(d.max(q_width))
                 .ok_or_else(|| ovf("q_lora_rank"))?;
+        }
+        // Every weight's rows and columns must fit the 32-bit fields of the C
+        // `mla_tensor` (d, r_q and r are u32 already; these are the derived ones).
+        let rope_rows = match self.rope_key {
+            RopeKey::Shared => "kv_lora_rank + qk_rope_head_dim",
+            RopeKey::PerHead => "kv_lora_rank + num_heads * qk_rope_head_dim",
+        };
+        for (what, n, role) in [
+            (
+                "num_heads * (qk_nope_head_dim + qk_rope_head_dim)",
+                q_width,
+                " rows of q_proj / q_b_proj",
+            ),
+            (rope_rows, kv_a_rows, " rows of kv_a_proj_with_mqa"),
+            (
+                "num_heads * (qk_nope_head_dim + v_head_dim)",
+                kv_b_rows,
+                " rows of kv_b_proj",
+            ),
+            ("num_heads * v_head_dim", o_cols, " columns of o_proj"),
+        ] {
+            if n > u32::MAX as usize {
+                return Err(err(Status::InvalidConfig, what)
+                    .s(": ")
+                    .n(n)
+                    .s(role)
+                    .s(", above the 32-bit limit of a weight tensor"));
+            }
         }
         Ok(Dims {
             d,
@@ -510,6 +554,135 @@ mod tests {
                 Status::InvalidConfig
             );
         }
+    }
+
+    #[test]
+    fn weight_shapes_must_fit_32_bits() {
+        // Tutorial with H = 0xFFFFFFF0, n = 0xFFFF: every product fits usize on a
+        // 64-bit host, but q_proj would have 2.8e14 rows, which no mla_tensor
+        // (u32 rows) can describe. It used to validate, with a 1.4e17-byte engine.
+        let c = Config {
+            num_heads: 0xFFFF_FFF0,
+            qk_nope_head_dim: 0xFFFF,
+            ..Config::tutorial()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.status(), Status::InvalidConfig);
+        if usize::BITS == 64 {
+            assert_eq!(
+                e.message(),
+                "num_heads * (qk_nope_head_dim + qk_rope_head_dim): 281745558600720 rows \
+                 of q_proj / q_b_proj, above the 32-bit limit of a weight tensor"
+            );
+        }
+        assert_eq!(c.dims().unwrap_err(), e);
+        assert_eq!(
+            c.cache_bytes_per_token().unwrap_err().status(),
+            Status::InvalidConfig
+        );
+
+        // Each derived dimension on its own, just past u32::MAX (64-bit hosts).
+        if usize::BITS != 64 {
+            return;
+        }
+        let one = |c: Config| Config {
+            max_seq_len: 1,
+            max_tokens_per_call: 1,
+            ..c
+        };
+        let shared = one(Config::deepseek_v2_lite());
+        let cases = [
+            // q rows: H * (n + p) = 2^16 * 2^16.
+            (
+                Config {
+                    num_heads: 1 << 16,
+                    qk_nope_head_dim: (1 << 16) - 64,
+                    v_head_dim: 1,
+                    ..shared
+                },
+                "num_heads * (qk_nope_head_dim + qk_rope_head_dim): 4294967296 rows",
+            ),
+            // kv_a rows, shared rope key: r + p with r = u32::MAX.
+            (
+                Config {
+                    kv_lora_rank: u32::MAX,
+                    ..shared
+                },
+                "kv_lora_rank + qk_rope_head_dim: 4294967359 rows of kv_a_proj_with_mqa",
+            ),
+            // kv_a rows, per-head rope key: r + H * p (the tutorial's H 8, p 64).
+            (
+                Config {
+                    kv_lora_rank: u32::MAX - 100,
+                    ..one(Config::tutorial())
+                },
+                "kv_lora_rank + num_heads * qk_rope_head_dim: 4294967707 rows",
+            ),
+            // kv_b rows: H * (n + v) past u32 while H * (n + p) fits.
+            (
+                Config {
+                    num_heads: 1 << 16,
+                    qk_nope_head_dim: 1,
+                    qk_rope_head_dim: 2,
+                    v_head_dim: 1 << 16,
+                    ..shared
+                },
+                "num_heads * (qk_nope_head_dim + v_head_dim): 4295032832 rows of kv_b_proj",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.status(), Status::InvalidConfig);
+            assert!(e.message().starts_with(want), "{}", e.message());
+        }
+        // At the limit: q_proj with exactly u32::MAX = 65537 * 65535 rows.
+        let c = Config {
+            num_heads: 65537,
+            qk_nope_head_dim: 65533,
+            qk_rope_head_dim: 2,
+            v_head_dim: 2,
+            hidden_size: 1,
+            kv_lora_rank: 1,
+            ..shared
+        };
+        assert_eq!(c.dims().unwrap().q_width, u32::MAX as usize);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn engine_memory_must_fit_isize() {
+        // Every product fits usize, every weight shape fits u32 and the cache
+        // alone fits isize, but the engine memory does not: the query scratch
+        // alone, [T][H][n+p] f32, is 2^31 * 2^30 * 4 = 2^63 bytes.
+        if usize::BITS != 64 {
+            return;
+        }
+        let c = Config {
+            hidden_size: 1,
+            num_heads: 1 << 14,
+            q_lora_rank: 0,
+            kv_lora_rank: 1,
+            qk_nope_head_dim: (1 << 16) - 2,
+            qk_rope_head_dim: 2,
+            v_head_dim: 1,
+            max_seq_len: 1 << 31,
+            max_tokens_per_call: 1 << 31,
+            rope_key: RopeKey::Shared,
+            q_norm: false,
+            ..Config::tutorial()
+        };
+        assert_eq!(c.dims().unwrap().q_width, 1 << 30);
+        assert!(crate::engine::Engine::memory_bytes(&c).unwrap() > isize::MAX as usize);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.status(), Status::InvalidConfig);
+        assert!(
+            e.message()
+                .starts_with("max_seq_len, max_tokens_per_call: ")
+                && e.message()
+                    .ends_with(" bytes of engine memory are above isize::MAX"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

@@ -163,6 +163,45 @@ impl Error {
     }
 }
 
+impl core::fmt::Display for Status {
+    /// The fixed description ([`Status::as_str`]).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `"<status description>: <message>"`, e.g. `"invalid configuration:
+/// hidden_size: must be > 0"`. (Only a host that formats an error links the
+/// formatting machinery; the core itself never does.)
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.status.as_str())?;
+        f.write_str(": ")?;
+        f.write_str(self.message())
+    }
+}
+
+/// `Error` is a standard error: `?` turns it into `Box<dyn std::error::Error>`
+/// (or `anyhow::Error`, ...) in a host program.
+///
+/// ```
+/// use mla_core::{Config, Engine};
+///
+/// fn engine_bytes(cfg: &Config) -> Result<usize, Box<dyn std::error::Error>> {
+///     cfg.validate()?;
+///     Ok(Engine::memory_bytes(cfg)?)
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     assert!(engine_bytes(&Config::tutorial())? > 0);
+///     let bad = Config { hidden_size: 0, ..Config::tutorial() };
+///     let e = engine_bytes(&bad).unwrap_err();
+///     assert_eq!(e.to_string(), "invalid configuration: hidden_size: must be > 0");
+///     Ok(())
+/// }
+/// ```
+impl core::error::Error for Error {}
+
 /// Shorthand: an error with `status` and message `msg`.
 pub fn err(status: Status, msg: &str) -> Error {
     Error::new(status, msg)
@@ -194,6 +233,37 @@ mod tests {
             e.message(),
             "q_b_proj: expected 128 x 0, max 18446744073709551615"
         );
+    }
+
+    #[test]
+    fn display_and_std_error() {
+        let e = err(
+            Status::CacheFull,
+            "cache: 3 + 2 tokens would pass max_seq_len 4",
+        );
+        assert_eq!(
+            e.to_string(),
+            "latent cache full: cache: 3 + 2 tokens would pass max_seq_len 4"
+        );
+        assert_eq!(Status::NonFinite.to_string(), "non-finite input");
+        // `?` into a boxed standard error, as a host's main() would use it.
+        fn host(fail: bool) -> core::result::Result<u32, Box<dyn std::error::Error>> {
+            if fail {
+                Err(err(Status::Misaligned, "mem: must be aligned to 64 bytes"))?;
+            }
+            Ok(7)
+        }
+        assert_eq!(host(false).unwrap(), 7);
+        let boxed = host(true).unwrap_err();
+        assert_eq!(
+            boxed.to_string(),
+            "misaligned memory: mem: must be aligned to 64 bytes"
+        );
+        let back = boxed
+            .downcast_ref::<Error>()
+            .expect("the mla_core::Error inside");
+        assert_eq!(back.status(), Status::Misaligned);
+        assert!(std::error::Error::source(back).is_none());
     }
 
     #[test]
