@@ -14,7 +14,7 @@ use core::ffi::{c_char, c_void};
 use core::mem::size_of;
 use core::ptr;
 
-use mla_core::config::{AttnMode, Config, RopeKey, RopeLayout};
+use mla_core::config::{AttnMode, Config, RopeKey, RopeLayout, RopeType};
 use mla_core::dtype::{DType, Elems};
 use mla_core::status::{err, Error, Result, Status};
 use mla_core::weights::{Tensor, Weights};
@@ -307,6 +307,13 @@ impl mla_config {
             mscale: self.mscale,
             mscale_all_dim: self.mscale_all_dim,
             softmax_scale: self.softmax_scale,
+            // ABI version 1 has no rope_type: YaRN is `rope_factor > 1`.
+            rope_type: if self.rope_factor > 1.0 {
+                RopeType::Yarn
+            } else {
+                RopeType::Default
+            },
+            ..Config::plain()
         })
     }
 }

@@ -41,6 +41,116 @@ pub enum AttnMode {
     Absorb = 2,
 }
 
+/// Frequency rule of the rotary embedding (`mla_rope_type`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeType {
+    /// `f_i = theta^(-2i/p)`.
+    Default = 0,
+    /// YaRN (DESIGN 2.2; `rope_factor`, `original_max_position`, betas, mscales,
+    /// `rope_yarn_truncate`, `rope_attention_factor`).
+    Yarn = 1,
+    /// Linear position interpolation: `f_i / rope_factor`.
+    Linear = 2,
+    /// Llama 3 (`rope_factor`, `rope_low_freq_factor`, `rope_high_freq_factor`,
+    /// `original_max_position`).
+    Llama3 = 3,
+    /// LongRoPE: `f_i / ext_i`, `ext` = `rope_long_factor` when the call's largest
+    /// position + 1 exceeds `original_max_position`, else `rope_short_factor`.
+    LongRope = 4,
+    /// No rotation (NoPE). With `qk_rope_head_dim > 0` the rope slot is used as it
+    /// is, unrotated (kimi_linear); with 0 there is no rope slot at all.
+    None = 5,
+}
+
+/// Scaling of the whole query head after RoPE (`mla_query_scale`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryScale {
+    /// None.
+    None = 0,
+    /// Llama 4 attention temperature: `q *= 1 + beta * ln(1 + floor(pos / L))`
+    /// (`query_scale_beta`, `query_scale_length`).
+    Llama4 = 1,
+    /// Learned per head: `q_h *= s_h * ln(pos + 1) + b_h` (weights `query_scale_s`,
+    /// `query_scale_b`, `[H]` each).
+    LearnedLogPos = 2,
+}
+
+/// Output gate applied to each head's output before `o_proj` (`mla_gate`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// No gate.
+    None = 0,
+    /// `o_h *= sigmoid(g_h)`, `g = gate_proj x`, `gate_proj` `[H][d]`.
+    PerHead = 1,
+    /// `o_h[j] *= sigmoid(g[h*v + j])`, `g = gate_proj x`, `gate_proj` `[H*v][d]`.
+    PerChannel = 2,
+    /// Gate rows fused into the query projection (axk2): `q_b_proj` is
+    /// `[H*(n+p+v)][2 r_q]` over `[RMSNorm(c_q) ; c_q]`, rows of head h
+    /// `[q_nope | q_pe | gate (v)]`; `o_h[j] *= sigmoid(gate_h[j])`.
+    FusedQ = 3,
+}
+
+/// DeepSeek Sparse Attention mode of a layer (`mla_dsa`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dsa {
+    /// Dense attention over every causal key.
+    None = 0,
+    /// Own lightning indexer and indexer-key cache; attends to the top-k keys.
+    Full = 1,
+    /// Uses the selection of an earlier layer (`mla_engine_share_topk`).
+    Shared = 2,
+}
+
+/// Input of the indexer query (`mla_index_q_input`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexQInput {
+    /// The normalised query latent (times `q_latent_scale`): `index_wq_b` is `[Hi*Di][r_q]`.
+    QLatent = 0,
+    /// `LayerNorm(x)` with `index_q_norm` (+ bias), eps `index_q_norm_eps`:
+    /// `index_wq_b` is `[Hi*Di][d]` (mistral_large4).
+    HiddenLayerNorm = 1,
+}
+
+/// Which `p` dims of the indexer query and key are rotated (`mla_index_rope`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexRope {
+    /// The first `p` of `index_head_dim`.
+    First = 0,
+    /// The last `p`.
+    Last = 1,
+    /// None (NoPE layers).
+    None = 2,
+}
+
+macro_rules! from_u32 {
+    ($t:ident: $($v:literal => $name:ident),+) => {
+        impl $t {
+            /// From a raw value; `None` if unknown.
+            pub const fn from_u32(v: u32) -> Option<Self> {
+                match v {
+                    $($v => Some(Self::$name),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+from_u32!(RopeType: 0 => Default, 1 => Yarn, 2 => Linear, 3 => Llama3, 4 => LongRope, 5 => None);
+from_u32!(QueryScale: 0 => None, 1 => Llama4, 2 => LearnedLogPos);
+from_u32!(Gate: 0 => None, 1 => PerHead, 2 => PerChannel, 3 => FusedQ);
+from_u32!(Dsa: 0 => None, 1 => Full, 2 => Shared);
+from_u32!(IndexQInput: 0 => QLatent, 1 => HiddenLayerNorm);
+from_u32!(IndexRope: 0 => First, 1 => Last, 2 => None);
+
+/// Most LongRoPE factors (`p/2` are used; `p <= 128`).
+pub const MAX_ROPE_FACTORS: usize = 64;
+
 impl RopeLayout {
     /// From a raw value; `None` if unknown.
     pub const fn from_u32(v: u32) -> Option<Self> {
@@ -124,9 +234,144 @@ pub struct Config {
     pub mscale_all_dim: f32,
     /// Softmax scale override; 0 derives `(n+p)^-0.5 * mscale(s, mscale_all_dim)^2`.
     pub softmax_scale: f32,
+
+    // ---- ABI version 2: every field below is appended to `mla_config`. ----
+    /// Frequency rule of the rotary embedding.
+    pub rope_type: RopeType,
+    /// Final cos/sin factor (HF `attention_scaling`); 0 derives it as DESIGN 2.2
+    /// says for YaRN (`mscale(s, mscale) / mscale(s, mscale_all_dim)`), 1 otherwise.
+    pub rope_attention_factor: f32,
+    /// YaRN: floor/ceil the correction range (HF `truncate`, default true).
+    pub rope_yarn_truncate: bool,
+    /// Llama 3 `low_freq_factor`.
+    pub rope_low_freq_factor: f32,
+    /// Llama 3 `high_freq_factor`.
+    pub rope_high_freq_factor: f32,
+    /// LongRoPE short factors (first `p/2` used).
+    pub rope_short_factor: [f32; MAX_ROPE_FACTORS],
+    /// LongRoPE long factors (first `p/2` used).
+    pub rope_long_factor: [f32; MAX_ROPE_FACTORS],
+    /// LeRoPE (mistral_large4): inverse frequencies times `exp(alpha_i)`, `alpha`
+    /// from the weight `rope_freq_alpha` (`[p/2]`).
+    pub rope_freq_alpha: bool,
+    /// RMSNorm (eps `rms_norm_eps`, weight `rope_key_norm` `[p]`) on the rope key
+    /// before RoPE (dots3_note).
+    pub rope_key_norm: bool,
+    /// Multiplies the normalised query latent (longcat_flash, dots3_note: `sqrt(d/r_q)`); 1 = none.
+    pub q_latent_scale: f32,
+    /// Multiplies the normalised KV latent before it is cached (`sqrt(d/r)`); 1 = none.
+    pub kv_latent_scale: f32,
+    /// Query scaling after RoPE.
+    pub query_scale: QueryScale,
+    /// Llama 4 `beta`.
+    pub query_scale_beta: f32,
+    /// Llama 4 `L` (positions per step of the floor).
+    pub query_scale_length: u32,
+    /// Output gate.
+    pub gate: Gate,
+    /// Learned attention sinks (weight `sinks`, `[H]`): one unscaled logit per head
+    /// joins the softmax denominator.
+    pub sinks: bool,
+    /// Sliding window `W` (keys `pos - W < t <= pos`); 0 = none. The layer's cache
+    /// then holds at most `W - 1 + max_tokens_per_call` rows.
+    pub sliding_window: u32,
+    /// The layer attends over another engine's latent cache
+    /// (`mla_engine_share_cache`) and keeps none of its own.
+    pub kv_shared: bool,
+    /// DeepSeek Sparse Attention mode.
+    pub dsa: Dsa,
+    /// Indexer heads `Hi`.
+    pub index_n_heads: u32,
+    /// Indexer head width `Di`.
+    pub index_head_dim: u32,
+    /// Keys selected per query `K`.
+    pub index_topk: u32,
+    /// Input of the indexer query.
+    pub index_q_input: IndexQInput,
+    /// Which dims of the indexer query/key are rotated.
+    pub index_rope: IndexRope,
+    /// Pair order of the indexer rotation.
+    pub index_rope_layout: RopeLayout,
+    /// LayerNorm eps of the indexer key.
+    pub index_k_norm_eps: f32,
+    /// LayerNorm eps of the indexer query input (`HiddenLayerNorm`).
+    pub index_q_norm_eps: f32,
+    /// Learned log-position scale on the indexer query (`index_query_scale_s/_b`, `[Hi]`).
+    pub index_query_scale: bool,
+    /// Storage of the indexer-key cache (F32, BF16).
+    pub index_cache_dtype: DType,
+    /// Pooled indexer keys (glm5_next): tokens per pool `P`; 0 = none.
+    pub index_kpool: u32,
+    /// Pooled indexer: the query's own incomplete pool is always selected.
+    pub index_kpool_tail: bool,
 }
 
+/// The ABI-2 fields of every preset (no mechanism beyond DESIGN 2.1).
+const PLAIN: Config = Config {
+    hidden_size: 0,
+    num_heads: 0,
+    q_lora_rank: 0,
+    kv_lora_rank: 0,
+    qk_nope_head_dim: 0,
+    qk_rope_head_dim: 0,
+    v_head_dim: 0,
+    max_seq_len: 0,
+    max_tokens_per_call: 0,
+    rope_layout: RopeLayout::Interleaved,
+    rope_key: RopeKey::Shared,
+    q_norm: false,
+    cache_dtype: DType::F32,
+    attn_mode: AttnMode::Auto,
+    original_max_position: 0,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000.0,
+    rope_factor: 1.0,
+    beta_fast: 32.0,
+    beta_slow: 1.0,
+    mscale: 1.0,
+    mscale_all_dim: 1.0,
+    softmax_scale: 0.0,
+    rope_type: RopeType::Default,
+    rope_attention_factor: 0.0,
+    rope_yarn_truncate: true,
+    rope_low_freq_factor: 1.0,
+    rope_high_freq_factor: 4.0,
+    rope_short_factor: [1.0; MAX_ROPE_FACTORS],
+    rope_long_factor: [1.0; MAX_ROPE_FACTORS],
+    rope_freq_alpha: false,
+    rope_key_norm: false,
+    q_latent_scale: 1.0,
+    kv_latent_scale: 1.0,
+    query_scale: QueryScale::None,
+    query_scale_beta: 0.0,
+    query_scale_length: 0,
+    gate: Gate::None,
+    sinks: false,
+    sliding_window: 0,
+    kv_shared: false,
+    dsa: Dsa::None,
+    index_n_heads: 0,
+    index_head_dim: 0,
+    index_topk: 0,
+    index_q_input: IndexQInput::QLatent,
+    index_rope: IndexRope::First,
+    index_rope_layout: RopeLayout::Half,
+    index_k_norm_eps: 1e-6,
+    index_q_norm_eps: 1e-6,
+    index_query_scale: false,
+    index_cache_dtype: DType::F32,
+    index_kpool: 0,
+    index_kpool_tail: true,
+};
+
 impl Config {
+    /// A config with every field of ABI version 2 at its neutral value (no
+    /// mechanism beyond DESIGN 2.1) and zero dimensions: the base of presets and of
+    /// `from_hf_json`. Not valid as it is.
+    pub const fn plain() -> Config {
+        PLAIN
+    }
+
     /// The seed tutorial's MLA: d 256, H 8, n = v = 32, r 128, r_q 192, p 64,
     /// per-head rope key, half layout, no query norm.
     pub const fn tutorial() -> Config {
@@ -154,6 +399,8 @@ impl Config {
             mscale: 1.0,
             mscale_all_dim: 1.0,
             softmax_scale: 0.0,
+            rope_type: RopeType::Default,
+            ..PLAIN
         }
     }
 
@@ -185,6 +432,8 @@ impl Config {
             mscale: 0.707,
             mscale_all_dim: 0.707,
             softmax_scale: 0.0,
+            rope_type: RopeType::Yarn,
+            ..PLAIN
         }
     }
 
@@ -216,6 +465,8 @@ impl Config {
             mscale: 1.0,
             mscale_all_dim: 1.0,
             softmax_scale: 0.0,
+            rope_type: RopeType::Yarn,
+            ..PLAIN
         }
     }
 
@@ -253,7 +504,12 @@ impl Config {
         let h = pos("num_heads", self.num_heads)?;
         let r = pos("kv_lora_rank", self.kv_lora_rank)?;
         let n = pos("qk_nope_head_dim", self.qk_nope_head_dim)?;
-        let p = pos("qk_rope_head_dim", self.qk_rope_head_dim)?;
+        // p = 0 (no rope slot) only without rotation (NoPE).
+        let p = if self.rope_type == RopeType::None {
+            self.qk_rope_head_dim as usize
+        } else {
+            pos("qk_rope_head_dim", self.qk_rope_head_dim)?
+        };
         let v = pos("v_head_dim", self.v_head_dim)?;
         let max_seq = pos("max_seq_len", self.max_seq_len)?;
         let max_tok = pos("max_tokens_per_call", self.max_tokens_per_call)?;
@@ -281,23 +537,8 @@ impl Config {
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(bad("rope_theta", "must be finite and > 1"));
         }
-        finite_pos("rope_factor", self.rope_factor)?;
-        if self.rope_factor > 1.0 {
-            if self.original_max_position == 0 {
-                return Err(bad(
-                    "original_max_position",
-                    "must be > 0 when rope_factor > 1",
-                ));
-            }
-            finite_pos("beta_slow", self.beta_slow)?;
-            finite_pos("beta_fast", self.beta_fast)?;
-            if self.beta_fast <= self.beta_slow {
-                return Err(bad("beta_fast", "must be > beta_slow"));
-            }
-            if !self.mscale.is_finite() || !self.mscale_all_dim.is_finite() {
-                return Err(bad("mscale", "mscale and mscale_all_dim must be finite"));
-            }
-        }
+        self.check_rope(p)?;
+        self.check_mechanisms(rq, p)?;
         if !(self.softmax_scale.is_finite() && self.softmax_scale >= 0.0) {
             return Err(bad(
                 "softmax_scale",
@@ -374,6 +615,50 @@ impl Config {
                     .s(", above the 32-bit limit of a weight tensor"));
             }
         }
+        // The fused query+gate projection (axk2) adds v gate rows per head and
+        // reads [RMSNorm(c_q) ; c_q].
+        let (q_b_rows, q_b_cols) = if self.gate == Gate::FusedQ {
+            let rows = qk
+                .checked_add(v)
+                .and_then(|w| w.checked_mul(h))
+                .filter(|&w| w <= u32::MAX as usize)
+                .ok_or_else(|| ovf("num_heads * (n + p + v)"))?;
+            (
+                rows,
+                rq.checked_mul(2).ok_or_else(|| ovf("2 * q_lora_rank"))?,
+            )
+        } else {
+            (q_width, rq)
+        };
+        q_b_rows
+            .checked_mul(q_b_cols.max(1))
+            .ok_or_else(|| ovf("q_b_proj"))?;
+        let cache_rows = if self.kv_shared {
+            0
+        } else if self.sliding_window > 0 {
+            (self.sliding_window as usize - 1)
+                .saturating_add(max_tok)
+                .min(max_seq)
+        } else {
+            max_seq
+        };
+        let (index_heads, index_dim) = if self.dsa == Dsa::Full {
+            (self.index_n_heads as usize, self.index_head_dim as usize)
+        } else {
+            (0, 0)
+        };
+        let index_width = index_heads
+            .checked_mul(index_dim)
+            .filter(|&w| w <= u32::MAX as usize)
+            .ok_or_else(|| ovf("index_n_heads * index_head_dim"))?;
+        index_width
+            .checked_mul(d.max(rq))
+            .ok_or_else(|| ovf("index_wq_b"))?;
+        index_dim
+            .checked_mul(self.index_cache_dtype.size())
+            .and_then(|b| b.checked_mul(max_seq))
+            .filter(|&b| b <= isize::MAX as usize)
+            .ok_or_else(|| ovf("max_seq_len * index_head_dim"))?;
         Ok(Dims {
             d,
             h,
@@ -391,7 +676,229 @@ impl Config {
             cache_row,
             max_seq,
             max_tok,
+            q_b_rows,
+            q_b_cols,
+            cache_rows,
+            index_heads,
+            index_dim,
+            index_width,
+            index_topk: self.index_topk as usize,
         })
+    }
+
+    /// The RoPE fields for the configured `rope_type` (`p`: the rotated width).
+    fn check_rope(&self, p: usize) -> Result<()> {
+        let bad =
+            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
+        let finite_pos = |field: &str, x: f32| -> Result<()> {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(field, "must be finite and > 0"))
+            }
+        };
+        let needs_l0 = |why: &str| -> Result<()> {
+            if self.original_max_position == 0 {
+                Err(bad("original_max_position", why))
+            } else {
+                Ok(())
+            }
+        };
+        if !(self.rope_attention_factor.is_finite() && self.rope_attention_factor >= 0.0) {
+            return Err(bad(
+                "rope_attention_factor",
+                "must be finite and >= 0 (0 = derived)",
+            ));
+        }
+        finite_pos("rope_factor", self.rope_factor)?;
+        match self.rope_type {
+            RopeType::Default | RopeType::None => {
+                if self.rope_factor > 1.0 {
+                    return Err(bad(
+                        "rope_factor",
+                        "> 1 needs rope_type yarn, linear, llama3 or longrope",
+                    ));
+                }
+            }
+            RopeType::Linear => {}
+            RopeType::Yarn => {
+                needs_l0("must be > 0 for YaRN")?;
+                finite_pos("beta_slow", self.beta_slow)?;
+                finite_pos("beta_fast", self.beta_fast)?;
+                if self.beta_fast <= self.beta_slow {
+                    return Err(bad("beta_fast", "must be > beta_slow"));
+                }
+                if !self.mscale.is_finite() || !self.mscale_all_dim.is_finite() {
+                    return Err(bad("mscale", "mscale and mscale_all_dim must be finite"));
+                }
+            }
+            RopeType::Llama3 => {
+                needs_l0("must be > 0 for llama3 RoPE")?;
+                finite_pos("rope_low_freq_factor", self.rope_low_freq_factor)?;
+                finite_pos("rope_high_freq_factor", self.rope_high_freq_factor)?;
+                if self.rope_high_freq_factor <= self.rope_low_freq_factor {
+                    return Err(bad(
+                        "rope_high_freq_factor",
+                        "must be > rope_low_freq_factor",
+                    ));
+                }
+            }
+            RopeType::LongRope => {
+                needs_l0("must be > 0 for longrope")?;
+                let half = p / 2;
+                if half > MAX_ROPE_FACTORS {
+                    return Err(bad(
+                        "qk_rope_head_dim",
+                        "longrope holds at most 64 factors (p <= 128)",
+                    ));
+                }
+                for (field, f) in [
+                    ("rope_short_factor", &self.rope_short_factor),
+                    ("rope_long_factor", &self.rope_long_factor),
+                ] {
+                    if f.iter().take(half).any(|x| !(x.is_finite() && *x > 0.0)) {
+                        return Err(bad(field, "the first p/2 factors must be finite and > 0"));
+                    }
+                }
+            }
+        }
+        if self.rope_freq_alpha && self.rope_type == RopeType::None {
+            return Err(bad(
+                "rope_freq_alpha",
+                "needs a rotary embedding (rope_type is none)",
+            ));
+        }
+        if self.rope_key_norm && p == 0 {
+            return Err(bad("rope_key_norm", "needs qk_rope_head_dim > 0"));
+        }
+        Ok(())
+    }
+
+    /// The fields of the mechanisms beyond DESIGN 2.1 (`rq`, `p`: dims).
+    fn check_mechanisms(&self, rq: usize, p: usize) -> Result<()> {
+        let bad =
+            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
+        let finite_pos = |field: &str, x: f32| -> Result<()> {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(field, "must be finite and > 0"))
+            }
+        };
+        finite_pos("q_latent_scale", self.q_latent_scale)?;
+        finite_pos("kv_latent_scale", self.kv_latent_scale)?;
+        if self.q_latent_scale != 1.0 && rq == 0 {
+            return Err(bad("q_latent_scale", "needs q_lora_rank > 0"));
+        }
+        if self.query_scale == QueryScale::Llama4 {
+            if self.query_scale_length == 0 {
+                return Err(bad("query_scale_length", "must be > 0 for Llama 4 scaling"));
+            }
+            if !self.query_scale_beta.is_finite() {
+                return Err(bad("query_scale_beta", "must be finite"));
+            }
+        }
+        if self.gate == Gate::FusedQ && !(rq > 0 && self.q_norm) {
+            return Err(bad(
+                "gate",
+                "fused query+gate needs q_lora_rank > 0 and q_norm",
+            ));
+        }
+        if self.kv_shared && self.sliding_window > 0 {
+            return Err(bad(
+                "kv_shared",
+                "a layer reading another layer's cache cannot have its own window",
+            ));
+        }
+        match self.dsa {
+            Dsa::None => {}
+            Dsa::Shared => {
+                if self.index_topk == 0 {
+                    return Err(bad("index_topk", "must be > 0 for sparse attention"));
+                }
+            }
+            Dsa::Full => {
+                for (field, v) in [
+                    ("index_n_heads", self.index_n_heads),
+                    ("index_head_dim", self.index_head_dim),
+                    ("index_topk", self.index_topk),
+                ] {
+                    if v == 0 {
+                        return Err(bad(field, "must be > 0 for sparse attention"));
+                    }
+                }
+                if self.index_rope != IndexRope::None && (self.index_head_dim as usize) < p {
+                    return Err(bad(
+                        "index_head_dim",
+                        "must be >= qk_rope_head_dim (part of it is rotated)",
+                    ));
+                }
+                if self.index_q_input == IndexQInput::QLatent && rq == 0 {
+                    return Err(bad(
+                        "index_q_input",
+                        "the query latent needs q_lora_rank > 0",
+                    ));
+                }
+                finite_pos("index_k_norm_eps", self.index_k_norm_eps)?;
+                finite_pos("index_q_norm_eps", self.index_q_norm_eps)?;
+                if self.index_cache_dtype == DType::F16 {
+                    return Err(bad("index_cache_dtype", "must be f32 or bf16"));
+                }
+                if self.index_kpool > 0 && self.index_topk < self.index_kpool {
+                    return Err(bad("index_topk", "must be >= index_kpool (whole pools)"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `Unsupported` (naming the mechanism) when the engine cannot yet run this
+    /// configuration; `Ok` otherwise. Called by `Engine::new` after validation.
+    pub fn check_supported(&self) -> Result<()> {
+        let unsupported = |what: &str| -> Result<()> {
+            Err(err(Status::Unsupported, what).s(": not built in this version of the engine"))
+        };
+        match self.rope_type {
+            RopeType::Default | RopeType::Yarn => {}
+            RopeType::Linear => return unsupported("rope_type linear"),
+            RopeType::Llama3 => return unsupported("rope_type llama3"),
+            RopeType::LongRope => return unsupported("rope_type longrope"),
+            RopeType::None => return unsupported("rope_type none (NoPE)"),
+        }
+        if self.rope_attention_factor != 0.0 {
+            return unsupported("rope_attention_factor");
+        }
+        if !self.rope_yarn_truncate {
+            return unsupported("rope_yarn_truncate = 0");
+        }
+        if self.rope_freq_alpha {
+            return unsupported("rope_freq_alpha (LeRoPE)");
+        }
+        if self.rope_key_norm {
+            return unsupported("rope_key_norm");
+        }
+        if self.q_latent_scale != 1.0 || self.kv_latent_scale != 1.0 {
+            return unsupported("latent scales");
+        }
+        if self.query_scale != QueryScale::None {
+            return unsupported("query_scale");
+        }
+        if self.gate != Gate::None {
+            return unsupported("output gates");
+        }
+        if self.sinks {
+            return unsupported("attention sinks");
+        }
+        if self.sliding_window != 0 {
+            return unsupported("sliding_window");
+        }
+        if self.kv_shared {
+            return unsupported("kv_shared (cross-layer KV sharing)");
+        }
+        if self.dsa != Dsa::None {
+            return unsupported("dsa (sparse attention)");
+        }
+        Ok(())
     }
 
     /// Values cached per token (`r + p` shared, `r + H*p` per head).
@@ -421,9 +928,9 @@ impl Config {
             })
     }
 
-    /// True when YaRN is active (`rope_factor > 1`).
+    /// True when the rope type is YaRN.
     pub fn yarn(&self) -> bool {
-        self.rope_factor > 1.0
+        self.rope_type == RopeType::Yarn
     }
 }
 
@@ -462,6 +969,21 @@ pub struct Dims {
     pub max_seq: usize,
     /// max_tokens_per_call
     pub max_tok: usize,
+    /// Rows of `q_b_proj`: `q_width`, or `H * (n + p + v)` with the fused gate.
+    pub q_b_rows: usize,
+    /// Columns of `q_b_proj`: `r_q`, or `2 r_q` with the fused gate.
+    pub q_b_cols: usize,
+    /// Rows the latent cache holds: `max_seq_len`; `min(max_seq_len, W - 1 + T)`
+    /// with a sliding window `W`; 0 for a layer that reads another's cache.
+    pub cache_rows: usize,
+    /// Indexer heads `Hi` (0 without an own indexer).
+    pub index_heads: usize,
+    /// Indexer head width `Di` (0 without an own indexer).
+    pub index_dim: usize,
+    /// `Hi * Di`: rows of `index_wq_b`.
+    pub index_width: usize,
+    /// Keys selected per query (sparse attention; 0 = dense).
+    pub index_topk: usize,
 }
 
 #[cfg(test)]

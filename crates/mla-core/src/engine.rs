@@ -142,6 +142,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// (`mem.len() < memory_bytes(cfg)`).
     pub fn new(cfg: &Config, weights: &Weights<'w>, mem: &'m mut [u8]) -> Result<Self> {
         let dm = weights.check(cfg)?;
+        cfg.check_supported()?;
         let need = Self::memory_bytes(cfg)?;
         if (mem.as_ptr() as usize) & (Self::MEMORY_ALIGN - 1) != 0 {
             return Err(err(Status::Misaligned, "mem: must be aligned to 64 bytes"));

@@ -20,7 +20,7 @@
 // `Error` is returned by value on purpose (no allocation); its size is by design.
 #![allow(clippy::result_large_err)]
 
-use crate::config::{AttnMode, Config, RopeKey, RopeLayout};
+use crate::config::{AttnMode, Config, RopeKey, RopeLayout, RopeType};
 use crate::dtype::{DType, Elems};
 use crate::status::{err, Error, Result, Status};
 use crate::weights::{Tensor, Weights};
@@ -601,6 +601,12 @@ pub fn config_from_metadata(st: &SafeTensors, base: &Config) -> Result<Config> {
                 parse_f32(v).ok_or_else(|| meta_err(key, v, "is not a finite decimal number"))?;
         }
     }
+    // The golden files' metadata predates `rope_type`: YaRN is `rope_factor > 1`.
+    c.rope_type = if c.rope_factor > 1.0 {
+        RopeType::Yarn
+    } else {
+        RopeType::Default
+    };
     if let Some(v) = st.meta_value("rope_layout")? {
         c.rope_layout = match v {
             "interleaved" => RopeLayout::Interleaved,
@@ -2108,6 +2114,7 @@ mod tests {
         want.rms_norm_eps = 1e-6;
         want.rope_theta = 10000.0;
         want.rope_factor = 4.0;
+        want.rope_type = RopeType::Yarn;
         want.beta_fast = 32.0;
         want.beta_slow = 1.0;
         want.mscale = 0.707;

@@ -293,6 +293,7 @@ impl CudaEngine {
     /// the device, an allocation, an upload or the module load fails.
     pub fn create(cfg: &Config, weights: &Weights, device_ordinal: u32) -> Result<CudaEngine> {
         let dm = weights.check(cfg)?;
+        cfg.check_supported()?;
         let per_head = cfg.rope_key == RopeKey::PerHead;
         // Every size the kernels take as u32, and index products they form.
         for (what, v) in [
