@@ -300,10 +300,11 @@ impl<'a> Binder<'_, 'a> {
         let mut shown = 0usize;
         for (name, _) in self.st.iter().filter(|(n, _)| n.starts_with(self.prefix)) {
             let len = name.decoded_len().saturating_sub(skip);
-            let sep = if shown > 0 { 2 } else { 0 };
-            let rest = under - shown - 1;
+            let sep: usize = if shown > 0 { 2 } else { 0 };
+            let rest = under.saturating_sub(shown).saturating_sub(1);
             let room_for_rest = if rest == 0 { 0 } else { 8 + digits(rest) };
-            if e.message().len() + sep + len + room_for_rest > MESSAGE_CAPACITY {
+            let need = sep.saturating_add(len).saturating_add(room_for_rest);
+            if e.message().len().saturating_add(need) > MESSAGE_CAPACITY {
                 break;
             }
             if shown > 0 {
@@ -314,7 +315,7 @@ impl<'a> Binder<'_, 'a> {
         }
         if shown < under {
             e.push_str(if shown > 0 { " (+" } else { "(+" });
-            e.push_num((under - shown) as u64);
+            e.push_num(under.saturating_sub(shown) as u64);
             e.push_str(" more)");
         }
         e
@@ -465,17 +466,7 @@ mod tests {
 
     /// d 8, H 2, n 4, p 2, v 4, r 4, r_q 6 with q_norm, shared rope key.
     fn small_cfg() -> Config {
-        let mut c = Config::deepseek_v3();
-        c.hidden_size = 8;
-        c.num_heads = 2;
-        c.q_lora_rank = 6;
-        c.kv_lora_rank = 4;
-        c.qk_nope_head_dim = 4;
-        c.qk_rope_head_dim = 2;
-        c.v_head_dim = 4;
-        c.max_seq_len = 16;
-        c.max_tokens_per_call = 4;
-        c
+        super::super::configs::tiny_qlora()
     }
 
     /// A file with every tensor `cfg` needs under `prefix` (F32, distinct values).

@@ -703,62 +703,58 @@ impl<'a> Scanner<'a> {
 
     /// A number value (any JSON number).
     pub fn number(&mut self) -> JsonResult<Number<'a>> {
-        let first = self.begin_value()?;
-        if !matches!(first, b'-' | b'0'..=b'9') {
-            return Err(self.mismatch(first, ErrorKind::ExpectedNumber));
-        }
-        let n = self.scan_number()?;
-        self.state = State::Next;
-        Ok(n)
+        self.number_as(
+            ErrorKind::ExpectedNumber,
+            |n| Some(*n),
+            |_| ErrorKind::BadNumber,
+        )
     }
 
     /// A non-negative integer fitting a `u64` (`ExpectedUnsigned` for `-1`, `1.0`,
     /// `1e3`; `IntegerTooLarge` above `u64::MAX`).
     pub fn u64(&mut self) -> JsonResult<u64> {
-        let (n, at) = self.number_for(ErrorKind::ExpectedUnsigned)?;
-        n.as_u64().ok_or_else(|| {
-            let kind = if n.is_integer() && !n.text.starts_with('-') {
+        self.number_as(ErrorKind::ExpectedUnsigned, Number::as_u64, |n| {
+            if n.is_integer() && !n.text.starts_with('-') {
                 ErrorKind::IntegerTooLarge
             } else {
                 ErrorKind::ExpectedUnsigned
-            };
-            JsonError { kind, at }
+            }
         })
     }
 
     /// An integer fitting an `i64`.
     pub fn i64(&mut self) -> JsonResult<i64> {
-        let (n, at) = self.number_for(ErrorKind::ExpectedInteger)?;
-        n.as_i64().ok_or_else(|| {
-            let kind = if n.is_integer() {
+        self.number_as(ErrorKind::ExpectedInteger, Number::as_i64, |n| {
+            if n.is_integer() {
                 ErrorKind::IntegerTooLarge
             } else {
                 ErrorKind::ExpectedInteger
-            };
-            JsonError { kind, at }
+            }
         })
     }
 
     /// Any number, correctly rounded to `f64` (`FloatTooLarge` if it overflows).
     pub fn f64(&mut self) -> JsonResult<f64> {
-        let (n, at) = self.number_for(ErrorKind::ExpectedNumber)?;
-        n.as_f64().ok_or(JsonError {
-            kind: ErrorKind::FloatTooLarge,
-            at,
+        self.number_as(ErrorKind::ExpectedNumber, Number::as_f64, |_| {
+            ErrorKind::FloatTooLarge
         })
     }
 
     /// Any number, correctly rounded to `f32` (`FloatTooLarge` if it overflows).
     pub fn f32(&mut self) -> JsonResult<f32> {
-        let (n, at) = self.number_for(ErrorKind::ExpectedNumber)?;
-        n.as_f32().ok_or(JsonError {
-            kind: ErrorKind::FloatTooLarge,
-            at,
+        self.number_as(ErrorKind::ExpectedNumber, Number::as_f32, |_| {
+            ErrorKind::FloatTooLarge
         })
     }
 
-    /// A number and where it starts; `want` if the value is not a number.
-    fn number_for(&mut self, want: ErrorKind) -> JsonResult<(Number<'a>, usize)> {
+    /// The number at the cursor converted by `convert`; `want` if the value is not
+    /// a number, `failed(n)` (at the number's start) if it does not convert.
+    fn number_as<T>(
+        &mut self,
+        want: ErrorKind,
+        convert: impl Fn(&Number<'a>) -> Option<T>,
+        failed: impl Fn(&Number<'a>) -> ErrorKind,
+    ) -> JsonResult<T> {
         let first = self.begin_value()?;
         if !matches!(first, b'-' | b'0'..=b'9') {
             return Err(self.mismatch(first, want));
@@ -766,7 +762,10 @@ impl<'a> Scanner<'a> {
         let at = self.pos;
         let n = self.scan_number()?;
         self.state = State::Next;
-        Ok((n, at))
+        convert(&n).ok_or_else(|| JsonError {
+            kind: failed(&n),
+            at,
+        })
     }
 
     /// `true` or `false`.

@@ -50,3 +50,9 @@ pub const MAX_UNORDERED_HEADER_BYTES: usize = 256 * 1024;
 #[cfg(test)]
 #[path = "../../../mla-testkit/src/st_file.rs"]
 mod st_file;
+
+/// The small configs of mla-testkit (`crates/mla-testkit/src/configs.rs`), for the
+/// unit tests, likewise.
+#[cfg(test)]
+#[path = "../../../mla-testkit/src/configs.rs"]
+mod configs;
