@@ -104,9 +104,9 @@ fn long_context_work_is_spread_and_identical() {
     let own = RandomWeights::new(&cfg, DType::F32, 5);
     let w = own.weights();
     let d = cfg.hidden_size as usize;
-    let x = Rng::new(1).vec(1060 * d, 0.5);
-    // 1020 tokens of prefill in chunks of 40 (naive), then 40 decode steps (absorbed).
-    let mut chunks = vec![40; 1020 / 40];
+    // 1000 tokens of prefill in chunks of 40 (naive), then 40 decode steps (absorbed).
+    let x = Rng::new(1).vec(1040 * d, 0.5);
+    let mut chunks = vec![40; 1000 / 40];
     chunks.extend([1; 40]);
     let pools: Vec<ThreadPool> = [2, 3].into_iter().map(ThreadPool::new).collect();
     let base = run(&cfg, &w, &x, &chunks, AttnMode::Auto);

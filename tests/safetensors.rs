@@ -240,10 +240,14 @@ fn a_1024_tensor_header_out_of_offset_order_parses_fast() {
         w = w.tensor(&format!("model.layers.{i}.w"), "F32", &[4], vec![0; 16]);
     }
     let buf = w.build();
-    let t = Instant::now();
-    let st = SafeTensors::parse(&buf).unwrap();
-    let took = t.elapsed();
-    assert_eq!(st.len(), n);
+    // The fastest of 5 parses (the machine may be busy).
+    let mut took = std::time::Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let st = SafeTensors::parse(&buf).unwrap();
+        took = took.min(t.elapsed());
+        assert_eq!(st.len(), n);
+    }
     // Names in descending order too (one run per name): the duplicate check's
     // blocked path runs as well.
     println!(

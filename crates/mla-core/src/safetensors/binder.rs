@@ -6,9 +6,10 @@
 
 use super::json::{utf8, JsonStr};
 use super::reader::{SafeTensors, TensorView};
+use super::{error, push, Piece, Piece::N, Piece::S};
 use crate::config::{AttnMode, Config, RopeKey, RopeLayout};
 use crate::dtype::DType;
-use crate::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
+use crate::status::{Error, Result, Status, MESSAGE_CAPACITY};
 use crate::weights::{Tensor, Weights};
 
 impl<'a> SafeTensors<'a> {
@@ -224,21 +225,27 @@ impl<'a> Binder<'_, 'a> {
     }
 
     fn name_err(&self, status: Status, suffix: &str, what: &str) -> Error {
-        err(status, self.prefix).s(suffix).s(what)
+        self.name_err_more(status, suffix, what, &[])
+    }
+
+    /// `prefix` + `suffix` + `what` + `more`.
+    #[inline(never)]
+    fn name_err_more(&self, status: Status, suffix: &str, what: &str, more: &[Piece]) -> Error {
+        let mut e = error(status, self.prefix, &[S(suffix), S(what)]);
+        push(&mut e, more);
+        e
     }
 
     /// Fails if the file holds a tensor the config does not use.
     fn unused(&self, suffix: &str, why: &str) -> Result<()> {
         match self.get(suffix)? {
             None => Ok(()),
-            Some(_) => Err(self
-                .name_err(
-                    Status::WeightShape,
-                    suffix,
-                    ": in the file but unused by the config (",
-                )
-                .s(why)
-                .s(")")),
+            Some(_) => Err(self.name_err_more(
+                Status::WeightShape,
+                suffix,
+                ": in the file but unused by the config (",
+                &[S(why), S(")")],
+            )),
         }
     }
 
@@ -263,37 +270,42 @@ impl<'a> Binder<'_, 'a> {
 
     /// `WeightShape` for a required tensor that is not in the file, saying what the
     /// file holds under the prefix, or where the layer's tensors are instead.
+    #[cold]
+    #[inline(never)]
     fn missing(&self, suffix: &str, want: &[usize]) -> Error {
-        let e = self.name_err(Status::WeightShape, suffix, ": missing, expected ");
-        let mut e = push_dims(e, want);
+        let mut e = self.name_err(Status::WeightShape, suffix, ": missing, expected ");
+        push_dims(&mut e, want);
         let under = self
             .st
             .iter()
             .filter(|(n, _)| n.starts_with(self.prefix))
             .count();
         if under == 0 {
-            e.push_str("; no tensor under this prefix");
+            push(&mut e, &[S("; no tensor under this prefix")]);
         }
         if self.found.iter().all(Option::is_none) {
             match nearest_layer_prefix(self.st, self.prefix) {
                 Some((name, len)) => {
-                    e.push_str("; layer tensors are under '");
+                    push(&mut e, &[S("; layer tensors are under '")]);
                     push_decoded(&mut e, &name, 0, len);
-                    e.push_str("'");
+                    push(&mut e, &[S("'")]);
                 }
                 None => {
-                    e.push_str("; no layer tensor in the file (");
-                    e.push_num(self.st.len() as u64);
-                    e.push_str(" tensors)");
+                    let n = self.st.len() as u64;
+                    push(
+                        &mut e,
+                        &[S("; no layer tensor in the file ("), N(n), S(" tensors)")],
+                    );
                 }
             }
         }
         if under == 0 {
             return e;
         }
-        e.push_str("; the prefix holds ");
-        e.push_num(under as u64);
-        e.push_str(": ");
+        push(
+            &mut e,
+            &[S("; the prefix holds "), N(under as u64), S(": ")],
+        );
         // As many names (after the prefix) as fit, keeping room for the count of
         // the rest: " (+N more)".
         let skip = self.prefix.len();
@@ -308,15 +320,15 @@ impl<'a> Binder<'_, 'a> {
                 break;
             }
             if shown > 0 {
-                e.push_str(", ");
+                push(&mut e, &[S(", ")]);
             }
             push_decoded(&mut e, &name, skip, usize::MAX);
             shown += 1;
         }
         if shown < under {
-            e.push_str(if shown > 0 { " (+" } else { "(+" });
-            e.push_num(under.saturating_sub(shown) as u64);
-            e.push_str(" more)");
+            let open = if shown > 0 { " (+" } else { "(+" };
+            let rest = under.saturating_sub(shown) as u64;
+            push(&mut e, &[S(open), N(rest), S(" more)")]);
         }
         e
     }
@@ -324,14 +336,19 @@ impl<'a> Binder<'_, 'a> {
     /// Checks dtype, shape (`want` = expected dims) and alignment, then borrows.
     fn bind(&self, suffix: &str, v: &TensorView<'a>, want: &[usize]) -> Result<Tensor<'a>> {
         let dt = v.dtype.to_dtype().ok_or_else(|| {
-            self.name_err(Status::WeightDtype, suffix, ": dtype ")
-                .s(v.dtype.name())
-                .s(" is not supported (F32, F16 or BF16)")
+            self.name_err_more(
+                Status::WeightDtype,
+                suffix,
+                ": dtype ",
+                &[S(v.dtype.name()), S(" is not supported (F32, F16 or BF16)")],
+            )
         })?;
         if v.dims() != want {
-            let e = self.name_err(Status::WeightShape, suffix, ": expected ");
-            let e = push_dims(e, want).s(", got ");
-            return Err(push_dims(e, v.dims()));
+            let mut e = self.name_err(Status::WeightShape, suffix, ": expected ");
+            push_dims(&mut e, want);
+            push(&mut e, &[S(", got ")]);
+            push_dims(&mut e, v.dims());
+            return Err(e);
         }
         let (rows, cols) = match *want {
             [len] => (1, len),
@@ -341,15 +358,17 @@ impl<'a> Binder<'_, 'a> {
         let offset = (v.data.as_ptr() as usize).wrapping_sub(self.st.data().as_ptr() as usize);
         Tensor::from_bytes(v.data, dt, rows, cols).map_err(|e| {
             if e.status() == Status::Misaligned {
-                self.name_err(Status::Misaligned, suffix, ": ")
-                    .s(v.dtype.name())
-                    .s(" data (data offset ")
-                    .n(offset)
-                    .s(") is not aligned to ")
-                    .n(dt.size())
-                    .s(" bytes in memory")
+                let what = [
+                    S(v.dtype.name()),
+                    S(" data (data offset "),
+                    N(offset as u64),
+                    S(") is not aligned to "),
+                    N(dt.size() as u64),
+                    S(" bytes in memory"),
+                ];
+                self.name_err_more(Status::Misaligned, suffix, ": ", &what)
             } else {
-                self.name_err(e.status(), suffix, ": ").s(e.message())
+                self.name_err_more(e.status(), suffix, ": ", &[S(e.message())])
             }
         })
     }
@@ -359,6 +378,8 @@ impl<'a> Binder<'_, 'a> {
 /// `prefix`: one that extends it (`model.layers.0.` -> `model.layers.0.self_attn.`)
 /// first, then the longest common beginning; the first in the file on ties.
 /// Returns a name and the length of its prefix part (decoded bytes).
+#[cold]
+#[inline(never)]
 fn nearest_layer_prefix<'a>(st: &SafeTensors<'a>, prefix: &str) -> Option<(JsonStr<'a>, usize)> {
     let mut best: Option<((bool, usize), JsonStr<'a>, usize)> = None;
     for (name, _) in st.iter() {
@@ -401,32 +422,25 @@ fn push_decoded(e: &mut Error, s: &JsonStr, from: usize, to: usize) {
         if at >= from {
             let (buf, len) = utf8(c);
             if let Some(text) = buf.get(..len).and_then(|b| core::str::from_utf8(b).ok()) {
-                e.push_str(text);
+                push(e, &[S(text)]);
             }
         }
         at = next;
     }
 }
 
-fn push_dims(mut e: Error, dims: &[usize]) -> Error {
-    e.push_str("[");
+fn push_dims(e: &mut Error, dims: &[usize]) {
+    push(e, &[S("[")]);
     for (i, &d) in dims.iter().enumerate() {
-        if i > 0 {
-            e.push_str(", ");
-        }
-        e.push_num(d as u64);
+        let sep = if i > 0 { ", " } else { "" };
+        push(e, &[S(sep), N(d as u64)]);
     }
-    e.push_str("]");
-    e
+    push(e, &[S("]")]);
 }
 
 fn meta_err(key: &str, v: &str, what: &str) -> Error {
-    err(Status::InvalidArgument, "metadata ")
-        .s(key)
-        .s(": '")
-        .s(v)
-        .s("' ")
-        .s(what)
+    let pieces = [S(key), S(": '"), S(v), S("' "), S(what)];
+    error(Status::InvalidArgument, "metadata ", &pieces)
 }
 
 /// Plain decimal digits, no sign, fitting a u32.

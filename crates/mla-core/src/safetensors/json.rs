@@ -56,7 +56,8 @@
 use core::cmp::Ordering;
 use core::ops::Range;
 
-use crate::status::{err, Error, Status};
+use super::Piece::{N, S};
+use crate::status::{Error, Status};
 
 /// Default nesting limit: at most this many containers (objects and arrays) open
 /// at once. [`Scanner::with_max_depth`] sets another, up to 64.
@@ -177,11 +178,9 @@ pub struct JsonError {
 impl JsonError {
     /// An `InvalidArgument` error reading `"{context}: {what} at byte {at}"`.
     pub fn to_error(self, context: &str) -> Error {
-        err(Status::InvalidArgument, context)
-            .s(": ")
-            .s(self.kind.as_str())
-            .s(" at byte ")
-            .n(self.at)
+        let at = self.at as u64;
+        let pieces = [S(": "), S(self.kind.as_str()), S(" at byte "), N(at)];
+        super::error(Status::InvalidArgument, context, &pieces)
     }
 }
 
@@ -677,6 +676,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The kind of the value at the cursor, without consuming it.
+    #[inline(never)]
     pub fn peek(&mut self) -> JsonResult<Kind> {
         let first = self.begin_value()?;
         Ok(match first {
@@ -691,6 +691,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string value.
+    #[inline(never)]
     pub fn string(&mut self) -> JsonResult<JsonStr<'a>> {
         let first = self.begin_value()?;
         if first != b'"' {
@@ -749,6 +750,7 @@ impl<'a> Scanner<'a> {
 
     /// The number at the cursor converted by `convert`; `want` if the value is not
     /// a number, `failed(n)` (at the number's start) if it does not convert.
+    #[inline(never)]
     fn number_as<T>(
         &mut self,
         want: ErrorKind,
@@ -769,6 +771,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `true` or `false`.
+    #[inline(never)]
     pub fn bool(&mut self) -> JsonResult<bool> {
         let first = self.begin_value()?;
         let v = match first {
@@ -787,6 +790,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `null`.
+    #[inline(never)]
     pub fn null(&mut self) -> JsonResult<()> {
         let first = self.begin_value()?;
         if first != b'n' {
@@ -799,6 +803,7 @@ impl<'a> Scanner<'a> {
 
     /// Consumes a `null` and returns true; returns false (consuming nothing) for
     /// any other value. For optional fields: `if !sc.eat_null()? { v = sc.u64()? }`.
+    #[inline(never)]
     pub fn eat_null(&mut self) -> JsonResult<bool> {
         if self.begin_value()? != b'n' {
             return Ok(false);
@@ -809,6 +814,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Opens the object at the cursor; read its members with [`Scanner::next_key`].
+    #[inline(never)]
     pub fn object(&mut self) -> JsonResult<Object> {
         let first = self.begin_value()?;
         if first != b'{' {
@@ -819,6 +825,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Opens the array at the cursor; read its items with [`Scanner::next_item`].
+    #[inline(never)]
     pub fn array(&mut self) -> JsonResult<Array> {
         let first = self.begin_value()?;
         if first != b'[' {
@@ -830,6 +837,7 @@ impl<'a> Scanner<'a> {
 
     /// The next key of `obj` (its value is then at the cursor), or `None` after the
     /// closing `}`. A value or inner container left unread is skipped first.
+    #[inline(never)]
     pub fn next_key(&mut self, obj: &Object) -> JsonResult<Option<JsonStr<'a>>> {
         self.settle(obj.depth)?;
         if self.depth < obj.depth {
@@ -847,6 +855,7 @@ impl<'a> Scanner<'a> {
 
     /// True when `arr` has another item (then at the cursor); false after the
     /// closing `]`. An item or inner container left unread is skipped first.
+    #[inline(never)]
     pub fn next_item(&mut self, arr: &Array) -> JsonResult<bool> {
         self.settle(arr.depth)?;
         if self.depth < arr.depth {
@@ -863,6 +872,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips (and fully checks) the value at the cursor; returns its byte range.
+    #[inline(never)]
     pub fn skip(&mut self) -> JsonResult<Range<usize>> {
         self.begin_value()?;
         let start = self.pos;
@@ -873,6 +883,7 @@ impl<'a> Scanner<'a> {
     /// Finishes the text: reads (and checks) whatever is left of the top-level
     /// value, then wants nothing but whitespace. On a fresh scanner, this checks a
     /// whole text.
+    #[inline(never)]
     pub fn finish(&mut self) -> JsonResult<()> {
         self.settle(0)?;
         self.ws();

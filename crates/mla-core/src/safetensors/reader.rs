@@ -6,8 +6,9 @@
 
 use super::json::{heapsort, ErrorKind, JsonError, JsonStr, Kind, Object, Scanner, UniqueKeys};
 use super::json::{MAX_DEPTH, MAX_KEY_RUNS, MAX_UNSORTED_KEYS};
+use super::{error, push, Piece::N, Piece::S};
 use crate::dtype::{DType, Elems};
-use crate::status::{err, Error, Result, Status};
+use crate::status::{Error, Result, Status};
 
 /// Largest header accepted, in bytes (100 MiB).
 pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
@@ -187,16 +188,23 @@ impl<'a> TensorView<'a> {
     /// BF16; `Misaligned` when the bytes are not aligned in memory to the element size.
     pub fn elems(&self) -> Result<Elems<'a>> {
         let dt = self.dtype.to_dtype().ok_or_else(|| {
-            err(Status::WeightDtype, "tensor dtype ")
-                .s(self.dtype.name())
-                .s(" is not supported (F32, F16 or BF16)")
+            error(
+                Status::WeightDtype,
+                "tensor dtype ",
+                &[
+                    S(self.dtype.name()),
+                    S(" is not supported (F32, F16 or BF16)"),
+                ],
+            )
         })?;
         Elems::from_bytes(self.data, dt).ok_or_else(|| {
-            err(Status::Misaligned, "tensor ")
-                .s(self.dtype.name())
-                .s(" data is not aligned to ")
-                .n(dt.size())
-                .s(" bytes in memory")
+            let what = [
+                S(self.dtype.name()),
+                S(" data is not aligned to "),
+                N(dt.size() as u64),
+                S(" bytes in memory"),
+            ];
+            error(Status::Misaligned, "tensor ", &what)
         })
     }
 }
@@ -222,25 +230,34 @@ impl<'a> SafeTensors<'a> {
         let (len8, rest) = match bytes.split_first_chunk::<8>() {
             Some(v) => v,
             None => {
-                return Err(bad("file is ")
-                    .n(bytes.len())
-                    .s(" bytes, shorter than the 8-byte header length"))
+                return Err(bad(&[
+                    S("file is "),
+                    N(bytes.len() as u64),
+                    S(" bytes, shorter than the 8-byte header length"),
+                ]))
             }
         };
         let n = u64::from_le_bytes(*len8);
         if n > MAX_HEADER_BYTES {
-            return Err(num64(bad("header length "), n).s(" is above the 100 MiB limit"));
+            return Err(bad(&[
+                S("header length "),
+                N(n),
+                S(" is above the 100 MiB limit"),
+            ]));
         }
         if n > rest.len() as u64 {
-            return Err(num64(bad("header length "), n)
-                .s(" runs past the end of the file (")
-                .n(rest.len())
-                .s(" bytes after the length)"));
+            return Err(bad(&[
+                S("header length "),
+                N(n),
+                S(" runs past the end of the file ("),
+                N(rest.len() as u64),
+                S(" bytes after the length)"),
+            ]));
         }
         let (header, data) = rest
             .split_at_checked(n as usize)
-            .ok_or_else(|| bad("header length runs past the end of the file"))?;
-        let header = core::str::from_utf8(header).map_err(|_| bad("header is not UTF-8"))?;
+            .ok_or_else(|| bad(&[S("header length runs past the end of the file")]))?;
+        let header = core::str::from_utf8(header).map_err(|_| bad(&[S("header is not UTF-8")]))?;
 
         let mut entries = Entries::new(header, data.len())?;
         let mut names = UniqueKeys::new(&entries.sc, entries.object_at);
@@ -259,7 +276,7 @@ impl<'a> SafeTensors<'a> {
             match value {
                 Value::Meta(at) => {
                     if meta.is_some() {
-                        return Err(bad("__metadata__ appears twice"));
+                        return Err(bad(&[S("__metadata__ appears twice")]));
                     }
                     meta = Some(at);
                 }
@@ -267,7 +284,7 @@ impl<'a> SafeTensors<'a> {
                     count += 1;
                     total = total
                         .checked_add(info.len())
-                        .ok_or_else(|| bad("tensor sizes overflow"))?;
+                        .ok_or_else(|| bad(&[S("tensor sizes overflow")]))?;
                     if info.len() > 0 {
                         holding += 1;
                         if in_order && info.begin == cursor {
@@ -281,11 +298,13 @@ impl<'a> SafeTensors<'a> {
         }
         names.finish().map_err(|e| names_err(header, e, &names))?;
         if total != data.len() {
-            return Err(bad("tensors cover ")
-                .n(total)
-                .s(" bytes of a data section of ")
-                .n(data.len())
-                .s(" (holes, overlap or trailing bytes)"));
+            return Err(bad(&[
+                S("tensors cover "),
+                N(total as u64),
+                S(" bytes of a data section of "),
+                N(data.len() as u64),
+                S(" (holes, overlap or trailing bytes)"),
+            ]));
         }
         let st = SafeTensors {
             header,
@@ -306,13 +325,13 @@ impl<'a> SafeTensors<'a> {
     #[inline(never)]
     fn check_unordered(&self, holding: usize) -> Result<()> {
         if holding > MAX_UNORDERED_TENSORS {
-            return Err(
-                bad("tensor offsets are not in header order (allowed for at most ")
-                    .n(MAX_UNORDERED_TENSORS)
-                    .s(" tensors holding data; found ")
-                    .n(holding)
-                    .s(")"),
-            );
+            return Err(bad(&[
+                S("tensor offsets are not in header order (allowed for at most "),
+                N(MAX_UNORDERED_TENSORS as u64),
+                S(" tensors holding data; found "),
+                N(holding as u64),
+                S(")"),
+            ]));
         }
         let mut spans = [(0usize, 0usize); MAX_UNORDERED_TENSORS];
         let mut n = 0usize;
@@ -344,17 +363,21 @@ impl<'a> SafeTensors<'a> {
             hole = Some((prev.1, self.data.len()));
         }
         match hole {
-            Some((a, b)) => Err(bad("data section bytes ")
-                .n(a)
-                .s("..")
-                .n(b)
-                .s(" belong to no tensor")),
+            Some((a, b)) => Err(bad(&[
+                S("data section bytes "),
+                N(a as u64),
+                S(".."),
+                N(b as u64),
+                S(" belong to no tensor"),
+            ])),
             None => Ok(()),
         }
     }
 
     /// The error for two overlapping tensors (their spans), naming both in
     /// header order.
+    #[cold]
+    #[inline(never)]
     fn overlap_err(&self, a: (usize, usize), b: (usize, usize)) -> Error {
         let mut first: Option<(JsonStr<'a>, (usize, usize))> = None;
         let mut found_a = false;
@@ -379,18 +402,23 @@ impl<'a> SafeTensors<'a> {
             }
         }
         let (Some((n1, s1)), Some((n2, s2))) = (first, second) else {
-            return bad("two tensors' data overlap");
+            return bad(&[S("two tensors' data overlap")]);
         };
-        let e = bad("tensor ")
-            .s(n1.raw())
-            .s(": data [")
-            .n(s1.0)
-            .s(", ")
-            .n(s1.1)
-            .s(") overlaps tensor ")
-            .s(n2.raw())
-            .s("'s [");
-        e.n(s2.0).s(", ").n(s2.1).s(")")
+        bad(&[
+            S("tensor "),
+            S(n1.raw()),
+            S(": data ["),
+            N(s1.0 as u64),
+            S(", "),
+            N(s1.1 as u64),
+            S(") overlaps tensor "),
+            S(n2.raw()),
+            S("'s ["),
+            N(s2.0 as u64),
+            S(", "),
+            N(s2.1 as u64),
+            S(")"),
+        ])
     }
 
     /// A fresh walk over the validated header.
@@ -443,9 +471,10 @@ impl<'a> SafeTensors<'a> {
     /// The view of a validated entry.
     fn view(&self, info: &Info) -> Result<TensorView<'a>> {
         info.view(self.data).ok_or_else(|| {
-            err(
+            error(
                 Status::Internal,
                 "safetensors: offsets outside the data section",
+                &[],
             )
         })
     }
@@ -469,9 +498,11 @@ impl<'a> SafeTensors<'a> {
             if k.eq_str(key) {
                 return match v.as_str() {
                     Some(s) => Ok(Some(s)),
-                    None => Err(err(Status::InvalidArgument, "metadata ")
-                        .s(key)
-                        .s(": value holds escapes (not supported)")),
+                    None => Err(error(
+                        Status::InvalidArgument,
+                        "metadata ",
+                        &[S(key), S(": value holds escapes (not supported)")],
+                    )),
                 };
             }
         }
@@ -506,18 +537,13 @@ impl<'a> Iterator for Tensors<'a> {
 // Header entries
 // ---------------------------------------------------------------------------------
 
-/// Status of malformed files.
-fn bad(what: &str) -> Error {
-    err(Status::InvalidArgument, "safetensors: ").s(what)
-}
-
-fn num64(mut e: Error, v: u64) -> Error {
-    e.push_num(v);
-    e
+/// The error of a malformed file: `InvalidArgument`, "safetensors: " + `pieces`.
+fn bad(pieces: &[super::Piece]) -> Error {
+    error(Status::InvalidArgument, "safetensors: ", pieces)
 }
 
 fn json_err(what: &str, at: usize) -> Error {
-    bad("header JSON: ").s(what).s(" at byte ").n(at)
+    bad(&[S("header JSON: "), S(what), S(" at byte "), N(at as u64)])
 }
 
 /// A grammar error in the header.
@@ -526,27 +552,40 @@ fn header_json(e: JsonError) -> Error {
 }
 
 fn tensor_err(name: JsonStr, what: &str) -> Error {
-    bad("tensor ").s(name.raw()).s(": ").s(what)
+    tensor_err_more(name, what, &[])
+}
+
+/// [`tensor_err`] followed by more pieces.
+#[inline(never)]
+fn tensor_err_more(name: JsonStr, what: &str, more: &[super::Piece]) -> Error {
+    let mut e = bad(&[S("tensor "), S(name.raw()), S(": "), S(what)]);
+    push(&mut e, more);
+    e
 }
 
 /// The error of a name check over the header's keys.
+#[cold]
+#[inline(never)]
 fn names_err(header: &str, e: JsonError, names: &UniqueKeys) -> Error {
     match (e.kind, super::json::key_at(header, e.at)) {
         (ErrorKind::DuplicateKey, Some(k)) if k.eq_str("__metadata__") => {
-            bad("__metadata__ appears twice")
+            bad(&[S("__metadata__ appears twice")])
         }
-        (ErrorKind::DuplicateKey, Some(k)) => bad("tensor name ")
-            .s(k.raw())
-            .s(" appears twice in the header"),
-        (ErrorKind::TooManyUnsortedKeys, _) => bad("")
-            .n(names.len())
-            .s(" tensor names in no sorted order (")
-            .n(names.runs())
-            .s(" ascending runs, more than ")
-            .n(MAX_KEY_RUNS)
-            .s("): too many to check for duplicates (at most ")
-            .n(MAX_UNSORTED_KEYS)
-            .s(" names and a 16 MiB header)"),
+        (ErrorKind::DuplicateKey, Some(k)) => bad(&[
+            S("tensor name "),
+            S(k.raw()),
+            S(" appears twice in the header"),
+        ]),
+        (ErrorKind::TooManyUnsortedKeys, _) => bad(&[
+            N(names.len() as u64),
+            S(" tensor names in no sorted order ("),
+            N(names.runs() as u64),
+            S(" ascending runs, more than "),
+            N(MAX_KEY_RUNS as u64),
+            S("): too many to check for duplicates (at most "),
+            N(MAX_UNSORTED_KEYS as u64),
+            S(" names and a 16 MiB header)"),
+        ]),
         _ => header_json(e),
     }
 }
@@ -642,6 +681,7 @@ impl<'a> Entries<'a> {
 
     /// `{"key": "value", ...}` with string values only and distinct keys; returns
     /// the offset of its `{`.
+    #[inline(never)]
     fn metadata_object(&mut self) -> Result<usize> {
         let sc = &mut self.sc;
         if sc.peek().map_err(header_json)? != Kind::Object {
@@ -653,7 +693,7 @@ impl<'a> Entries<'a> {
         let text = sc.text();
         let dup = |e: JsonError| match (e.kind, super::json::key_at(text, e.at)) {
             (ErrorKind::DuplicateKey, Some(k)) => {
-                bad("__metadata__ key ").s(k.raw()).s(" appears twice")
+                bad(&[S("__metadata__ key "), S(k.raw()), S(" appears twice")])
             }
             _ => header_json(e),
         };
@@ -673,6 +713,7 @@ impl<'a> Entries<'a> {
 
     /// `{"dtype": ..., "shape": [...], "data_offsets": [b, e]}` (other fields are
     /// skipped, but must not repeat), validated against the data section.
+    #[inline(never)]
     fn tensor_info(&mut self, name: JsonStr<'a>) -> Result<Info> {
         let data_len = self.data_len;
         let sc = &mut self.sc;
@@ -699,7 +740,7 @@ impl<'a> Entries<'a> {
                     .iter()
                     .copied()
                     .find(|d| s.eq_str(d.name()))
-                    .ok_or_else(|| tensor_err(name, "unknown dtype ").s(s.raw()))?;
+                    .ok_or_else(|| tensor_err_more(name, "unknown dtype ", &[S(s.raw())]))?;
                 dtype = Some(d);
             } else if key.eq_str("shape") {
                 if shape.is_some() {
@@ -740,18 +781,29 @@ impl<'a> Entries<'a> {
             return Err(tensor_err(name, "data_offsets begin is after end"));
         }
         if end > data_len as u64 {
-            return Err(num64(tensor_err(name, "data_offsets end "), end)
-                .s(" is past the data section (")
-                .n(data_len)
-                .s(" bytes)"));
+            return Err(tensor_err_more(
+                name,
+                "data_offsets end ",
+                &[
+                    N(end),
+                    S(" is past the data section ("),
+                    N(data_len as u64),
+                    S(" bytes)"),
+                ],
+            ));
         }
         // end <= data_len, so both fit usize.
         let (begin, end) = (begin as usize, end as usize);
         if end - begin != nbytes {
-            return Err(tensor_err(name, "data_offsets span ")
-                .n(end - begin)
-                .s(" bytes, shape and dtype need ")
-                .n(nbytes));
+            return Err(tensor_err_more(
+                name,
+                "data_offsets span ",
+                &[
+                    N((end - begin) as u64),
+                    S(" bytes, shape and dtype need "),
+                    N(nbytes as u64),
+                ],
+            ));
         }
         Ok(Info {
             dtype,
@@ -762,6 +814,7 @@ impl<'a> Entries<'a> {
         })
     }
 
+    #[inline(never)]
     fn shape(sc: &mut Scanner<'a>, name: JsonStr<'a>) -> Result<([usize; MAX_RANK], usize)> {
         let mut dims = [0usize; MAX_RANK];
         let mut rank = 0usize;
@@ -782,6 +835,7 @@ impl<'a> Entries<'a> {
         Ok((dims, rank))
     }
 
+    #[inline(never)]
     fn offsets(sc: &mut Scanner<'a>, name: JsonStr<'a>) -> Result<(u64, u64)> {
         let two = || tensor_err(name, "data_offsets must be an array of 2 integers");
         if sc.peek().map_err(header_json)? != Kind::Array {
@@ -804,10 +858,12 @@ impl<'a> Entries<'a> {
 }
 
 /// The error of a check of a tensor entry's other (unknown) fields.
+#[cold]
+#[inline(never)]
 fn field_err(header: &str, name: JsonStr, e: JsonError) -> Error {
     match (e.kind, super::json::key_at(header, e.at)) {
         (ErrorKind::DuplicateKey, Some(k)) => {
-            tensor_err(name, "field ").s(k.raw()).s(" appears twice")
+            tensor_err_more(name, "field ", &[S(k.raw()), S(" appears twice")])
         }
         _ => header_json(e),
     }
