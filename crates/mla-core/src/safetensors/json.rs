@@ -1195,8 +1195,9 @@ impl<'a> UniqueKeys<'a> {
         self.runs
     }
 
-    /// Records `key`, just returned by `sc.next_key` on this object (`sc` as it is
-    /// then). A key equal to the previous one is reported at once.
+    /// Records `key`, returned by `sc.next_key` on this object; `sc` may be just
+    /// after the key or after its value (not further). A key equal to the previous
+    /// one is reported at once.
     pub fn push(&mut self, sc: &Scanner<'a>, key: JsonStr<'a>) -> JsonResult<()> {
         self.count = self.count.saturating_add(1);
         let new_run = match &self.prev {
