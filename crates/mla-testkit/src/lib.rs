@@ -4,7 +4,7 @@
 //! - [`golden`]: the golden cases of `tests/data` ([`Golden`], [`cases`]) and the
 //!   error measure of DESIGN.md ([`rel_err`]);
 //! - [`arena`]: 64-byte aligned, zeroed engine memory ([`Arena`]);
-//! - [`run`]: a case through a fresh engine in one call, uneven chunks or token by
+//! - [`mod@run`]: a case through a fresh engine in one call, uneven chunks or token by
 //!   token, any attention mode, optionally on threads ([`run()`], [`Run`],
 //!   [`Schedule`]);
 //! - [`configs`]: small configs (q_lora, plain q_proj, per-head rope keys) and the
