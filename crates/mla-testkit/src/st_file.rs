@@ -1,4 +1,4 @@
-//! Safetensors files built in memory ([`Writer`], [`file`]), and byte buffers
+//! Safetensors files built in memory ([`Writer`], [`fn@file`]), and byte buffers
 //! aligned for zero-copy views ([`AlignedBytes`]).
 //!
 //! This file uses only `std`, `half` and `bytemuck`: mla-core's unit tests compile
