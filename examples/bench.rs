@@ -30,9 +30,9 @@
 //! `--quick`: v2lite only, f32 cache, contexts 1/1024/4096, shorter runs.
 //! `--full`: also DeepSeek-V3 attention dims (~190M parameters: 750 MB f32).
 
-use half::bf16;
 use mla_core::parallel::{ParallelFor, ThreadPool};
-use mla_core::{AttnMode, Config, DType, Engine, Tensor, Weights};
+use mla_core::{AttnMode, Config, DType, Engine, Weights};
+use mla_testkit::{configs, Arena, RandomWeights, Rng};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Instant;
@@ -510,195 +510,12 @@ fn med_min(v: &mut [f64]) -> (f64, f64) {
 }
 
 // ---------------------------------------------------------------------------
-// Random weights
+// Configs and weights (random: mla_testkit::RandomWeights, xorshift, fixed seeds)
 // ---------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-enum Store {
-    F32(Vec<f32>),
-    BF16(Vec<bf16>),
-    F16(Vec<half::f16>),
-}
-
-struct Mat {
-    store: Store,
-    rows: usize,
-    cols: usize,
-}
-
-impl Mat {
-    fn random(rng: &mut Rng, rows: usize, cols: usize, dt: DType, kind: &str) -> Mat {
-        // Uniform with variance 1/cols for matrices; 1 +- 0.1 for norms.
-        let a = (3.0 / cols as f32).sqrt();
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|_| match kind {
-                "norm" => 1.0 + 0.1 * rng.uniform(),
-                _ => a * rng.uniform(),
-            })
-            .collect();
-        let store = match dt {
-            DType::F32 => Store::F32(v),
-            DType::BF16 => Store::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-            DType::F16 => Store::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
-        };
-        Mat { store, rows, cols }
-    }
-
-    fn tensor(&self) -> Tensor<'_> {
-        let e = match &self.store {
-            Store::F32(v) => mla_core::dtype::Elems::F32(v.as_slice()),
-            Store::BF16(v) => mla_core::dtype::Elems::BF16(v.as_slice()),
-            Store::F16(v) => mla_core::dtype::Elems::F16(v.as_slice()),
-        };
-        Tensor::new(e, self.rows, self.cols).expect("shape")
-    }
-
-    fn bytes(&self) -> usize {
-        self.rows
-            * self.cols
-            * match self.store {
-                Store::F32(_) => 4,
-                _ => 2,
-            }
-    }
-}
-
-struct Layer {
-    q_proj: Option<Mat>,
-    q_a: Option<Mat>,
-    q_a_norm: Option<Mat>,
-    q_b: Option<Mat>,
-    kv_a: Mat,
-    kv_a_norm: Mat,
-    kv_b: Mat,
-    o: Mat,
-}
-
-impl Layer {
-    fn random(cfg: &Config, dt: DType, seed: u64) -> Layer {
-        let dm = cfg.dims().expect("config");
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let r = &mut rng;
-        let (q_proj, q_a, q_a_norm, q_b) = if dm.rq == 0 {
-            (
-                Some(Mat::random(r, dm.q_width, dm.d, dt, "w")),
-                None,
-                None,
-                None,
-            )
-        } else {
-            (
-                None,
-                Some(Mat::random(r, dm.rq, dm.d, dt, "w")),
-                cfg.q_norm.then(|| Mat::random(r, 1, dm.rq, dt, "norm")),
-                Some(Mat::random(r, dm.q_width, dm.rq, dt, "w")),
-            )
-        };
-        Layer {
-            q_proj,
-            q_a,
-            q_a_norm,
-            q_b,
-            kv_a: Mat::random(r, dm.kv_a_rows, dm.d, dt, "w"),
-            kv_a_norm: Mat::random(r, 1, dm.r, dt, "norm"),
-            kv_b: Mat::random(r, dm.kv_b_rows, dm.r, dt, "w"),
-            o: Mat::random(r, dm.d, dm.o_cols, dt, "w"),
-        }
-    }
-
-    fn weights(&self) -> Weights<'_> {
-        Weights {
-            q_proj: self.q_proj.as_ref().map(Mat::tensor),
-            q_a_proj: self.q_a.as_ref().map(Mat::tensor),
-            q_a_layernorm: self.q_a_norm.as_ref().map(Mat::tensor),
-            q_b_proj: self.q_b.as_ref().map(Mat::tensor),
-            kv_a_proj_with_mqa: self.kv_a.tensor(),
-            kv_a_layernorm: self.kv_a_norm.tensor(),
-            kv_b_proj: self.kv_b.tensor(),
-            o_proj: self.o.tensor(),
-            q_a_proj_bias: None,
-            kv_a_proj_bias: None,
-            o_proj_bias: None,
-        }
-    }
-
-    fn mats(&self) -> Vec<&Mat> {
-        let mut v = vec![&self.kv_a, &self.kv_a_norm, &self.kv_b, &self.o];
-        v.extend(
-            self.q_proj
-                .iter()
-                .chain(self.q_a.iter())
-                .chain(self.q_a_norm.iter())
-                .chain(self.q_b.iter()),
-        );
-        v
-    }
-
-    /// Bytes of every weight tensor (read once per decode step).
-    fn bytes(&self) -> usize {
-        self.mats().iter().map(|m| m.bytes()).sum()
-    }
-
-    /// Multiply-adds per token of the projection matrices (norms excluded).
-    fn macs_per_token(&self) -> usize {
-        self.mats()
-            .iter()
-            .filter(|m| m.rows > 1)
-            .map(|m| m.rows * m.cols)
-            .sum()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Engine memory
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Align64([u8; 64]);
-
-struct Arena(Vec<Align64>, usize);
-
-impl Arena {
-    fn new(len: usize) -> Arena {
-        Arena(vec![Align64([0; 64]); len.div_ceil(64)], len)
-    }
-
-    fn get(&mut self) -> &mut [u8] {
-        let len = self.1;
-        // SAFETY: Align64 is 64 plain bytes; the Vec owns len.div_ceil(64) of them.
-        let all = unsafe {
-            std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, self.0.len() * 64)
-        };
-        &mut all[..len]
-    }
-}
 
 fn config(name: &str) -> Config {
-    match name {
-        "tutorial" => Config::tutorial(),
-        "v2lite" => Config::deepseek_v2_lite(),
-        "v3" => Config::deepseek_v3(),
-        _ => die(&format!("unknown config {name} (tutorial, v2lite, v3)")),
-    }
+    configs::preset(name)
+        .unwrap_or_else(|| die(&format!("unknown config {name} (tutorial, v2lite, v3)")))
 }
 
 // ---------------------------------------------------------------------------
@@ -917,7 +734,7 @@ fn decode<'p>(
         ..config(name)
     };
     let dm = cfg.dims().expect("config");
-    let probe_layer = Layer::random(&cfg, wd, 1);
+    let probe_layer = RandomWeights::new(&cfg, wd, 1);
     let wbytes = probe_layer.bytes();
     let macs = probe_layer.macs_per_token();
     let row_bytes = dm.cache_row * cd.size();
@@ -931,8 +748,8 @@ fn decode<'p>(
         1
     };
     drop(probe_layer);
-    let layers: Vec<Layer> = (0..n_layers)
-        .map(|i| Layer::random(&cfg, wd, 1 + i as u64))
+    let layers: Vec<RandomWeights> = (0..n_layers)
+        .map(|i| RandomWeights::new(&cfg, wd, 1 + i as u64))
         .collect();
     let ws: Vec<Weights> = layers.iter().map(|l| l.weights()).collect();
     let mut arenas: Vec<Arena> = (0..n_layers).map(|_| Arena::new(mem_bytes)).collect();
@@ -942,7 +759,7 @@ fn decode<'p>(
         .map(|(a, w)| Engine::new(&cfg, w, a.get()).expect("engine"))
         .collect();
     // Random cache rows (latent ~ RMS-normalised, rope keys ~ unit scale).
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let pool: Vec<f32> = (0..max_ctx.max(1) * dm.cache_row)
         .map(|_| 1.7 * rng.uniform())
         .collect();
@@ -1032,11 +849,11 @@ fn prefill<'p>(
         ..config(name)
     };
     let dm = cfg.dims().expect("config");
-    let layer = Layer::random(&cfg, wd, 1);
+    let layer = RandomWeights::new(&cfg, wd, 1);
     let w = layer.weights();
     let mut arena = Arena::new(Engine::memory_bytes(&cfg).expect("memory"));
     let mut e = Engine::new(&cfg, &w, arena.get()).expect("engine");
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let x: Vec<f32> = (0..tn * dm.d).map(|_| rng.uniform()).collect();
     let mut y = vec![0f32; x.len()];
     let pairs = tn * (tn + 1) / 2;

@@ -10,6 +10,7 @@
 
 use mla_core::safetensors::{bind_weights, config_from_metadata, SafeTensors};
 use mla_core::{Config, Engine};
+use mla_testkit::{rel_err, AlignedBytes, Arena};
 use std::time::Instant;
 
 fn main() {
@@ -22,9 +23,8 @@ fn main() {
     });
     let raw = std::fs::read(&path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     // Copy into 8-byte aligned storage so f32 tensors can be borrowed in place.
-    let mut words = vec![0u64; raw.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..raw.len()].copy_from_slice(&raw);
-    let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..raw.len()];
+    let file = AlignedBytes::new(&raw);
+    let bytes = file.get();
 
     let st = SafeTensors::parse(bytes).unwrap_or_else(|e| fail(e.message()));
     let mut cfg =
@@ -49,11 +49,10 @@ fn main() {
     let weights = bind_weights(bytes, "model.layers.0.self_attn.", &cfg)
         .unwrap_or_else(|e| fail(e.message()));
 
+    // The engine's memory: one caller buffer, Engine::MEMORY_ALIGN (64) aligned.
     let need = Engine::memory_bytes(&cfg).unwrap_or_else(|e| fail(e.message()));
-    let mut arena = vec![0u8; need + Engine::MEMORY_ALIGN];
-    let off = arena.as_ptr().align_offset(Engine::MEMORY_ALIGN);
-    let mut engine = Engine::new(&cfg, &weights, &mut arena[off..off + need])
-        .unwrap_or_else(|e| fail(e.message()));
+    let mut arena = Arena::new(need);
+    let mut engine = Engine::new(&cfg, &weights, arena.get()).unwrap_or_else(|e| fail(e.message()));
 
     println!("model      : {path}");
     println!(
@@ -93,13 +92,7 @@ fn main() {
             t1.elapsed().as_secs_f64() * 1e3
         );
     }
-    let num = out
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let den = want.iter().map(|b| b.abs()).fold(0f32, f32::max);
-    let err = num / den;
+    let err = rel_err(&out, &want);
     let latent = cfg.cache_bytes_per_token().unwrap_or(0);
     let full = cfg.full_kv_bytes_per_token().unwrap_or(0);
     println!("tokens     : {} processed, cache holds {}", n, engine.len());

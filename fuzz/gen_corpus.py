@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the seed corpora under fuzz/corpus/<target>/ (small, deterministic).
 
-The safetensors seeds match the configs in fuzz_targets/common.rs, so the fuzzer
-starts from files that parse and bind. Run: python3 fuzz/gen_corpus.py
+The safetensors seeds match the small configs of crates/mla-testkit/src/configs.rs
+(tiny_qlora, tiny_qproj, tiny_tutorial), so the fuzzer starts from files that parse
+and bind. Run: python3 fuzz/gen_corpus.py
 """
 import base64
 import json
@@ -34,7 +35,7 @@ TUT = dict(V3, hidden_size=256, num_heads=8, q_lora_rank=192, kv_lora_rank=128,
            qk_nope_head_dim=32, qk_rope_head_dim=64, v_head_dim=32, max_seq_len=1024,
            max_tokens_per_call=128, rope_layout=1, rope_key=1, q_norm=0,
            original_max_position=1024, rope_factor=1.0)
-# fuzz_targets/common.rs
+# crates/mla-testkit/src/configs.rs: tiny_qlora, tiny_qproj, tiny_tutorial
 QLORA = dict(V3, hidden_size=8, num_heads=2, q_lora_rank=6, kv_lora_rank=4, qk_nope_head_dim=4,
              qk_rope_head_dim=2, v_head_dim=4, max_seq_len=16, max_tokens_per_call=4,
              original_max_position=8, rope_factor=4.0)
@@ -179,6 +180,38 @@ def main():
         TUT, hidden_size=1, num_heads=1 << 31, q_lora_rank=0, q_norm=0, kv_lora_rank=1,
         qk_nope_head_dim=2, qk_rope_head_dim=2**32 - 2, v_head_dim=2**32 - 1, max_seq_len=1,
         max_tokens_per_call=1, rope_key=0)))
+
+    # json: first byte even = the rest is the text; odd = the rest drives a generator
+    # of valid JSON (see the target). Texts: config.json shapes the engine will read,
+    # a safetensors header, and the corner cases of the grammar.
+    hf_config = {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "hidden_size": 7168, "num_attention_heads": 128, "q_lora_rank": 1536,
+        "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+        "v_head_dim": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000,
+        "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40,
+                         "mscale": 1.0, "mscale_all_dim": 1.0,
+                         "original_max_position_embeddings": 4096, "type": "yarn"},
+        "attention_bias": False, "sliding_window": None, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "num_hidden_layers": 61}
+    write("json", "config_deepseek_v3", b"\x00" + json.dumps(hf_config, indent=2).encode())
+    nested = {
+        "model_type": "mistral3",
+        "text_config": {"model_type": "mistral_large4", "hidden_size": 12288,
+                        "rope_parameters": {"rope_type": "yarn", "factor": 64.0,
+                                            "llama_4_scaling_beta": 0.1},
+                        "layer_types": ["full_attention", "sliding_attention"] * 3,
+                        "kv_source_layers": [0, 0, 2, 2, -1, None]},
+        "vision_config": None, "\u00e9scaped": "\ud83d\ude00"}
+    write("json", "config_nested", b"\x00" + json.dumps(nested).encode())
+    st = safetensors(layer(QLORA, True), meta(QLORA, "deepseek"))
+    write("json", "safetensors_header", b"\x00" + st[8:8 + struct.unpack("<Q", st[:8])[0]])
+    write("json", "grammar_corners", b"\x00" + (
+        '[0,-0,-0.0e+0,1E9,123456789012345678901234567890,1.8e308,1e-400,'
+        '"\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00",'
+        '{"a":1,"b":2,"\\u0061":3},{"":[],"k":{}},true,false,null]').encode())
+    write("json", "deep", b"\x00" + b"[" * 31 + b"{\"k\":" + b"1" + b"}" + b"]" * 31)
+    write("json", "generated", bytes([1, 0, 5, 1, 3, 0, 4, 2, 1, 7, 6, 2, 9, 0, 0, 1, 4, 8, 3]))
 
     # engine_calls: [which] then (op, arg[, salt]) triples; see the target.
     write("engine_calls", "prefill_decode", bytes([0, 0, 3, 5, 0, 1, 9, 4, 0, 0, 1, 2]))

@@ -2,48 +2,11 @@
 //! PyTorch) through the engine: one prefill call, uneven chunks, token by token,
 //! naive and absorbed; f16/bf16 weights and caches; truncate and re-forward.
 
-use mla_core::{AttnMode, Config, DType, Engine, Weights};
+use mla_core::{AttnMode, Config, DType, Engine};
 use mla_testkit::*;
 
 const F32_TOL: f32 = 1e-5;
 const HALF_TOL: f32 = 1e-2;
-
-/// Runs `x` through a fresh engine in calls of the given sizes; returns all outputs.
-fn run(cfg: &Config, w: &Weights, x: &[f32], chunks: &[usize], mode: AttnMode) -> Vec<f32> {
-    let d = cfg.hidden_size as usize;
-    let mut arena = Arena::new(Engine::memory_bytes(cfg).unwrap());
-    let mut e = Engine::new(cfg, w, arena.get()).unwrap();
-    let mut out = vec![0f32; x.len()];
-    let mut t0 = 0;
-    for &n in chunks {
-        e.forward_mode(
-            &x[t0 * d..(t0 + n) * d],
-            &mut out[t0 * d..(t0 + n) * d],
-            mode,
-        )
-        .unwrap();
-        t0 += n;
-        assert_eq!(e.len(), t0);
-    }
-    assert_eq!(t0 * d, x.len(), "chunks must cover the input");
-    out
-}
-
-/// Uneven chunk sizes covering `t` tokens: 3, 1, 5, 2, 7, ...
-fn uneven(t: usize) -> Vec<usize> {
-    let pattern = [3, 1, 5, 2, 7];
-    let mut v = Vec::new();
-    let mut left = t;
-    for i in 0.. {
-        if left == 0 {
-            break;
-        }
-        let n = pattern[i % pattern.len()].min(left);
-        v.push(n);
-        left -= n;
-    }
-    v
-}
 
 #[test]
 fn f32_matches_reference_in_every_schedule_and_mode() {
@@ -56,13 +19,10 @@ fn f32_matches_reference_in_every_schedule_and_mode() {
         let mut seen = Vec::new();
         let mut worst = 0f32;
         for mode in [AttnMode::Naive, AttnMode::Absorb, AttnMode::Auto] {
-            for (label, chunks) in [
-                ("one call", vec![t]),
-                ("uneven", uneven(t)),
-                ("decode", vec![1; t]),
-            ] {
-                let got = run(&cfg, &w, &x, &chunks, mode);
+            for sched in Schedule::ALL {
+                let got = run(&cfg, &w, &x, &sched.chunks(t), mode);
                 let e = rel_err(&got, &want);
+                let label = sched.label();
                 assert!(e <= F32_TOL, "{name} {mode:?} {label}: rel err {e:e}");
                 worst = worst.max(e);
                 seen.push(got);
@@ -120,7 +80,7 @@ fn truncate_then_reforward_reproduces_outputs() {
         let w = g.weights(&cfg);
         let d = cfg.hidden_size as usize;
         let (x, want) = (g.inputs(), g.outputs());
-        let mut arena = Arena::new(Engine::memory_bytes(&cfg).unwrap());
+        let mut arena = Arena::for_config(&cfg);
         let mut e = Engine::new(&cfg, &w, arena.get()).unwrap();
         let mut out = vec![0f32; x.len()];
         e.forward(&x, &mut out).unwrap();

@@ -1,14 +1,13 @@
 //! Arbitrary bytes as every field of a Config (enums through from_u32, floats as raw
 //! bits): validation and everything derived from a valid config must not panic or
-//! overflow. When the config is small, an engine is built over zero-free weights
+//! overflow. When the config is small, an engine is built over random weights
 //! and runs one token, so config-dependent paths (YaRN, layouts, dtypes) are covered.
 #![no_main]
 
-#[path = "common.rs"]
-
 use libfuzzer_sys::fuzz_target;
 use mla_core::rope::RopeParams;
-use mla_core::{AttnMode, Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
+use mla_core::{AttnMode, Config, DType, Engine, RopeKey, RopeLayout, Status};
+use mla_testkit::{Arena, RandomWeights};
 
 struct Reader<'a>(&'a [u8]);
 
@@ -79,27 +78,9 @@ fn small_engine(cfg: &Config) {
     if elems > 1 << 16 || mem_bytes > 1 << 22 {
         return;
     }
-    let store: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|&(r, c)| (0..r * c).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect())
-        .collect();
-    let ones = |n: usize| vec![1.0f32; n];
-    let (rq_ln, kv_ln) = (ones(dm.rq), ones(dm.r));
-    let t = |i: usize, r: usize, c: usize| Tensor::f32(&store[i], r, c).unwrap();
-    let w = Weights {
-        q_proj: (dm.rq == 0).then(|| t(0, dm.q_width, dm.d)),
-        q_a_proj: (dm.rq > 0).then(|| t(1, dm.rq, dm.d)),
-        q_a_layernorm: cfg.q_norm.then(|| Tensor::f32(&rq_ln, 1, dm.rq).unwrap()),
-        q_b_proj: (dm.rq > 0).then(|| t(0, dm.q_width, dm.rq)),
-        kv_a_proj_with_mqa: t(2, dm.kv_a_rows, dm.d),
-        kv_a_layernorm: Tensor::f32(&kv_ln, 1, dm.r).unwrap(),
-        kv_b_proj: t(3, dm.kv_b_rows, dm.r),
-        o_proj: t(4, dm.d, dm.o_cols),
-        q_a_proj_bias: None,
-        kv_a_proj_bias: None,
-        o_proj_bias: None,
-    };
-    let mut arena = common::Aligned64::new(mem_bytes);
+    let rw = RandomWeights::new(cfg, DType::F32, 1);
+    let w = rw.weights();
+    let mut arena = Arena::new(mem_bytes);
     let mut e = Engine::new(cfg, &w, arena.get()).expect("engine for a valid config");
     let x: Vec<f32> = (0..dm.d).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut out = vec![0f32; dm.d];

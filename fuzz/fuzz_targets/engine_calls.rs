@@ -7,82 +7,30 @@
 //! on every later call as `b`, which never saw it).
 #![no_main]
 
-#[path = "common.rs"]
-
-use common::{cfg_qlora, cfg_tutorial, Aligned64};
 use libfuzzer_sys::fuzz_target;
-use mla_core::{AttnMode, Config, DType, Engine, Status, Tensor, Weights};
+use mla_core::{AttnMode, Config, DType, Engine, Status};
+use mla_testkit::configs::{tiny_qlora, tiny_tutorial, with_capacity};
+use mla_testkit::{Arena, RandomWeights};
 use std::sync::OnceLock;
 
-/// Owned f32 weights for a config, made from a fixed-seed generator.
-struct Store {
+/// A small fixed model: its config and random weights (with every bias it allows).
+struct Model {
     cfg: Config,
-    mats: Vec<(Vec<f32>, usize, usize)>,
+    weights: RandomWeights,
 }
 
-fn lcg(state: &mut u64) -> f32 {
-    *state = state
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.8
-}
-
-impl Store {
-    fn new(cfg: Config, seed: u64) -> Store {
-        let dm = cfg.dims().unwrap();
-        let mut s = seed;
-        let mut m = |r: usize, c: usize, base: f32| {
-            let v: Vec<f32> = (0..r * c).map(|_| base + lcg(&mut s)).collect();
-            (v, r, c)
+fn models() -> &'static [Model; 2] {
+    static M: OnceLock<[Model; 2]> = OnceLock::new();
+    M.get_or_init(|| {
+        let a = with_capacity(tiny_qlora(), 12, 5);
+        let b = Config {
+            cache_dtype: DType::BF16,
+            ..with_capacity(tiny_tutorial(), 12, 5)
         };
-        let mats = vec![
-            m(dm.q_width, if dm.rq == 0 { dm.d } else { dm.rq }, 0.0), // 0 q_proj / q_b_proj
-            m(dm.rq, dm.d, 0.0),                                       // 1 q_a_proj
-            m(1, dm.rq, 1.0),                                          // 2 q_a_layernorm
-            m(dm.kv_a_rows, dm.d, 0.0),                                // 3
-            m(1, dm.r, 1.0),                                           // 4 kv_a_layernorm
-            m(dm.kv_b_rows, dm.r, 0.0),                                // 5
-            m(dm.d, dm.o_cols, 0.0),                                   // 6
-            m(1, dm.rq, 0.0),                                          // 7 q_a bias
-            m(1, dm.kv_a_rows, 0.0),                                   // 8 kv_a bias
-            m(1, dm.d, 0.0),                                           // 9 o bias
-        ];
-        Store { cfg, mats }
-    }
-
-    fn weights(&self) -> Weights<'_> {
-        let t = |i: usize| {
-            let (v, r, c) = &self.mats[i];
-            Tensor::f32(v, *r, *c).unwrap()
-        };
-        let dm = self.cfg.dims().unwrap();
-        Weights {
-            q_proj: (dm.rq == 0).then(|| t(0)),
-            q_a_proj: (dm.rq > 0).then(|| t(1)),
-            q_a_layernorm: self.cfg.q_norm.then(|| t(2)),
-            q_b_proj: (dm.rq > 0).then(|| t(0)),
-            kv_a_proj_with_mqa: t(3),
-            kv_a_layernorm: t(4),
-            kv_b_proj: t(5),
-            o_proj: t(6),
-            q_a_proj_bias: (dm.rq > 0).then(|| t(7)),
-            kv_a_proj_bias: Some(t(8)),
-            o_proj_bias: Some(t(9)),
-        }
-    }
-}
-
-fn stores() -> &'static [Store; 2] {
-    static S: OnceLock<[Store; 2]> = OnceLock::new();
-    S.get_or_init(|| {
-        let mut a = cfg_qlora();
-        a.max_seq_len = 12;
-        a.max_tokens_per_call = 5;
-        let mut b = cfg_tutorial();
-        b.max_seq_len = 12;
-        b.max_tokens_per_call = 5;
-        b.cache_dtype = DType::BF16;
-        [Store::new(a, 1), Store::new(b, 2)]
+        [a, b].map(|cfg| Model {
+            cfg,
+            weights: RandomWeights::with_biases(&cfg, DType::F32, 1),
+        })
     })
 }
 
@@ -99,13 +47,13 @@ impl Bytes<'_> {
 fuzz_target!(|data: &[u8]| {
     let mut input = Bytes(data);
     let Some(which) = input.byte() else { return };
-    let store = &stores()[(which & 1) as usize];
-    let w = store.weights();
-    let cfg = store.cfg;
+    let model = &models()[(which & 1) as usize];
+    let w = model.weights.weights();
+    let cfg = model.cfg;
     let d = cfg.hidden_size as usize;
     let max_tok = cfg.max_tokens_per_call as usize;
     let need = Engine::memory_bytes(&cfg).unwrap();
-    let (mut ma, mut mb) = (Aligned64::new(need), Aligned64::new(need));
+    let (mut ma, mut mb) = (Arena::new(need), Arena::new(need));
     let mut a = Engine::new(&cfg, &w, ma.get()).unwrap();
     let mut b = Engine::new(&cfg, &w, mb.get()).unwrap();
 

@@ -1,14 +1,16 @@
-//! Arbitrary bytes as a safetensors file: parse, lookups, metadata, config from
-//! metadata, and weight binding with a few configs. Nothing may panic, statuses must
-//! be the documented ones, and every view must lie inside the input.
+//! Arbitrary bytes as a safetensors file: parse, lookups, iteration, metadata, config
+//! from metadata, and weight binding with a few configs. Nothing may panic, statuses
+//! must be the documented ones, every view must lie inside the input, and a file that
+//! parses has distinct names (decoded) and distinct metadata keys.
 #![no_main]
 
-#[path = "common.rs"]
-
-use common::{cfg_qlora, cfg_qproj, cfg_tutorial, Aligned, PREFIX};
 use libfuzzer_sys::fuzz_target;
+use mla_core::safetensors::json::Scanner;
 use mla_core::safetensors::{bind_weights, config_from_metadata, SafeTensors, TensorView};
 use mla_core::{Config, Status};
+use mla_testkit::configs::{tiny_qlora, tiny_qproj, tiny_tutorial};
+use mla_testkit::{AlignedBytes, PREFIX};
+use std::collections::HashSet;
 
 const NAMES: [&str; 8] = [
     "inputs",
@@ -72,22 +74,51 @@ fn run(bytes: &[u8]) {
         Ok(st) => st,
         Err(e) => {
             assert_eq!(e.status(), Status::InvalidArgument);
-            assert!(bind_weights(bytes, PREFIX, &cfg_qlora()).is_err());
+            assert!(bind_weights(bytes, PREFIX, &tiny_qlora()).is_err());
             return;
         }
     };
     assert!(st.data().len() <= bytes.len());
     for name in NAMES {
-        match st.tensor(name) {
-            Ok(Some(v)) => check_view(bytes, &v),
-            Ok(None) => {}
-            Err(e) => assert_eq!(e.status(), Status::InvalidArgument),
+        // Names are unique once parsed: a lookup cannot fail.
+        if let Some(v) = st.tensor(name).expect("lookup after parse") {
+            check_view(bytes, &v);
         }
     }
+    // Every tensor, once, with distinct (decoded) names; the views as lookups give them.
+    let mut names = HashSet::new();
+    let mut count = 0;
+    for (name, v) in st.iter() {
+        check_view(bytes, &v);
+        let decoded: String = name.chars().collect();
+        let again = st.tensor(&decoded).unwrap().expect("listed name found");
+        assert_eq!(again.data.as_ptr(), v.data.as_ptr());
+        assert!(names.insert(decoded), "a name twice in a parsed file");
+        count += 1;
+    }
+    assert_eq!(count, st.len());
+    // The header's own keys and metadata keys are distinct too (read with the scanner).
+    let mut sc = Scanner::new(st.header());
+    let top = sc.object().expect("header object");
+    let mut keys = HashSet::new();
+    while let Some(k) = sc.next_key(&top).expect("parsed header") {
+        assert!(keys.insert(k.chars().collect::<String>()), "a key twice");
+        if k.eq_str("__metadata__") {
+            let m = sc.object().expect("metadata object");
+            let mut mk = HashSet::new();
+            while let Some(k) = sc.next_key(&m).expect("parsed metadata") {
+                let key: String = k.chars().collect();
+                let v = sc.string().expect("string value");
+                assert_eq!(st.metadata(&key), v.as_str());
+                assert!(mk.insert(key), "a metadata key twice");
+            }
+        }
+    }
+    sc.finish().expect("parsed header");
     for key in KEYS {
         let _ = st.metadata(key);
     }
-    for cfg in [cfg_qlora(), cfg_qproj(), cfg_tutorial()] {
+    for cfg in [tiny_qlora(), tiny_qproj(), tiny_tutorial()] {
         bind(bytes, &st, PREFIX, &cfg);
         match config_from_metadata(&st, &cfg) {
             Ok(c) => {
@@ -98,11 +129,11 @@ fn run(bytes: &[u8]) {
             Err(e) => assert_eq!(e.status(), Status::InvalidArgument),
         }
     }
-    bind(bytes, &st, "", &cfg_qlora());
+    bind(bytes, &st, "", &tiny_qlora());
 }
 
 fuzz_target!(|data: &[u8]| {
     // Aligned, so that alignment depends on the file's offsets, then shifted by one.
-    run(Aligned::new(data, 0).get());
-    run(Aligned::new(data, 1).get());
+    run(AlignedBytes::new(data).get());
+    run(AlignedBytes::shifted(data, 1).get());
 });

@@ -19,6 +19,62 @@
 //! Feature `std` (off by default) adds runtime CPU-feature detection and a
 //! thread pool ([`parallel::ThreadPool`]); without it the crate needs only `core`.
 //! The C ABI over this crate is the `mla-rt` package (library `mla`).
+//!
+//! # Example
+//!
+//! One attention layer of the tutorial model (the golden file of the tests), its
+//! config from the preset and the file's metadata, its weights bound zero-copy,
+//! a prefill, a decode step, then a truncate and another step from there:
+//!
+//! ```
+//! use mla_core::safetensors::{config_from_metadata, SafeTensors};
+//! use mla_core::{Config, Engine};
+//!
+//! // Zero-copy f32 views want the file 4-byte aligned: a static with an alignment.
+//! #[repr(C, align(8))]
+//! struct Aligned<B: ?Sized>(B);
+//! static FILE: &Aligned<[u8]> =
+//!     &Aligned(*include_bytes!("../../../tests/data/tutorial.safetensors"));
+//!
+//! let st = SafeTensors::parse(&FILE.0)?; // checks the whole file, copies nothing
+//! let mut cfg = config_from_metadata(&st, &Config::tutorial())?;
+//! cfg.max_seq_len = 32; // cache capacity, in tokens
+//! cfg.max_tokens_per_call = 8; // most tokens one forward call takes
+//! cfg.validate()?;
+//! let weights = st.weights("model.layers.0.self_attn.", &cfg)?;
+//!
+//! // All of the engine's memory: one caller buffer, Engine::MEMORY_ALIGN aligned.
+//! let need = Engine::memory_bytes(&cfg)?;
+//! let mut buf = vec![0u8; need + Engine::MEMORY_ALIGN];
+//! let at = buf.as_ptr().align_offset(Engine::MEMORY_ALIGN);
+//! let mut engine = Engine::new(&cfg, &weights, &mut buf[at..at + need])?;
+//!
+//! // The file's input hidden states [T][d] and PyTorch's outputs for them.
+//! let f32s = |name: &str| -> Vec<f32> {
+//!     let t = st.tensor(name).ok().flatten().expect(name);
+//!     t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+//! };
+//! let (x, want) = (f32s("inputs"), f32s("outputs"));
+//! let d = cfg.hidden_size as usize;
+//! let close = |got: &[f32], want: &[f32]| {
+//!     let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+//!     got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-5 * max)
+//! };
+//!
+//! // Prefill 8 tokens in one call, then decode one.
+//! let mut out = vec![0f32; 9 * d];
+//! engine.forward(&x[..8 * d], &mut out[..8 * d])?;
+//! engine.forward(&x[8 * d..9 * d], &mut out[8 * d..])?;
+//! assert_eq!(engine.len(), 9);
+//! assert!(close(&out, &want[..9 * d]));
+//!
+//! // Forget the last 4 tokens (say, rejected draft tokens) and go on from token 5.
+//! engine.truncate(5)?;
+//! engine.forward(&x[5 * d..6 * d], &mut out[..d])?;
+//! assert_eq!(engine.len(), 6);
+//! assert!(close(&out[..d], &want[5 * d..6 * d]));
+//! # Ok::<(), mla_core::Error>(())
+//! ```
 // `no_std` always, except in its own unit tests (which use Vec and friends).
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]

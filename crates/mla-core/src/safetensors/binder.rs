@@ -1,0 +1,916 @@
+//! The weight binder: one layer's Hugging Face tensors under a prefix -> [`Weights`],
+//! and a [`Config`] from the file's `__metadata__`.
+
+// `Error` is returned by value on purpose (no allocation); its size is by design.
+#![allow(clippy::result_large_err)]
+
+use super::json::{utf8, JsonStr};
+use super::reader::{SafeTensors, TensorView};
+use super::{error, push, Piece, Piece::N, Piece::S};
+use crate::config::{AttnMode, Config, RopeKey, RopeLayout, RopeType};
+use crate::dtype::DType;
+use crate::status::{Error, Result, Status, MESSAGE_CAPACITY};
+use crate::weights::{Tensor, Weights};
+
+impl<'a> SafeTensors<'a> {
+    /// Binds one layer's weights by their Hugging Face names under `prefix`; see
+    /// [`bind_weights`].
+    pub fn weights(&self, prefix: &str, cfg: &Config) -> Result<Weights<'a>> {
+        let dm = cfg.dims()?;
+        let b = Binder {
+            st: self,
+            prefix,
+            found: find_layer(self, prefix),
+        };
+        let (q_proj, q_a_proj, q_a_proj_bias, q_b_proj) = if dm.rq == 0 {
+            b.unused("q_a_proj.weight", "q_lora_rank is 0")?;
+            b.unused("q_a_proj.bias", "q_lora_rank is 0")?;
+            b.unused("q_b_proj.weight", "q_lora_rank is 0")?;
+            let q = b.matrix("q_proj.weight", dm.q_width, dm.d)?;
+            (Some(q), None, None, None)
+        } else {
+            b.unused(
+                "q_proj.weight",
+                "q_lora_rank > 0 uses q_a_proj and q_b_proj",
+            )?;
+            let qa = b.matrix("q_a_proj.weight", dm.rq, dm.d)?;
+            let qab = b.vector_opt("q_a_proj.bias", dm.rq)?;
+            let qb = b.matrix("q_b_proj.weight", dm.q_width, dm.rq)?;
+            (None, Some(qa), qab, Some(qb))
+        };
+        let q_a_layernorm = if cfg.q_norm {
+            Some(b.vector("q_a_layernorm.weight", dm.rq)?)
+        } else {
+            b.unused("q_a_layernorm.weight", "q_norm is 0")?;
+            None
+        };
+        let w = Weights {
+            q_proj,
+            q_a_proj,
+            q_a_layernorm,
+            q_b_proj,
+            kv_a_proj_with_mqa: b.matrix("kv_a_proj_with_mqa.weight", dm.kv_a_rows, dm.d)?,
+            kv_a_layernorm: b.vector("kv_a_layernorm.weight", dm.r)?,
+            kv_b_proj: b.matrix("kv_b_proj.weight", dm.kv_b_rows, dm.r)?,
+            o_proj: b.matrix("o_proj.weight", dm.d, dm.o_cols)?,
+            q_a_proj_bias,
+            kv_a_proj_bias: b.vector_opt("kv_a_proj_with_mqa.bias", dm.kv_a_rows)?,
+            o_proj_bias: b.vector_opt("o_proj.bias", dm.d)?,
+        };
+        w.check(cfg)?;
+        Ok(w)
+    }
+}
+
+/// Parses `bytes` as safetensors and binds one MLA layer's tensors, zero-copy.
+///
+/// Tensors are looked up as `prefix` + the Hugging Face name (`prefix` is e.g.
+/// `model.layers.3.self_attn.`): `q_proj.weight` (when `q_lora_rank` is 0) or
+/// `q_a_proj.weight`, `q_a_proj.bias` (optional) and `q_b_proj.weight`;
+/// `q_a_layernorm.weight` (when `q_norm`); `kv_a_proj_with_mqa.weight`,
+/// `kv_a_proj_with_mqa.bias` (optional), `kv_a_layernorm.weight`,
+/// `kv_b_proj.weight`, `o_proj.weight`, `o_proj.bias` (optional).
+/// 2-D tensors bind as `[rows][cols]`, 1-D norms and biases as `[1][len]`.
+///
+/// Statuses: `InvalidArgument` for a malformed file, `InvalidConfig` for a bad
+/// `cfg`, `WeightShape` for a missing tensor, a wrong shape, or a query tensor the
+/// config does not use (e.g. `q_a_layernorm.weight` with `q_norm` 0), `WeightDtype`
+/// for a dtype other than F32/F16/BF16, `Misaligned` when a tensor's bytes are not
+/// aligned in memory to its element size. Messages give the full tensor name; for
+/// a missing tensor they also list what the file holds under `prefix` (as many
+/// names as the message has room for), or, when nothing of the layer is there,
+/// the nearest prefix that does hold layer tensors.
+/// The result has passed [`Weights::check`].
+pub fn bind_weights<'a>(bytes: &'a [u8], prefix: &str, cfg: &Config) -> Result<Weights<'a>> {
+    SafeTensors::parse(bytes)?.weights(prefix, cfg)
+}
+
+/// A copy of `base` with every field found in the file's `__metadata__` replaced.
+///
+/// Keys are the `mla_config` field names. Integers (`hidden_size`, `num_heads`,
+/// `q_lora_rank`, `kv_lora_rank`, `qk_nope_head_dim`, `qk_rope_head_dim`,
+/// `v_head_dim`, `max_seq_len`, `max_tokens_per_call`, `original_max_position`) are
+/// plain decimal `u32`; floats (`rms_norm_eps`, `rope_theta`, `rope_factor`,
+/// `beta_fast`, `beta_slow`, `mscale`, `mscale_all_dim`, `softmax_scale`) are
+/// finite decimals with an optional exponent; `rope_layout` is `interleaved` or
+/// `half`, `rope_key` `shared` or `per_head`, `q_norm` `0`/`1` (or `false`/`true`),
+/// `cache_dtype` `f32`/`f16`/`bf16`, `attn_mode` `auto`/`naive`/`absorb`.
+/// Other keys are ignored. A value that does not parse is `InvalidArgument` naming
+/// the key. The result is not validated (call [`Config::validate`]).
+pub fn config_from_metadata(st: &SafeTensors, base: &Config) -> Result<Config> {
+    let mut c = *base;
+    let u32_fields: [(&str, &mut u32); 10] = [
+        ("hidden_size", &mut c.hidden_size),
+        ("num_heads", &mut c.num_heads),
+        ("q_lora_rank", &mut c.q_lora_rank),
+        ("kv_lora_rank", &mut c.kv_lora_rank),
+        ("qk_nope_head_dim", &mut c.qk_nope_head_dim),
+        ("qk_rope_head_dim", &mut c.qk_rope_head_dim),
+        ("v_head_dim", &mut c.v_head_dim),
+        ("max_seq_len", &mut c.max_seq_len),
+        ("max_tokens_per_call", &mut c.max_tokens_per_call),
+        ("original_max_position", &mut c.original_max_position),
+    ];
+    for (key, field) in u32_fields {
+        if let Some(v) = st.meta_value(key)? {
+            *field = parse_u32(v).ok_or_else(|| meta_err(key, v, "is not a decimal u32"))?;
+        }
+    }
+    let f32_fields: [(&str, &mut f32); 8] = [
+        ("rms_norm_eps", &mut c.rms_norm_eps),
+        ("rope_theta", &mut c.rope_theta),
+        ("rope_factor", &mut c.rope_factor),
+        ("beta_fast", &mut c.beta_fast),
+        ("beta_slow", &mut c.beta_slow),
+        ("mscale", &mut c.mscale),
+        ("mscale_all_dim", &mut c.mscale_all_dim),
+        ("softmax_scale", &mut c.softmax_scale),
+    ];
+    for (key, field) in f32_fields {
+        if let Some(v) = st.meta_value(key)? {
+            *field =
+                parse_f32(v).ok_or_else(|| meta_err(key, v, "is not a finite decimal number"))?;
+        }
+    }
+    // The golden files' metadata predates `rope_type`: YaRN is `rope_factor > 1`.
+    c.rope_type = if c.rope_factor > 1.0 {
+        RopeType::Yarn
+    } else {
+        RopeType::Default
+    };
+    if let Some(v) = st.meta_value("rope_layout")? {
+        c.rope_layout = match v {
+            "interleaved" => RopeLayout::Interleaved,
+            "half" => RopeLayout::Half,
+            _ => return Err(meta_err("rope_layout", v, "is not interleaved or half")),
+        };
+    }
+    if let Some(v) = st.meta_value("rope_key")? {
+        c.rope_key = match v {
+            "shared" => RopeKey::Shared,
+            "per_head" => RopeKey::PerHead,
+            _ => return Err(meta_err("rope_key", v, "is not shared or per_head")),
+        };
+    }
+    if let Some(v) = st.meta_value("q_norm")? {
+        c.q_norm = match v {
+            "0" | "false" => false,
+            "1" | "true" => true,
+            _ => return Err(meta_err("q_norm", v, "is not 0 or 1")),
+        };
+    }
+    if let Some(v) = st.meta_value("cache_dtype")? {
+        c.cache_dtype = match v {
+            "f32" | "F32" => DType::F32,
+            "f16" | "F16" => DType::F16,
+            "bf16" | "BF16" => DType::BF16,
+            _ => return Err(meta_err("cache_dtype", v, "is not f32, f16 or bf16")),
+        };
+    }
+    if let Some(v) = st.meta_value("attn_mode")? {
+        c.attn_mode = match v {
+            "auto" => AttnMode::Auto,
+            "naive" => AttnMode::Naive,
+            "absorb" => AttnMode::Absorb,
+            _ => return Err(meta_err("attn_mode", v, "is not auto, naive or absorb")),
+        };
+    }
+    Ok(c)
+}
+
+// ---------------------------------------------------------------------------------
+// Binding helpers
+// ---------------------------------------------------------------------------------
+
+/// The Hugging Face names of one layer's tensors, after the prefix.
+const LAYER_TENSORS: [&str; 11] = [
+    "q_proj.weight",
+    "q_a_proj.weight",
+    "q_a_proj.bias",
+    "q_a_layernorm.weight",
+    "q_b_proj.weight",
+    "kv_a_proj_with_mqa.weight",
+    "kv_a_proj_with_mqa.bias",
+    "kv_a_layernorm.weight",
+    "kv_b_proj.weight",
+    "o_proj.weight",
+    "o_proj.bias",
+];
+
+/// Every name of [`LAYER_TENSORS`] under `prefix`, looked up in one pass.
+fn find_layer<'a>(st: &SafeTensors<'a>, prefix: &str) -> [Option<TensorView<'a>>; 11] {
+    let mut found = [None; LAYER_TENSORS.len()];
+    for (name, view) in st.iter() {
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        for (slot, suffix) in found.iter_mut().zip(LAYER_TENSORS) {
+            if name.eq_parts(&[prefix, suffix]) {
+                *slot = Some(view);
+                break;
+            }
+        }
+    }
+    found
+}
+
+struct Binder<'s, 'a> {
+    st: &'s SafeTensors<'a>,
+    prefix: &'s str,
+    /// The tensors of [`LAYER_TENSORS`] found under `prefix`, in that order.
+    found: [Option<TensorView<'a>>; LAYER_TENSORS.len()],
+}
+
+impl<'a> Binder<'_, 'a> {
+    fn get(&self, suffix: &str) -> Result<Option<TensorView<'a>>> {
+        let i = LAYER_TENSORS
+            .iter()
+            .position(|s| *s == suffix)
+            .ok_or_else(|| self.name_err(Status::Internal, suffix, ": not a layer tensor"))?;
+        Ok(self.found.get(i).copied().flatten())
+    }
+
+    fn name_err(&self, status: Status, suffix: &str, what: &str) -> Error {
+        self.name_err_more(status, suffix, what, &[])
+    }
+
+    /// `prefix` + `suffix` + `what` + `more`.
+    #[inline(never)]
+    fn name_err_more(&self, status: Status, suffix: &str, what: &str, more: &[Piece]) -> Error {
+        let mut e = error(status, self.prefix, &[S(suffix), S(what)]);
+        push(&mut e, more);
+        e
+    }
+
+    /// Fails if the file holds a tensor the config does not use.
+    fn unused(&self, suffix: &str, why: &str) -> Result<()> {
+        match self.get(suffix)? {
+            None => Ok(()),
+            Some(_) => Err(self.name_err_more(
+                Status::WeightShape,
+                suffix,
+                ": in the file but unused by the config (",
+                &[S(why), S(")")],
+            )),
+        }
+    }
+
+    fn matrix(&self, suffix: &str, rows: usize, cols: usize) -> Result<Tensor<'a>> {
+        match self.get(suffix)? {
+            Some(v) => self.bind(suffix, &v, &[rows, cols]),
+            None => Err(self.missing(suffix, &[rows, cols])),
+        }
+    }
+
+    fn vector(&self, suffix: &str, len: usize) -> Result<Tensor<'a>> {
+        self.vector_opt(suffix, len)?
+            .ok_or_else(|| self.missing(suffix, &[len]))
+    }
+
+    fn vector_opt(&self, suffix: &str, len: usize) -> Result<Option<Tensor<'a>>> {
+        match self.get(suffix)? {
+            Some(v) => self.bind(suffix, &v, &[len]).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `WeightShape` for a required tensor that is not in the file, saying what the
+    /// file holds under the prefix, or where the layer's tensors are instead.
+    #[cold]
+    #[inline(never)]
+    fn missing(&self, suffix: &str, want: &[usize]) -> Error {
+        let mut e = self.name_err(Status::WeightShape, suffix, ": missing, expected ");
+        push_dims(&mut e, want);
+        let under = self
+            .st
+            .iter()
+            .filter(|(n, _)| n.starts_with(self.prefix))
+            .count();
+        if under == 0 {
+            push(&mut e, &[S("; no tensor under this prefix")]);
+        }
+        if self.found.iter().all(Option::is_none) {
+            match nearest_layer_prefix(self.st, self.prefix) {
+                Some((name, len)) => {
+                    push(&mut e, &[S("; layer tensors are under '")]);
+                    push_decoded(&mut e, &name, 0, len);
+                    push(&mut e, &[S("'")]);
+                }
+                None => {
+                    let n = self.st.len() as u64;
+                    push(
+                        &mut e,
+                        &[S("; no layer tensor in the file ("), N(n), S(" tensors)")],
+                    );
+                }
+            }
+        }
+        if under == 0 {
+            return e;
+        }
+        push(
+            &mut e,
+            &[S("; the prefix holds "), N(under as u64), S(": ")],
+        );
+        // As many names (after the prefix) as fit, keeping room for the count of
+        // the rest: " (+N more)".
+        let skip = self.prefix.len();
+        let mut shown = 0usize;
+        for (name, _) in self.st.iter().filter(|(n, _)| n.starts_with(self.prefix)) {
+            let len = name.decoded_len().saturating_sub(skip);
+            let sep: usize = if shown > 0 { 2 } else { 0 };
+            let rest = under.saturating_sub(shown).saturating_sub(1);
+            let room_for_rest = if rest == 0 { 0 } else { 8 + digits(rest) };
+            let need = sep.saturating_add(len).saturating_add(room_for_rest);
+            if e.message().len().saturating_add(need) > MESSAGE_CAPACITY {
+                break;
+            }
+            if shown > 0 {
+                push(&mut e, &[S(", ")]);
+            }
+            push_decoded(&mut e, &name, skip, usize::MAX);
+            shown += 1;
+        }
+        if shown < under {
+            let open = if shown > 0 { " (+" } else { "(+" };
+            let rest = under.saturating_sub(shown) as u64;
+            push(&mut e, &[S(open), N(rest), S(" more)")]);
+        }
+        e
+    }
+
+    /// Checks dtype, shape (`want` = expected dims) and alignment, then borrows.
+    fn bind(&self, suffix: &str, v: &TensorView<'a>, want: &[usize]) -> Result<Tensor<'a>> {
+        let dt = v.dtype.to_dtype().ok_or_else(|| {
+            self.name_err_more(
+                Status::WeightDtype,
+                suffix,
+                ": dtype ",
+                &[S(v.dtype.name()), S(" is not supported (F32, F16 or BF16)")],
+            )
+        })?;
+        if v.dims() != want {
+            let mut e = self.name_err(Status::WeightShape, suffix, ": expected ");
+            push_dims(&mut e, want);
+            push(&mut e, &[S(", got ")]);
+            push_dims(&mut e, v.dims());
+            return Err(e);
+        }
+        let (rows, cols) = match *want {
+            [len] => (1, len),
+            [rows, cols] => (rows, cols),
+            _ => return Err(self.name_err(Status::Internal, suffix, ": bad expected rank")),
+        };
+        let offset = (v.data.as_ptr() as usize).wrapping_sub(self.st.data().as_ptr() as usize);
+        Tensor::from_bytes(v.data, dt, rows, cols).map_err(|e| {
+            if e.status() == Status::Misaligned {
+                let what = [
+                    S(v.dtype.name()),
+                    S(" data (data offset "),
+                    N(offset as u64),
+                    S(") is not aligned to "),
+                    N(dt.size() as u64),
+                    S(" bytes in memory"),
+                ];
+                self.name_err_more(Status::Misaligned, suffix, ": ", &what)
+            } else {
+                self.name_err_more(e.status(), suffix, ": ", &[S(e.message())])
+            }
+        })
+    }
+}
+
+/// Among the names that end in a layer tensor's name, the prefix nearest to
+/// `prefix`: one that extends it (`model.layers.0.` -> `model.layers.0.self_attn.`)
+/// first, then the longest common beginning; the first in the file on ties.
+/// Returns a name and the length of its prefix part (decoded bytes).
+#[cold]
+#[inline(never)]
+fn nearest_layer_prefix<'a>(st: &SafeTensors<'a>, prefix: &str) -> Option<(JsonStr<'a>, usize)> {
+    let mut best: Option<((bool, usize), JsonStr<'a>, usize)> = None;
+    for (name, _) in st.iter() {
+        let Some(suffix) = LAYER_TENSORS.iter().find(|s| name.ends_with(s)) else {
+            continue;
+        };
+        let len = name.decoded_len().saturating_sub(suffix.len());
+        let common = name
+            .bytes()
+            .take(len)
+            .zip(prefix.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let score = (common == prefix.len() && len > prefix.len(), common);
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, name, len));
+        }
+    }
+    best.map(|(_, name, len)| (name, len))
+}
+
+/// Number of decimal digits of `n`.
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// Appends the decoded characters of `s` from byte `from` up to byte `to`.
+fn push_decoded(e: &mut Error, s: &JsonStr, from: usize, to: usize) {
+    let mut at = 0usize;
+    for c in s.chars() {
+        let next = at.saturating_add(c.len_utf8());
+        if next > to {
+            break;
+        }
+        if at >= from {
+            let (buf, len) = utf8(c);
+            if let Some(text) = buf.get(..len).and_then(|b| core::str::from_utf8(b).ok()) {
+                push(e, &[S(text)]);
+            }
+        }
+        at = next;
+    }
+}
+
+fn push_dims(e: &mut Error, dims: &[usize]) {
+    push(e, &[S("[")]);
+    for (i, &d) in dims.iter().enumerate() {
+        let sep = if i > 0 { ", " } else { "" };
+        push(e, &[S(sep), N(d as u64)]);
+    }
+    push(e, &[S("]")]);
+}
+
+fn meta_err(key: &str, v: &str, what: &str) -> Error {
+    let pieces = [S(key), S(": '"), S(v), S("' "), S(what)];
+    error(Status::InvalidArgument, "metadata ", &pieces)
+}
+
+/// Plain decimal digits, no sign, fitting a u32.
+fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u32, |acc, b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        acc.checked_mul(10)?.checked_add(u32::from(d))
+    })
+}
+
+/// A finite decimal (`-1.5`, `1e-06`, `32`), no `inf`/`nan` spellings.
+fn parse_f32(s: &str) -> Option<f32> {
+    let ok = !s.is_empty()
+        && s.bytes().any(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
+    if !ok {
+        return None;
+    }
+    s.parse::<f32>().ok().filter(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::st_file::{file, Writer};
+    use super::super::FileDType;
+    use super::*;
+    use crate::dtype::Elems;
+    use std::string::{String, ToString};
+    use std::{format, vec};
+
+    const P: &str = "model.layers.0.self_attn.";
+
+    /// d 8, H 2, n 4, p 2, v 4, r 4, r_q 6 with q_norm, shared rope key.
+    fn small_cfg() -> Config {
+        super::super::configs::tiny_qlora()
+    }
+
+    /// A file with every tensor `cfg` needs under `prefix` (F32, distinct values).
+    fn layer(cfg: &Config, prefix: &str, bias: bool) -> Writer {
+        let dm = cfg.dims().unwrap();
+        let mut w = Writer::new().meta("variant", "deepseek");
+        let mut add = |suffix: &str, shape: &[usize]| {
+            w = core::mem::take(&mut w).filled(&format!("{prefix}{suffix}"), shape);
+        };
+        if dm.rq == 0 {
+            add("q_proj.weight", &[dm.q_width, dm.d]);
+        } else {
+            add("q_a_proj.weight", &[dm.rq, dm.d]);
+            add("q_b_proj.weight", &[dm.q_width, dm.rq]);
+            if bias {
+                add("q_a_proj.bias", &[dm.rq]);
+            }
+        }
+        if cfg.q_norm {
+            add("q_a_layernorm.weight", &[dm.rq]);
+        }
+        add("kv_a_proj_with_mqa.weight", &[dm.kv_a_rows, dm.d]);
+        add("kv_a_layernorm.weight", &[dm.r]);
+        add("kv_b_proj.weight", &[dm.kv_b_rows, dm.r]);
+        add("o_proj.weight", &[dm.d, dm.o_cols]);
+        if bias {
+            add("kv_a_proj_with_mqa.bias", &[dm.kv_a_rows]);
+            add("o_proj.bias", &[dm.d]);
+        }
+        w
+    }
+
+    fn good(cfg: &Config, bias: bool) -> Writer {
+        layer(cfg, P, bias)
+    }
+
+    fn status_of<T: core::fmt::Debug>(r: Result<T>) -> (Status, String) {
+        let e = r.unwrap_err();
+        (e.status(), e.message().to_string())
+    }
+
+    #[test]
+    fn good_file_binds_zero_copy() {
+        let cfg = small_cfg();
+        let buf = good(&cfg, true).build();
+        let bytes = buf.get();
+        let w = bind_weights(bytes, P, &cfg).unwrap();
+        assert!(w.q_proj.is_none());
+        let qa = w.q_a_proj.unwrap();
+        assert_eq!((qa.rows, qa.cols), (6, 8));
+        let ln = w.q_a_layernorm.unwrap();
+        assert_eq!((ln.rows, ln.cols), (1, 6));
+        assert_eq!(
+            (w.kv_a_proj_with_mqa.rows, w.kv_a_proj_with_mqa.cols),
+            (6, 8)
+        );
+        assert_eq!((w.kv_b_proj.rows, w.kv_b_proj.cols), (16, 4));
+        assert_eq!((w.o_proj.rows, w.o_proj.cols), (8, 8));
+        assert_eq!(w.o_proj_bias.unwrap().cols, 8);
+        assert_eq!(w.kv_a_proj_bias.unwrap().cols, 6);
+        assert_eq!(w.q_a_proj_bias.unwrap().cols, 6);
+        // Zero-copy: the tensor's elements live inside the file buffer.
+        let Elems::F32(s) = w.kv_b_proj.data else {
+            panic!("f32 expected")
+        };
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&(s.as_ptr() as *const u8)));
+        // kv_b_proj is the 7th tensor written: its values are 6 + 0.01 i.
+        assert_eq!((s[0], s[3]), (6.0, 6.03));
+        let st = SafeTensors::parse(bytes).unwrap();
+        let v = st.tensor(&format!("{P}kv_b_proj.weight")).unwrap().unwrap();
+        assert_eq!(v.dims(), &[16, 4]);
+        assert_eq!(v.numel(), 64);
+        let Elems::F32(e) = v.elems().unwrap() else {
+            panic!("f32 expected")
+        };
+        assert_eq!(e.as_ptr(), s.as_ptr());
+        assert_eq!(st.len(), 10);
+        assert_eq!(st.metadata("variant"), Some("deepseek"));
+        assert!(st.tensor("absent").unwrap().is_none());
+        // Through the parsed file, the same weights.
+        let w2 = st.weights(P, &cfg).unwrap();
+        assert_eq!(w2.o_proj.data.dtype(), DType::F32);
+        let (Elems::F32(b1), Elems::F32(b2)) =
+            (w.o_proj_bias.unwrap().data, w2.o_proj_bias.unwrap().data)
+        else {
+            panic!("f32 expected")
+        };
+        assert_eq!(b1.as_ptr(), b2.as_ptr());
+    }
+
+    #[test]
+    fn q_proj_and_half_precision_bind() {
+        let mut cfg = small_cfg();
+        cfg.q_lora_rank = 0;
+        cfg.q_norm = false;
+        let dm = cfg.dims().unwrap();
+        let mut b = good(&cfg, false);
+        let t = b.entry_mut("kv_b_proj.weight").unwrap();
+        t.dtype = "BF16".to_string();
+        t.data = [0x80u8, 0x3f].repeat(dm.kv_b_rows * dm.r); // 1.0
+        let t = b.entry_mut("o_proj.weight").unwrap();
+        t.dtype = "F16".to_string();
+        t.data = [0x00u8, 0x3c].repeat(dm.d * dm.o_cols); // 1.0
+        let buf = b.build();
+        let w = bind_weights(&buf, P, &cfg).unwrap();
+        assert_eq!(w.q_proj.unwrap().rows, 12);
+        assert!(w.q_a_proj.is_none() && w.q_b_proj.is_none() && w.q_a_layernorm.is_none());
+        assert_eq!(w.kv_b_proj.data.dtype(), DType::BF16);
+        assert_eq!(w.o_proj.data.dtype(), DType::F16);
+        let mut out = [0f32; 3];
+        w.kv_b_proj.data.widen_into(&mut out);
+        assert_eq!(out, [1.0; 3]);
+        w.o_proj.data.widen_into(&mut out);
+        assert_eq!(out, [1.0; 3]);
+    }
+
+    #[test]
+    fn unknown_dtype_is_readable_but_not_bindable() {
+        let cfg = small_cfg();
+        let mut b = good(&cfg, false);
+        b.entry_mut("kv_a_layernorm.weight").unwrap().dtype = "I32".to_string();
+        let buf = b.build();
+        let st = SafeTensors::parse(&buf).unwrap();
+        let v = st
+            .tensor(&format!("{P}kv_a_layernorm.weight"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.dtype, FileDType::I32);
+        assert_eq!(v.dtype.to_dtype(), None);
+        assert_eq!(status_of(v.elems()).0, Status::WeightDtype);
+        let (s, m) = status_of(bind_weights(&buf, P, &cfg));
+        assert_eq!(s, Status::WeightDtype);
+        assert_eq!(
+            m,
+            "model.layers.0.self_attn.kv_a_layernorm.weight: dtype I32 is not supported (F32, F16 or BF16)"
+        );
+        // F64 too.
+        let mut b = good(&cfg, false);
+        let t = b.entry_mut("o_proj.weight").unwrap();
+        t.dtype = "F64".to_string();
+        t.shape = vec![8, 4];
+        let (s, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightDtype);
+        assert!(m.contains("o_proj.weight: dtype F64"), "{m}");
+    }
+
+    #[test]
+    fn misaligned_tensor_names_itself() {
+        let cfg = small_cfg();
+        let dm = cfg.dims().unwrap();
+        // A 1-byte U8 tensor first pushes every F32 tensor off 4-byte alignment.
+        let mut b = Writer::new().tensor("pad", "U8", &[1], vec![7]);
+        b.tensors.extend(good(&cfg, false).tensors);
+        let buf = b.build();
+        let (s, m) = status_of(bind_weights(&buf, P, &cfg));
+        assert_eq!(s, Status::Misaligned);
+        assert!(
+            m.starts_with("model.layers.0.self_attn.q_a_proj.weight: F32 data (data offset 1) is not aligned to 4"),
+            "{m}"
+        );
+        // Reading it as raw bytes still works.
+        let st = SafeTensors::parse(&buf).unwrap();
+        let v = st.tensor(&format!("{P}q_a_proj.weight")).unwrap().unwrap();
+        assert_eq!(v.data.len(), dm.rq * dm.d * 4);
+        assert_eq!(status_of(v.elems()).0, Status::Misaligned);
+        // A header not padded to 8 misaligns the whole data section.
+        let (h, data) = good(&cfg, false).header_and_data();
+        let mut h = h;
+        while (8 + h.len()) % 4 != 1 {
+            h.push(' ');
+        }
+        let (s, _) = status_of(bind_weights(&file(&h, &data), P, &cfg));
+        assert_eq!(s, Status::Misaligned);
+    }
+
+    #[test]
+    fn wrong_shape_and_unused() {
+        let cfg = small_cfg();
+        let mut b = good(&cfg, true);
+        b.entry_mut("kv_b_proj.weight").unwrap().shape = vec![4, 16];
+        let (s, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert_eq!(
+            m,
+            "model.layers.0.self_attn.kv_b_proj.weight: expected [16, 4], got [4, 16]"
+        );
+
+        // 1-D norm given as 2-D.
+        let mut b = good(&cfg, true);
+        b.entry_mut("o_proj.bias").unwrap().shape = vec![1, 8];
+        let (s, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert!(m.ends_with("o_proj.bias: expected [8], got [1, 8]"), "{m}");
+
+        // Present but unused: q_a_layernorm with q_norm 0, q_proj next to q_a_proj.
+        let mut c2 = cfg;
+        c2.q_norm = false;
+        let (s, m) = status_of(bind_weights(&good(&cfg, false).build(), P, &c2));
+        assert_eq!(s, Status::WeightShape);
+        assert!(
+            m.contains("q_a_layernorm.weight: in the file but unused"),
+            "{m}"
+        );
+        let b = good(&cfg, false).filled(&format!("{P}q_proj.weight"), &[12, 8]);
+        let (s, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert!(m.contains("q_proj.weight: in the file but unused"), "{m}");
+
+        // A config that does not validate.
+        let mut c3 = cfg;
+        c3.qk_rope_head_dim = 3;
+        let (s, _) = status_of(bind_weights(&good(&cfg, false).build(), P, &c3));
+        assert_eq!(s, Status::InvalidConfig);
+        // Malformed file through bind_weights.
+        let (s, _) = status_of(bind_weights(&[0u8; 4], P, &cfg));
+        assert_eq!(s, Status::InvalidArgument);
+    }
+
+    #[test]
+    fn missing_tensor_says_what_the_prefix_holds() {
+        let cfg = small_cfg();
+        // One missing: the others under the prefix are listed, as many as fit.
+        let b = good(&cfg, false).without("q_a_layernorm.weight");
+        let (s, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert_eq!(
+            m,
+            "model.layers.0.self_attn.q_a_layernorm.weight: missing, expected [6]; the prefix holds 6: q_a_proj.weight, q_b_proj.weight, kv_a_proj_with_mqa.weight, kv_a_layernorm.weight (+2 more)"
+        );
+        // A short prefix: all of them fit.
+        let b = layer(&cfg, "L.", false).without("o_proj.weight");
+        let (_, m) = status_of(bind_weights(&b.build(), "L.", &cfg));
+        assert_eq!(
+            m,
+            "L.o_proj.weight: missing, expected [8, 8]; the prefix holds 6: q_a_proj.weight, q_b_proj.weight, q_a_layernorm.weight, kv_a_proj_with_mqa.weight, kv_a_layernorm.weight, kv_b_proj.weight"
+        );
+        // More than fit: as many as fit, then the count of the rest; never cut mid-name.
+        let mut b = good(&cfg, true).without("kv_b_proj.weight");
+        for i in 0..20 {
+            b = b.filled(&format!("{P}extra_{i}.weight"), &[1]);
+        }
+        let (_, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert!(m.len() <= crate::status::MESSAGE_CAPACITY);
+        assert!(
+            m.starts_with("model.layers.0.self_attn.kv_b_proj.weight: missing, expected [16, 4]; the prefix holds 29: q_a_proj.weight, q_b_proj.weight, "),
+            "{m}"
+        );
+        let tail = m.rsplit_once(", ").unwrap().1;
+        // Names shown: one more than the separators after "holds 29: ".
+        let shown = m.split_once("holds 29: ").unwrap().1.matches(", ").count() + 1;
+        assert!(tail.ends_with(" more)"), "{m}");
+        let rest: usize = tail
+            .split(" (+")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(" more)")
+            .parse()
+            .unwrap();
+        assert_eq!(shown + rest, 29, "{m}");
+
+        // The layer one level further down: the nearest prefix is suggested, and
+        // what the given prefix holds is listed.
+        let b = layer(&cfg, "model.layers.0.self_attn.", false)
+            .filled("model.layers.0.mlp.gate.weight", &[2]);
+        let (s, m) = status_of(bind_weights(&b.build(), "model.layers.0.", &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert!(
+            m.starts_with("model.layers.0.q_a_proj.weight: missing, expected [6, 8]; layer tensors are under 'model.layers.0.self_attn.'; the prefix holds 8: self_attn.q_a_proj.weight (+7 more)"),
+            "{m}"
+        );
+        // Another layer's prefix: nothing under it; the nearest is named.
+        let b = layer(&cfg, "model.layers.0.self_attn.", false);
+        let (_, m) = status_of(bind_weights(&b.build(), "model.layers.1.self_attn.", &cfg));
+        assert_eq!(
+            m,
+            "model.layers.1.self_attn.q_a_proj.weight: missing, expected [6, 8]; no tensor under this prefix; layer tensors are under 'model.layers.0.self_attn.'"
+        );
+        // Two layers: the one that extends the given prefix wins over the first one.
+        let mut b = layer(&cfg, "model.layers.1.attn.", false);
+        b.tensors
+            .extend(layer(&cfg, "model.layers.2.attn.", false).tensors);
+        let (_, m) = status_of(bind_weights(&b.build(), "model.layers.2.", &cfg));
+        assert!(
+            m.contains("layer tensors are under 'model.layers.2.attn.'"),
+            "{m}"
+        );
+        // Escaped names decode in the suggestion.
+        let b = layer(&cfg, "m\u{e9}.", false).ascii_escapes();
+        let (_, m) = status_of(bind_weights(&b.build(), "m", &cfg));
+        assert!(m.contains("layer tensors are under 'm\u{e9}.'"), "{m}");
+        // No layer tensor anywhere.
+        let b = Writer::new().filled("inputs", &[2]).filled("outputs", &[2]);
+        let (_, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(
+            m,
+            "model.layers.0.self_attn.q_a_proj.weight: missing, expected [6, 8]; no tensor under this prefix; no layer tensor in the file (2 tensors)"
+        );
+        // A very long prefix: the message is cut at its capacity, not corrupted.
+        let long = "p".repeat(300);
+        let (_, m) = status_of(bind_weights(&good(&cfg, false).build(), &long, &cfg));
+        assert_eq!(m.len(), crate::status::MESSAGE_CAPACITY);
+        assert!(m.chars().all(|c| c == 'p'));
+    }
+
+    #[test]
+    fn config_from_metadata_overrides_fields() {
+        let b = Writer::new()
+            .meta("hidden_size", "64")
+            .meta("num_heads", "4")
+            .meta("q_lora_rank", "48")
+            .meta("kv_lora_rank", "32")
+            .meta("qk_nope_head_dim", "16")
+            .meta("qk_rope_head_dim", "8")
+            .meta("v_head_dim", "16")
+            .meta("rope_layout", "interleaved")
+            .meta("rope_key", "shared")
+            .meta("q_norm", "1")
+            .meta("original_max_position", "64")
+            .meta("rms_norm_eps", "1e-06")
+            .meta("rope_theta", "10000.0")
+            .meta("rope_factor", "4.0")
+            .meta("beta_fast", "32")
+            .meta("beta_slow", "1.0")
+            .meta("mscale", "0.707")
+            .meta("mscale_all_dim", "-0.5E+1")
+            .meta("softmax_scale", "0")
+            .meta("cache_dtype", "bf16")
+            .meta("attn_mode", "absorb")
+            .meta("variant", "deepseek");
+        let buf = b.build();
+        let st = SafeTensors::parse(&buf).unwrap();
+        let c = config_from_metadata(&st, &Config::tutorial()).unwrap();
+        let mut want = Config::tutorial();
+        want.hidden_size = 64;
+        want.num_heads = 4;
+        want.q_lora_rank = 48;
+        want.kv_lora_rank = 32;
+        want.qk_nope_head_dim = 16;
+        want.qk_rope_head_dim = 8;
+        want.v_head_dim = 16;
+        want.rope_layout = RopeLayout::Interleaved;
+        want.rope_key = RopeKey::Shared;
+        want.q_norm = true;
+        want.original_max_position = 64;
+        want.rms_norm_eps = 1e-6;
+        want.rope_theta = 10000.0;
+        want.rope_factor = 4.0;
+        want.rope_type = RopeType::Yarn;
+        want.beta_fast = 32.0;
+        want.beta_slow = 1.0;
+        want.mscale = 0.707;
+        want.mscale_all_dim = -5.0;
+        want.softmax_scale = 0.0;
+        want.cache_dtype = DType::BF16;
+        want.attn_mode = AttnMode::Absorb;
+        assert_eq!(c, want);
+
+        // No metadata at all: the base comes back unchanged.
+        let empty = file("{}", &[]);
+        let st = SafeTensors::parse(&empty).unwrap();
+        assert_eq!(
+            config_from_metadata(&st, &Config::deepseek_v3()).unwrap(),
+            Config::deepseek_v3()
+        );
+
+        for (k, v) in [
+            ("hidden_size", "-1"),
+            ("hidden_size", "4294967296"),
+            ("hidden_size", "1.0"),
+            ("hidden_size", ""),
+            ("rope_theta", "inf"),
+            ("rope_theta", "NaN"),
+            ("rope_theta", "1e999"),
+            ("rope_theta", "1.2.3"),
+            ("rope_theta", "."),
+            ("rope_layout", "Half"),
+            ("rope_key", "per-head"),
+            ("q_norm", "2"),
+            ("cache_dtype", "f64"),
+            ("attn_mode", "fast"),
+        ] {
+            let buf = Writer::new().meta(k, v).build();
+            let st = SafeTensors::parse(&buf).unwrap();
+            let (s, m) = status_of(config_from_metadata(&st, &Config::tutorial()));
+            assert_eq!(s, Status::InvalidArgument, "{k}={v}");
+            assert!(m.starts_with(&format!("metadata {k}: '{v}'")), "{m}");
+        }
+        // A value with escapes is refused, naming the key.
+        let buf = file("{\"__metadata__\":{\"hidden_size\":\"1\\u0032\"}}", &[]);
+        let st = SafeTensors::parse(&buf).unwrap();
+        let (s, m) = status_of(config_from_metadata(&st, &Config::tutorial()));
+        assert_eq!(s, Status::InvalidArgument);
+        assert_eq!(
+            m,
+            "metadata hidden_size: value holds escapes (not supported)"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // thousands of cases: slow under Miri
+    fn mutated_files_never_panic() {
+        // Every truncation and a sweep of single-byte corruptions of a good file.
+        let cfg = small_cfg();
+        let good_bytes = good(&cfg, true).meta("hidden_size", "8").to_bytes();
+        for cut in 0..good_bytes.len() {
+            let b = super::super::st_file::AlignedBytes::new(&good_bytes[..cut]);
+            assert!(bind_weights(&b, P, &cfg).is_err());
+        }
+        let header_end = 8 + u64::from_le_bytes(good_bytes[..8].try_into().unwrap()) as usize;
+        for pos in 0..header_end {
+            for val in [
+                0u8, b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'9', 0xff, b' ',
+            ] {
+                let mut v = good_bytes.clone();
+                v[pos] = val;
+                let b = super::super::st_file::AlignedBytes::new(&v);
+                if let Ok(st) = SafeTensors::parse(&b) {
+                    let _ = st.weights(P, &cfg);
+                    let _ = config_from_metadata(&st, &cfg);
+                    let _ = st.metadata("variant");
+                    assert_eq!(st.iter().count(), st.len());
+                }
+            }
+        }
+    }
+}
