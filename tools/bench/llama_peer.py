@@ -40,8 +40,8 @@ minutes on two cores), a venv with that source's gguf-py and numpy, the GGUF fil
     python3 tools/bench/llama_peer.py --quick         # ctx 4096, 1 thread, f32 weights (~2-3 min once built)
     python3 tools/bench/llama_peer.py --setup-only    # build and write the GGUFs, run nothing
     options: --ctx 1024,4096,16384 --threads 1,2 --weights f32,bf16 --cache f16
-             --ours-cache bf16,f16             --n-gen 32 --reps 5 --layers 1 --ffn 16 --vocab 32 --modes hot,cold
-             --json bench-out/llama-peer.jsonl --peer-dir DIR --no-ours
+             --ours-cache bf16,f16 --n-gen 32 --reps 5 --layers 1 --ffn 16 --vocab 32
+             --modes hot,cold --json bench-out/llama-peer.jsonl --peer-dir DIR --no-ours
 """
 
 import argparse
@@ -87,7 +87,18 @@ def run(cmd, **kw):
 # Setup: source, build, venv
 # ---------------------------------------------------------------------------
 
-def llama_src(peer, version):
+def make_venv(peer):
+    """The venv that downloads the source package and writes the GGUFs."""
+    venv = os.path.join(peer, "venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.isfile(py):
+        r = subprocess.run([sys.executable, "-m", "venv", venv])
+        if r.returncode != 0:
+            sys.exit("llama_peer: python3 -m venv failed (Debian: apt-get install python3-venv)")
+    return py
+
+
+def llama_src(py, peer, version):
     """Download and unpack llama-cpp-python's source package; return vendor/llama.cpp."""
     src = os.path.join(peer, "src")
     top = os.path.join(src, f"llama_cpp_python-{version}")
@@ -99,7 +110,7 @@ def llama_src(peer, version):
     if not os.path.isfile(tgz):
         # Only this package is built from source; its build dependencies (needed by pip
         # to read the metadata) come as wheels.
-        run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}",
+        run([py, "-m", "pip", "download", "--quiet", f"llama-cpp-python=={version}",
              "--no-binary", "llama-cpp-python", "--no-deps", "-d", src])
     with tarfile.open(tgz) as t:
         if hasattr(tarfile, "data_filter"):
@@ -123,8 +134,12 @@ def build_llama_bench(peer, top, llama, jobs):
     build = os.path.join(peer, "build")
     exe = os.path.join(build, "bin", "llama-bench")
     stamp = os.path.join(build, "mla-peer-build.json")
+    version = os.path.basename(top).split("-")[-1]
     if os.path.isfile(exe) and os.path.isfile(stamp):
-        return exe, json.load(open(stamp))
+        info = json.load(open(stamp))
+        if info.get("llama_cpp_python") == version:
+            return exe, info
+        shutil.rmtree(build)  # another release: start the build over
     for tool in ("cmake", "cc", "c++"):
         if not shutil.which(tool):
             sys.exit(f"llama_peer: {tool} not found (Debian: apt-get install cmake gcc g++)")
@@ -139,22 +154,16 @@ def build_llama_bench(peer, top, llama, jobs):
     log(f"building llama-bench with {jobs} jobs (about ten minutes on two cores) ...")
     run(["cmake", "--build", build, "--target", "llama-bench", "-j", str(jobs)],
         stdout=subprocess.DEVNULL)
-    info = {"llama_cpp_python": os.path.basename(top).split("-")[-1], "commit": commit,
+    info = {"llama_cpp_python": version, "commit": commit,
             "build_s": round(time.time() - t0, 1)}
     json.dump(info, open(stamp, "w"))
     return exe, info
 
 
-def venv_python(peer, llama):
-    """A venv with the vendored gguf-py (same version as the llama.cpp being built)."""
-    venv = os.path.join(peer, "venv")
-    py = os.path.join(venv, "bin", "python")
-    ok = os.path.isfile(py) and subprocess.run(
-        [py, "-c", "import gguf, numpy"], stderr=subprocess.DEVNULL).returncode == 0
-    if not ok:
-        run([sys.executable, "-m", "venv", venv])
+def install_gguf(py, llama):
+    """The vendored gguf-py (same version as the llama.cpp being built) and numpy."""
+    if subprocess.run([py, "-c", "import gguf, numpy"], stderr=subprocess.DEVNULL).returncode != 0:
         run([py, "-m", "pip", "install", "--quiet", os.path.join(llama, "gguf-py")])
-    return py
 
 
 # ---------------------------------------------------------------------------
@@ -412,13 +421,14 @@ def main():
     t_start = time.time()
     peer = os.path.abspath(a.peer_dir)
     os.makedirs(peer, exist_ok=True)
-    top, llama = llama_src(peer, a.llama_cpp_python)
+    py = make_venv(peer)
+    top, llama = llama_src(py, peer, a.llama_cpp_python)
+    install_gguf(py, llama)
     exe, binfo = build_llama_bench(peer, top, llama, a.jobs)
     ver = subprocess.run([exe, "--version"], capture_output=True, text=True)
     version = (ver.stdout + ver.stderr).strip().splitlines()
     log(f"llama.cpp: llama-cpp-python {binfo['llama_cpp_python']} vendoring llama.cpp@{binfo['commit']}"
         f" ({'; '.join(version)}); llama-bench built in {binfo['build_s']:.0f} s")
-    py = venv_python(peer, llama)
     models = {wd: ensure_gguf(py, peer, wd, a) for wd in a.weights}
     if a.setup_only:
         for wd, p in models.items():
