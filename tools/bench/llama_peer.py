@@ -517,7 +517,7 @@ def main():
         s = json.load(open(stamp))
         log(f"the last full run here ({s['when']}) took {s['seconds'] / 60:.1f} min")
     else:
-        log("the full run (3 contexts x 2 thread counts x f32+bf16) takes about 20 min on 2 cores "
+        log("the full run (3 contexts x 2 thread counts x f32+bf16) takes 10-20 min on 2 cores "
             "once built")
 
     with open(a.json, "w") as f:
