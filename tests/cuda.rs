@@ -12,6 +12,7 @@
 
 
 use mla_testkit::*;
+use mla_cuda::cust;
 use mla_cuda::cust::memory::CopyDestination;
 use mla_cuda::{self as cuda, CudaEngine};
 use mla_core::{Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};

@@ -255,7 +255,7 @@ static inline void mla_emu_check_align(const void *p, unsigned align) {
 }
 
 #define MLA_EMU 1
-#include "../../kernels/mla.cu"
+#include "../../crates/mla-cuda/kernels/mla.cu"
 
 namespace emu {
 
