@@ -27,12 +27,12 @@
 
 #[cfg(feature = "cuda")]
 mod bench {
-    use mla_cuda::cust::memory::DeviceBuffer;
-    use mla_cuda::cust::sys as cu;
     use half::bf16;
-    use mla_cuda::{self as cuda, CudaEngine};
     use mla_core::parallel::ThreadPool;
     use mla_core::{Config, DType, Engine, Tensor, Weights};
+    use mla_cuda::cust::memory::DeviceBuffer;
+    use mla_cuda::cust::sys as cu;
+    use mla_cuda::{self as cuda, CudaEngine};
     use std::time::Instant;
 
     struct Rng(u64);

@@ -17,9 +17,9 @@ use core::ffi::{c_char, c_int};
 use core::ptr;
 use std::cell::RefCell;
 
-use mla_cuda::CudaEngine;
 use crate::ffi::{mla_config, mla_status, mla_weights, MLA_ERR_NULL_POINTER, MLA_OK};
 use mla_core::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
+use mla_cuda::CudaEngine;
 
 /// Bytes of a last-error text, NUL included.
 const LAST_ERROR_BYTES: usize = MESSAGE_CAPACITY + 1;

@@ -25,4 +25,3 @@ pub mod cuda;
 
 #[cfg(all(feature = "panic-handler", not(feature = "std"), not(test)))]
 mod panic_handler;
-

@@ -10,12 +10,11 @@
 //! real GPU they run in full.
 #![cfg(feature = "cuda")]
 
-
-use mla_testkit::*;
+use mla_core::{Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
 use mla_cuda::cust;
 use mla_cuda::cust::memory::CopyDestination;
 use mla_cuda::{self as cuda, CudaEngine};
-use mla_core::{Config, DType, Engine, RopeKey, RopeLayout, Status, Tensor, Weights};
+use mla_testkit::*;
 use std::io::Write;
 
 const F32_TOL: f32 = 1e-4;

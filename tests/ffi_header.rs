@@ -54,7 +54,10 @@ fn version_macros_match_cargo_toml() {
         d["MLA_VERSION_STRING"],
         format!("\"{}\"", env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(number(&d, "MLA_ABI_VERSION"), u64::from(mla::ffi::MLA_ABI_VERSION));
+    assert_eq!(
+        number(&d, "MLA_ABI_VERSION"),
+        u64::from(mla::ffi::MLA_ABI_VERSION)
+    );
     assert_eq!(mla::ffi::MLA_ABI_VERSION, 1);
     assert_eq!(mla_abi_version(), 1);
     assert_eq!(number(&d, "MLA_MESSAGE_MAX"), MLA_MESSAGE_MAX as u64);

@@ -2,8 +2,8 @@
 //! PyTorch) through the engine: one prefill call, uneven chunks, token by token,
 //! naive and absorbed; f16/bf16 weights and caches; truncate and re-forward.
 
-use mla_testkit::*;
 use mla_core::{AttnMode, Config, DType, Engine, Weights};
+use mla_testkit::*;
 
 const F32_TOL: f32 = 1e-5;
 const HALF_TOL: f32 = 1e-2;

@@ -2,8 +2,8 @@
 //! are recorded here, so any change to the memory plan shows up in review; and
 //! the size query is exact (one byte less is refused, exactly enough works).
 
-use mla_testkit::*;
 use mla_core::{Config, DType, Engine, Status};
+use mla_testkit::*;
 
 /// (preset, cache dtype, max_seq_len, max_tokens_per_call) -> recorded bytes.
 fn cases() -> Vec<(&'static str, Config, usize)> {

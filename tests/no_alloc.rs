@@ -1,8 +1,8 @@
 //! The core allocates nothing: a counting global allocator sees zero allocations
 //! during Engine::new, forward (prefill and decode, both paths), truncate and reset.
 
-use mla_testkit::*;
 use mla_core::{AttnMode, Engine};
+use mla_testkit::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -7,9 +7,9 @@
 //! to the threads anyway. A long-context case with V2-Lite-like head counts
 //! checks the same at sizes where the row ranges and head groups are many.
 
-use mla_testkit::*;
 use mla_core::parallel::{HostParallelFor, ParallelFor, TaskFn, ThreadPool};
 use mla_core::{AttnMode, Config, DType, Engine, Weights};
+use mla_testkit::*;
 use std::ffi::c_void;
 
 fn run_with(
