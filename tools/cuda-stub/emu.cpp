@@ -143,6 +143,13 @@ struct Slot {
 };
 Slot g_slot[2][kMaxThreads];
 unsigned g_coll_n[kMaxThreads];
+// Results of a warp reduction, computed once per warp by its first lane to run
+// after the barrier: for collective number `seq` (per parity and warp).
+float g_red[2][kMaxThreads];
+unsigned g_red_seq[2][kMaxThreads / 32];
+// Results of an mma.sync likewise: each lane's four outputs.
+float g_mma_d[2][kMaxThreads][4];
+unsigned g_mma_seq[2][kMaxThreads / 32];
 
 // cp.async in flight, per thread: lands at the thread's wait.
 struct Pending {
@@ -323,6 +330,10 @@ bool run_block() {
         f->lin = idx;
         init_fiber(f);
         g_coll_n[idx] = 0;
+        if (idx % 32 == 0) {
+          g_red_seq[0][idx / 32] = g_red_seq[1][idx / 32] = ~0u;
+          g_mma_seq[0][idx / 32] = g_mma_seq[1][idx / 32] = ~0u;
+        }
         g_pending[idx].clear();
         g_commits[idx] = 0;
       }
@@ -514,18 +525,26 @@ unsigned mla_emu_shfl_xor_u(unsigned v, int m) {
 
 } // extern "C"
 
-// The value lane `lane` holds after the xor butterfly (offsets 16, 8, 4, 2, 1)
-// over the warp's deposited values, combined with `op`.
-template <typename Op> static float butterfly(const emu::Slot *s, unsigned lane, Op op) {
-  float v[32];
-  unsigned w = emu::warp_width();
-  for (unsigned i = 0; i < 32; i++) v[i] = i < w ? s[i].f : 0.0f;
-  for (unsigned o = 16; o > 0; o >>= 1) {
-    float nv[32];
-    for (unsigned i = 0; i < 32; i++) nv[i] = (i ^ o) < w ? op(v[i], v[i ^ o]) : v[i];
-    memcpy(v, nv, sizeof v);
+// What every lane of the warp holds after the xor butterfly (offsets 16, 8, 4,
+// 2, 1) over the deposited values, combined with `op` in the order a GPU's
+// shuffles give (own value first); computed once per warp and collective.
+template <typename Op> static float butterfly(Op op) {
+  unsigned lin = emu::g_lin, w = lin >> 5, seq = emu::g_coll_n[lin], p = (seq - 1) & 1;
+  float *res = &emu::g_red[p][w * 32];
+  if (emu::g_red_seq[p][w] != seq) {
+    const emu::Slot *s = emu::warp_slots();
+    unsigned n = emu::warp_width();
+    float v[32];
+    for (unsigned i = 0; i < 32; i++) v[i] = i < n ? s[i].f : 0.0f;
+    for (unsigned o = 16; o > 0; o >>= 1) {
+      float nv[32];
+      for (unsigned i = 0; i < 32; i++) nv[i] = (i ^ o) < n ? op(v[i], v[i ^ o]) : v[i];
+      memcpy(v, nv, sizeof v);
+    }
+    memcpy(res, v, sizeof v);
+    emu::g_red_seq[p][w] = seq;
   }
-  return v[lane];
+  return res[lin & 31u];
 }
 
 extern "C" {
@@ -533,14 +552,13 @@ extern "C" {
 float mla_emu_warp_sum(float v) {
   emu::deposit(emu::C_SUM).f = v;
   emu::yield(emu::WAIT_WARP);
-  return butterfly(emu::warp_slots(), emu::g_lin & 31u, [](float a, float b) { return a + b; });
+  return butterfly([](float a, float b) { return a + b; });
 }
 
 float mla_emu_warp_max(float v) {
   emu::deposit(emu::C_MAX).f = v;
   emu::yield(emu::WAIT_WARP);
-  return butterfly(emu::warp_slots(), emu::g_lin & 31u,
-                   [](float a, float b) { return a > b ? a : b; });
+  return butterfly([](float a, float b) { return a > b ? a : b; });
 }
 
 void *mla_emu_dyn_smem() { return emu::g_dyn_smem; }
@@ -568,24 +586,31 @@ void mla_emu_mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2], 
   s.dtype = dtype;
   emu::yield(emu::WAIT_WARP);
   const emu::Slot *w = emu::warp_slots();
-  if (emu::warp_width() != 32) emu::fault(CUDA_ERROR_LAUNCH_FAILED, "mma.sync in a partial warp", nullptr);
-  for (unsigned i = 0; i < 32; i++)
-    if (w[i].dtype != dtype) emu::fault(CUDA_ERROR_LAUNCH_FAILED, "mma.sync lanes disagree on the type", nullptr);
-  unsigned lane = emu::g_lin & 31u, gid = lane >> 2, tig = lane % 4;
-  float out[4];
-  for (unsigned i = 0; i < 4; i++) {
-    unsigned row = i < 2 ? gid : gid + 8, col = tig * 2 + (i & 1);
-    float acc = c[i];
-    for (unsigned k = 0; k < 16; k++) {
-      const emu::Slot &sa = w[emu::g_mma.a_lane[row][k]];
-      const emu::Slot &sb = w[emu::g_mma.b_lane[k][col]];
-      float x = emu::half_to_f32(emu::frag_half(sa.a, emu::g_mma.a_elem[row][k]), dtype);
-      float y = emu::half_to_f32(emu::frag_half(sb.b, emu::g_mma.b_elem[k][col]), dtype);
-      acc += x * y;
+  unsigned lin = emu::g_lin, wi = lin >> 5, seq = emu::g_coll_n[lin], par = (seq - 1) & 1;
+  if (emu::g_mma_seq[par][wi] != seq) {
+    // First lane of the warp to run: the whole product, from every lane's fragments.
+    if (emu::warp_width() != 32) emu::fault(CUDA_ERROR_LAUNCH_FAILED, "mma.sync in a partial warp", nullptr);
+    for (unsigned i = 0; i < 32; i++)
+      if (w[i].dtype != dtype) emu::fault(CUDA_ERROR_LAUNCH_FAILED, "mma.sync lanes disagree on the type", nullptr);
+    float A[16][16], B[16][8];
+    for (unsigned r = 0; r < 16; r++)
+      for (unsigned k = 0; k < 16; k++)
+        A[r][k] = emu::half_to_f32(emu::frag_half(w[emu::g_mma.a_lane[r][k]].a, emu::g_mma.a_elem[r][k]), dtype);
+    for (unsigned k = 0; k < 16; k++)
+      for (unsigned n = 0; n < 8; n++)
+        B[k][n] = emu::half_to_f32(emu::frag_half(w[emu::g_mma.b_lane[k][n]].b, emu::g_mma.b_elem[k][n]), dtype);
+    for (unsigned lane = 0; lane < 32; lane++) {
+      unsigned gid = lane >> 2, tig = lane % 4;
+      for (unsigned i = 0; i < 4; i++) {
+        unsigned row = i < 2 ? gid : gid + 8, col = tig * 2 + (i & 1);
+        float acc = w[lane].c[i];
+        for (unsigned k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
+        emu::g_mma_d[par][wi * 32 + lane][i] = acc;
+      }
     }
-    out[i] = acc;
+    emu::g_mma_seq[par][wi] = seq;
   }
-  memcpy(d, out, sizeof out);
+  memcpy(d, emu::g_mma_d[par][lin], 4 * sizeof(float));
 }
 
 void mla_emu_cp_async16(void *dst, const void *src, unsigned src_bytes) {
@@ -800,9 +825,13 @@ EMU_API CUresult cuModuleLoadDataEx(void **mod, const void *image, unsigned n_op
     m->image = static_cast<const char *>(image);
     size_t v = m->image.find(".version");
     size_t t = m->image.find(".target sm_");
-    if (v == std::string::npos || t == std::string::npos) {
+    // The emulator does not parse PTX: it accepts text with the directives and
+    // kernel entries PTX has (and looks the entries up by name).
+    if (v == std::string::npos || t == std::string::npos ||
+        m->image.find(".entry ") == std::string::npos) {
       jit_log(n_opts, opts, vals, 5, 6,
-              "mla-rt emulator: ptxas fatal: no .version / .target directive: not PTX");
+              "mla-rt emulator: ptxas fatal: no .version / .target directive or no "
+              ".entry: not PTX the emulator can run");
       delete m;
       return CUDA_ERROR_INVALID_PTX;
     }

@@ -566,8 +566,10 @@ template <int DT> MLA_DEV void linear_impl(const LinP &P) {
   float b = bias ? bias[oo] : 0.0f;
 #pragma unroll
   for (int t = 0; t < MLA_TT; t++) {
-    float s = warp_sum(acc[t]);
-    if (lane == 0 && (u32)t < nt) y[(u64)(t0 + t) * y_stride + oo] = s * inv[t] + b;
+    if ((u32)t < nt) { // nt is the same for the whole warp
+      float s = warp_sum(acc[t]);
+      if (lane == 0) y[(u64)(t0 + t) * y_stride + oo] = s * inv[t] + b;
+    }
   }
 }
 

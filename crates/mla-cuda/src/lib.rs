@@ -443,6 +443,17 @@ pub struct CudaEngine {
     dev: Arc<DeviceState>,
 }
 
+impl core::fmt::Debug for CudaEngine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CudaEngine")
+            .field("device", &self.dev.name)
+            .field("len", &self.len)
+            .field("capacity", &self.dm.max_seq)
+            .field("attention", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: the raw handles (CUfunction, CUstream, CUevent, device pointers)
 // belong to the process-wide module and context or to this engine, and the CUDA
 // driver API may use them from any thread once the context is current, which
@@ -895,7 +906,7 @@ impl CudaEngine {
         let stream = self.stream.0;
         let bytes = core::mem::size_of_val(x);
         let mut l = Launches { n: 0, last: "" };
-        self.record(0)?;
+        self.record(0, &l)?;
         // SAFETY: `x` is `bytes` readable host bytes and the scratch `x` holds
         // max_tok * d floats >= t * d; the copy is complete when the stream syncs
         // below, before `x` can be released by the caller.
@@ -905,10 +916,11 @@ impl CudaEngine {
         self.enqueue(self.s.x.ptr(), t, None, self.s.out.ptr(), &mut l)?;
         // SAFETY: `out` is `bytes` writable host bytes (same length as x), the
         // scratch output holds them; the stream is synchronised before return.
-        self.dev.check("cuMemcpyDtoHAsync(out)", unsafe {
+        let r = unsafe {
             cu::cuMemcpyDtoHAsync_v2(out.as_mut_ptr().cast(), self.s.out.ptr(), bytes, stream)
-        })?;
-        self.record(1)?;
+        };
+        self.check_in_call("cuMemcpyDtoHAsync(out)", r, &l)?;
+        self.record(1, &l)?;
         self.finish(&l)?;
         self.len = end;
         Ok(())
@@ -953,20 +965,21 @@ impl CudaEngine {
         };
         self.gen = gen;
         let mut l = Launches { n: 0, last: "" };
-        self.record(0)?;
+        self.record(0, &l)?;
         self.enqueue(x_dev, n_tokens, Some(gen), out_dev, &mut l)?;
         let mut flag: u32 = 0;
         // SAFETY: copies 4 bytes into a local u32; the stream is synchronised
         // before `flag` is read.
-        self.dev.check("cuMemcpyDtoHAsync(flag)", unsafe {
+        let r = unsafe {
             cu::cuMemcpyDtoHAsync_v2(
                 (&mut flag as *mut u32).cast::<c_void>(),
                 self.s.flag.ptr(),
                 4,
                 self.stream.0,
             )
-        })?;
-        self.record(1)?;
+        };
+        self.check_in_call("cuMemcpyDtoHAsync(flag)", r, &l)?;
+        self.record(1, &l)?;
         self.finish(&l)?;
         if flag == gen {
             self.last_ms = None;
@@ -980,32 +993,50 @@ impl CudaEngine {
     }
 
     /// Records timing event `i` (0 before, 1 after) when timing is on.
-    fn record(&self, i: usize) -> Result<()> {
+    fn record(&self, i: usize, l: &Launches) -> Result<()> {
         if let Some(ev) = &self.events {
             let e = if i == 0 { ev.0 } else { ev.1 };
             // SAFETY: the event and stream belong to this engine.
-            self.dev.check("cuEventRecord", unsafe {
-                cu::cuEventRecord(e, self.stream.0)
-            })?;
+            let r = unsafe { cu::cuEventRecord(e, self.stream.0) };
+            self.check_in_call("cuEventRecord", r, l)?;
         }
         Ok(())
+    }
+
+    /// The error of a driver call made after this call's launches (`at`): a
+    /// sticky error there is a kernel fault of the call, which the driver does
+    /// not name.
+    fn call_error(&self, at: &str, r: cu::CUresult, l: &Launches) -> mla_core::Error {
+        let e = if device::is_sticky(r) && l.n > 0 {
+            err(Status::Device, at)
+                .s(": ")
+                .s(&device::error_name(r))
+                .s(": a kernel fault in one of this call's ")
+                .n(l.n)
+                .s(" kernels (last ")
+                .s(l.last)
+                .s("); MLA_CUDA_SYNC=1 names it")
+        } else {
+            device::dev_error(at, r)
+        };
+        self.dev.note(r, &e);
+        e
+    }
+
+    /// `check` for driver calls after the call's first launch.
+    fn check_in_call(&self, at: &str, r: cu::CUresult, l: &Launches) -> Result<()> {
+        if r == cu::CUresult::CUDA_SUCCESS {
+            Ok(())
+        } else {
+            Err(self.call_error(at, r, l))
+        }
     }
 
     /// Waits for the call's work; a failure names what was launched.
     fn finish(&mut self, l: &Launches) -> Result<()> {
         // SAFETY: the stream belongs to this engine.
         let r = unsafe { cu::cuStreamSynchronize(self.stream.0) };
-        if r != cu::CUresult::CUDA_SUCCESS {
-            let e = err(Status::Device, "cuStreamSynchronize: ")
-                .s(&device::error_name(r))
-                .s(": one of this call's ")
-                .n(l.n)
-                .s(" kernels (last ")
-                .s(l.last)
-                .s(") failed; MLA_CUDA_SYNC=1 names it");
-            self.dev.note(r, &e);
-            return Err(e);
-        }
+        self.check_in_call("cuStreamSynchronize", r, l)?;
         self.last_ms = None;
         if let Some(ev) = &self.events {
             let mut ms = 0f32;
@@ -1031,16 +1062,21 @@ impl CudaEngine {
         p: &T,
     ) -> Result<()> {
         let smem = u32_of("shared memory", smem)?;
-        l.n += 1;
-        l.last = what;
         let r = device::launch(f, self.stream.0, grid, smem, p);
         if r != cu::CUresult::CUDA_SUCCESS {
-            let e = err(Status::Device, what)
-                .s(": launch failed: ")
-                .s(&device::error_name(r));
+            // A sticky error here comes from an earlier kernel of the call.
+            let e = if device::is_sticky(r) && l.n > 0 {
+                self.call_error("cuLaunchKernel", r, l)
+            } else {
+                err(Status::Device, what)
+                    .s(": launch failed: ")
+                    .s(&device::error_name(r))
+            };
             self.dev.note(r, &e);
             return Err(e);
         }
+        l.n += 1;
+        l.last = what;
         if self.opts.sync_after_launch {
             // SAFETY: the stream belongs to this engine.
             let r = unsafe { cu::cuStreamSynchronize(self.stream.0) };

@@ -333,13 +333,18 @@ mod tests {
         let mut c = Config::deepseek_v2_lite();
         c.kv_lora_rank = 8192;
         let dm = dims(&c);
-        // 16 heads do not fit; one head with tiles does.
-        let p = plan(&dm, false, DType::F32, &target(72, 98_304)).unwrap();
+        // 16 heads do not fit on an H200; one head with tiles does.
+        let p = plan(&dm, false, DType::F32, &target(90, 232_448)).unwrap();
         assert_eq!(p.heads_per_block, 1);
-        assert!(p.smem <= 98_304);
-        // A device with too little shared memory for even one row.
-        let e = plan(&dm, false, DType::F32, &target(72, 16_384)).unwrap_err();
-        assert!(e.contains("bytes of shared memory"), "{e}");
+        assert!(p.smem <= 232_448);
+        // An f32 cache of rank 8192 needs 99164 bytes for one head and one row:
+        // more than Xavier's 96 KiB.
+        assert_eq!(cc_smem(&dm, false, DType::F32, 1, 1), 99_164);
+        let e = plan(&dm, false, DType::F32, &target(72, 98_304)).unwrap_err();
+        assert!(e.contains("99164 bytes of shared memory"), "{e}");
+        // A bf16 cache fits (one head).
+        let p = plan(&dm, false, DType::BF16, &target(72, 98_304)).unwrap();
+        assert_eq!(p.heads_per_block, 1);
         c.kv_lora_rank = 8193;
         assert!(plan(&dims(&c), false, DType::F32, &target(90, 232_448)).is_err());
     }
