@@ -8,6 +8,7 @@
 //!     for compute_72 (or 75) and compute_80; the engine then loads it instead of
 //!     the PTX. Empty with clang (clang emits PTX only; SASS needs NVIDIA's ptxas),
 //!     or when `MLA_CUDA_FATBIN=0`.
+//!
 //! `src/lib.rs` embeds all three.
 //!
 //! Compiler, first found wins:

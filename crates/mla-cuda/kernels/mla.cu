@@ -1174,7 +1174,8 @@ MLA_ATTN_CC(mla_attn_cc_bf16_g1, 2, 1, 8)
 // Shared memory (bytes, in this order; the host computes the same sum):
 //   qh, ql  DT [16][ks]           ks = roundup(K, 16) + 8 (K = r + shared p)
 //   qpe     f32 [16][p4]          per-head keys only (else 0 bytes)
-//   tiles   DT [2][TR][ts]        ts = max(ks, r4 + 16*p4 (per head) rounded) + pad
+//   tiles   DT [2][TR][ts]        ts = ks, or per-head keys: max(K16, r4 + G*p4)
+//                                 rounded up to 16, + 8 (G = min(16, H))
 //   s_part  f32 [KS][16][TR]      KS = 8 / (TR/8)
 //   ph, pl  DT [16][TR + 8]
 //   m_s, l_s, corr_s, qexp f32 [16] each
@@ -1192,9 +1193,10 @@ template <int DT, int NB> MLA_DEV void attn_tc_impl(const AttnP &P) {
   u32 K = P.per_head ? r : r4 + p;
   u32 K16 = (K + 15u) & ~15u;
   u32 ks = K16 + 8u;                          // row stride: words = 4 mod 8
-  // Tile row: [latent | shared rope key] (mma, zero-padded to K16), per-head keys at r4 + g*p4.
-  u32 ts = P.per_head ? ((r4 + MLA_TC_HEADS * p4 > K16 ? r4 + MLA_TC_HEADS * p4 : K16) + 15u) / 16u * 16u + 8u
-                      : ks;
+  // Tile row: [latent | shared rope key] (mma, zero-padded to K16), per-head keys
+  // at r4 + g*p4 for the G = min(16, H) heads a group can have.
+  u32 rope_end = r4 + P.G * p4;
+  u32 ts = P.per_head ? ((rope_end > K16 ? rope_end : K16) + 15u) / 16u * 16u + 8u : ks;
   char *smem = MLA_DYN_SMEM(char);
   u16 *qh = (u16 *)smem;
   u16 *ql = qh + MLA_TC_HEADS * ks;

@@ -131,13 +131,15 @@ fn load_module(image: &[u8], desc: &str, full_log: &mut String) -> Result<(cu::C
         cu::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
         cu::CUjit_option::CU_JIT_LOG_VERBOSE,
     ];
-    // Option values are passed as pointer-sized words (sizes as integers).
+    // Option values are pointer-sized words: buffers as pointers, sizes and
+    // flags as integers in a pointer's place.
+    let word = ptr::without_provenance_mut::<c_void>;
     let mut vals: [*mut c_void; 5] = [
         info.as_mut_ptr().cast(),
-        JIT_LOG_BYTES as *mut c_void,
+        word(JIT_LOG_BYTES),
         error.as_mut_ptr().cast(),
-        JIT_LOG_BYTES as *mut c_void,
-        1usize as *mut c_void,
+        word(JIT_LOG_BYTES),
+        word(1),
     ];
     let mut module: cu::CUmodule = ptr::null_mut();
     // SAFETY: `image` is a PTX text ending in NUL (or a fatbin / cubin image);

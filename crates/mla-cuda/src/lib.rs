@@ -716,12 +716,14 @@ impl CudaEngine {
         plan::splits(
             len + t,
             t,
-            self.plan.groups,
-            self.block_slots,
-            self.slots / t,
-            self.opts.splits,
-            min_rows,
-            self.plan.tile_rows,
+            &plan::SplitPolicy {
+                groups: self.plan.groups,
+                block_slots: self.block_slots,
+                cap: self.slots / t,
+                want: self.opts.splits,
+                min_rows,
+                align: self.plan.tile_rows,
+            },
         )
     }
 
@@ -1244,7 +1246,16 @@ impl CudaEngine {
             start,
             split_len: u("split length", split_len)?,
             n_split: ns32,
-            g: u("heads per block", self.plan.heads_per_block)?,
+            // The tensor-core kernel always computes 16 heads (zero rows past H);
+            // `g` sizes its per-head rope-key area: the heads a group can have.
+            g: u(
+                "heads per block",
+                if self.plan.tensor_cores {
+                    self.plan.heads_per_block.min(dm.h)
+                } else {
+                    self.plan.heads_per_block
+                },
+            )?,
             layout,
             tile_rows: u("tile rows", self.plan.tile_rows)?,
             mode: self.plan.copy as u32,

@@ -121,7 +121,7 @@ pub(crate) fn tc_smem(dm: &Dims, per_head: bool, tr: usize) -> usize {
     let k16 = round_up(k, 16);
     let ks = k16 + 8;
     let ts = if per_head {
-        round_up((r4 + TC_HEADS * p4).max(k16), 16) + 8
+        round_up((r4 + TC_HEADS.min(dm.h) * p4).max(k16), 16) + 8
     } else {
         ks
     };
@@ -252,34 +252,39 @@ pub(crate) fn plan(dm: &Dims, per_head: bool, dt: DType, t: &Target) -> Result<A
     }
 }
 
-/// Context splits for one call: `(n_split, split_len)` covering `lk` cached
-/// positions, at most `cap` splits (what the scratch holds per token).
-///   - `want`: a fixed number of splits (0: automatic);
-///   - automatic: enough blocks to fill the GPU once (`block_slots` blocks at a
-///     time over `groups * t` blocks per split), at least `min_rows` rows each,
-///     split lengths a multiple of `align` rows (the tile).
-pub(crate) fn splits(
-    lk: usize,
-    t: usize,
-    groups: usize,
-    block_slots: usize,
-    cap: usize,
-    want: usize,
-    min_rows: usize,
-    align: usize,
-) -> (usize, usize) {
+/// How a call's context is split (`splits`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SplitPolicy {
+    /// Head groups (blocks per split and token).
+    pub groups: usize,
+    /// Attention blocks resident on the whole GPU at once.
+    pub block_slots: usize,
+    /// Most splits per token (what the scratch holds).
+    pub cap: usize,
+    /// A fixed number of splits (0: automatic).
+    pub want: usize,
+    /// Fewest rows per split when automatic.
+    pub min_rows: usize,
+    /// Split lengths a multiple of this (the tile rows) when automatic.
+    pub align: usize,
+}
+
+/// Context splits for one call of `t` tokens whose last one attends over `lk`
+/// positions: `(n_split, split_len)`. Automatic: enough blocks to fill the GPU
+/// once (`block_slots` blocks at a time, `groups * t` per split), at least
+/// `min_rows` rows each, lengths a multiple of `align`.
+pub(crate) fn splits(lk: usize, t: usize, p: &SplitPolicy) -> (usize, usize) {
     let lk = lk.max(1);
-    let cap = cap.max(1);
-    let n = if want > 0 {
-        want
+    let n = if p.want > 0 {
+        p.want
     } else {
-        let fill = (block_slots / (groups * t).max(1)).max(1);
-        fill.min(lk.div_ceil(min_rows.max(1)))
+        let fill = (p.block_slots / (p.groups * t).max(1)).max(1);
+        fill.min(lk.div_ceil(p.min_rows.max(1)))
     }
-    .clamp(1, cap);
+    .clamp(1, p.cap.max(1));
     let mut len = lk.div_ceil(n);
-    if want == 0 {
-        len = round_up(len, align.max(1));
+    if p.want == 0 {
+        len = round_up(len, p.align.max(1));
     }
     (lk.div_ceil(len), len)
 }
@@ -365,16 +370,27 @@ mod tests {
 
     #[test]
     fn split_counts() {
+        let s = |lk, t, groups, block_slots, cap, want, min_rows, align| {
+            let p = SplitPolicy {
+                groups,
+                block_slots,
+                cap,
+                want,
+                min_rows,
+                align,
+            };
+            splits(lk, t, &p)
+        };
         // 132 SMs, one group, one token: one split per SM, 64-row minimum.
-        assert_eq!(splits(32768, 1, 1, 132, 132, 0, 64, 64), (128, 256));
-        assert_eq!(splits(4096, 1, 1, 132, 132, 0, 64, 64), (64, 64));
-        assert_eq!(splits(1, 1, 1, 132, 132, 0, 64, 64), (1, 64));
+        assert_eq!(s(32768, 1, 1, 132, 132, 0, 64, 64), (128, 256));
+        assert_eq!(s(4096, 1, 1, 132, 132, 0, 64, 64), (64, 64));
+        assert_eq!(s(1, 1, 1, 132, 132, 0, 64, 64), (1, 64));
         // Fixed counts are honoured up to the cap.
-        assert_eq!(splits(300, 1, 1, 4, 16, 5, 64, 32), (5, 60));
-        assert_eq!(splits(2400, 1, 1, 4, 300, 300, 8, 32), (300, 8));
-        assert_eq!(splits(2400, 1, 1, 4, 100, 300, 8, 32), (100, 24));
+        assert_eq!(s(300, 1, 1, 4, 16, 5, 64, 32), (5, 60));
+        assert_eq!(s(2400, 1, 1, 4, 300, 300, 8, 32), (300, 8));
+        assert_eq!(s(2400, 1, 1, 4, 100, 300, 8, 32), (100, 24));
         // Prefill: per-token blocks share the slots.
-        assert_eq!(splits(1000, 50, 1, 132, 2, 0, 64, 32), (2, 512));
+        assert_eq!(s(1000, 50, 1, 132, 2, 0, 64, 32), (2, 512));
     }
 
     #[test]
