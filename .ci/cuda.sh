@@ -76,6 +76,8 @@ export CUDA_PATH=$FAKE CUDA_LIBRARY_PATH=$FAKE
 
 # 3. Build and link.
 step "cargo build --features cuda (lib, examples, tests/cuda.rs)"
+PTXDIR=$CARGO_TARGET_DIR/cuda-ci   # logs of this script
+mkdir -p "$PTXDIR"
 cargo build --features cuda --lib --examples
 cargo test --features cuda --test cuda --no-run 2>&1 | tail -n 3
 bin=$(cargo test --features cuda --test cuda --no-run --message-format=json 2>/dev/null |

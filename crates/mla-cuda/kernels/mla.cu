@@ -1270,6 +1270,9 @@ template <int DT, int NB> MLA_DEV void attn_tc_impl(const AttnP &P) {
     m_s[tid] = MLA_NEG_INF;
     l_s[tid] = 0.0f;
   }
+  // With per-head keys the columns [K, K16) zeroed above can hold rope keys
+  // that the first tile's copy (another thread's) writes: order the two.
+  MLA_SYNC();
 
   float acc[NB][4];
 #pragma unroll
