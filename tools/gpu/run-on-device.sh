@@ -11,14 +11,15 @@
 #   check     10  ldd of the binaries (libcuda found, glibc), nvidia-smi (GPU,
 #                 driver, CUDA version, compute capability), nvcc and
 #                 compute-sanitizer versions, the bundle's BUILD note
-#   selftest  30  the tensor-core fragment layout (mma_fragment_layout) and the
-#                 module load with its JIT log: seconds, so that a layout
-#                 mistake or a JIT failure is diagnosed before anything else
-#   tests    150  every test of gpu-bin/cuda-tests in a process of its own (at most
-#                 60 s each), so a kernel fault, which poisons its process's
+#   selftest  50  the tensor-core fragment layout (mma_fragment_layout) and the
+#                 module load with its JIT log (the first JIT compile of the
+#                 PTX is in here): so that a layout mistake or a JIT failure is
+#                 diagnosed before anything else
+#   tests    140  every test of gpu-bin/cuda-tests in a process of its own (at most
+#                 60 s each, 90 s for the long-context one), so a kernel fault, which poisons its process's
 #                 context, cannot fail the tests after it; a failed test is rerun
 #                 once with MLA_CUDA_SYNC=1, which names the faulting kernel
-#   bench     90  gpu-bin/cuda_bench (the embedded clang PTX, JIT-compiled); then
+#   bench     80  gpu-bin/cuda_bench (the embedded clang PTX, JIT-compiled); then
 #                 the bf16 rows again with the nvcc fatbin built in the background
 #                 (MLA_CUDA_MODULE_FILE) when it is ready
 #   sanitize 120  compute-sanitizer memcheck, racecheck and initcheck (40 s each)
@@ -186,7 +187,7 @@ for phase in $PHASES; do
         result check "$st" "$start" "$lim" "$detail"
         ;;
     selftest)
-        lim=$(limit 30)
+        lim=$(limit 50)
         section "selftest (limit ${lim}s): mma.sync fragment layout, module load and JIT log"
         r=$(one_test "$lim" mma_fragment_layout)
         line=$(grep -E 'mma.sync m16n8k16|SKIPPED|panicked|rel err' "$WORK/test-mma_fragment_layout.log" | head -n 2 | tr '\n' ' ')
@@ -195,7 +196,7 @@ for phase in $PHASES; do
         result selftest "$st" "$start" "$lim" "$r: $line"
         ;;
     tests)
-        lim=$(limit 150)
+        lim=$(limit 140)
         per=$(limit 60)
         section "tests (limit ${lim}s, ${per}s each, each in its own process)"
         n_pass=0 n_fail=0 n_skip=0 n_left=0 bad=""
@@ -206,7 +207,9 @@ for phase in $PHASES; do
                 DETAILS="${DETAILS}  test $t: NOT RUN (tests phase out of time)"$'\n'
                 continue
             fi
-            tl=$((left < per ? left : per))
+            cap=$per
+            [ "$t" = long_context_against_cpu_gpu_only ] && cap=$(limit 90)
+            tl=$((left < cap ? left : cap))
             t1=$SECONDS
             r=$(one_test "$tl" "$t")
             say "  $r  $t ($((SECONDS - t1)) s)"
@@ -238,7 +241,7 @@ for phase in $PHASES; do
         result tests "$st" "$start" "$lim" "$n_pass passed, $n_fail failed, $n_skip skipped, $n_left not run${bad:+ (failed:$bad)}"
         ;;
     bench)
-        lim=$(limit 90)
+        lim=$(limit 80)
         section "bench (limit ${lim}s): gpu-bin/cuda_bench"
         run_logged "$lim" "$BIN/cuda_bench" >"$OUTDIR/bench.txt"
         rc=$?
