@@ -758,7 +758,7 @@ fn kv_lora_rank_above_2048() {
         return;
     }
     // The one-head-per-block variant (r > 2048): r = 2050 (element copies) and
-    // r = 2064 with a bf16 cache (16-byte copies).
+    // r = 2064 with a bf16 cache (16-byte copies); and the g4 variant.
     let cfg = Config {
         hidden_size: 32,
         num_heads: 2,
@@ -777,6 +777,16 @@ fn kv_lora_rank_above_2048() {
     let (e, kernel) = long_run_with(&cfg, 31, 30, 12, 3, &CudaOptions::default());
     assert!(kernel.ends_with("_g1"), "{kernel}");
     assert!(e <= F32_TOL, "r 2050: {e:e}");
+    // The four-heads-per-block variant (1024 < r <= 2048), 5 heads: a partial
+    // second group.
+    let g4 = Config {
+        kv_lora_rank: 1100,
+        num_heads: 5,
+        ..cfg
+    };
+    let (e, kernel) = long_run_with(&g4, 33, 30, 12, 3, &CudaOptions::default());
+    assert!(kernel.ends_with("_g4"), "{kernel}");
+    assert!(e <= F32_TOL, "r 1100: {e:e}");
     let cfg = Config {
         kv_lora_rank: 2064,
         cache_dtype: DType::BF16,
@@ -829,11 +839,62 @@ fn attention_paths_agree() {
             let (e, k) = long_run_with(&cfg, 41, 100, 32, 4, &tc);
             assert!(k.starts_with("mla_attn_tc_"), "{k}");
             assert!(e <= HALF_VS_CPU_TOL, "tensor cores, {cd:?}: {e:e}");
+            // 32-row tiles (as on A100 / Orin for V2-Lite): the scores' K split
+            // over two warps per row block. 64-row tiles need 37120 bytes here.
+            let tc32 = CudaOptions {
+                max_shared_memory: 30_000,
+                ..tc
+            };
+            let rw = RandomWeights::new(&cfg, 41);
+            let eng = CudaEngine::create_with(&cfg, &rw.weights(&cfg), 0, &tc32).unwrap();
+            assert_eq!(
+                eng.attention_plan().tile_rows,
+                32,
+                "{:?}",
+                eng.attention_plan()
+            );
+            drop(eng);
+            let (e, _) = long_run_with(&cfg, 41, 100, 32, 4, &tc32);
+            assert!(
+                e <= HALF_VS_CPU_TOL,
+                "tensor cores, 32-row tiles, {cd:?}: {e:e}"
+            );
         } else {
             let rw = RandomWeights::new(&cfg, 41);
             let err = CudaEngine::create_with(&cfg, &rw.weights(&cfg), 0, &tc).unwrap_err();
             assert_eq!(err.status(), Status::Unsupported, "{}", err.message());
             println!("tensor cores refused below sm_80: {}", err.message());
+        }
+    }
+    // Sizes that are not multiples of 4 or 16 (element copies, zero-padded
+    // tiles): shared and per-head rope keys, f16 and bf16.
+    for (rope_key, cd) in [
+        (RopeKey::Shared, DType::F16),
+        (RopeKey::PerHead, DType::BF16),
+    ] {
+        let odd = Config {
+            hidden_size: 40,
+            num_heads: 5,
+            q_lora_rank: 0,
+            q_norm: false,
+            kv_lora_rank: 30,
+            qk_nope_head_dim: 6,
+            qk_rope_head_dim: 6,
+            v_head_dim: 10,
+            max_seq_len: 80,
+            max_tokens_per_call: 16,
+            rope_layout: RopeLayout::Half,
+            rope_key,
+            cache_dtype: cd,
+            ..cfg
+        };
+        let (e, k) = long_run_with(&odd, 43, 70, 16, 4, &CudaOptions::default());
+        assert!(
+            e <= HALF_VS_CPU_TOL,
+            "odd sizes, {rope_key:?}, {cd:?} ({k}): {e:e}"
+        );
+        if sm80 {
+            assert!(k.starts_with("mla_attn_tc_"), "{k}");
         }
     }
     // An f32 cache never takes tensor cores.
@@ -851,7 +912,12 @@ fn mma_fragment_layout() {
     if !gpu("mma_fragment_layout") {
         return;
     }
-    match cuda::selftest_mma(0).unwrap() {
+    let r = cuda::selftest_mma(0).unwrap_or_else(|e| {
+        // A module that does not load: its whole JIT log, then fail.
+        eprintln!("{}", cuda::failed_module_log());
+        panic!("{:?}: {}", e.status(), e.message())
+    });
+    match r {
         None => skipped(
             "the loaded module has no tensor-core kernels (compute capability below 8.0)",
             "mma_fragment_layout",

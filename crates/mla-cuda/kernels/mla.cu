@@ -1258,13 +1258,13 @@ template <int DT, int NB> MLA_DEV void attn_tc_impl(const AttnP &P) {
     MLA_SYNC(); // the tile area is free again
   }
   // Zero padding of both tile buffers: columns [K, K16) for the mma (never
-  // written by the copies), and for mode 0 the per-head key pads.
+  // written by the copies), and for element copies the latent's [r, r4) and the
+  // rope keys' pads (16-byte copies have none: r and p are whole chunks).
   for (u32 b = 0; b < 2; b++) {
     u16 *tb = (u16 *)(tiles + b * tile_bytes);
     u32 padw = K16 - K;
     for (u32 e = tid; e < TR * padw; e += MLA_THREADS) tb[(u64)(e / padw) * ts + K + e % padw] = 0;
-    if (mode == 0 && P.per_head)
-      tile_zero_pads<DT>(tb, ts, TR, r, r4, p, p4, gb);
+    if (mode == 0) tile_zero_pads<DT>(tb, ts, TR, r, r4, p, p4, P.per_head ? gb : 1u);
   }
   if (tid < MLA_TC_HEADS) {
     m_s[tid] = MLA_NEG_INF;
