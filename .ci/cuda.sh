@@ -153,7 +153,7 @@ declare -A since=(
     [cuMemsetD8Async]=3.2 [cuMemsetD32_v2]=3.2 [cuCtxSetCurrent]=4.0 [cuLaunchKernel]=4.0
     [cuStreamDestroy_v2]=4.0 [cuEventDestroy_v2]=4.0 [cuGetErrorName]=6.0
     [cuGetErrorString]=6.0 [cuOccupancyMaxActiveBlocksPerMultiprocessor]=6.5
-    [cuDevicePrimaryCtxRetain]=7.0 [cuFuncSetAttribute]=9.0
+    [cuDevicePrimaryCtxRetain]=7.0 [cuFuncGetAttribute]=2.2 [cuFuncSetAttribute]=9.0
 )
 newest=0
 for sym in $(nm -D --undefined-only "$bin" "$CARGO_TARGET_DIR/debug/examples/cuda_bench" 2>/dev/null |

@@ -166,6 +166,8 @@ size_t g_dyn_cap = 0, g_dyn_len = 0;
 const size_t kStaticSmem = 48 * 1024;
 alignas(16) unsigned char g_static_smem[kStaticSmem];
 size_t g_static_used = 0;
+// The static __shared__ arrays the running launch used: (call site, bytes).
+std::vector<std::pair<size_t *, size_t>> g_launch_static;
 
 #if defined(__x86_64__)
 void *g_sched_sp = nullptr;
@@ -564,6 +566,9 @@ float mla_emu_warp_max(float v) {
 void *mla_emu_dyn_smem() { return emu::g_dyn_smem; }
 
 void *mla_emu_static_smem(size_t *slot, size_t bytes) {
+  bool seen = false;
+  for (const auto &e : emu::g_launch_static) seen |= e.first == slot;
+  if (!seen) emu::g_launch_static.push_back({slot, bytes});
   if (*slot == (size_t)-1) {
     size_t off = (emu::g_static_used + 15) & ~(size_t)15;
     if (off + bytes > emu::kStaticSmem)
@@ -659,6 +664,8 @@ namespace emu {
 struct Function {
   const mla_emu_kernel *k;
   int max_dyn_smem;
+  bool raised;      // cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) was called
+  int static_bytes; // static shared memory, known after its first launch
 };
 
 struct Module {
@@ -875,7 +882,7 @@ EMU_API CUresult cuModuleGetFunction(void **fn, void *mod, const char *name) {
   }
   for (const mla_emu_kernel *k = m->table; k->name; k++) {
     if (strcmp(k->name, name) == 0) {
-      emu::Function *f = new emu::Function{k, emu::kSmemDefault};
+      emu::Function *f = new emu::Function{k, emu::kSmemDefault, false, 0};
       m->funcs.push_back(f);
       *fn = f;
       return CUDA_SUCCESS;
@@ -890,15 +897,19 @@ EMU_API CUresult cuFuncSetAttribute(void *fn, int attr, int value) {
   LOCK;
   emu::Function *f = static_cast<emu::Function *>(fn);
   if (!f) return CUDA_ERROR_INVALID_VALUE;
-  if (attr == 8) { // MAX_DYNAMIC_SHARED_SIZE_BYTES
-    if (value < 0 || value > emu::g_smem_optin) return CUDA_ERROR_INVALID_VALUE;
+  if (attr == 8) { // MAX_DYNAMIC_SHARED_SIZE_BYTES: static + dynamic <= opt-in
+    if (value < 0 || value + f->static_bytes > emu::g_smem_optin) return CUDA_ERROR_INVALID_VALUE;
     f->max_dyn_smem = value;
+    f->raised = true;
   }
   return CUDA_SUCCESS;
 }
-EMU_API CUresult cuFuncGetAttribute(int *v, int, void *) {
-  if (!v) return CUDA_ERROR_INVALID_VALUE;
-  *v = 0;
+// SHARED_SIZE_BYTES (1): the static shared memory seen in the function's
+// launches so far (0 before the first; a driver knows it from the binary).
+EMU_API CUresult cuFuncGetAttribute(int *v, int attr, void *fn) {
+  if (!v || !fn) return CUDA_ERROR_INVALID_VALUE;
+  LOCK;
+  *v = attr == 1 ? static_cast<emu::Function *>(fn)->static_bytes : 0;
   return CUDA_SUCCESS;
 }
 // A model: at most 2048 threads and the shared memory of one multiprocessor.
@@ -1063,6 +1074,7 @@ EMU_API CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz,
   emu::g_invoke = f->k->invoke;
   emu::g_params = params;
   emu::g_faulted = false;
+  emu::g_launch_static.clear();
   emu::g_kernel_thread = pthread_self();
   emu::g_in_kernel = true;
   bool ok = true;
@@ -1078,6 +1090,22 @@ EMU_API CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz,
       }
   emu::g_in_kernel = false;
   emu::g_cur = nullptr;
+  // What a driver checks at cuFuncSetAttribute and launch: the function's
+  // static shared memory plus its dynamic limit (or this launch's dynamic
+  // shared memory) within the opt-in limit.
+  size_t st = 0;
+  for (const auto &e : emu::g_launch_static) st += e.second;
+  emu::g_launch_static.clear();
+  f->static_bytes = (int)st;
+  if (ok && ((f->raised && f->max_dyn_smem + (int)st > emu::g_smem_optin) ||
+             (int)(smem + st) > emu::g_smem_optin)) {
+    fprintf(stderr,
+            "mla-rt emulator: %s: %zu bytes of static shared memory plus a dynamic limit of %d "
+            "(this launch: %u) pass the opt-in limit %d: a driver refuses that "
+            "(cuFuncSetAttribute or cuLaunchKernel: CUDA_ERROR_INVALID_VALUE)\n",
+            f->k->name, st, f->max_dyn_smem, smem, emu::g_smem_optin);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
   if (ok) return CUDA_SUCCESS;
   const emu::FaultInfo &fi = emu::g_fault;
   fprintf(stderr,

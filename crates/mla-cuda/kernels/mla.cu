@@ -105,6 +105,7 @@ MLA_DEV float mla_shfl_xor(float v, int m) { return mla_emu_shfl_xor(v, m); }
 MLA_DEV float warp_sum(float v) { return mla_emu_warp_sum(v); }
 MLA_DEV float warp_max(float v) { return mla_emu_warp_max(v); }
 #define MLA_SYNC() mla_emu_syncthreads()
+#define MLA_SYNCWARP() mla_emu_syncwarp()
 #define MLA_DYN_SMEM(T) ((T *)mla_emu_dyn_smem())
 // A block's static shared array: name is a T* to `count` elements.
 #define MLA_SHARED(T, name, count)                                                           \
@@ -120,6 +121,7 @@ MLA_DEV float mla_shfl_xor(float v, int m) {
   return __nvvm_shfl_sync_bfly_f32(0xffffffffu, v, m, 0x1f);
 }
 #define MLA_SYNC() __syncthreads()
+#define MLA_SYNCWARP() __nvvm_bar_warp_sync(0xffffffffu)
 extern __shared__ mla_v4 mla_dyn_smem_raw[];
 #define MLA_DYN_SMEM(T) ((T *)mla_dyn_smem_raw)
 #define MLA_SHARED(T, name, count)                                                           \
@@ -132,6 +134,7 @@ MLA_DEV float mla_bits_to_f32(u32 u) { return __int_as_float((int)u); }
 MLA_DEV u32 mla_f32_to_bits(float f) { return (u32)__float_as_int(f); }
 MLA_DEV float mla_shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 #define MLA_SYNC() __syncthreads()
+#define MLA_SYNCWARP() __syncwarp()
 extern __shared__ mla_v4 mla_dyn_smem_raw[];
 #define MLA_DYN_SMEM(T) ((T *)mla_dyn_smem_raw)
 #define MLA_SHARED(T, name, count)                                                           \
@@ -1043,6 +1046,7 @@ template <int DT, int GMAX, int QMAX> MLA_DEV void attn_cc_impl(const AttnP &P) 
       float e = valid ? mla_exp(sv - m_new) : 0.0f;
       float l_tile = warp_sum(e);
       if (lane < TR) p_s[lane * G4 + g] = e;
+      MLA_SYNCWARP(); // every lane has read m_s[g] before lane 0 writes it
       if (lane == 0) {
         float corr = m_old == MLA_NEG_INF ? 0.0f : mla_exp(m_old - m_new);
         l_s[g] = l_s[g] * corr + l_tile;
@@ -1366,6 +1370,7 @@ template <int DT, int NB> MLA_DEV void attn_tc_impl(const AttnP &P) {
         pl[g * pst + c] = (u16)f32_to_half<DT>(e - half_to_f32<DT>(hbits));
       }
       float l_tile = warp_sum(esum);
+      MLA_SYNCWARP(); // every lane has read m_s[g] before lane 0 writes it
       if (lane == 0) {
         float corr = m_old == MLA_NEG_INF ? 0.0f : mla_exp(m_old - m_new);
         l_s[g] = l_s[g] * corr + l_tile;

@@ -362,10 +362,27 @@ impl DeviceState {
         check(what, r).inspect_err(|e| self.note(r, e))
     }
 
-    /// Dynamic shared memory limit of a kernel: raised to the device's opt-in
-    /// maximum once (kernels are shared by engines, so never lowered).
-    pub(crate) fn allow_smem(&self, f: cu::CUfunction, what: &str) -> Result<()> {
-        let v = c_int::try_from(self.smem_optin).unwrap_or(c_int::MAX);
+    /// Static shared memory of a kernel, bytes.
+    pub(crate) fn static_smem(&self, f: cu::CUfunction, what: &str) -> Result<usize> {
+        let mut v: c_int = 0;
+        // SAFETY: writes one int; `f` is a function of the loaded module.
+        check(what, unsafe {
+            cu::cuFuncGetAttribute(
+                &mut v,
+                cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                f,
+            )
+        })?;
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
+    /// Raises a kernel's dynamic shared memory limit to what the device allows
+    /// besides its static shared memory (the driver refuses more: static +
+    /// dynamic may not pass the opt-in limit). Kernels are shared by engines, so
+    /// the limit is only ever raised, to the same value. Returns that value.
+    pub(crate) fn allow_smem(&self, f: cu::CUfunction, what: &str) -> Result<usize> {
+        let max = self.smem_optin.saturating_sub(self.static_smem(f, what)?);
+        let v = c_int::try_from(max).unwrap_or(c_int::MAX);
         // SAFETY: `f` is a function of the loaded module.
         check(what, unsafe {
             cu::cuFuncSetAttribute(
@@ -373,7 +390,8 @@ impl DeviceState {
                 cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 v,
             )
-        })
+        })?;
+        Ok(max)
     }
 
     /// Blocks of `f` with `smem` bytes of dynamic shared memory that fit on one

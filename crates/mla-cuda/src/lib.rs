@@ -539,9 +539,16 @@ impl CudaEngine {
         let plan = plan::plan(&dm, per_head, cfg.cache_dtype, &target)
             .map_err(|m| err(Status::Unsupported, &m))?;
         let attn = dev.required(&plan.kernel)?;
-        dev.allow_smem(attn, &plan.kernel)?;
+        let attn_max = dev.allow_smem(attn, &plan.kernel)?;
+        if plan.smem > attn_max {
+            return Err(err(Status::Unsupported, &plan.kernel)
+                .s(": ")
+                .n(plan.smem)
+                .s(" bytes of dynamic shared memory, the device allows ")
+                .n(attn_max));
+        }
+        // Its dynamic shared memory (4 bytes per split) stays below 48 KiB.
         let combine = dev.required("mla_attn_combine")?;
-        dev.allow_smem(combine, "mla_attn_combine")?;
         let k = Kernels {
             linear: [
                 dev.required("mla_linear_f32")?,
