@@ -1,29 +1,37 @@
-//! Decode latency of the CUDA engine against context length, beside the CPU
-//! engine and beside the card's own memory bandwidth (feature `cuda`).
+//! Decode latency of the CUDA engine against context length, beside the card's
+//! own memory bandwidth measured in the same run (feature `cuda`).
 //!
 //!     cargo run --release --features cuda --example cuda_bench
 //!
 //! Model: DeepSeek-V2-Lite attention dims (`Config::deepseek_v2_lite()`, one
 //! layer, random weights), capacity 32768 + 16 tokens. For each context length L
-//! in 1, 256, 1024, 4096, 16384, 32768 the cache is brought to L - 1 tokens
-//! (GPU: zero rows appended directly, `CudaEngine::append_zero_rows`; CPU: a real
-//! prefill, only up to `MLA_BENCH_CPU_MAX`, default 1024) and one decode step
-//! (attending over L positions) is timed, median of `MLA_BENCH_STEPS` (50).
+//! in 1, 256, 1024, 4096, 16384, 32768 the cache is brought to L - 1 tokens of
+//! pseudo-random rows (`CudaEngine::append_random_rows`: no long prefill, no
+//! zeros) and one decode step (attending over L positions, `forward_device`,
+//! input and output on the device) is timed `MLA_BENCH_STEPS` times (default 30)
+//! after 3 warm-up steps; medians are printed.
 //!
-//! Columns: GPU microseconds per step (`forward_device`, synchronous, input and
-//! output already on the device); bytes one step must read (all weights plus the
-//! L cached rows, times the head groups) over that time = effective bandwidth;
-//! the ratio of that to the device-to-device copy bandwidth measured in the same
-//! run (`cuMemcpyDtoDAsync` of a 512 MiB buffer, counted as read + write bytes);
-//! the CPU engine's microseconds per step (on all cores through
-//! `mla_core::parallel::ThreadPool`; `MLA_BENCH_CPU_THREADS` to change) and CPU / GPU.
-//! Then the same with bf16 weights and a bf16 cache.
+//! Columns: host microseconds per step (the synchronous call: launches, waiting,
+//! the flag read back); device microseconds per step (CUDA events around the
+//! step's work on the engine's stream); the bytes one step must read (all weights
+//! plus L cache rows per head group) over the device time = effective bandwidth;
+//! and that as a share of the device-to-device copy bandwidth measured first
+//! (`cuMemcpyDtoDAsync` of 2 x 1 GiB, read + write bytes, events, median of 10):
+//! the ceiling a memory-bound decode can approach.
+//!
+//! Variants: f32 weights + f32 cache (CUDA cores); bf16 weights + bf16 cache with
+//! the automatic attention path (tensor cores on sm_80+); the same forced onto
+//! CUDA cores. Then, at the longest context, bf16 with the number of context
+//! splits forced to fractions and multiples of the multiprocessor count (the
+//! automatic choice is one wave of blocks). The CPU engine (all cores) is timed
+//! beside the f32 rows up to `MLA_BENCH_CPU_MAX` (default 1024; 0 = off).
+//!
+//! The module info (which image, JIT-compiled for which GPU) and the JIT log's
+//! registers / spills of the attention kernels are printed first.
 //!
 //! `MLA_BENCH_QUICK=1` runs the tutorial config at short lengths (a smoke test,
-//! e.g. under the CPU emulator of tools/cuda-stub).
-//!
-//! Without the `cuda` feature this example only says so (add
-//! `required-features = ["cuda"]` to its `[[example]]` entry to skip it).
+//! e.g. under the CPU emulator of tools/cuda-stub). `MLA_BENCH_VARIANTS` (default
+//! `f32,bf16,bf16cc,splits`) picks the tables.
 
 #[cfg(feature = "cuda")]
 mod bench {
@@ -32,7 +40,7 @@ mod bench {
     use mla_core::{Config, DType, Engine, Tensor, Weights};
     use mla_cuda::cust::memory::DeviceBuffer;
     use mla_cuda::cust::sys as cu;
-    use mla_cuda::{self as cuda, CudaEngine};
+    use mla_cuda::{self as cuda, AttentionPath, CudaEngine, CudaOptions};
     use std::time::Instant;
 
     struct Rng(u64);
@@ -135,48 +143,67 @@ mod bench {
         std::process::exit(1);
     }
 
-    /// Device-to-device copy bandwidth in bytes/s (read + write counted).
+    fn ck(what: &str, r: cu::CUresult) {
+        if r != cu::CUresult::CUDA_SUCCESS {
+            fail(&format!("{what}: {r:?}"));
+        }
+    }
+
+    /// Device-to-device copy bandwidth in bytes/s (read + write counted), timed
+    /// with events on the legacy stream, median of 10 after 2 warm-ups.
     fn copy_bandwidth(bytes: usize) -> f64 {
         let a = DeviceBuffer::<u8>::zeroed(bytes).unwrap_or_else(|e| fail(&format!("alloc: {e}")));
         let b = DeviceBuffer::<u8>::zeroed(bytes).unwrap_or_else(|e| fail(&format!("alloc: {e}")));
         let (pa, pb) = (a.as_device_ptr().as_raw(), b.as_device_ptr().as_raw());
         let mut times = Vec::new();
-        for i in 0..7 {
-            let t0 = Instant::now();
-            // SAFETY: both buffers hold `bytes` bytes; null stream; synchronised below.
-            unsafe {
-                let r = cu::cuMemcpyDtoDAsync_v2(pb, pa, bytes, std::ptr::null_mut());
-                if r != cu::CUresult::CUDA_SUCCESS {
-                    fail(&format!("cuMemcpyDtoDAsync: {r:?}"));
-                }
-                let r = cu::cuCtxSynchronize();
-                if r != cu::CUresult::CUDA_SUCCESS {
-                    fail(&format!("cuCtxSynchronize: {r:?}"));
+        // SAFETY: both buffers hold `bytes` bytes; the events are created, used
+        // and destroyed here on the legacy stream, which is synchronised.
+        unsafe {
+            let (mut e0, mut e1): (cu::CUevent, cu::CUevent) =
+                (std::ptr::null_mut(), std::ptr::null_mut());
+            ck("cuEventCreate", cu::cuEventCreate(&mut e0, 0));
+            ck("cuEventCreate", cu::cuEventCreate(&mut e1, 0));
+            for i in 0..12 {
+                ck("cuEventRecord", cu::cuEventRecord(e0, std::ptr::null_mut()));
+                ck(
+                    "cuMemcpyDtoDAsync",
+                    cu::cuMemcpyDtoDAsync_v2(pb, pa, bytes, std::ptr::null_mut()),
+                );
+                ck("cuEventRecord", cu::cuEventRecord(e1, std::ptr::null_mut()));
+                ck("cuEventSynchronize", cu::cuEventSynchronize(e1));
+                let mut ms = 0f32;
+                ck(
+                    "cuEventElapsedTime",
+                    cu::cuEventElapsedTime(&mut ms, e0, e1),
+                );
+                if i >= 2 {
+                    times.push(f64::from(ms) * 1e-3);
                 }
             }
-            if i > 0 {
-                times.push(t0.elapsed().as_secs_f64());
-            }
+            cu::cuEventDestroy_v2(e0);
+            cu::cuEventDestroy_v2(e1);
         }
         2.0 * bytes as f64 / median(&mut times)
     }
 
-    /// Median seconds of one decode step at context length `l` on the GPU.
-    fn gpu_step(e: &mut CudaEngine, l: usize, steps: usize, xd: u64, od: u64) -> f64 {
+    /// Median (host seconds, device seconds) of one decode step at context `l`.
+    fn gpu_step(e: &mut CudaEngine, l: usize, steps: usize, xd: u64, od: u64) -> (f64, f64) {
         e.reset();
-        e.append_zero_rows(l - 1)
+        e.append_random_rows(l - 1, 0x5eed + l as u64)
             .unwrap_or_else(|err| fail(err.message()));
-        let mut times = Vec::new();
+        let (mut host, mut dev) = (Vec::new(), Vec::new());
         for i in 0..steps + 3 {
             e.truncate(l - 1).unwrap_or_else(|err| fail(err.message()));
             let t0 = Instant::now();
             // SAFETY: xd and od hold one token (hidden_size floats) each.
             unsafe { e.forward_device(xd, od, 1) }.unwrap_or_else(|err| fail(err.message()));
+            let h = t0.elapsed().as_secs_f64();
             if i >= 3 {
-                times.push(t0.elapsed().as_secs_f64());
+                host.push(h);
+                dev.push(f64::from(e.last_device_ms().unwrap_or(f32::NAN)) * 1e-3);
             }
         }
-        median(&mut times)
+        (median(&mut host), median(&mut dev))
     }
 
     /// Median seconds of one decode step at context length `l` on the CPU (a real
@@ -204,7 +231,7 @@ mod bench {
         let x: Vec<f32> = (0..d).map(|_| rng.next()).collect();
         let mut out = vec![0f32; d];
         let mut times = Vec::new();
-        for i in 0..steps.min(20) + 1 {
+        for i in 0..steps.min(10) + 1 {
             e.truncate(l - 1).unwrap_or_else(|e| fail(e.message()));
             let t0 = Instant::now();
             e.forward(&x, &mut out)
@@ -216,17 +243,45 @@ mod bench {
         median(&mut times)
     }
 
+    /// Registers, stack and spills per kernel from a verbose JIT log, for the
+    /// kernels whose names contain `filter`.
+    fn jit_summary(log: &str, filter: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur: Option<String> = None;
+        let mut frame = String::new();
+        for line in log.lines() {
+            if let Some(i) = line.find("entry function '") {
+                let rest = &line[i + 16..];
+                cur = rest.split('\'').next().map(str::to_string);
+                frame.clear();
+            } else if line.contains("stack frame") {
+                frame = line.trim().to_string();
+            } else if let (Some(k), true) = (&cur, line.contains("Used")) {
+                if k.contains(filter) {
+                    let used = line
+                        .split("info")
+                        .last()
+                        .unwrap_or(line)
+                        .trim_start_matches([' ', ':']);
+                    out.push(format!("  {k}: {used}; {frame}"));
+                }
+                cur = None;
+            }
+        }
+        out
+    }
+
     pub fn main() {
         let quick = std::env::var("MLA_BENCH_QUICK").is_ok_and(|v| v != "0");
-        let steps = env_usize("MLA_BENCH_STEPS", if quick { 3 } else { 50 });
-        let cpu_max = env_usize("MLA_BENCH_CPU_MAX", if quick { 64 } else { 1024 });
+        let steps = env_usize("MLA_BENCH_STEPS", if quick { 3 } else { 30 });
+        let cpu_max = env_usize("MLA_BENCH_CPU_MAX", if quick { 16 } else { 1024 });
         let (base, lens, copy_bytes): (Config, Vec<usize>, usize) = if quick {
             (Config::tutorial(), vec![1, 16, 64], 1 << 20)
         } else {
             (
                 Config::deepseek_v2_lite(),
                 vec![1, 256, 1024, 4096, 16384, 32768],
-                512 << 20,
+                1 << 30,
             )
         };
         let max_len = *lens.iter().max().unwrap_or(&1);
@@ -241,7 +296,10 @@ mod bench {
         if n_dev == 0 {
             fail("no CUDA device");
         }
-        let name = cuda::device_name(0).unwrap_or_else(|e| fail(e.message()));
+        let info = cuda::module_info(0).unwrap_or_else(|e| {
+            eprintln!("{}", cuda::failed_module_log());
+            fail(e.message())
+        });
         let cpu_threads = env_usize(
             "MLA_BENCH_CPU_THREADS",
             std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -261,74 +319,197 @@ mod bench {
             cfg.kv_lora_rank,
             cfg.qk_rope_head_dim
         );
-        println!("device 0: {name}; CPU engine on {cpu_threads} thread(s) (MLA_BENCH_CPU_THREADS)");
+        println!(
+            "device 0: {} (sm_{}{}, {} SMs, {} KiB shared memory per block); kernels: {}",
+            info.device,
+            info.compute_capability.0,
+            info.compute_capability.1,
+            info.multiprocessors,
+            info.shared_memory_optin / 1024,
+            info.image
+        );
+        let summary = jit_summary(&info.jit_log, "mla_attn");
+        if !summary.is_empty() {
+            println!("JIT (registers, spills) of the attention kernels:");
+            for l in &summary {
+                println!("{l}");
+            }
+        }
+        let copy_bw = copy_bandwidth(copy_bytes);
+        println!(
+            "device-to-device copy bandwidth (measured, read + write): {:.1} GB/s",
+            copy_bw / 1e9
+        );
 
-        for (label, wd, cd) in [
-            ("f32 weights, f32 cache", DType::F32, DType::F32),
-            ("bf16 weights, bf16 cache", DType::BF16, DType::BF16),
+        let mut rng = Rng(5);
+        let x: Vec<f32> = (0..d).map(|_| rng.next()).collect();
+        let xd = DeviceBuffer::from_slice(&x).unwrap_or_else(|e| fail(&e.to_string()));
+        let od = DeviceBuffer::from_slice(&vec![0f32; d]).unwrap_or_else(|e| fail(&e.to_string()));
+        let (xp, op) = (xd.as_device_ptr().as_raw(), od.as_device_ptr().as_raw());
+        let mut headline = Vec::new();
+
+        let variants = std::env::var("MLA_BENCH_VARIANTS")
+            .unwrap_or_else(|_| "f32,bf16,bf16cc,splits".to_string());
+        let want = |k: &str| variants.split(',').any(|v| v.trim() == k);
+        for (key, label, wd, cd, path) in [
+            (
+                "f32",
+                "f32 weights, f32 cache",
+                DType::F32,
+                DType::F32,
+                AttentionPath::Auto,
+            ),
+            (
+                "bf16",
+                "bf16 weights, bf16 cache",
+                DType::BF16,
+                DType::BF16,
+                AttentionPath::Auto,
+            ),
+            (
+                "bf16cc",
+                "bf16 weights, bf16 cache, CUDA cores forced",
+                DType::BF16,
+                DType::BF16,
+                AttentionPath::CudaCores,
+            ),
         ] {
+            if !want(key) {
+                continue;
+            }
             let cfg = Config {
                 cache_dtype: cd,
                 ..cfg
             };
             let w = model.weights(&cfg, wd);
+            let opts = CudaOptions {
+                attention: path,
+                timing: true,
+                ..CudaOptions::default()
+            };
             let t0 = Instant::now();
-            let mut e = CudaEngine::create(&cfg, &w, 0).unwrap_or_else(|e| fail(e.message()));
+            let mut e =
+                CudaEngine::create_with(&cfg, &w, 0, &opts).unwrap_or_else(|e| fail(e.message()));
             let create_s = t0.elapsed().as_secs_f64();
-            let copy_bw = copy_bandwidth(copy_bytes);
-            let mut rng = Rng(5);
-            let x: Vec<f32> = (0..d).map(|_| rng.next()).collect();
-            let xd = DeviceBuffer::from_slice(&x).unwrap_or_else(|e| fail(&e.to_string()));
-            let od =
-                DeviceBuffer::from_slice(&vec![0f32; d]).unwrap_or_else(|e| fail(&e.to_string()));
-            let (xp, op) = (xd.as_device_ptr().as_raw(), od.as_device_ptr().as_raw());
-            let (group, groups) = e.head_groups();
+            let plan = e.attention_plan().clone();
             let row_bytes = cfg.cache_bytes_per_token().unwrap_or(0);
             println!();
             println!(
-                "{label}: weights {:.1} MB, cache row {} B, {} head group(s) of {}, create {:.2} s, \
-                 device memory {:.1} MB",
+                "{label}: {} ({} heads x {} groups, {} rows per tile, {:?} copies, {} KiB shared), \
+                 weights {:.1} MB, cache row {} B, create {:.2} s",
+                plan.kernel,
+                plan.heads_per_block,
+                plan.groups,
+                plan.tile_rows,
+                plan.copy,
+                plan.smem / 1024,
                 e.weight_bytes() as f64 / 1e6,
                 row_bytes,
-                groups,
-                group,
                 create_s,
-                e.device_bytes() as f64 / 1e6
             );
             println!(
-                "device-to-device copy bandwidth (measured): {:.1} GB/s",
-                copy_bw / 1e9
+                "{:>7} | {:>6} | {:>10} | {:>10} | {:>9} | {:>8} | {:>10} | {:>7}",
+                "context",
+                "splits",
+                "host us",
+                "device us",
+                "eff GB/s",
+                "of copy",
+                "CPU us",
+                "CPU/GPU"
             );
-            println!(
-                "{:>7} | {:>11} | {:>10} | {:>9} | {:>11} | {:>8}",
-                "context", "GPU us/step", "eff GB/s", "of copy", "CPU us/step", "CPU/GPU"
-            );
+            let with_cpu = cpu_max > 0 && wd == DType::F32;
             for &l in &lens {
-                let g = gpu_step(&mut e, l, steps, xp, op);
-                let bytes = e.weight_bytes() + groups * l * row_bytes;
+                let (h, g) = gpu_step(&mut e, l, steps, xp, op);
+                let (ns, _) = e.splits_for(l - 1, 1);
+                let bytes = e.weight_bytes() + plan.groups * l * row_bytes;
                 let bw = bytes as f64 / g;
-                let cpu = (l <= cpu_max).then(|| cpu_step(&cfg, &w, &pool, l, steps));
+                let cpu = (with_cpu && l <= cpu_max).then(|| cpu_step(&cfg, &w, &pool, l, steps));
                 let (cpu_s, ratio) = match cpu {
-                    Some(c) => (format!("{:.1}", c * 1e6), format!("{:.1}x", c / g)),
+                    Some(c) => (format!("{:.1}", c * 1e6), format!("{:.1}x", c / h)),
                     None => ("-".to_string(), "-".to_string()),
                 };
                 println!(
-                    "{:>7} | {:>11.1} | {:>10.1} | {:>8.1}% | {:>11} | {:>8}",
+                    "{:>7} | {:>6} | {:>10.1} | {:>10.1} | {:>9.1} | {:>7.1}% | {:>10} | {:>7}",
                     l,
+                    ns,
+                    h * 1e6,
                     g * 1e6,
                     bw / 1e9,
                     100.0 * bw / copy_bw,
                     cpu_s,
                     ratio
                 );
+                if l == max_len {
+                    headline.push(format!(
+                        "{label} [{}]: context {l}: {:.1} us/step on the device, {:.0} GB/s = {:.0}% of copy bandwidth",
+                        plan.kernel,
+                        g * 1e6,
+                        bw / 1e9,
+                        100.0 * bw / copy_bw
+                    ));
+                }
             }
+        }
+
+        // Context splits at the longest context, bf16, automatic attention path.
+        if !want("splits") {
+            println!();
+            for h in &headline {
+                println!("HEADLINE {h}");
+            }
+            return;
+        }
+        let cfg_b = Config {
+            cache_dtype: DType::BF16,
+            ..cfg
+        };
+        let w = model.weights(&cfg_b, DType::BF16);
+        let sms = info.multiprocessors;
+        let mut counts = vec![0usize, sms / 4, sms / 2, sms, 2 * sms, 4 * sms];
+        counts.retain(|&c| c == 0 || c >= 1);
+        counts.dedup();
+        println!();
+        println!("splits at context {max_len} (bf16, automatic path; 0 = automatic):");
+        println!(
+            "{:>6} | {:>10} | {:>9} | {:>8}",
+            "splits", "device us", "eff GB/s", "of copy"
+        );
+        for &n in &counts {
+            let opts = CudaOptions {
+                splits: n,
+                timing: true,
+                ..CudaOptions::default()
+            };
+            let mut e =
+                CudaEngine::create_with(&cfg_b, &w, 0, &opts).unwrap_or_else(|e| fail(e.message()));
+            let (_, g) = gpu_step(&mut e, max_len, steps, xp, op);
+            let (ns, _) = e.splits_for(max_len - 1, 1);
+            let bytes = e.weight_bytes()
+                + e.head_groups().1 * max_len * cfg_b.cache_bytes_per_token().unwrap_or(0);
+            let bw = bytes as f64 / g;
+            println!(
+                "{:>6} | {:>10.1} | {:>9.1} | {:>7.1}%",
+                if n == 0 {
+                    format!("{ns}*")
+                } else {
+                    ns.to_string()
+                },
+                g * 1e6,
+                bw / 1e9,
+                100.0 * bw / copy_bw
+            );
         }
         println!();
         println!(
-            "eff GB/s = (weights + context x cache row x head groups) bytes / GPU time per step; \
-             'of copy' = that / device-to-device copy bandwidth; CPU: this machine's CPU engine \
+            "eff GB/s = (weights + context x cache row x head groups) bytes / device time per step; \
+             'of copy' = that / the device-to-device copy bandwidth above (goal at long context: \
+             >= 70%); host us = the whole synchronous call; CPU: this machine's CPU engine \
              ({cpu_threads} threads), up to context {cpu_max} (MLA_BENCH_CPU_MAX)."
         );
+        for h in &headline {
+            println!("HEADLINE {h}");
+        }
     }
 }
 

@@ -1,22 +1,30 @@
-//! Build script of mla-cuda: compiles `kernels/mla.cu` to `$OUT_DIR/mla.ptx`,
-//! which `src/lib.rs` embeds with `include_str!`.
+//! Build script of mla-cuda: compiles `kernels/mla.cu` into
+//!   - `$OUT_DIR/mla_sm72.ptx`: PTX for sm_72 (CUDA-core kernels only), loaded on
+//!     devices of compute capability < 8.0 (Xavier; Turing JITs it too);
+//!   - `$OUT_DIR/mla_sm80.ptx`: PTX for sm_80 (adds the tensor-core attention and
+//!     cp.async), loaded on 8.0 and newer (A100, Orin sm_87, H100/H200 sm_90);
+//!   - `$OUT_DIR/mla.fatbin`: with nvcc, a fatbin holding machine code (SASS)
+//!     for sm_72 (when this nvcc still supports it), sm_87 and sm_90, plus PTX
+//!     for compute_72 (or 75) and compute_80; the engine then loads it instead of
+//!     the PTX. Empty with clang (clang emits PTX only; SASS needs NVIDIA's ptxas),
+//!     or when `MLA_CUDA_FATBIN=0`.
+//!
+//! `src/lib.rs` embeds all three.
 //!
 //! Compiler, first found wins:
-//! 1. `MLA_CUDA_PTX=<file>`: use this prebuilt PTX as it is (no compiler);
+//! 1. `MLA_CUDA_PTX_DIR=<dir>` holding prebuilt `mla_sm72.ptx` and `mla_sm80.ptx`
+//!    (no compiler, no fatbin);
 //! 2. nvcc: `$NVCC`, `$CUDA_PATH/bin/nvcc`, `nvcc` on `PATH`,
-//!    `/usr/local/cuda/bin/nvcc`: `nvcc -ptx -arch=compute_XX -O3`;
+//!    `/usr/local/cuda/bin/nvcc`: `nvcc -ptx -arch=compute_72 -O3` (CUDA 13 dropped
+//!    compute_72: then compute_75) and `-arch=compute_80`;
 //! 3. clang's NVPTX back end: `$MLA_CUDA_CLANG`, else `clang-14` .. `clang-19`,
 //!    `clang` on `PATH`: `-x cuda --cuda-device-only -nocudainc -nocudalib
-//!    --cuda-gpu-arch=sm_XX -O3 -S` with PTX ISA 6.4 for sm_7x (`+ptx64`: CUDA
-//!    10.1 and later drivers load it), the lowest ISA that supports the arch
-//!    above that (sm_80: 7.0, sm_86: 7.1, sm_87: 7.4), or `MLA_CUDA_PTX_ISA`
-//!    (e.g. `ptx75`).
+//!    --cuda-gpu-arch=sm_72 -O3 -S` with PTX ISA 6.4, and sm_80 with ISA 7.0 (the
+//!    first ISA with sm_80, mma.sync .bf16 and cp.async; JetPack 5's CUDA 11.4
+//!    driver loads up to 7.4).
 //!
-//! Architecture: `MLA_CUDA_ARCH` (`sm_72` by default: Jetson Xavier; the driver
-//! JIT-compiles the PTX for newer GPUs such as Orin `sm_87`, A100 `sm_80`, H100
-//! `sm_90`). nvcc 13 cannot target compute_72: with the default arch, nvcc is
-//! retried with compute_75. `MLA_CUDA_COMPILER=nvcc|clang` forces one of the two.
-//! With no compiler the build fails with a message saying what to install.
+//! `MLA_CUDA_COMPILER=nvcc|clang` forces one of the two. With no compiler the
+//! build fails with a message saying what to install.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -28,98 +36,67 @@ fn main() {
     build();
 }
 
-/// Builds `$OUT_DIR/mla.ptx`.
+/// The two PTX builds: (file, clang arch, clang PTX ISA feature, nvcc archs to try).
+const PTX_BUILDS: [(&str, &str, &str, &[&str]); 2] = [
+    ("mla_sm72.ptx", "sm_72", "+ptx64", &["72", "75"]),
+    ("mla_sm80.ptx", "sm_80", "+ptx70", &["80"]),
+];
+
 fn build() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
     let src = manifest.join("kernels").join("mla.cu");
-    let out = out_dir.join("mla.ptx");
     println!("cargo:rerun-if-changed={}", src.display());
     for var in [
-        "MLA_CUDA_ARCH",
-        "MLA_CUDA_PTX",
+        "MLA_CUDA_PTX_DIR",
         "MLA_CUDA_COMPILER",
         "MLA_CUDA_CLANG",
-        "MLA_CUDA_PTX_ISA",
+        "MLA_CUDA_FATBIN",
         "NVCC",
         "CUDA_PATH",
         "PATH",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    let fatbin = out_dir.join("mla.fatbin");
+    // Empty unless nvcc builds one below.
+    if let Err(e) = std::fs::write(&fatbin, b"") {
+        fail(&format!("cannot write {}: {e}", fatbin.display()));
+    }
 
-    if let Some(pre) = env::var_os("MLA_CUDA_PTX") {
-        println!("cargo:rerun-if-changed={}", Path::new(&pre).display());
-        if let Err(e) = std::fs::copy(&pre, &out) {
-            fail(&format!(
-                "MLA_CUDA_PTX={}: cannot copy: {e}",
-                Path::new(&pre).display()
-            ));
+    if let Some(dir) = env::var_os("MLA_CUDA_PTX_DIR") {
+        for (file, ..) in PTX_BUILDS {
+            let pre = Path::new(&dir).join(file);
+            println!("cargo:rerun-if-changed={}", pre.display());
+            if let Err(e) = std::fs::copy(&pre, out_dir.join(file)) {
+                fail(&format!(
+                    "MLA_CUDA_PTX_DIR: cannot copy {}: {e}",
+                    pre.display()
+                ));
+            }
         }
         return;
     }
 
-    let arch_set = env::var("MLA_CUDA_ARCH").ok();
-    let arch = arch_set.clone().unwrap_or_else(|| "sm_72".to_string());
-    let digits = arch
-        .trim_start_matches("sm_")
-        .trim_start_matches("compute_");
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_alphanumeric()) {
-        fail(&format!("MLA_CUDA_ARCH={arch}: expected the form sm_72"));
-    }
     let force = env::var("MLA_CUDA_COMPILER").unwrap_or_default();
-
     let mut tried = Vec::new();
     if force != "clang" {
         if let Some(nvcc) = find_nvcc() {
-            // CUDA 13 no longer compiles for compute_72: without an explicit
-            // MLA_CUDA_ARCH, fall back to compute_75 (Turing and newer).
-            let mut archs = vec![digits.to_string()];
-            if arch_set.is_none() {
-                archs.push("75".to_string());
-            }
-            for a in archs {
-                let mut cmd = Command::new(&nvcc);
-                cmd.arg("-ptx")
-                    .arg(format!("-arch=compute_{a}"))
-                    .arg("-O3")
-                    .arg("-o")
-                    .arg(&out)
-                    .arg(&src);
-                if run(&mut cmd, &out) {
-                    if a != digits {
-                        println!("cargo:warning=mla-rt cuda: nvcc cannot target compute_{digits}; built PTX for compute_{a}");
-                    }
-                    return;
+            if build_nvcc(&nvcc, &src, &out_dir) {
+                if env::var("MLA_CUDA_FATBIN").ok().as_deref() != Some("0") {
+                    build_fatbin(&nvcc, &src, &fatbin);
                 }
+                return;
             }
             tried.push(nvcc.display().to_string());
         }
     }
     if force != "nvcc" {
-        let isa = env::var("MLA_CUDA_PTX_ISA").unwrap_or_else(|_| ptx_isa_for(digits).to_string());
         for clang in clang_candidates() {
-            let mut cmd = Command::new(&clang);
-            cmd.args([
-                "-x",
-                "cuda",
-                "--cuda-device-only",
-                "-nocudainc",
-                "-nocudalib",
-            ])
-            .arg(format!("--cuda-gpu-arch=sm_{digits}"))
-            .args(["-Xclang", "-target-feature", "-Xclang"])
-            .arg(format!("+{isa}"))
-            .args(["-O3", "-S", "-o"])
-            .arg(&out)
-            .arg(&src);
-            match cmd.output() {
-                Err(_) => continue, // not installed
-                Ok(o) if o.status.success() && out.is_file() => return,
-                Ok(o) => {
-                    eprintln!("{} failed:\n{}", clang, String::from_utf8_lossy(&o.stderr));
-                    tried.push(clang);
-                }
+            match build_clang(&clang, &src, &out_dir) {
+                None => continue, // not installed
+                Some(true) => return,
+                Some(false) => tried.push(clang),
             }
         }
     }
@@ -131,23 +108,106 @@ fn build() {
     fail(&format!(
         "{what}.\nThe `cuda` feature compiles kernels/mla.cu to PTX with nvcc (set NVCC or \
          CUDA_PATH) or with clang's NVPTX back end (apt-get install clang-14 llvm-14, or set \
-         MLA_CUDA_CLANG), or takes a prebuilt file from MLA_CUDA_PTX."
+         MLA_CUDA_CLANG), or takes prebuilt files from MLA_CUDA_PTX_DIR."
     ));
 }
 
-/// The lowest PTX ISA version that can target `sm_<digits>` (never below 6.4,
-/// which the warp-synchronous shuffles need; CUDA 10.1 drivers load it).
-fn ptx_isa_for(digits: &str) -> &'static str {
-    match digits
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-        .parse::<u32>()
-    {
-        Ok(a) if a >= 89 => "ptx78",
-        Ok(a) if a >= 87 => "ptx74",
-        Ok(a) if a >= 86 => "ptx71",
-        Ok(a) if a >= 80 => "ptx70",
-        _ => "ptx64",
+/// Both PTX files with nvcc; false if one failed.
+fn build_nvcc(nvcc: &Path, src: &Path, out_dir: &Path) -> bool {
+    for (file, _, _, archs) in PTX_BUILDS {
+        let out = out_dir.join(file);
+        let mut ok = false;
+        for (i, a) in archs.iter().enumerate() {
+            let mut cmd = Command::new(nvcc);
+            cmd.arg("-ptx")
+                .arg(format!("-arch=compute_{a}"))
+                .arg("-O3")
+                .arg("-o")
+                .arg(&out)
+                .arg(src);
+            if run(&mut cmd, &out) {
+                if i > 0 {
+                    println!(
+                        "cargo:warning=mla-rt cuda: nvcc cannot target compute_{}; {file} is compute_{a}",
+                        archs.first().copied().unwrap_or("?")
+                    );
+                }
+                ok = true;
+                break;
+            }
+        }
+        if !ok {
+            return false;
+        }
     }
+    true
+}
+
+/// The fatbin: SASS for the listed GPUs this nvcc supports, PTX for compute_72
+/// (or 75) and compute_80. A failure leaves it empty (the PTX is used) with a warning.
+fn build_fatbin(nvcc: &Path, src: &Path, fatbin: &Path) {
+    let supported = Command::new(nvcc)
+        .arg("--list-gpu-code")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let has = |code: &str| {
+        supported
+            .as_deref()
+            .is_none_or(|s| s.lines().any(|l| l.trim() == code))
+    };
+    let mut gencode = Vec::new();
+    if has("sm_72") {
+        gencode.push("arch=compute_72,code=[sm_72,compute_72]".to_string());
+    } else if has("sm_75") {
+        gencode.push("arch=compute_75,code=compute_75".to_string());
+    }
+    gencode.push("arch=compute_80,code=compute_80".to_string());
+    for sm in ["87", "90"] {
+        if has(&format!("sm_{sm}")) {
+            gencode.push(format!("arch=compute_{sm},code=sm_{sm}"));
+        }
+    }
+    let mut cmd = Command::new(nvcc);
+    cmd.arg("-fatbin").arg("-O3");
+    for g in &gencode {
+        cmd.arg("-gencode").arg(g);
+    }
+    cmd.arg("-o").arg(fatbin).arg(src);
+    if !run(&mut cmd, fatbin) {
+        let _ = std::fs::write(fatbin, b"");
+        println!("cargo:warning=mla-rt cuda: nvcc -fatbin failed; the engine loads the PTX");
+    }
+}
+
+/// Both PTX files with one clang; None if it is not installed.
+fn build_clang(clang: &str, src: &Path, out_dir: &Path) -> Option<bool> {
+    for (file, arch, isa, _) in PTX_BUILDS {
+        let out = out_dir.join(file);
+        let mut cmd = Command::new(clang);
+        cmd.args([
+            "-x",
+            "cuda",
+            "--cuda-device-only",
+            "-nocudainc",
+            "-nocudalib",
+        ])
+        .arg(format!("--cuda-gpu-arch={arch}"))
+        .args(["-Xclang", "-target-feature", "-Xclang", isa])
+        .args(["-O3", "-S", "-o"])
+        .arg(&out)
+        .arg(src);
+        match cmd.output() {
+            Err(_) => return None,
+            Ok(o) if o.status.success() && out.is_file() => {}
+            Ok(o) => {
+                eprintln!("{clang} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+                return Some(false);
+            }
+        }
+    }
+    Some(true)
 }
 
 /// The nvcc to use, if any.

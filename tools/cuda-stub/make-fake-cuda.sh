@@ -43,9 +43,18 @@ mkdir -p "$DIR/include" "$DIR/lib64" "$DIR/emu"
 echo "/* placeholder: fake CUDA install for mla-rt CI (tools/cuda-stub) */" >"$DIR/include/cuda.h"
 $CC -O2 -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$DIR/lib64/libcuda.so.1" "$HERE/stub.c"
 ln -sf libcuda.so.1 "$DIR/lib64/libcuda.so"
+# The emulator: its runtime (emu.cpp), the rest of the API (emu_rest.c) and the
+# kernels compiled twice (sm_72 and sm_80 code paths), the two kernel builds in
+# parallel. -fno-strict-aliasing: the kernels reinterpret memory like CUDA code.
+CXXFLAGS="-std=c++17 -O2 -fPIC -Wall -Wno-unknown-pragmas -fno-strict-aliasing"
 $CC -O2 -fPIC -c -o "$DIR/emu/emu_rest.o" "$HERE/emu_rest.c"
-$CXX -std=c++17 -O2 -fPIC -Wall -Wno-unknown-pragmas -c -o "$DIR/emu/emu.o" "$HERE/emu.cpp"
-$CXX -shared -Wl,-soname,libcuda.so.1 -o "$DIR/emu/libcuda.so.1" "$DIR/emu/emu.o" "$DIR/emu/emu_rest.o"
+$CXX $CXXFLAGS -DMLA_EMU_ARCH=720 -c -o "$DIR/emu/emu_k720.o" "$HERE/emu_kernels.cpp" &
+k720=$!
+$CXX $CXXFLAGS -DMLA_EMU_ARCH=800 -c -o "$DIR/emu/emu_k800.o" "$HERE/emu_kernels.cpp"
+$CXX $CXXFLAGS -c -o "$DIR/emu/emu.o" "$HERE/emu.cpp"
+wait $k720
+$CXX -shared -Wl,-soname,libcuda.so.1 -o "$DIR/emu/libcuda.so.1" "$DIR/emu/emu.o" \
+    "$DIR/emu/emu_k720.o" "$DIR/emu/emu_k800.o" "$DIR/emu/emu_rest.o"
 ln -sf libcuda.so.1 "$DIR/emu/libcuda.so"
-rm -f "$DIR/emu/emu.o" "$DIR/emu/emu_rest.o"
+rm -f "$DIR/emu/"*.o
 echo "fake CUDA in $DIR: stub $DIR/lib64/libcuda.so.1, emulator $DIR/emu/libcuda.so.1"
