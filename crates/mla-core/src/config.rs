@@ -7,7 +7,7 @@
 //! overflow, that the rest of the engine uses.
 
 use crate::dtype::DType;
-use crate::status::{err, Error, Result, Status};
+use crate::status::{err, Result, Status};
 
 /// Order of the rotated pairs inside a rope vector of `p` values (`mla_rope_layout`).
 #[repr(u32)]
@@ -226,23 +226,70 @@ impl Config {
 
     /// Validates and returns the derived sizes.
     pub fn dims(&self) -> Result<Dims> {
-        let bad =
-            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
-        let pos = |field: &str, v: u32| -> Result<usize> {
+        self.derive_dims()
+            .map_err(|f| err(Status::InvalidConfig, f.field).s(": ").s(f.rule))
+    }
+
+    /// [`Config::dims`] for const contexts (a firmware sizing a `static` arena):
+    /// the same checks, in the same order, with the fault as plain strings.
+    pub const fn derive_dims(&self) -> core::result::Result<Dims, ConfigFault> {
+        /// `?` for const fns (the `Try` trait is not const).
+        macro_rules! tri {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Err(e),
+                }
+            };
+        }
+        const fn bad(field: &'static str, rule: &'static str) -> ConfigFault {
+            ConfigFault { field, rule }
+        }
+        const fn pos(field: &'static str, v: u32) -> core::result::Result<usize, ConfigFault> {
             if v == 0 {
                 Err(bad(field, "must be > 0"))
             } else {
                 Ok(v as usize)
             }
-        };
-        let d = pos("hidden_size", self.hidden_size)?;
-        let h = pos("num_heads", self.num_heads)?;
-        let r = pos("kv_lora_rank", self.kv_lora_rank)?;
-        let n = pos("qk_nope_head_dim", self.qk_nope_head_dim)?;
-        let p = pos("qk_rope_head_dim", self.qk_rope_head_dim)?;
-        let v = pos("v_head_dim", self.v_head_dim)?;
-        let max_seq = pos("max_seq_len", self.max_seq_len)?;
-        let max_tok = pos("max_tokens_per_call", self.max_tokens_per_call)?;
+        }
+        const fn finite_pos(field: &'static str, x: f32) -> core::result::Result<(), ConfigFault> {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(field, "must be finite and > 0"))
+            }
+        }
+        /// `a * b`, or the fault "`what`: dimensions overflow".
+        const fn mul(
+            a: usize,
+            b: usize,
+            what: &'static str,
+        ) -> core::result::Result<usize, ConfigFault> {
+            match a.checked_mul(b) {
+                Some(x) => Ok(x),
+                None => Err(bad(what, "dimensions overflow")),
+            }
+        }
+        /// `a + b`, or the fault "`what`: dimensions overflow".
+        const fn add(
+            a: usize,
+            b: usize,
+            what: &'static str,
+        ) -> core::result::Result<usize, ConfigFault> {
+            match a.checked_add(b) {
+                Some(x) => Ok(x),
+                None => Err(bad(what, "dimensions overflow")),
+            }
+        }
+
+        let d = tri!(pos("hidden_size", self.hidden_size));
+        let h = tri!(pos("num_heads", self.num_heads));
+        let r = tri!(pos("kv_lora_rank", self.kv_lora_rank));
+        let n = tri!(pos("qk_nope_head_dim", self.qk_nope_head_dim));
+        let p = tri!(pos("qk_rope_head_dim", self.qk_rope_head_dim));
+        let v = tri!(pos("v_head_dim", self.v_head_dim));
+        let max_seq = tri!(pos("max_seq_len", self.max_seq_len));
+        let max_tok = tri!(pos("max_tokens_per_call", self.max_tokens_per_call));
         let rq = self.q_lora_rank as usize;
         if p % 2 != 0 {
             return Err(bad("qk_rope_head_dim", "must be even (RoPE rotates pairs)"));
@@ -256,18 +303,11 @@ impl Config {
                 "needs q_lora_rank > 0 (the norm acts on the query latent)",
             ));
         }
-        let finite_pos = |field: &str, x: f32| -> Result<()> {
-            if x.is_finite() && x > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(field, "must be finite and > 0"))
-            }
-        };
-        finite_pos("rms_norm_eps", self.rms_norm_eps)?;
+        tri!(finite_pos("rms_norm_eps", self.rms_norm_eps));
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(bad("rope_theta", "must be finite and > 1"));
         }
-        finite_pos("rope_factor", self.rope_factor)?;
+        tri!(finite_pos("rope_factor", self.rope_factor));
         if self.rope_factor > 1.0 {
             if self.original_max_position == 0 {
                 return Err(bad(
@@ -275,8 +315,8 @@ impl Config {
                     "must be > 0 when rope_factor > 1",
                 ));
             }
-            finite_pos("beta_slow", self.beta_slow)?;
-            finite_pos("beta_fast", self.beta_fast)?;
+            tri!(finite_pos("beta_slow", self.beta_slow));
+            tri!(finite_pos("beta_fast", self.beta_fast));
             if self.beta_fast <= self.beta_slow {
                 return Err(bad("beta_fast", "must be > beta_slow"));
             }
@@ -293,42 +333,36 @@ impl Config {
 
         // Derived sizes, each checked for overflow; the total engine size is also
         // checked by the memory plan.
-        let ovf = |what: &str| bad(what, "dimensions overflow");
-        let qk = n.checked_add(p).ok_or_else(|| ovf("qk_head_dim"))?;
-        let q_width = h
-            .checked_mul(qk)
-            .ok_or_else(|| ovf("num_heads * (n + p)"))?;
+        let qk = tri!(add(n, p, "qk_head_dim"));
+        let q_width = tri!(mul(h, qk, "num_heads * (n + p)"));
         let rope_k = match self.rope_key {
             RopeKey::Shared => p,
-            RopeKey::PerHead => h.checked_mul(p).ok_or_else(|| ovf("num_heads * p"))?,
+            RopeKey::PerHead => tri!(mul(h, p, "num_heads * p")),
         };
-        let kv_a_rows = r
-            .checked_add(rope_k)
-            .ok_or_else(|| ovf("kv_lora_rank + rope"))?;
-        let nv = n.checked_add(v).ok_or_else(|| ovf("n + v"))?;
-        let kv_b_rows = h
-            .checked_mul(nv)
-            .ok_or_else(|| ovf("num_heads * (n + v)"))?;
-        let o_cols = h.checked_mul(v).ok_or_else(|| ovf("num_heads * v"))?;
+        let kv_a_rows = tri!(add(r, rope_k, "kv_lora_rank + rope"));
+        // <= kv_a_rows (rope_k >= p), so this never fails first.
+        let absorbed_width = tri!(add(r, p, "kv_lora_rank + p"));
+        let nv = tri!(add(n, v, "n + v"));
+        let kv_b_rows = tri!(mul(h, nv, "num_heads * (n + v)"));
+        let o_cols = tri!(mul(h, v, "num_heads * v"));
         let cache_row = kv_a_rows;
-        let cache_bytes_per_token = cache_row
-            .checked_mul(self.cache_dtype.size())
-            .ok_or_else(|| ovf("cache row"))?;
-        cache_bytes_per_token
-            .checked_mul(max_seq)
-            .ok_or_else(|| ovf("max_seq_len * cache row"))?;
+        let cache_bytes_per_token = tri!(mul(cache_row, self.cache_dtype.size(), "cache row"));
+        tri!(mul(
+            cache_bytes_per_token,
+            max_seq,
+            "max_seq_len * cache row"
+        ));
         // Products with d must fit (weights are indexed by row * d).
-        for (what, rows) in [
-            ("q rows", q_width),
-            ("kv_a rows", kv_a_rows),
-            ("o_proj", o_cols),
-        ] {
-            rows.checked_mul(d).ok_or_else(|| ovf(what))?;
-        }
-        kv_b_rows.checked_mul(r).ok_or_else(|| ovf("kv_b_proj"))?;
+        tri!(mul(q_width, d, "q rows"));
+        tri!(mul(kv_a_rows, d, "kv_a rows"));
+        tri!(mul(o_cols, d, "o_proj"));
+        tri!(mul(kv_b_rows, r, "kv_b_proj"));
         if rq > 0 {
-            rq.checked_mul(d.max(q_width))
-                .ok_or_else(|| ovf("q_lora_rank"))?;
+            tri!(mul(
+                rq,
+                if d > q_width { d } else { q_width },
+                "q_lora_rank"
+            ));
         }
         Ok(Dims {
             d,
@@ -341,6 +375,7 @@ impl Config {
             qk,
             q_width,
             rope_k,
+            absorbed_width,
             kv_a_rows,
             kv_b_rows,
             o_cols,
@@ -383,6 +418,17 @@ impl Config {
     }
 }
 
+/// Why a [`Config`] is invalid: the field (or derived size) and the rule it
+/// breaks. [`Config::dims`] turns it into an `InvalidConfig` error
+/// "`field`: `rule`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigFault {
+    /// The offending field, or the derived size that overflows.
+    pub field: &'static str,
+    /// The rule it breaks.
+    pub rule: &'static str,
+}
+
 /// Sizes derived from a valid [`Config`] (all products known not to overflow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
@@ -406,6 +452,8 @@ pub struct Dims {
     pub q_width: usize,
     /// Rope-key width per token: p (shared) or H * p (per head)
     pub rope_k: usize,
+    /// r + p: one head's absorbed query `[W_UK_h^T q_nope_h | q_pe_h]`
+    pub absorbed_width: usize,
     /// r + rope_k: rows of kv_a_proj_with_mqa
     pub kv_a_rows: usize,
     /// H * (n + v): rows of kv_b_proj
