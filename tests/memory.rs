@@ -97,53 +97,6 @@ fn size_query_is_exact() {
     assert!(rel_err(&out, &g.outputs()) <= 1e-5);
 }
 
-/// Zero weights of the right shapes for `cfg` (values do not matter here).
-struct ZeroWeights {
-    mats: Vec<(Vec<f32>, usize, usize)>,
-}
-
-impl ZeroWeights {
-    fn new(cfg: &Config) -> ZeroWeights {
-        let dm = cfg.dims().unwrap();
-        let shapes = [
-            (dm.q_width, if dm.rq > 0 { dm.rq } else { dm.d }),
-            (dm.rq, dm.d),
-            (1, dm.rq),
-            (dm.kv_a_rows, dm.d),
-            (1, dm.r),
-            (dm.kv_b_rows, dm.r),
-            (dm.d, dm.o_cols),
-        ];
-        ZeroWeights {
-            mats: shapes
-                .iter()
-                .map(|&(r, c)| (vec![0f32; r * c], r, c))
-                .collect(),
-        }
-    }
-
-    fn weights(&self, cfg: &Config) -> Weights<'_> {
-        let t = |i: usize| {
-            let (v, r, c) = &self.mats[i];
-            Tensor::f32(v, *r, *c).unwrap()
-        };
-        let lora = cfg.q_lora_rank > 0;
-        Weights {
-            q_proj: (!lora).then(|| t(0)),
-            q_a_proj: lora.then(|| t(1)),
-            q_a_layernorm: cfg.q_norm.then(|| t(2)),
-            q_b_proj: lora.then(|| t(0)),
-            kv_a_proj_with_mqa: t(3),
-            kv_a_layernorm: t(4),
-            kv_b_proj: t(5),
-            o_proj: t(6),
-            q_a_proj_bias: None,
-            kv_a_proj_bias: None,
-            o_proj_bias: None,
-        }
-    }
-}
-
 #[test]
 fn count_and_place_agree_on_random_configs() {
     let mut s = 0x9e3779b97f4a7c15u64;
@@ -188,9 +141,33 @@ fn count_and_place_agree_on_random_configs() {
             assert_eq!(got, want, "{what}: region {name}");
         }
 
-        // And the engine places itself in exactly that much, not one byte less.
-        let zeros = ZeroWeights::new(&cfg);
-        let w = zeros.weights(&cfg);
+        // And the engine places itself in exactly that much, not one byte less
+        // (zero weights: their values do not matter here).
+        let widest = [dims.q_width * dims.d.max(dims.rq), dims.kv_a_rows * dims.d]
+            .into_iter()
+            .chain([
+                dims.kv_b_rows * dims.r,
+                dims.d * dims.o_cols,
+                dims.rq * dims.d,
+            ])
+            .max()
+            .unwrap();
+        let zeros = vec![0f32; widest];
+        let t = |rows: usize, cols: usize| Tensor::f32(&zeros[..rows * cols], rows, cols).unwrap();
+        let lora = dims.rq > 0;
+        let w = Weights {
+            q_proj: (!lora).then(|| t(dims.q_width, dims.d)),
+            q_a_proj: lora.then(|| t(dims.rq, dims.d)),
+            q_a_layernorm: cfg.q_norm.then(|| t(1, dims.rq)),
+            q_b_proj: lora.then(|| t(dims.q_width, dims.rq)),
+            kv_a_proj_with_mqa: t(dims.kv_a_rows, dims.d),
+            kv_a_layernorm: t(1, dims.r),
+            kv_b_proj: t(dims.kv_b_rows, dims.r),
+            o_proj: t(dims.d, dims.o_cols),
+            q_a_proj_bias: None,
+            kv_a_proj_bias: None,
+            o_proj_bias: None,
+        };
         let mem = arena.get();
         let e = Engine::new(&cfg, &w, &mut mem[..need - 1]).err().unwrap();
         assert_eq!(e.status(), Status::BufferTooSmall, "{what}");

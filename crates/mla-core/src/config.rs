@@ -259,24 +259,13 @@ impl Config {
                 Err(bad(field, "must be finite and > 0"))
             }
         }
-        /// `a * b`, or the fault "`what`: dimensions overflow".
-        const fn mul(
-            a: usize,
-            b: usize,
+        /// The value of a checked size computation, or the fault "`what`:
+        /// dimensions overflow".
+        const fn fits(
+            v: Option<usize>,
             what: &'static str,
         ) -> core::result::Result<usize, ConfigFault> {
-            match a.checked_mul(b) {
-                Some(x) => Ok(x),
-                None => Err(bad(what, "dimensions overflow")),
-            }
-        }
-        /// `a + b`, or the fault "`what`: dimensions overflow".
-        const fn add(
-            a: usize,
-            b: usize,
-            what: &'static str,
-        ) -> core::result::Result<usize, ConfigFault> {
-            match a.checked_add(b) {
+            match v {
                 Some(x) => Ok(x),
                 None => Err(bad(what, "dimensions overflow")),
             }
@@ -333,36 +322,35 @@ impl Config {
 
         // Derived sizes, each checked for overflow; the total engine size is also
         // checked by the memory plan.
-        let qk = tri!(add(n, p, "qk_head_dim"));
-        let q_width = tri!(mul(h, qk, "num_heads * (n + p)"));
+        let qk = tri!(fits(n.checked_add(p), "qk_head_dim"));
+        let q_width = tri!(fits(h.checked_mul(qk), "num_heads * (n + p)"));
         let rope_k = match self.rope_key {
             RopeKey::Shared => p,
-            RopeKey::PerHead => tri!(mul(h, p, "num_heads * p")),
+            RopeKey::PerHead => tri!(fits(h.checked_mul(p), "num_heads * p")),
         };
-        let kv_a_rows = tri!(add(r, rope_k, "kv_lora_rank + rope"));
+        let kv_a_rows = tri!(fits(r.checked_add(rope_k), "kv_lora_rank + rope"));
         // <= kv_a_rows (rope_k >= p), so this never fails first.
-        let absorbed_width = tri!(add(r, p, "kv_lora_rank + p"));
-        let nv = tri!(add(n, v, "n + v"));
-        let kv_b_rows = tri!(mul(h, nv, "num_heads * (n + v)"));
-        let o_cols = tri!(mul(h, v, "num_heads * v"));
+        let absorbed_width = tri!(fits(r.checked_add(p), "kv_lora_rank + p"));
+        let nv = tri!(fits(n.checked_add(v), "n + v"));
+        let kv_b_rows = tri!(fits(h.checked_mul(nv), "num_heads * (n + v)"));
+        let o_cols = tri!(fits(h.checked_mul(v), "num_heads * v"));
         let cache_row = kv_a_rows;
-        let cache_bytes_per_token = tri!(mul(cache_row, self.cache_dtype.size(), "cache row"));
-        tri!(mul(
-            cache_bytes_per_token,
-            max_seq,
+        let cache_bytes_per_token = tri!(fits(
+            cache_row.checked_mul(self.cache_dtype.size()),
+            "cache row"
+        ));
+        tri!(fits(
+            cache_bytes_per_token.checked_mul(max_seq),
             "max_seq_len * cache row"
         ));
         // Products with d must fit (weights are indexed by row * d).
-        tri!(mul(q_width, d, "q rows"));
-        tri!(mul(kv_a_rows, d, "kv_a rows"));
-        tri!(mul(o_cols, d, "o_proj"));
-        tri!(mul(kv_b_rows, r, "kv_b_proj"));
+        tri!(fits(q_width.checked_mul(d), "q rows"));
+        tri!(fits(kv_a_rows.checked_mul(d), "kv_a rows"));
+        tri!(fits(o_cols.checked_mul(d), "o_proj"));
+        tri!(fits(kv_b_rows.checked_mul(r), "kv_b_proj"));
         if rq > 0 {
-            tri!(mul(
-                rq,
-                if d > q_width { d } else { q_width },
-                "q_lora_rank"
-            ));
+            let widest = if d > q_width { d } else { q_width };
+            tri!(fits(rq.checked_mul(widest), "q_lora_rank"));
         }
         Ok(Dims {
             d,

@@ -80,37 +80,29 @@ impl Element for f32 {
     }
 }
 
-impl Element for f16 {
-    const DTYPE: DType = DType::F16;
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    fn elems(s: &[Self]) -> Elems<'_> {
-        Elems::F16(s)
-    }
-    fn elems_mut(s: &mut [Self]) -> ElemsMut<'_> {
-        ElemsMut::F16(s)
-    }
+/// [`Element`] for a 16-bit float type of `half` (its own conversions).
+macro_rules! half_element {
+    ($t:ident, $variant:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn to_f32(self) -> f32 {
+                $t::to_f32(self)
+            }
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn elems(s: &[Self]) -> Elems<'_> {
+                Elems::$variant(s)
+            }
+            fn elems_mut(s: &mut [Self]) -> ElemsMut<'_> {
+                ElemsMut::$variant(s)
+            }
+        }
+    };
 }
 
-impl Element for bf16 {
-    const DTYPE: DType = DType::BF16;
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    fn elems(s: &[Self]) -> Elems<'_> {
-        Elems::BF16(s)
-    }
-    fn elems_mut(s: &mut [Self]) -> ElemsMut<'_> {
-        ElemsMut::BF16(s)
-    }
-}
+half_element!(f16, F16);
+half_element!(bf16, BF16);
 
 /// `$body` with `$s` bound to the slice inside `$value` (an [`Elems`] or
 /// [`ElemsMut`], named by `$kind`), whatever its element type.

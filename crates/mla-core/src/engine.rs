@@ -344,13 +344,16 @@ impl<'w, 'm> Engine<'w, 'm> {
 
         // 3. Per token at pos: c = RMSNorm(kv[..r]); rotate the rope key(s) and every
         //    head's q_pe; store the row in cache slot pos (>= len: not yet state).
-        for (i, (kv, q)) in work
-            .kv_new
-            .chunks_exact_mut(dims.kv_a_rows.max(1))
-            .zip(work.q.chunks_exact_mut(dims.q_width.max(1)))
-            .take(t)
-            .enumerate()
-        {
+        //    (Rows by index: a zip of two chunk iterators keeps a division-by-zero
+        //    panic path on some targets.)
+        let (kv_width, q_width) = (dims.kv_a_rows, dims.q_width);
+        for i in 0..t {
+            let (Some(kv), Some(q)) = (
+                work.kv_new.get_mut(i * kv_width..(i + 1) * kv_width),
+                work.q.get_mut(i * q_width..(i + 1) * q_width),
+            ) else {
+                return Err(projection("kv_new or q"));
+            };
             let pos = start + i;
             let (cos, sin) = (&mut *work.rope_cos, &mut *work.rope_sin);
             rope::cos_sin(work.rope_inv_freq, self.rope_scaling, pos, cos, sin);
@@ -370,6 +373,7 @@ impl<'w, 'm> Engine<'w, 'm> {
         // 4. Attention o[T][H][v] over cache rows 0 .. start + T.
         let inputs = Inputs {
             dims: &dims,
+            q: work.q,
             rope_key: self.cfg.rope_key,
             kv_b: &w.kv_b_proj,
             cache: &self.cache,
@@ -377,6 +381,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             start,
             n_tok: t,
             isa: self.isa,
+            par,
         };
         let absorb = match mode {
             AttnMode::Naive => false,
@@ -393,9 +398,9 @@ impl<'w, 'm> Engine<'w, 'm> {
             task_slots: work.task_slots,
         };
         let attended = if absorb {
-            attention::absorbed(&inputs, par, work.q, &mut scratch, work.o)
+            attention::absorbed(&inputs, &mut scratch, work.o)
         } else {
-            attention::naive(&inputs, par, work.q, &mut scratch, work.o)
+            attention::naive(&inputs, &mut scratch, work.o)
         };
         attended.map_err(|fault| attention_fault(absorb, fault))?;
 
@@ -432,7 +437,7 @@ fn attention_fault(absorbed: bool, fault: attention::Fault) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::tests::{aligned, Layer};
+    use crate::attention::tests::{aligned, small_v2_lite, Layer};
 
     /// Every task on its own scoped thread, last index first.
     struct Threads;
@@ -457,18 +462,7 @@ mod tests {
 
     #[test]
     fn a_buffer_off_the_plan_is_an_internal_error_that_changes_nothing() {
-        let cfg = Config {
-            hidden_size: 32,
-            num_heads: 4,
-            q_lora_rank: 0,
-            kv_lora_rank: 16,
-            qk_nope_head_dim: 8,
-            qk_rope_head_dim: 4,
-            v_head_dim: 8,
-            max_seq_len: 40,
-            max_tokens_per_call: 4,
-            ..Config::deepseek_v2_lite()
-        };
+        let cfg = small_v2_lite(32, 40, 4);
         let layer = Layer::new(cfg, 11, false, false, 8);
         let (w, d) = (layer.weights(), 32);
         let (x, mut out) = (&layer.x, vec![0f32; 8 * 32]);
@@ -479,21 +473,22 @@ mod tests {
         e.set_parallel(Some(&threads));
         e.set_parallel_min_work(0);
         e.forward(&x[..4 * d], &mut out[..4 * d]).unwrap();
-        let before = state(&e);
-        let next = (&x[4 * d..5 * d], &mut [0f32; 32]);
+        let next = &x[4 * d..5 * d];
+        // Both paths fail with `message`, leaving the state as it was.
+        let fails_cleanly = |e: &mut Engine, message: &str| {
+            let before = state(e);
+            for (mode, path) in [(AttnMode::Absorb, "absorbed"), (AttnMode::Naive, "naive")] {
+                let err = e.forward_mode(next, &mut [0f32; 32], mode).unwrap_err();
+                assert_eq!(err.status(), Status::Internal);
+                assert_eq!(err.message(), format!("{path} attention: {message}"));
+                assert!(state(e) == before, "{path}: the state changed");
+            }
+        };
 
         // kv_b_proj with one row: the tasks fail inside the parallel-for.
         let kv_b = e.weights.kv_b_proj;
         e.weights.kv_b_proj = kv_b.rows(0, 1).unwrap();
-        for (mode, path) in [(AttnMode::Absorb, "absorbed"), (AttnMode::Naive, "naive")] {
-            let err = e.forward_mode(next.0, next.1, mode).unwrap_err();
-            assert_eq!(err.status(), Status::Internal);
-            assert_eq!(
-                err.message(),
-                format!("{path} attention: kv_b_proj rows lie outside the tensor")
-            );
-            assert!(state(&e) == before, "{path}: the state changed");
-        }
+        fails_cleanly(&mut e, "kv_b_proj rows lie outside the tensor");
         e.weights.kv_b_proj = kv_b;
 
         // The state is intact: the rest of the input gives what one engine
@@ -515,15 +510,6 @@ mod tests {
         let short = slots.len() - 16;
         e.work.task_slots = &mut slots[..short];
         e.truncate(4).unwrap();
-        let before = state(&e);
-        for (mode, path) in [(AttnMode::Absorb, "absorbed"), (AttnMode::Naive, "naive")] {
-            let err = e.forward_mode(next.0, next.1, mode).unwrap_err();
-            assert_eq!(err.status(), Status::Internal);
-            assert_eq!(
-                err.message(),
-                format!("{path} attention: a scratch region is shorter than the memory plan")
-            );
-            assert!(state(&e) == before, "{path}: the state changed");
-        }
+        fails_cleanly(&mut e, "a scratch region is shorter than the memory plan");
     }
 }

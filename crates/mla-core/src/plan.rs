@@ -175,6 +175,7 @@ impl Counter {
     /// The next region: `len` elements of `T` (`None`: its size overflowed).
     /// After a failure every span is empty and [`Counter::finish`] names the
     /// first region that failed.
+    #[inline(never)] // see Placer::carve
     pub const fn take<T>(&mut self, name: &'static str, len: Option<usize>) -> Span {
         let empty = Span {
             offset: self.at,
@@ -252,6 +253,9 @@ impl<'m> Placer<'m> {
         &mut []
     }
 
+    // Not inlined: a layout has a dozen regions but only three element types,
+    // and firmware counts every byte of code.
+    #[inline(never)]
     fn carve<T: bytemuck::Pod>(&mut self, len: Option<usize>) -> Option<&'m mut [T]> {
         let (bytes, padded) = extent(len, size_of::<T>())?;
         if padded > self.rest.len() {

@@ -1,24 +1,18 @@
 //! The absorbed path (decode): `W_UK` folded into the query, `W_UV` applied
 //! after the latent sum, every cached row read once for all heads.
 
-use super::{blocks, ensure, n_slots, Fault, FirstFault, Inputs, Scratch, SPLIT_ROWS};
+use super::{
+    blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, Scratch, SPLIT_ROWS,
+};
 use crate::config::RopeKey;
-use crate::kernels::{self, gemm_nn_with, gemm_nt_with, Isa, Mat, MatE, MatMut};
-use crate::parallel::{Parallel, SharedMut};
+use crate::kernels::{self, Isa, Mat, MatE, MatMut};
+use crate::parallel::SharedMut;
 use crate::plan::{ceil_div, round16, AbsorbedSlot, Count};
 
-/// Absorbed attention for the call's query tokens.
-/// `q`: `[n_tok][H][n+p]` (q_pe rotated); `o`: `[n_tok][H][v]`.
+/// Absorbed attention for the call's query tokens into `o` (`[n_tok][H][v]`).
 /// `Err`: a buffer does not match the plan (`o` then holds partial results).
-pub fn absorbed(
-    inp: &Inputs,
-    par: &Parallel,
-    q: &[f32],
-    scratch: &mut Scratch,
-    o: &mut [f32],
-) -> Result<(), Fault> {
-    let dims = inp.dims;
-    let isa = inp.isa;
+pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<(), Fault> {
+    let (dims, isa, par) = (inp.dims, inp.isa, inp.par);
     let layout = AbsorbedSlot::count(dims, inp.widen())
         .map_err(|_| Fault::Slot)?
         .regions;
@@ -45,12 +39,16 @@ pub fn absorbed(
     }
     let (groups, per) = inp.head_groups();
     let fault = FirstFault::new();
-    for (t, (qtok, otok)) in q
-        .chunks_exact(dims.q_width.max(1))
-        .zip(o.chunks_exact_mut(dims.o_cols.max(1)))
-        .take(inp.n_tok)
-        .enumerate()
-    {
+    // Tokens by index: a zip of two chunk iterators keeps a division-by-zero
+    // panic path on some targets.
+    let (q_width, o_cols) = (dims.q_width, dims.o_cols);
+    for t in 0..inp.n_tok {
+        let (Some(qtok), Some(otok)) = (
+            inp.q.get(t * q_width..(t + 1) * q_width),
+            o.get_mut(t * o_cols..(t + 1) * o_cols),
+        ) else {
+            return Err(Fault::Rows);
+        };
         let len = inp.start + t + 1;
         // (a) q~_h = W_UK_h^T q_nope_h, by head groups.
         {
@@ -170,7 +168,7 @@ fn absorb_query(
     let (Some(a), Some(mut c)) = (Mat::new(q_nope, 1, n, n), MatMut::new(qt, 1, r, r)) else {
         return Err(Fault::Rows);
     };
-    ensure(gemm_nn_with(isa, &a, &w_uk, &mut c), Fault::Shapes)?;
+    gemm_nn(isa, &a, &w_uk, &mut c)?;
     qpe_out
         .iter_mut()
         .zip(q_pe)
@@ -225,10 +223,7 @@ fn split_rows(
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;
         let mut scores = MatMut::new(scores_t, cnt, hp, hp).ok_or(Fault::Slot)?;
-        ensure(
-            gemm_nn_with(isa, &block, &MatE::F32(bq), &mut scores),
-            Fault::Shapes,
-        )?;
+        gemm_nn(isa, &block, &MatE::F32(bq), &mut scores)?;
         if inp.rope_key == RopeKey::PerHead {
             // Head h's rope keys: one product per head (rows x q_pe_h) into a
             // column of `weights` (scratch until the weights are written there),
@@ -247,10 +242,7 @@ fn split_rows(
                     .get_mut(..cnt)
                     .and_then(|t| MatMut::new(t, cnt, 1, 1))
                     .ok_or(Fault::Slot)?;
-                ensure(
-                    gemm_nt_with(isa, &keys_pe, &MatE::F32(bq), &mut pe_col),
-                    Fault::Shapes,
-                )?;
+                gemm_nt(isa, &keys_pe, &MatE::F32(bq), &mut pe_col, None)?;
                 for (score_row, &v) in scores_t
                     .chunks_exact_mut(hp.max(1))
                     .zip(weights.iter())
@@ -296,10 +288,7 @@ fn split_rows(
         let probs = Mat::new(&*weights, h_n, cnt, ab).ok_or(Fault::Slot)?;
         let latents = Mat::new(rows, cnt, r, c).ok_or(Fault::Cache)?;
         let mut acc_mat = MatMut::new(latent_acc, h_n, r, r).ok_or(Fault::Slot)?;
-        ensure(
-            gemm_nn_with(isa, &probs, &MatE::F32(latents), &mut acc_mat),
-            Fault::Shapes,
-        )?;
+        gemm_nn(isa, &probs, &MatE::F32(latents), &mut acc_mat)?;
         b0 += cnt;
     }
     Ok(())
@@ -367,5 +356,5 @@ fn combine(
     kernels::scale(acc_h, 1.0 / l);
     let a = Mat::new(&*acc_h, 1, r, r).ok_or(Fault::Scratch)?;
     let w_uv = MatE::tensor_rows(inp.kv_b, h * (n + v) + n, v).ok_or(Fault::Weights)?;
-    ensure(gemm_nt_with(isa, &a, &w_uv, o_h), Fault::Shapes)
+    gemm_nt(isa, &a, &w_uv, o_h, None)
 }

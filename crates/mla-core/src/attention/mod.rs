@@ -50,8 +50,8 @@ pub use naive::naive;
 
 use crate::cache::LatentCache;
 use crate::config::{Dims, RopeKey};
-use crate::kernels::{self, Isa};
-use crate::parallel::MAX_TASKS;
+use crate::kernels::{self, Isa, Mat, MatE, MatMut};
+use crate::parallel::{Parallel, MAX_TASKS};
 use crate::plan::{ceil_div, max, min, round16, task_slot_bytes};
 use crate::weights::Tensor;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -103,11 +103,14 @@ pub struct Scratch<'a> {
     pub task_slots: &'a mut [f32],
 }
 
-/// What attention reads: dims, `kv_b_proj`, the cache (rows `0..start + n_tok`
-/// written, the last `n_tok` being this call's tokens), and the softmax scale.
+/// What attention reads: dims, the queries, `kv_b_proj`, the cache (rows
+/// `0..start + n_tok` written, the last `n_tok` being this call's tokens), the
+/// softmax scale, and where its tasks run.
 pub struct Inputs<'a, 'w, 'm> {
     /// Sizes.
     pub dims: &'a Dims,
+    /// `[n_tok][H][n+p]` queries, `q_pe` rotated.
+    pub q: &'a [f32],
     /// Rope key per head or shared.
     pub rope_key: RopeKey,
     /// `[H*(n+v)][r]`.
@@ -122,6 +125,8 @@ pub struct Inputs<'a, 'w, 'm> {
     pub n_tok: usize,
     /// Instruction set of the products and softmax blocks.
     pub isa: Isa,
+    /// The parallel-for of the tasks.
+    pub par: &'a Parallel<'m>,
 }
 
 impl Inputs<'_, '_, '_> {
@@ -212,6 +217,22 @@ fn ensure(ok: bool, fault: Fault) -> Result<(), Fault> {
     } else {
         Err(fault)
     }
+}
+
+/// `C += A B` (see [`kernels::gemm_nn`]); disagreeing shapes are a fault.
+fn gemm_nn(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> Result<(), Fault> {
+    ensure(kernels::gemm_nn_with(isa, a, b, c), Fault::Shapes)
+}
+
+/// `C = A B^T` (see [`kernels::gemm_nt_packed`]); disagreeing shapes are a fault.
+fn gemm_nt(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &MatE,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+) -> Result<(), Fault> {
+    ensure(kernels::gemm_nt_packed(isa, a, b, c, pack), Fault::Shapes)
 }
 
 /// The first [`Fault`] any task of a call met (tasks run on other threads and

@@ -1,21 +1,15 @@
 //! The naive path (prefill): per head, keys and values decompressed from the
 //! latent cache block by block, then standard attention for the call's tokens.
 
-use super::{blocks, ensure, Fault, FirstFault, Inputs, Scratch};
-use crate::kernels::{self, gemm_nn_with, Isa, Mat, MatE, MatMut};
-use crate::parallel::{Parallel, SharedMut};
+use super::{blocks, gemm_nn, gemm_nt, Fault, FirstFault, Inputs, Scratch};
+use crate::kernels::{self, Isa, Mat, MatE, MatMut};
+use crate::parallel::SharedMut;
 use crate::plan::NaiveSlot;
 
-/// Naive attention for the call's query tokens, block by block over the cache.
-/// `q`: `[n_tok][H][n+p]`; `o`: `[n_tok][H][v]`.
+/// Naive attention for the call's query tokens into `o` (`[n_tok][H][v]`),
+/// block by block over the cache.
 /// `Err`: a buffer does not match the plan (`o` then holds partial results).
-pub fn naive(
-    inp: &Inputs,
-    par: &Parallel,
-    q: &[f32],
-    scratch: &mut Scratch,
-    o: &mut [f32],
-) -> Result<(), Fault> {
+pub fn naive(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<(), Fault> {
     let dims = inp.dims;
     let slot_len = inp.slot_len()?;
     // Bytes of the slot layout; the packing scratch is the rest of the slot.
@@ -43,7 +37,7 @@ pub fn naive(
                 .saturating_mul(dims.qk + dims.v),
         );
     let fault = FirstFault::new();
-    par.for_each(groups, work, &|g| {
+    inp.par.for_each(groups, work, &|g| {
         // SAFETY: slot g belongs to this task alone.
         let Some(slot) = (unsafe { slots.slice(g * slot_len, slot_len) }) else {
             fault.record(Err(Fault::Scratch));
@@ -60,7 +54,7 @@ pub fn naive(
             fault.record(
                 o_head
                     .ok_or(Fault::Rows)
-                    .and_then(|mut o_head| naive_head(inp, h, q, &mut slot, &mut o_head)),
+                    .and_then(|mut o_head| naive_head(inp, h, &mut slot, &mut o_head)),
             );
         }
     });
@@ -92,7 +86,6 @@ impl<'s> SlotParts<'s> {
 fn naive_head(
     inp: &Inputs,
     h: usize,
-    q: &[f32],
     slot: &mut SlotParts,
     o_head: &mut MatMut,
 ) -> Result<(), Fault> {
@@ -138,14 +131,8 @@ fn naive_head(
         ) else {
             return Err(Fault::Slot);
         };
-        ensure(
-            kernels::gemm_nt_packed(isa, &latents, &w_uk, &mut k_out, Some(&mut *pack)),
-            Fault::Shapes,
-        )?;
-        ensure(
-            kernels::gemm_nt_packed(isa, &latents, &w_uv, &mut v_out, Some(&mut *pack)),
-            Fault::Shapes,
-        )?;
+        gemm_nt(isa, &latents, &w_uk, &mut k_out, Some(&mut *pack))?;
+        gemm_nt(isa, &latents, &w_uv, &mut v_out, Some(&mut *pack))?;
         for (k_row, c_row) in keys
             .chunks_exact_mut(qk.max(1))
             .zip(rows.chunks_exact(c.max(1)))
@@ -157,7 +144,8 @@ fn naive_head(
             dst.copy_from_slice(src);
         }
         let nq = n_tok - t0;
-        let q_head = q
+        let q_head = inp
+            .q
             .get(t0 * dims.q_width + h * qk..)
             .and_then(|qs| Mat::new(qs, nq, qk, dims.q_width))
             .ok_or(Fault::Rows)?;
@@ -169,15 +157,12 @@ fn naive_head(
         ) else {
             return Err(Fault::Slot);
         };
-        ensure(
-            kernels::gemm_nt_packed(
-                isa,
-                &q_head,
-                &MatE::F32(k_mat),
-                &mut s_out,
-                Some(&mut *pack),
-            ),
-            Fault::Shapes,
+        gemm_nt(
+            isa,
+            &q_head,
+            &MatE::F32(k_mat),
+            &mut s_out,
+            Some(&mut *pack),
         )?;
         for t in t0..n_tok {
             let valid = cnt.min(inp.start + t + 1 - b0);
@@ -205,10 +190,7 @@ fn naive_head(
         ) else {
             return Err(Fault::Slot);
         };
-        ensure(
-            gemm_nn_with(isa, &p_mat, &MatE::F32(v_mat), &mut o_block),
-            Fault::Shapes,
-        )?;
+        gemm_nn(isa, &p_mat, &MatE::F32(v_mat), &mut o_block)?;
         b0 += cnt;
     }
     for (t, &sum_t) in running_sum.iter().enumerate().take(n_tok) {

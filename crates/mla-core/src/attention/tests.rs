@@ -130,6 +130,24 @@ impl Layer {
     }
 }
 
+/// DeepSeek-V2-Lite's kind of layer (shared rope key, no query LoRA, YaRN)
+/// at a small size: H 4, r 16, n 8, p 4, v 8.
+pub(crate) fn small_v2_lite(hidden_size: u32, max_seq_len: u32, max_tokens: u32) -> Config {
+    Config {
+        hidden_size,
+        num_heads: 4,
+        q_lora_rank: 0,
+        kv_lora_rank: 16,
+        qk_nope_head_dim: 8,
+        qk_rope_head_dim: 4,
+        v_head_dim: 8,
+        max_seq_len,
+        max_tokens_per_call: max_tokens,
+        original_max_position: 64,
+        ..Config::deepseek_v2_lite()
+    }
+}
+
 /// A 64-byte aligned window of `len` bytes inside `buf`.
 pub(crate) fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
     buf.resize(len + 64, 0);
@@ -245,19 +263,7 @@ fn both_paths_match_the_reference_on_random_layers() {
 fn long_context_with_several_row_ranges_matches_the_reference() {
     // 300 cached rows: the absorbed path splits them into two ranges (SPLIT_ROWS
     // 256, blocks of 32) and combines them; the naive path runs 64-row blocks.
-    let cfg = Config {
-        hidden_size: 16,
-        num_heads: 4,
-        q_lora_rank: 0,
-        kv_lora_rank: 16,
-        qk_nope_head_dim: 8,
-        qk_rope_head_dim: 4,
-        v_head_dim: 8,
-        max_seq_len: 300,
-        max_tokens_per_call: 64,
-        original_max_position: 64,
-        ..Config::deepseek_v2_lite()
-    };
+    let cfg = small_v2_lite(16, 300, 64);
     let layer = Layer::new(cfg, 7, false, true, 300);
     let mut chunks = vec![64; 4];
     chunks.extend([8, 8, 8]);
