@@ -2,7 +2,7 @@
 //!
 //! An engine lives in one caller buffer (64-byte aligned). Like tflite-micro's
 //! recording allocator, one layout routine both sizes and places it: each
-//! layout below is written once, as a list of named regions, and [`layout!`]
+//! layout below is written once, as a list of named regions, and `layout!`
 //! expands it in two modes:
 //!
 //! - **count** (`const fn count`): every region's [`Span`] and the total bytes.
