@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn placing_takes_the_counted_spans_and_reports_what_does_not_fit() {
-        let cfg = Config::tutorial();
+        let cfg = crate::attention::tests::small_v2_lite(16, 64, 16);
         let dims = cfg.dims().unwrap();
         let count = Regions::count(&cfg, &dims).unwrap();
         let mut buf = Vec::new();
