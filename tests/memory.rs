@@ -1,8 +1,11 @@
 //! Arena-size regression tests: the exact bytes an engine needs for the presets
 //! are recorded here, so any change to the memory plan shows up in review; and
-//! the size query is exact (one byte less is refused, exactly enough works).
+//! the size query is exact (one byte less is refused, exactly enough works);
+//! and the plan's count mode (the size) and place mode (the engine's layout)
+//! agree region by region for random configs.
 
-use mla_core::{Config, DType, Engine, Status};
+use mla_core::plan::Regions;
+use mla_core::{Config, DType, Engine, RopeKey, Status, Tensor, Weights};
 use mla_testkit::*;
 
 /// (preset, cache dtype, max_seq_len, max_tokens_per_call) -> recorded bytes.
@@ -92,4 +95,82 @@ fn size_query_is_exact() {
     let mut out = vec![0f32; x.len()];
     e.forward(&x, &mut out).unwrap();
     assert!(rel_err(&out, &g.outputs()) <= 1e-5);
+}
+
+#[test]
+fn count_and_place_agree_on_random_configs() {
+    let mut s = 0x9e3779b97f4a7c15u64;
+    let mut rand = |lo: u32, hi: u32| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + ((s >> 33) as u32) % (hi - lo + 1)
+    };
+    for case in 0..200 {
+        let max_seq_len = rand(1, 3000);
+        let q_lora_rank = if rand(0, 1) == 1 { rand(1, 200) } else { 0 };
+        let cfg = Config {
+            hidden_size: rand(1, 300),
+            num_heads: rand(1, 20),
+            q_lora_rank,
+            kv_lora_rank: rand(1, 300),
+            qk_nope_head_dim: rand(1, 64),
+            qk_rope_head_dim: 2 * rand(1, 32),
+            v_head_dim: rand(1, 64),
+            max_seq_len,
+            max_tokens_per_call: rand(1, max_seq_len.min(300)),
+            rope_key: [RopeKey::Shared, RopeKey::PerHead][rand(0, 1) as usize],
+            q_norm: q_lora_rank > 0 && rand(0, 1) == 1,
+            cache_dtype: [DType::F32, DType::F16, DType::BF16][rand(0, 2) as usize],
+            ..Config::tutorial()
+        };
+        let dims = cfg.dims().unwrap();
+        let what = format!("case {case}: {cfg:?}");
+        let need = Engine::memory_bytes(&cfg).unwrap();
+        assert_eq!(Engine::memory_bytes_const(&cfg), need, "{what}");
+        let count = Regions::count(&cfg, &dims).unwrap();
+        assert_eq!(count.bytes, need, "{what}");
+
+        // Place mode consumes exactly the counted bytes, region by region.
+        let mut arena = Arena::new(need);
+        let mem = arena.get();
+        let base = mem.as_ptr();
+        let placed = Regions::place(mem, &cfg, &dims).unwrap();
+        assert_eq!(placed.bytes, need, "{what}");
+        for ((name, got), (_, want)) in placed.regions.spans_from(base).zip(count.regions.spans()) {
+            assert_eq!(got, want, "{what}: region {name}");
+        }
+
+        // And the engine places itself in exactly that much, not one byte less
+        // (zero weights: their values do not matter here).
+        let widest = [dims.q_width * dims.d.max(dims.rq), dims.kv_a_rows * dims.d]
+            .into_iter()
+            .chain([
+                dims.kv_b_rows * dims.r,
+                dims.d * dims.o_cols,
+                dims.rq * dims.d,
+            ])
+            .max()
+            .unwrap();
+        let zeros = vec![0f32; widest];
+        let t = |rows: usize, cols: usize| Tensor::f32(&zeros[..rows * cols], rows, cols).unwrap();
+        let lora = dims.rq > 0;
+        let w = Weights {
+            q_proj: (!lora).then(|| t(dims.q_width, dims.d)),
+            q_a_proj: lora.then(|| t(dims.rq, dims.d)),
+            q_a_layernorm: cfg.q_norm.then(|| t(1, dims.rq)),
+            q_b_proj: lora.then(|| t(dims.q_width, dims.rq)),
+            kv_a_proj_with_mqa: t(dims.kv_a_rows, dims.d),
+            kv_a_layernorm: t(1, dims.r),
+            kv_b_proj: t(dims.kv_b_rows, dims.r),
+            o_proj: t(dims.d, dims.o_cols),
+            q_a_proj_bias: None,
+            kv_a_proj_bias: None,
+            o_proj_bias: None,
+        };
+        let mem = arena.get();
+        let e = Engine::new(&cfg, &w, &mut mem[..need - 1]).err().unwrap();
+        assert_eq!(e.status(), Status::BufferTooSmall, "{what}");
+        assert!(Engine::new(&cfg, &w, mem).is_ok(), "{what}");
+    }
 }

@@ -9,24 +9,13 @@
 //! writes the new tokens there and only then raises `len`, so a call that fails
 //! leaves the state untouched.
 
-use crate::dtype::DType;
-use half::{bf16, f16};
-
-/// Storage of the rows, `[capacity][row]`.
-#[derive(Debug)]
-pub enum CacheData<'m> {
-    /// f32 rows.
-    F32(&'m mut [f32]),
-    /// f16 rows.
-    F16(&'m mut [f16]),
-    /// bf16 rows.
-    BF16(&'m mut [bf16]),
-}
+use crate::dtype::{DType, ElemsMut};
 
 /// The latent cache: `capacity` rows of `row` values, the first `len` valid.
 #[derive(Debug)]
 pub struct LatentCache<'m> {
-    data: CacheData<'m>,
+    /// `[capacity][row]` elements of the cache dtype.
+    data: ElemsMut<'m>,
     row: usize,
     capacity: usize,
     len: usize,
@@ -38,13 +27,8 @@ impl<'m> LatentCache<'m> {
     pub fn new(bytes: &'m mut [u8], dtype: DType, row: usize, capacity: usize) -> Option<Self> {
         let n = row.checked_mul(capacity)?;
         let bytes = bytes.get_mut(..n.checked_mul(dtype.size())?)?;
-        let data = match dtype {
-            DType::F32 => CacheData::F32(bytemuck::try_cast_slice_mut(bytes).ok()?),
-            DType::F16 => CacheData::F16(bytemuck::try_cast_slice_mut(bytes).ok()?),
-            DType::BF16 => CacheData::BF16(bytemuck::try_cast_slice_mut(bytes).ok()?),
-        };
         Some(LatentCache {
-            data,
+            data: ElemsMut::from_bytes(bytes, dtype)?,
             row,
             capacity,
             len: 0,
@@ -73,11 +57,7 @@ impl<'m> LatentCache<'m> {
 
     /// Storage dtype.
     pub fn dtype(&self) -> DType {
-        match self.data {
-            CacheData::F32(_) => DType::F32,
-            CacheData::F16(_) => DType::F16,
-            CacheData::BF16(_) => DType::BF16,
-        }
+        self.data.dtype()
     }
 
     /// Forgets tokens `len..`; returns false (and changes nothing) if `len > self.len()`.
@@ -110,56 +90,31 @@ impl<'m> LatentCache<'m> {
     /// valid state: the engine only writes slots `>= len`.
     pub(crate) fn write_row(&mut self, slot: usize, src: &[f32]) {
         let start = slot.saturating_mul(self.row);
-        let row = self.row;
-        match &mut self.data {
-            CacheData::F32(d) => {
-                if let Some(dst) = d.get_mut(start..start.saturating_add(row)) {
-                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
-                }
-            }
-            CacheData::F16(d) => {
-                if let Some(dst) = d.get_mut(start..start.saturating_add(row)) {
-                    dst.iter_mut()
-                        .zip(src)
-                        .for_each(|(d, &s)| *d = f16::from_f32(s));
-                }
-            }
-            CacheData::BF16(d) => {
-                if let Some(dst) = d.get_mut(start..start.saturating_add(row)) {
-                    dst.iter_mut()
-                        .zip(src)
-                        .for_each(|(d, &s)| *d = bf16::from_f32(s));
-                }
-            }
+        if let Some(mut dst) = self.data.slice_mut(start, self.row) {
+            dst.narrow_from(src);
         }
     }
 
     /// Rows `start..start + count` as f32 `[count][row]`: borrowed directly for an
-    /// f32 cache, widened into `tmp` otherwise. Returns an empty slice when out of
-    /// range (including `tmp` too small).
-    pub fn rows<'s>(&'s self, start: usize, count: usize, tmp: &'s mut [f32]) -> &'s [f32] {
-        let (Some(a), Some(n)) = (start.checked_mul(self.row), count.checked_mul(self.row)) else {
+    /// f32 cache, widened into `widen` otherwise. Returns an empty slice when out
+    /// of range (including `widen` too small).
+    pub fn rows<'s>(&'s self, start: usize, count: usize, widen: &'s mut [f32]) -> &'s [f32] {
+        let (Some(first), Some(n)) = (start.checked_mul(self.row), count.checked_mul(self.row))
+        else {
             return &[];
         };
-        let Some(b) = a.checked_add(n) else {
+        let Some(stored) = self.data.as_elems().slice(first, n) else {
             return &[];
         };
-        match &self.data {
-            CacheData::F32(d) => d.get(a..b).unwrap_or(&[]),
-            CacheData::F16(d) => match (d.get(a..b), tmp.get_mut(..n)) {
-                (Some(src), Some(dst)) => {
-                    dst.iter_mut().zip(src).for_each(|(o, v)| *o = v.to_f32());
-                    dst
-                }
-                _ => &[],
-            },
-            CacheData::BF16(d) => match (d.get(a..b), tmp.get_mut(..n)) {
-                (Some(src), Some(dst)) => {
-                    dst.iter_mut().zip(src).for_each(|(o, v)| *o = v.to_f32());
-                    dst
-                }
-                _ => &[],
-            },
+        if let Some(rows) = stored.as_f32() {
+            return rows;
+        }
+        match widen.get_mut(..n) {
+            Some(dst) => {
+                stored.widen_into(dst);
+                dst
+            }
+            None => &[],
         }
     }
 }

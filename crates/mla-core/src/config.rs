@@ -7,7 +7,7 @@
 //! overflow, that the rest of the engine uses.
 
 use crate::dtype::DType;
-use crate::status::{err, Error, Result, Status};
+use crate::status::{err, Result, Status};
 
 /// Order of the rotated pairs inside a rope vector of `p` values (`mla_rope_layout`).
 #[repr(u32)]
@@ -306,6 +306,64 @@ pub struct Config {
     pub index_kpool_tail: bool,
 }
 
+/// `?` for const fns (the `Try` trait is not const).
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        }
+    };
+}
+
+const fn bad(field: &'static str, rule: &'static str) -> ConfigFault {
+    ConfigFault {
+        field,
+        rule,
+        value: None,
+    }
+}
+
+const fn pos(field: &'static str, v: u32) -> core::result::Result<usize, ConfigFault> {
+    if v == 0 {
+        Err(bad(field, "must be > 0"))
+    } else {
+        Ok(v as usize)
+    }
+}
+
+const fn finite_pos(field: &'static str, x: f32) -> core::result::Result<(), ConfigFault> {
+    if x.is_finite() && x > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, "must be finite and > 0"))
+    }
+}
+
+/// The value of a checked size computation, or the fault "`what`: dimensions overflow".
+const fn fits(v: Option<usize>, what: &'static str) -> core::result::Result<usize, ConfigFault> {
+    match v {
+        Some(x) => Ok(x),
+        None => Err(bad(what, "dimensions overflow")),
+    }
+}
+
+/// `v` when it is a byte count one object can hold (at most `isize::MAX`).
+const fn addressable(v: Option<usize>) -> Option<usize> {
+    match v {
+        Some(x) if x <= isize::MAX as usize => Some(x),
+        _ => None,
+    }
+}
+
+/// `v` when it fits a 32-bit tensor dimension.
+const fn below_u32(v: Option<usize>) -> Option<usize> {
+    match v {
+        Some(x) if x <= u32::MAX as usize => Some(x),
+        _ => None,
+    }
+}
+
 /// The ABI-2 fields of every preset (no mechanism beyond DESIGN 2.1).
 const PLAIN: Config = Config {
     hidden_size: 0,
@@ -491,28 +549,28 @@ impl Config {
 
     /// Validates and returns the derived sizes.
     pub fn dims(&self) -> Result<Dims> {
-        let bad =
-            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
-        let pos = |field: &str, v: u32| -> Result<usize> {
-            if v == 0 {
-                Err(bad(field, "must be > 0"))
-            } else {
-                Ok(v as usize)
-            }
-        };
-        let d = pos("hidden_size", self.hidden_size)?;
-        let h = pos("num_heads", self.num_heads)?;
-        let r = pos("kv_lora_rank", self.kv_lora_rank)?;
-        let n = pos("qk_nope_head_dim", self.qk_nope_head_dim)?;
+        self.derive_dims().map_err(|f| match f.value {
+            Some(v) => err(Status::InvalidConfig, f.field).s(": ").n(v).s(f.rule),
+            None => err(Status::InvalidConfig, f.field).s(": ").s(f.rule),
+        })
+    }
+
+    /// [`Config::dims`] for const contexts (a firmware sizing a `static` arena):
+    /// the same checks, in the same order, with the fault as plain strings.
+    pub const fn derive_dims(&self) -> core::result::Result<Dims, ConfigFault> {
+        let d = tri!(pos("hidden_size", self.hidden_size));
+        let h = tri!(pos("num_heads", self.num_heads));
+        let r = tri!(pos("kv_lora_rank", self.kv_lora_rank));
+        let n = tri!(pos("qk_nope_head_dim", self.qk_nope_head_dim));
         // p = 0 (no rope slot) only without rotation (NoPE).
-        let p = if self.rope_type == RopeType::None {
+        let p = if matches!(self.rope_type, RopeType::None) {
             self.qk_rope_head_dim as usize
         } else {
-            pos("qk_rope_head_dim", self.qk_rope_head_dim)?
+            tri!(pos("qk_rope_head_dim", self.qk_rope_head_dim))
         };
-        let v = pos("v_head_dim", self.v_head_dim)?;
-        let max_seq = pos("max_seq_len", self.max_seq_len)?;
-        let max_tok = pos("max_tokens_per_call", self.max_tokens_per_call)?;
+        let v = tri!(pos("v_head_dim", self.v_head_dim));
+        let max_seq = tri!(pos("max_seq_len", self.max_seq_len));
+        let max_tok = tri!(pos("max_tokens_per_call", self.max_tokens_per_call));
         let rq = self.q_lora_rank as usize;
         if p % 2 != 0 {
             return Err(bad("qk_rope_head_dim", "must be even (RoPE rotates pairs)"));
@@ -526,19 +584,12 @@ impl Config {
                 "needs q_lora_rank > 0 (the norm acts on the query latent)",
             ));
         }
-        let finite_pos = |field: &str, x: f32| -> Result<()> {
-            if x.is_finite() && x > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(field, "must be finite and > 0"))
-            }
-        };
-        finite_pos("rms_norm_eps", self.rms_norm_eps)?;
+        tri!(finite_pos("rms_norm_eps", self.rms_norm_eps));
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(bad("rope_theta", "must be finite and > 1"));
         }
-        self.check_rope(p)?;
-        self.check_mechanisms(rq, p)?;
+        tri!(self.check_rope(p));
+        tri!(self.check_mechanisms(rq, p));
         if !(self.softmax_scale.is_finite() && self.softmax_scale >= 0.0) {
             return Err(bad(
                 "softmax_scale",
@@ -548,44 +599,36 @@ impl Config {
 
         // Derived sizes, each checked for overflow; the total engine size is also
         // checked by the memory plan.
-        let ovf = |what: &str| bad(what, "dimensions overflow");
-        let qk = n.checked_add(p).ok_or_else(|| ovf("qk_head_dim"))?;
-        let q_width = h
-            .checked_mul(qk)
-            .ok_or_else(|| ovf("num_heads * (n + p)"))?;
+        let qk = tri!(fits(n.checked_add(p), "qk_head_dim"));
+        let q_width = tri!(fits(h.checked_mul(qk), "num_heads * (n + p)"));
         let rope_k = match self.rope_key {
             RopeKey::Shared => p,
-            RopeKey::PerHead => h.checked_mul(p).ok_or_else(|| ovf("num_heads * p"))?,
+            RopeKey::PerHead => tri!(fits(h.checked_mul(p), "num_heads * p")),
         };
-        let kv_a_rows = r
-            .checked_add(rope_k)
-            .ok_or_else(|| ovf("kv_lora_rank + rope"))?;
-        let nv = n.checked_add(v).ok_or_else(|| ovf("n + v"))?;
-        let kv_b_rows = h
-            .checked_mul(nv)
-            .ok_or_else(|| ovf("num_heads * (n + v)"))?;
-        let o_cols = h.checked_mul(v).ok_or_else(|| ovf("num_heads * v"))?;
+        let kv_a_rows = tri!(fits(r.checked_add(rope_k), "kv_lora_rank + rope"));
+        // <= kv_a_rows (rope_k >= p), so this never fails first.
+        let absorbed_width = tri!(fits(r.checked_add(p), "kv_lora_rank + p"));
+        let nv = tri!(fits(n.checked_add(v), "n + v"));
+        let kv_b_rows = tri!(fits(h.checked_mul(nv), "num_heads * (n + v)"));
+        let o_cols = tri!(fits(h.checked_mul(v), "num_heads * v"));
         let cache_row = kv_a_rows;
-        let cache_bytes_per_token = cache_row
-            .checked_mul(self.cache_dtype.size())
-            .ok_or_else(|| ovf("cache row"))?;
+        let cache_bytes_per_token = tri!(fits(
+            cache_row.checked_mul(self.cache_dtype.size()),
+            "cache row"
+        ));
         // The cache is one slice: its bytes must fit isize, not just usize.
-        cache_bytes_per_token
-            .checked_mul(max_seq)
-            .filter(|&b| b <= isize::MAX as usize)
-            .ok_or_else(|| ovf("max_seq_len * cache row"))?;
+        tri!(fits(
+            addressable(cache_bytes_per_token.checked_mul(max_seq)),
+            "max_seq_len * cache row"
+        ));
         // Products with d must fit (weights are indexed by row * d).
-        for (what, rows) in [
-            ("q rows", q_width),
-            ("kv_a rows", kv_a_rows),
-            ("o_proj", o_cols),
-        ] {
-            rows.checked_mul(d).ok_or_else(|| ovf(what))?;
-        }
-        kv_b_rows.checked_mul(r).ok_or_else(|| ovf("kv_b_proj"))?;
+        tri!(fits(q_width.checked_mul(d), "q rows"));
+        tri!(fits(kv_a_rows.checked_mul(d), "kv_a rows"));
+        tri!(fits(o_cols.checked_mul(d), "o_proj"));
+        tri!(fits(kv_b_rows.checked_mul(r), "kv_b_proj"));
         if rq > 0 {
-            rq.checked_mul(d.max(q_width))
-                .ok_or_else(|| ovf("q_lora_rank"))?;
+            let widest = if d > q_width { d } else { q_width };
+            tri!(fits(rq.checked_mul(widest), "q_lora_rank"));
         }
         // Every weight's rows and columns must fit the 32-bit fields of the C
         // `mla_tensor` (d, r_q and r are u32 already; these are the derived ones).
@@ -593,72 +636,90 @@ impl Config {
             RopeKey::Shared => "kv_lora_rank + qk_rope_head_dim",
             RopeKey::PerHead => "kv_lora_rank + num_heads * qk_rope_head_dim",
         };
-        for (what, n, role) in [
+        let limits = [
             (
                 "num_heads * (qk_nope_head_dim + qk_rope_head_dim)",
                 q_width,
-                " rows of q_proj / q_b_proj",
+                " rows of q_proj / q_b_proj, above the 32-bit limit of a weight tensor",
             ),
-            (rope_rows, kv_a_rows, " rows of kv_a_proj_with_mqa"),
+            (
+                rope_rows,
+                kv_a_rows,
+                " rows of kv_a_proj_with_mqa, above the 32-bit limit of a weight tensor",
+            ),
             (
                 "num_heads * (qk_nope_head_dim + v_head_dim)",
                 kv_b_rows,
-                " rows of kv_b_proj",
+                " rows of kv_b_proj, above the 32-bit limit of a weight tensor",
             ),
-            ("num_heads * v_head_dim", o_cols, " columns of o_proj"),
-        ] {
-            if n > u32::MAX as usize {
-                return Err(err(Status::InvalidConfig, what)
-                    .s(": ")
-                    .n(n)
-                    .s(role)
-                    .s(", above the 32-bit limit of a weight tensor"));
+            (
+                "num_heads * v_head_dim",
+                o_cols,
+                " columns of o_proj, above the 32-bit limit of a weight tensor",
+            ),
+        ];
+        let mut i = 0;
+        while i < limits.len() {
+            let (field, value, rule) = limits[i];
+            if value > u32::MAX as usize {
+                return Err(ConfigFault {
+                    field,
+                    rule,
+                    value: Some(value),
+                });
             }
+            i += 1;
         }
         // The fused query+gate projection (axk2) adds v gate rows per head and
         // reads [RMSNorm(c_q) ; c_q].
-        let (q_b_rows, q_b_cols) = if self.gate == Gate::FusedQ {
-            let rows = qk
-                .checked_add(v)
-                .and_then(|w| w.checked_mul(h))
-                .filter(|&w| w <= u32::MAX as usize)
-                .ok_or_else(|| ovf("num_heads * (n + p + v)"))?;
-            (
-                rows,
-                rq.checked_mul(2).ok_or_else(|| ovf("2 * q_lora_rank"))?,
-            )
+        let (q_b_rows, q_b_cols) = if matches!(self.gate, Gate::FusedQ) {
+            let rows = tri!(fits(
+                below_u32(match qk.checked_add(v) {
+                    Some(w) => w.checked_mul(h),
+                    None => None,
+                }),
+                "num_heads * (n + p + v)"
+            ));
+            (rows, tri!(fits(rq.checked_mul(2), "2 * q_lora_rank")))
         } else {
             (q_width, rq)
         };
-        q_b_rows
-            .checked_mul(q_b_cols.max(1))
-            .ok_or_else(|| ovf("q_b_proj"))?;
+        tri!(fits(
+            q_b_rows.checked_mul(if q_b_cols > 0 { q_b_cols } else { 1 }),
+            "q_b_proj"
+        ));
         let cache_rows = if self.kv_shared {
             0
         } else if self.sliding_window > 0 {
-            (self.sliding_window as usize - 1)
-                .saturating_add(max_tok)
-                .min(max_seq)
+            let w = (self.sliding_window as usize - 1).saturating_add(max_tok);
+            if w < max_seq {
+                w
+            } else {
+                max_seq
+            }
         } else {
             max_seq
         };
-        let (index_heads, index_dim) = if self.dsa == Dsa::Full {
+        let (index_heads, index_dim) = if matches!(self.dsa, Dsa::Full) {
             (self.index_n_heads as usize, self.index_head_dim as usize)
         } else {
             (0, 0)
         };
-        let index_width = index_heads
-            .checked_mul(index_dim)
-            .filter(|&w| w <= u32::MAX as usize)
-            .ok_or_else(|| ovf("index_n_heads * index_head_dim"))?;
-        index_width
-            .checked_mul(d.max(rq))
-            .ok_or_else(|| ovf("index_wq_b"))?;
-        index_dim
-            .checked_mul(self.index_cache_dtype.size())
-            .and_then(|b| b.checked_mul(max_seq))
-            .filter(|&b| b <= isize::MAX as usize)
-            .ok_or_else(|| ovf("max_seq_len * index_head_dim"))?;
+        let index_width = tri!(fits(
+            below_u32(index_heads.checked_mul(index_dim)),
+            "index_n_heads * index_head_dim"
+        ));
+        tri!(fits(
+            index_width.checked_mul(if d > rq { d } else { rq }),
+            "index_wq_b"
+        ));
+        tri!(fits(
+            addressable(match index_dim.checked_mul(self.index_cache_dtype.size()) {
+                Some(b) => b.checked_mul(max_seq),
+                None => None,
+            }),
+            "max_seq_len * index_head_dim"
+        ));
         Ok(Dims {
             d,
             h,
@@ -670,6 +731,7 @@ impl Config {
             qk,
             q_width,
             rope_k,
+            absorbed_width,
             kv_a_rows,
             kv_b_rows,
             o_cols,
@@ -687,30 +749,15 @@ impl Config {
     }
 
     /// The RoPE fields for the configured `rope_type` (`p`: the rotated width).
-    fn check_rope(&self, p: usize) -> Result<()> {
-        let bad =
-            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
-        let finite_pos = |field: &str, x: f32| -> Result<()> {
-            if x.is_finite() && x > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(field, "must be finite and > 0"))
-            }
-        };
-        let needs_l0 = |why: &str| -> Result<()> {
-            if self.original_max_position == 0 {
-                Err(bad("original_max_position", why))
-            } else {
-                Ok(())
-            }
-        };
+    const fn check_rope(&self, p: usize) -> core::result::Result<(), ConfigFault> {
         if !(self.rope_attention_factor.is_finite() && self.rope_attention_factor >= 0.0) {
             return Err(bad(
                 "rope_attention_factor",
                 "must be finite and >= 0 (0 = derived)",
             ));
         }
-        finite_pos("rope_factor", self.rope_factor)?;
+        tri!(finite_pos("rope_factor", self.rope_factor));
+        let needs_l0 = self.original_max_position == 0;
         match self.rope_type {
             RopeType::Default | RopeType::None => {
                 if self.rope_factor > 1.0 {
@@ -722,9 +769,11 @@ impl Config {
             }
             RopeType::Linear => {}
             RopeType::Yarn => {
-                needs_l0("must be > 0 for YaRN")?;
-                finite_pos("beta_slow", self.beta_slow)?;
-                finite_pos("beta_fast", self.beta_fast)?;
+                if needs_l0 {
+                    return Err(bad("original_max_position", "must be > 0 for YaRN"));
+                }
+                tri!(finite_pos("beta_slow", self.beta_slow));
+                tri!(finite_pos("beta_fast", self.beta_fast));
                 if self.beta_fast <= self.beta_slow {
                     return Err(bad("beta_fast", "must be > beta_slow"));
                 }
@@ -733,9 +782,17 @@ impl Config {
                 }
             }
             RopeType::Llama3 => {
-                needs_l0("must be > 0 for llama3 RoPE")?;
-                finite_pos("rope_low_freq_factor", self.rope_low_freq_factor)?;
-                finite_pos("rope_high_freq_factor", self.rope_high_freq_factor)?;
+                if needs_l0 {
+                    return Err(bad("original_max_position", "must be > 0 for llama3 RoPE"));
+                }
+                tri!(finite_pos(
+                    "rope_low_freq_factor",
+                    self.rope_low_freq_factor
+                ));
+                tri!(finite_pos(
+                    "rope_high_freq_factor",
+                    self.rope_high_freq_factor
+                ));
                 if self.rope_high_freq_factor <= self.rope_low_freq_factor {
                     return Err(bad(
                         "rope_high_freq_factor",
@@ -744,7 +801,9 @@ impl Config {
                 }
             }
             RopeType::LongRope => {
-                needs_l0("must be > 0 for longrope")?;
+                if needs_l0 {
+                    return Err(bad("original_max_position", "must be > 0 for longrope"));
+                }
                 let half = p / 2;
                 if half > MAX_ROPE_FACTORS {
                     return Err(bad(
@@ -752,17 +811,26 @@ impl Config {
                         "longrope holds at most 64 factors (p <= 128)",
                     ));
                 }
-                for (field, f) in [
-                    ("rope_short_factor", &self.rope_short_factor),
-                    ("rope_long_factor", &self.rope_long_factor),
-                ] {
-                    if f.iter().take(half).any(|x| !(x.is_finite() && *x > 0.0)) {
-                        return Err(bad(field, "the first p/2 factors must be finite and > 0"));
+                let mut i = 0;
+                while i < half {
+                    let (s, l) = (self.rope_short_factor[i], self.rope_long_factor[i]);
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(bad(
+                            "rope_short_factor",
+                            "the first p/2 factors must be finite and > 0",
+                        ));
                     }
+                    if !(l.is_finite() && l > 0.0) {
+                        return Err(bad(
+                            "rope_long_factor",
+                            "the first p/2 factors must be finite and > 0",
+                        ));
+                    }
+                    i += 1;
                 }
             }
         }
-        if self.rope_freq_alpha && self.rope_type == RopeType::None {
+        if self.rope_freq_alpha && matches!(self.rope_type, RopeType::None) {
             return Err(bad(
                 "rope_freq_alpha",
                 "needs a rotary embedding (rope_type is none)",
@@ -775,22 +843,13 @@ impl Config {
     }
 
     /// The fields of the mechanisms beyond DESIGN 2.1 (`rq`, `p`: dims).
-    fn check_mechanisms(&self, rq: usize, p: usize) -> Result<()> {
-        let bad =
-            |field: &str, why: &str| -> Error { err(Status::InvalidConfig, field).s(": ").s(why) };
-        let finite_pos = |field: &str, x: f32| -> Result<()> {
-            if x.is_finite() && x > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(field, "must be finite and > 0"))
-            }
-        };
-        finite_pos("q_latent_scale", self.q_latent_scale)?;
-        finite_pos("kv_latent_scale", self.kv_latent_scale)?;
+    const fn check_mechanisms(&self, rq: usize, p: usize) -> core::result::Result<(), ConfigFault> {
+        tri!(finite_pos("q_latent_scale", self.q_latent_scale));
+        tri!(finite_pos("kv_latent_scale", self.kv_latent_scale));
         if self.q_latent_scale != 1.0 && rq == 0 {
             return Err(bad("q_latent_scale", "needs q_lora_rank > 0"));
         }
-        if self.query_scale == QueryScale::Llama4 {
+        if matches!(self.query_scale, QueryScale::Llama4) {
             if self.query_scale_length == 0 {
                 return Err(bad("query_scale_length", "must be > 0 for Llama 4 scaling"));
             }
@@ -798,7 +857,7 @@ impl Config {
                 return Err(bad("query_scale_beta", "must be finite"));
             }
         }
-        if self.gate == Gate::FusedQ && !(rq > 0 && self.q_norm) {
+        if matches!(self.gate, Gate::FusedQ) && !(rq > 0 && self.q_norm) {
             return Err(bad(
                 "gate",
                 "fused query+gate needs q_lora_rank > 0 and q_norm",
@@ -818,30 +877,31 @@ impl Config {
                 }
             }
             Dsa::Full => {
-                for (field, v) in [
-                    ("index_n_heads", self.index_n_heads),
-                    ("index_head_dim", self.index_head_dim),
-                    ("index_topk", self.index_topk),
-                ] {
-                    if v == 0 {
-                        return Err(bad(field, "must be > 0 for sparse attention"));
-                    }
+                if self.index_n_heads == 0 {
+                    return Err(bad("index_n_heads", "must be > 0 for sparse attention"));
                 }
-                if self.index_rope != IndexRope::None && (self.index_head_dim as usize) < p {
+                if self.index_head_dim == 0 {
+                    return Err(bad("index_head_dim", "must be > 0 for sparse attention"));
+                }
+                if self.index_topk == 0 {
+                    return Err(bad("index_topk", "must be > 0 for sparse attention"));
+                }
+                if !matches!(self.index_rope, IndexRope::None) && (self.index_head_dim as usize) < p
+                {
                     return Err(bad(
                         "index_head_dim",
                         "must be >= qk_rope_head_dim (part of it is rotated)",
                     ));
                 }
-                if self.index_q_input == IndexQInput::QLatent && rq == 0 {
+                if matches!(self.index_q_input, IndexQInput::QLatent) && rq == 0 {
                     return Err(bad(
                         "index_q_input",
                         "the query latent needs q_lora_rank > 0",
                     ));
                 }
-                finite_pos("index_k_norm_eps", self.index_k_norm_eps)?;
-                finite_pos("index_q_norm_eps", self.index_q_norm_eps)?;
-                if self.index_cache_dtype == DType::F16 {
+                tri!(finite_pos("index_k_norm_eps", self.index_k_norm_eps));
+                tri!(finite_pos("index_q_norm_eps", self.index_q_norm_eps));
+                if matches!(self.index_cache_dtype, DType::F16) {
                     return Err(bad("index_cache_dtype", "must be f32 or bf16"));
                 }
                 if self.index_kpool > 0 && self.index_topk < self.index_kpool {
@@ -934,6 +994,20 @@ impl Config {
     }
 }
 
+/// Why a [`Config`] is invalid: the field (or derived size) and the rule it
+/// breaks. [`Config::dims`] turns it into an `InvalidConfig` error
+/// "`field`: `rule`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigFault {
+    /// The offending field, or the derived size that overflows.
+    pub field: &'static str,
+    /// The rule it breaks.
+    pub rule: &'static str,
+    /// The offending value, for a derived size past a limit: the message is then
+    /// "`field`: `value``rule`".
+    pub value: Option<usize>,
+}
+
 /// Sizes derived from a valid [`Config`] (all products known not to overflow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
@@ -957,6 +1031,8 @@ pub struct Dims {
     pub q_width: usize,
     /// Rope-key width per token: p (shared) or H * p (per head)
     pub rope_k: usize,
+    /// r + p: width of an absorbed query `[q~ | q_pe]`
+    pub absorbed_width: usize,
     /// r + rope_k: rows of kv_a_proj_with_mqa
     pub kv_a_rows: usize,
     /// H * (n + v): rows of kv_b_proj

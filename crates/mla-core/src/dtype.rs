@@ -1,4 +1,6 @@
-//! Element types of weights and of the latent cache, and borrowed typed slices.
+//! Element types of weights and of the latent cache, and typed slices of them:
+//! [`DType`] names a type, [`Element`] is its Rust type, [`Elems`] and
+//! [`ElemsMut`] borrow runs of it.
 
 use half::{bf16, f16};
 
@@ -43,6 +45,97 @@ impl DType {
     }
 }
 
+/// A storage element type: the Rust type of one [`DType`].
+///
+/// Every per-type difference of [`Elems`] and [`ElemsMut`] goes through this
+/// trait and the two dispatch macros below, so a new element type is one
+/// variant of each enum, one arm of each macro and one `impl` here (plus its
+/// kernels).
+pub trait Element: bytemuck::Pod + Send + Sync {
+    /// Its dtype.
+    const DTYPE: DType;
+    /// Widens one element.
+    fn to_f32(self) -> f32;
+    /// Rounds an f32 to this type (round to nearest even).
+    fn from_f32(v: f32) -> Self;
+    /// A slice of this type as [`Elems`].
+    fn elems(s: &[Self]) -> Elems<'_>;
+    /// A mutable slice of this type as [`ElemsMut`].
+    fn elems_mut(s: &mut [Self]) -> ElemsMut<'_>;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn elems(s: &[Self]) -> Elems<'_> {
+        Elems::F32(s)
+    }
+    fn elems_mut(s: &mut [Self]) -> ElemsMut<'_> {
+        ElemsMut::F32(s)
+    }
+}
+
+/// [`Element`] for a 16-bit float type of `half` (its own conversions).
+macro_rules! half_element {
+    ($t:ident, $variant:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn to_f32(self) -> f32 {
+                $t::to_f32(self)
+            }
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn elems(s: &[Self]) -> Elems<'_> {
+                Elems::$variant(s)
+            }
+            fn elems_mut(s: &mut [Self]) -> ElemsMut<'_> {
+                ElemsMut::$variant(s)
+            }
+        }
+    };
+}
+
+half_element!(f16, F16);
+half_element!(bf16, BF16);
+
+/// `$body` with `$s` bound to the slice inside `$value` (an [`Elems`] or
+/// [`ElemsMut`], named by `$kind`), whatever its element type.
+macro_rules! with_slice {
+    ($value:expr, $kind:ident, |$s:ident| $body:expr) => {
+        match $value {
+            $kind::F32($s) => $body,
+            $kind::F16($s) => $body,
+            $kind::BF16($s) => $body,
+        }
+    };
+}
+
+/// `$body` with the type `$t` set to the [`Element`] of `$dtype`.
+macro_rules! with_type {
+    ($dtype:expr, |$t:ident| $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            DType::F16 => {
+                type $t = f16;
+                $body
+            }
+            DType::BF16 => {
+                type $t = bf16;
+                $body
+            }
+        }
+    };
+}
+
 /// A borrowed, typed run of elements (row-major tensor data).
 #[derive(Clone, Copy, Debug)]
 pub enum Elems<'a> {
@@ -57,11 +150,7 @@ pub enum Elems<'a> {
 impl<'a> Elems<'a> {
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match self {
-            Elems::F32(s) => s.len(),
-            Elems::F16(s) => s.len(),
-            Elems::BF16(s) => s.len(),
-        }
+        with_slice!(self, Elems, |s| s.len())
     }
 
     /// True when there are no elements.
@@ -71,46 +160,99 @@ impl<'a> Elems<'a> {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        match self {
-            Elems::F32(_) => DType::F32,
-            Elems::F16(_) => DType::F16,
-            Elems::BF16(_) => DType::BF16,
+        fn of<T: Element>(_: &[T]) -> DType {
+            T::DTYPE
         }
+        with_slice!(self, Elems, |s| of(s))
     }
 
     /// Sub-range `start..start + len`, or `None` if out of bounds.
     pub fn slice(&self, start: usize, len: usize) -> Option<Elems<'a>> {
         let end = start.checked_add(len)?;
-        Some(match *self {
-            Elems::F32(s) => Elems::F32(s.get(start..end)?),
-            Elems::F16(s) => Elems::F16(s.get(start..end)?),
-            Elems::BF16(s) => Elems::BF16(s.get(start..end)?),
-        })
+        with_slice!(*self, Elems, |s| Some(Element::elems(s.get(start..end)?)))
+    }
+
+    /// The elements when they are f32 (no conversion), else `None`.
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        match *self {
+            Elems::F32(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Widens elements into `out` (`out.len()` elements from the start).
     pub fn widen_into(&self, out: &mut [f32]) {
-        match self {
-            Elems::F32(s) => out.iter_mut().zip(s.iter()).for_each(|(o, v)| *o = *v),
-            Elems::F16(s) => out
-                .iter_mut()
-                .zip(s.iter())
-                .for_each(|(o, v)| *o = v.to_f32()),
-            Elems::BF16(s) => out
-                .iter_mut()
-                .zip(s.iter())
-                .for_each(|(o, v)| *o = v.to_f32()),
-        }
+        with_slice!(self, Elems, |s| out
+            .iter_mut()
+            .zip(s.iter())
+            .for_each(|(o, v)| *o = v.to_f32()))
     }
 
     /// Borrows raw bytes as elements of `dtype`, checking length and alignment.
     /// Returns `None` when `bytes` is misaligned or not a whole number of elements.
     pub fn from_bytes(bytes: &'a [u8], dtype: DType) -> Option<Elems<'a>> {
-        Some(match dtype {
-            DType::F32 => Elems::F32(bytemuck::try_cast_slice(bytes).ok()?),
-            DType::F16 => Elems::F16(bytemuck::try_cast_slice(bytes).ok()?),
-            DType::BF16 => Elems::BF16(bytemuck::try_cast_slice(bytes).ok()?),
-        })
+        with_type!(dtype, |T| Some(T::elems(
+            bytemuck::try_cast_slice(bytes).ok()?
+        )))
+    }
+}
+
+/// A mutable, typed run of elements (the latent cache's storage).
+#[derive(Debug)]
+pub enum ElemsMut<'a> {
+    /// f32 elements.
+    F32(&'a mut [f32]),
+    /// f16 elements.
+    F16(&'a mut [f16]),
+    /// bf16 elements.
+    BF16(&'a mut [bf16]),
+}
+
+impl<'a> ElemsMut<'a> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.as_elems().len()
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.as_elems().dtype()
+    }
+
+    /// A read-only view.
+    pub fn as_elems(&self) -> Elems<'_> {
+        with_slice!(self, ElemsMut, |s| Element::elems(s))
+    }
+
+    /// Sub-range `start..start + len`, or `None` if out of bounds.
+    pub fn slice_mut(&mut self, start: usize, len: usize) -> Option<ElemsMut<'_>> {
+        let end = start.checked_add(len)?;
+        with_slice!(self, ElemsMut, |s| Some(Element::elems_mut(
+            s.get_mut(start..end)?
+        )))
+    }
+
+    /// Rounds `src` into the elements (`min(len, src.len())` from the start).
+    pub fn narrow_from(&mut self, src: &[f32]) {
+        fn store<T: Element>(dst: &mut [T], src: &[f32]) {
+            dst.iter_mut()
+                .zip(src)
+                .for_each(|(d, &v)| *d = T::from_f32(v));
+        }
+        with_slice!(self, ElemsMut, |s| store(s, src))
+    }
+
+    /// Borrows raw bytes as elements of `dtype`, checking length and alignment.
+    /// Returns `None` when `bytes` is misaligned or not a whole number of elements.
+    pub fn from_bytes(bytes: &'a mut [u8], dtype: DType) -> Option<ElemsMut<'a>> {
+        with_type!(dtype, |T| Some(T::elems_mut(
+            bytemuck::try_cast_slice_mut(bytes).ok()?
+        )))
     }
 }
 

@@ -1,138 +1,64 @@
-//! The engine: memory planning and the forward pass, top to bottom.
+//! The engine: the forward pass, top to bottom, in memory the caller provides.
 //!
 //! Memory: [`Engine::memory_bytes`] is the exact size of the buffer [`Engine::new`]
-//! needs (align 64). It holds, each region 64-byte aligned, in this order:
-//!
-//! | region  | shape                         | what                                   |
-//! |---------|-------------------------------|----------------------------------------|
-//! | cache   | `[max_seq_len][r + rope_k]`   | latent cache, in `cache_dtype`         |
-//! | freq    | `[p/2]` f64                   | RoPE inverse frequencies (YaRN applied)|
-//! | cos/sin | `[p/2]` f32 each              | one position's rotation                |
-//! | qa      | `[T][r_q]`                    | query latent (r_q > 0 only)            |
-//! | q       | `[T][H][n+p]`                 | queries, q_pe rotated in place         |
-//! | kv      | `[T][r + rope_k]`             | new cache rows before storage rounding |
-//! | o       | `[T][H][v]`                   | attention output per head              |
-//! | attn.qa | `[H][r + p]`                  | absorbed queries of one token          |
-//! | attn.acc| `[H][r]`                      | combined latent sums of one token      |
-//! | slots   | see [`attention::Scratch`]    | per-task attention scratch             |
-//! | pack    | `[16][32 * min(k, 512)]`, T>=16| packed weight panels of the projections|
-//!
-//! where `T = max_tokens_per_call`. Nothing else is used; the engine never allocates.
+//! needs (align 64): the latent cache, the RoPE table and all scratch, laid out
+//! by the memory plan ([`crate::plan`], which tables every region). Nothing else
+//! is used; the engine never allocates.
 //!
 //! Threads: [`Engine::set_parallel`] (Rust) or [`Engine::set_parallel_host`] (C)
 //! give the engine a parallel-for; the projections are split into fixed output
 //! row blocks and attention into head groups and cached-row ranges (see
 //! [`crate::parallel`]); results do not depend on the thread count.
 
-use crate::attention::{self, Inputs};
+use crate::attention::{self, Inputs, Scratch};
 use crate::cache::LatentCache;
 use crate::config::{AttnMode, Config, Dims};
-use crate::dtype::DType;
-use crate::kernels::{linear_par, pack_len, rmsnorm, PACK_MIN_ROWS, PACK_SLOTS};
+use crate::kernels::{self, linear_par, rmsnorm, Isa};
 use crate::parallel::{HostParallelFor, Parallel, ParallelFor};
+use crate::plan::{self, Place, Regions};
 use crate::rope::{self, RopeParams};
-use crate::status::{err, Result, Status};
+use crate::status::{err, Error, Result, Status};
 use crate::weights::Weights;
-
-/// Number of memory regions (see the module docs).
-const REGIONS: usize = 12;
-
-/// Byte sizes of the regions, in placement order.
-fn region_bytes(cfg: &Config, dm: &Dims) -> Option<[usize; REGIONS]> {
-    let t = dm.max_tok;
-    let f = core::mem::size_of::<f32>();
-    let a = attention::Scratch::lens(dm, cfg.cache_dtype != DType::F32)?;
-    let half = dm.p / 2;
-    Some([
-        dm.max_seq
-            .checked_mul(dm.cache_row)?
-            .checked_mul(cfg.cache_dtype.size())?,
-        half.checked_mul(core::mem::size_of::<f64>())?,
-        half.checked_mul(f)?,
-        half.checked_mul(f)?,
-        t.checked_mul(dm.rq)?.checked_mul(f)?,
-        t.checked_mul(dm.q_width)?.checked_mul(f)?,
-        t.checked_mul(dm.kv_a_rows)?.checked_mul(f)?,
-        t.checked_mul(dm.o_cols)?.checked_mul(f)?,
-        a[0].checked_mul(f)?,
-        a[1].checked_mul(f)?,
-        a[2].checked_mul(f)?,
-        if t >= PACK_MIN_ROWS {
-            (PACK_SLOTS * pack_len(dm.d.max(dm.rq).max(dm.o_cols))).checked_mul(f)?
-        } else {
-            0
-        },
-    ])
-}
-
-fn round_up(x: usize, align: usize) -> Option<usize> {
-    x.checked_add(align - 1).map(|v| v / align * align)
-}
-
-/// Takes the next region of `bytes` (rounded up to 64) off the front of `mem`.
-fn take<'m>(mem: &mut &'m mut [u8], bytes: usize) -> Option<&'m mut [u8]> {
-    let padded = round_up(bytes, Engine::MEMORY_ALIGN)?;
-    if padded > mem.len() {
-        return None;
-    }
-    let (head, tail) = core::mem::take(mem).split_at_mut(padded);
-    *mem = tail;
-    head.get_mut(..bytes)
-}
-
-fn f32s(b: &mut [u8]) -> Option<&mut [f32]> {
-    bytemuck::try_cast_slice_mut(b).ok()
-}
-
-/// Scratch of the forward pass (see the module docs for shapes).
-struct Work<'m> {
-    inv_freq: &'m mut [f64],
-    cos: &'m mut [f32],
-    sin: &'m mut [f32],
-    qa: &'m mut [f32],
-    q: &'m mut [f32],
-    kv: &'m mut [f32],
-    o: &'m mut [f32],
-    attn: attention::Scratch<'m>,
-    pack: &'m mut [f32],
-}
 
 /// An MLA layer with its latent cache, living in caller memory.
 ///
 /// `'w` is the lifetime of the borrowed weights, `'m` of the memory.
 pub struct Engine<'w, 'm> {
     cfg: Config,
-    dm: Dims,
-    w: Weights<'w>,
+    dims: Dims,
+    weights: Weights<'w>,
     scale: f32,
     rope_scaling: f64,
     cache: LatentCache<'m>,
-    work: Work<'m>,
+    /// The memory plan's regions; `work.cache` is empty (its bytes are `cache`'s).
+    work: Regions<Place<'m>>,
     par: Parallel<'m>,
     par_min_work: usize,
+    /// Instruction set of the attention kernels (the projections detect their own).
+    pub(crate) isa: Isa,
 }
 
 impl<'w, 'm> Engine<'w, 'm> {
     /// Required alignment of the memory given to [`Engine::new`].
-    pub const MEMORY_ALIGN: usize = 64;
+    pub const MEMORY_ALIGN: usize = plan::ALIGN;
 
     /// Exact bytes of memory an engine for `cfg` needs (cache, RoPE table, scratch).
     pub fn memory_bytes(cfg: &Config) -> Result<usize> {
-        let dm = cfg.dims()?;
-        let too_big = || {
-            err(
-                Status::InvalidConfig,
-                "max_seq_len: engine memory overflows usize",
-            )
-        };
-        let regions = region_bytes(cfg, &dm).ok_or_else(too_big)?;
-        let mut total: usize = 0;
-        for b in regions {
-            total = round_up(b, Self::MEMORY_ALIGN)
-                .and_then(|b| total.checked_add(b))
-                .ok_or_else(too_big)?;
-        }
-        Ok(total)
+        let dims = cfg.dims()?;
+        Regions::count(cfg, &dims)
+            .map(|plan| plan.bytes)
+            .map_err(|_| {
+                err(
+                    Status::InvalidConfig,
+                    "max_seq_len: engine memory overflows usize",
+                )
+            })
+    }
+
+    /// [`Engine::memory_bytes`] for const contexts (e.g. the size of a `static`
+    /// arena in firmware): the same plan, 0 where that is an error.
+    pub const fn memory_bytes_const(cfg: &Config) -> usize {
+        plan::memory_bytes(cfg)
     }
 
     /// Builds an engine for `cfg` over `weights`, inside `mem`.
@@ -141,7 +67,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// tensor), `Misaligned` (`mem` not 64-byte aligned), `BufferTooSmall`
     /// (`mem.len() < memory_bytes(cfg)`).
     pub fn new(cfg: &Config, weights: &Weights<'w>, mem: &'m mut [u8]) -> Result<Self> {
-        let dm = weights.check(cfg)?;
+        let dims = weights.check(cfg)?;
         cfg.check_supported()?;
         let need = Self::memory_bytes(cfg)?;
         if (mem.as_ptr() as usize) & (Self::MEMORY_ALIGN - 1) != 0 {
@@ -154,53 +80,43 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .n(need)
                 .s(" needed"));
         }
-        let internal = || err(Status::Internal, "memory plan inconsistent");
-        let sizes = region_bytes(cfg, &dm).ok_or_else(internal)?;
-        let mut rest: &'m mut [u8] = mem;
-        let mut region = |i: usize| -> Result<&'m mut [u8]> {
-            let b = sizes.get(i).copied().ok_or_else(internal)?;
-            take(&mut rest, b).ok_or_else(internal)
-        };
-        let cache_mem = region(0)?;
-        let cache = LatentCache::new(cache_mem, cfg.cache_dtype, dm.cache_row, dm.max_seq)
-            .ok_or_else(internal)?;
-        let inv_freq: &mut [f64] =
-            bytemuck::try_cast_slice_mut(region(1)?).map_err(|_| internal())?;
-        let mut f = |i: usize| -> Result<&'m mut [f32]> { f32s(region(i)?).ok_or_else(internal) };
-        let cos = f(2)?;
-        let sin = f(3)?;
-        let qa = f(4)?;
-        let q = f(5)?;
-        let kv = f(6)?;
-        let o = f(7)?;
-        let attn = attention::Scratch {
-            qa: f(8)?,
-            acc: f(9)?,
-            slots: f(10)?,
-        };
-        let pack = f(11)?;
-        let rp = RopeParams::from_config(cfg);
-        rp.inv_freqs(inv_freq);
+        let placed = Regions::place(mem, cfg, &dims).map_err(|region| {
+            err(Status::Internal, "memory plan: region ")
+                .s(region)
+                .s(" does not fit")
+        })?;
+        if placed.bytes != need {
+            return Err(err(Status::Internal, "memory plan: placed ")
+                .n(placed.bytes)
+                .s(" bytes, counted ")
+                .n(need));
+        }
+        let mut work = placed.regions;
+        let cache = LatentCache::new(
+            core::mem::take(&mut work.cache),
+            cfg.cache_dtype,
+            dims.cache_row,
+            dims.max_seq,
+        )
+        .ok_or_else(|| {
+            err(
+                Status::Internal,
+                "memory plan: region cache does not hold the cache",
+            )
+        })?;
+        let rope_params = RopeParams::from_config(cfg);
+        rope_params.inv_freqs(work.rope_inv_freq);
         Ok(Engine {
             cfg: *cfg,
-            dm,
-            w: *weights,
+            dims,
+            weights: *weights,
             scale: rope::softmax_scale(cfg),
-            rope_scaling: rp.attention_scaling(),
+            rope_scaling: rope_params.attention_scaling(),
             cache,
-            work: Work {
-                inv_freq,
-                cos,
-                sin,
-                qa,
-                q,
-                kv,
-                o,
-                attn,
-                pack,
-            },
+            work,
             par: Parallel::SEQUENTIAL,
             par_min_work: crate::parallel::MIN_PARALLEL_WORK,
+            isa: kernels::isa(),
         })
     }
 
@@ -251,7 +167,7 @@ impl<'w, 'm> Engine<'w, 'm> {
 
     /// The derived sizes.
     pub fn dims(&self) -> &Dims {
-        &self.dm
+        &self.dims
     }
 
     /// The latent cache (read-only).
@@ -280,7 +196,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Errors (nothing changes): `InvalidArgument` (length not a positive
     /// multiple of the row), `CacheFull`, `NonFinite`.
     pub fn append_cache_rows(&mut self, rows: &[f32]) -> Result<()> {
-        let row = self.dm.cache_row.max(1);
+        let row = self.dims.cache_row.max(1);
         if rows.is_empty() || rows.len().checked_rem(row) != Some(0) {
             return Err(err(Status::InvalidArgument, "rows: length ")
                 .n(rows.len())
@@ -325,7 +241,7 @@ impl<'w, 'm> Engine<'w, 'm> {
 
     /// Checks a call's arguments; returns its token count.
     fn check_call(&self, x: &[f32], out: &[f32]) -> Result<usize> {
-        let d = self.dm.d.max(1);
+        let d = self.dims.d.max(1);
         if x.is_empty() || x.len().checked_rem(d) != Some(0) {
             return Err(err(Status::InvalidArgument, "x: length ")
                 .n(x.len())
@@ -333,11 +249,11 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .n(d));
         }
         let t = x.len() / d;
-        if t > self.dm.max_tok {
+        if t > self.dims.max_tok {
             return Err(err(Status::InvalidArgument, "n_tokens: ")
                 .n(t)
                 .s(" is above max_tokens_per_call ")
-                .n(self.dm.max_tok));
+                .n(self.dims.max_tok));
         }
         if out.len() != x.len() {
             return Err(err(Status::InvalidArgument, "out: length ")
@@ -366,121 +282,235 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// [`Engine::forward`] with an explicit attention mode for this call.
     pub fn forward_mode(&mut self, x: &[f32], out: &mut [f32], mode: AttnMode) -> Result<()> {
         let t = self.check_call(x, out)?;
-        let dm = self.dm;
-        let (d, r, p) = (dm.d, dm.r, dm.p);
+        let dims = self.dims;
+        let (d, r, p) = (dims.d, dims.r, dims.p);
         let start = self.cache.len();
-        let w = &self.w;
-        let wk = &mut self.work;
+        let w = &self.weights;
+        let work = &mut self.work;
         let par = &self.par;
         let eps = self.cfg.rms_norm_eps;
-        let internal = || err(Status::Internal, "forward: buffer sizes inconsistent");
+        let projection = |name: &str| {
+            err(Status::Internal, "forward: ")
+                .s(name)
+                .s(": buffer sizes disagree with the memory plan")
+        };
+        let pack = &mut *work.pack_panels;
 
         // 1. Queries q[T][H][n+p].
-        let ok = match (w.q_a_proj.as_ref(), w.q_b_proj.as_ref(), w.q_proj.as_ref()) {
-            (Some(qa), Some(qb), _) => {
-                let ok = linear_par(
+        match (w.q_a_proj.as_ref(), w.q_b_proj.as_ref(), w.q_proj.as_ref()) {
+            (Some(q_a), Some(q_b), _) => {
+                let q_latent = &mut *work.q_latent;
+                if !linear_par(
                     par,
-                    qa,
+                    q_a,
                     w.q_a_proj_bias.as_ref(),
                     x,
                     d,
                     t,
-                    wk.qa,
-                    Some(wk.pack),
-                );
+                    q_latent,
+                    Some(pack),
+                ) {
+                    return Err(projection("q_a_proj"));
+                }
                 if let Some(norm) = w.q_a_layernorm.as_ref() {
-                    for row in wk.qa.chunks_exact_mut(dm.rq.max(1)).take(t) {
+                    for row in q_latent.chunks_exact_mut(dims.rq.max(1)).take(t) {
                         rmsnorm(row, norm.data, eps);
                     }
                 }
-                ok && linear_par(par, qb, None, wk.qa, dm.rq, t, wk.q, Some(wk.pack))
+                if !linear_par(par, q_b, None, q_latent, dims.rq, t, work.q, Some(pack)) {
+                    return Err(projection("q_b_proj"));
+                }
             }
-            (_, _, Some(qp)) => linear_par(par, qp, None, x, d, t, wk.q, Some(wk.pack)),
+            (_, _, Some(q_proj)) => {
+                if !linear_par(par, q_proj, None, x, d, t, work.q, Some(pack)) {
+                    return Err(projection("q_proj"));
+                }
+            }
             _ => return Err(err(Status::Internal, "query weights missing")),
-        };
+        }
 
-        // 2. New cache rows kv[T][r + rope_k] = kv_a_proj_with_mqa x (+ b).
-        let ok = ok
-            && linear_par(
-                par,
-                &w.kv_a_proj_with_mqa,
-                w.kv_a_proj_bias.as_ref(),
-                x,
-                d,
-                t,
-                wk.kv,
-                Some(wk.pack),
-            );
-        if !ok {
-            return Err(internal());
+        // 2. New cache rows kv_new[T][r + rope_k] = kv_a_proj_with_mqa x (+ b).
+        if !linear_par(
+            par,
+            &w.kv_a_proj_with_mqa,
+            w.kv_a_proj_bias.as_ref(),
+            x,
+            d,
+            t,
+            work.kv_new,
+            Some(pack),
+        ) {
+            return Err(projection("kv_a_proj_with_mqa"));
         }
 
         // 3. Per token at pos: c = RMSNorm(kv[..r]); rotate the rope key(s) and every
         //    head's q_pe; store the row in cache slot pos (>= len: not yet state).
-        for (i, (kv, q)) in wk
-            .kv
-            .chunks_exact_mut(dm.kv_a_rows.max(1))
-            .zip(wk.q.chunks_exact_mut(dm.q_width.max(1)))
-            .take(t)
-            .enumerate()
-        {
+        //    (Rows by index: a zip of two chunk iterators keeps a division-by-zero
+        //    panic path on some targets.)
+        let (kv_width, q_width) = (dims.kv_a_rows, dims.q_width);
+        for i in 0..t {
+            let (Some(kv), Some(q)) = (
+                work.kv_new.get_mut(i * kv_width..(i + 1) * kv_width),
+                work.q.get_mut(i * q_width..(i + 1) * q_width),
+            ) else {
+                return Err(projection("kv_new or q"));
+            };
             let pos = start + i;
-            rope::cos_sin(wk.inv_freq, self.rope_scaling, pos, wk.cos, wk.sin);
+            let (cos, sin) = (&mut *work.rope_cos, &mut *work.rope_sin);
+            rope::cos_sin(work.rope_inv_freq, self.rope_scaling, pos, cos, sin);
             let (c, kpe) = kv.split_at_mut(r.min(kv.len()));
             rmsnorm(c, w.kv_a_layernorm.data, eps);
             for k in kpe.chunks_exact_mut(p.max(1)) {
-                rope::rotate(k, wk.cos, wk.sin, self.cfg.rope_layout);
+                rope::rotate(k, cos, sin, self.cfg.rope_layout);
             }
-            for qh in q.chunks_exact_mut(dm.qk.max(1)) {
-                if let Some(q_pe) = qh.get_mut(dm.n..) {
-                    rope::rotate(q_pe, wk.cos, wk.sin, self.cfg.rope_layout);
+            for qh in q.chunks_exact_mut(dims.qk.max(1)) {
+                if let Some(q_pe) = qh.get_mut(dims.n..) {
+                    rope::rotate(q_pe, cos, sin, self.cfg.rope_layout);
                 }
             }
             self.cache.write_row(pos, kv);
         }
 
         // 4. Attention o[T][H][v] over cache rows 0 .. start + T.
-        let inp = Inputs {
-            dm: &dm,
+        let inputs = Inputs {
+            dims: &dims,
+            q: work.q,
             rope_key: self.cfg.rope_key,
             kv_b: &w.kv_b_proj,
             cache: &self.cache,
             scale: self.scale,
             start,
             n_tok: t,
+            isa: self.isa,
+            par,
         };
         let absorb = match mode {
             AttnMode::Naive => false,
             AttnMode::Absorb => true,
             AttnMode::Auto => {
-                let (naive, absorbed) = attention::cost(&dm, start, t);
+                let (naive, absorbed) = attention::cost(&dims, start, t);
                 absorbed <= naive
             }
         };
-        let ok = if absorb {
-            attention::absorbed(&inp, par, wk.q, &mut wk.attn, wk.o)
-        } else {
-            attention::naive(&inp, par, wk.q, &mut wk.attn, wk.o)
+        let mut scratch = Scratch {
+            absorbed_q: work.absorbed_q,
+            absorbed_q_t: work.absorbed_q_t,
+            latent_sum: work.latent_sum,
+            task_slots: work.task_slots,
         };
+        let attended = if absorb {
+            attention::absorbed(&inputs, &mut scratch, work.o)
+        } else {
+            attention::naive(&inputs, &mut scratch, work.o)
+        };
+        attended.map_err(|fault| attention_fault(absorb, fault))?;
 
         // 5. out[T][d] = o_proj o (+ b); then the new rows become state.
-        if !ok
-            || !linear_par(
-                par,
-                &w.o_proj,
-                w.o_proj_bias.as_ref(),
-                wk.o,
-                dm.o_cols,
-                t,
-                out,
-                Some(wk.pack),
-            )
-        {
-            return Err(internal());
+        if !linear_par(
+            par,
+            &w.o_proj,
+            w.o_proj_bias.as_ref(),
+            work.o,
+            dims.o_cols,
+            t,
+            out,
+            Some(pack),
+        ) {
+            return Err(projection("o_proj"));
         }
         if !self.cache.commit(t) {
             return Err(err(Status::Internal, "cache commit failed"));
         }
         Ok(())
+    }
+}
+
+/// The `Internal` error for an attention fault (a planning bug).
+fn attention_fault(absorbed: bool, fault: attention::Fault) -> Error {
+    let path = if absorbed {
+        "absorbed attention: "
+    } else {
+        "naive attention: "
+    };
+    err(Status::Internal, path).s(fault.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::tests::{aligned, small_v2_lite, Layer};
+
+    /// Every task on its own scoped thread, last index first.
+    struct Threads;
+
+    impl ParallelFor for Threads {
+        fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                for i in (0..n_tasks).rev() {
+                    s.spawn(move || task(i));
+                }
+            });
+        }
+    }
+
+    /// Bits of the cache's valid rows.
+    fn state(e: &Engine) -> (usize, Vec<u32>) {
+        let c = e.cache();
+        let mut widen = vec![0f32; c.len() * c.row_len()];
+        let rows = c.rows(0, c.len(), &mut widen);
+        (c.len(), rows.iter().map(|v| v.to_bits()).collect())
+    }
+
+    #[test]
+    fn a_buffer_off_the_plan_is_an_internal_error_that_changes_nothing() {
+        let cfg = small_v2_lite(32, 40, 4);
+        let layer = Layer::new(cfg, 11, false, false, 8);
+        let (w, d) = (layer.weights(), 32);
+        let (x, mut out) = (&layer.x, vec![0f32; 8 * 32]);
+        let mut buf = Vec::new();
+        let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+        let mut e = Engine::new(&cfg, &w, mem).unwrap();
+        let threads = Threads;
+        e.set_parallel(Some(&threads));
+        e.set_parallel_min_work(0);
+        e.forward(&x[..4 * d], &mut out[..4 * d]).unwrap();
+        let next = &x[4 * d..5 * d];
+        // Both paths fail with `message`, leaving the state as it was.
+        let fails_cleanly = |e: &mut Engine, message: &str| {
+            let before = state(e);
+            for (mode, path) in [(AttnMode::Absorb, "absorbed"), (AttnMode::Naive, "naive")] {
+                let err = e.forward_mode(next, &mut [0f32; 32], mode).unwrap_err();
+                assert_eq!(err.status(), Status::Internal);
+                assert_eq!(err.message(), format!("{path} attention: {message}"));
+                assert!(state(e) == before, "{path}: the state changed");
+            }
+        };
+
+        // kv_b_proj with one row: the tasks fail inside the parallel-for.
+        let kv_b = e.weights.kv_b_proj;
+        e.weights.kv_b_proj = kv_b.rows(0, 1).unwrap();
+        fails_cleanly(&mut e, "kv_b_proj rows lie outside the tensor");
+        e.weights.kv_b_proj = kv_b;
+
+        // The state is intact: the rest of the input gives what one engine
+        // running it without the failures gives.
+        e.forward(&x[4 * d..], &mut out[4 * d..]).unwrap();
+        let mut buf2 = Vec::new();
+        let mem2 = aligned(&mut buf2, Engine::memory_bytes(&cfg).unwrap());
+        let mut clean = Engine::new(&cfg, &w, mem2).unwrap();
+        let mut want = vec![0f32; 8 * d];
+        clean.forward(&x[..4 * d], &mut want[..4 * d]).unwrap();
+        clean.forward(&x[4 * d..], &mut want[4 * d..]).unwrap();
+        assert!(out
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+        // Task slots shorter than the plan (checked before any task runs).
+        let slots = core::mem::take(&mut e.work.task_slots);
+        let short = slots.len() - 16;
+        e.work.task_slots = &mut slots[..short];
+        e.truncate(4).unwrap();
+        fails_cleanly(&mut e, "a scratch region is shorter than the memory plan");
     }
 }

@@ -13,7 +13,8 @@
 //! - [`cache`]: the fixed-capacity latent cache;
 //! - [`kernels`]: the numeric loops (linear layers, RMSNorm, dot products);
 //! - [`attention`]: naive and absorbed attention over the cache;
-//! - [`engine`]: the forward pass, top to bottom, and memory planning;
+//! - [`plan`]: the memory plan, every region of the engine's memory named;
+//! - [`engine`]: the forward pass, top to bottom;
 //! - [`safetensors`]: a zero-copy safetensors reader and the weight binder.
 //!
 //! Feature `std` (off by default) adds runtime CPU-feature detection and a
@@ -93,6 +94,7 @@ pub mod dtype;
 pub mod engine;
 pub mod kernels;
 pub mod parallel;
+pub mod plan;
 pub mod rope;
 pub mod safetensors;
 pub mod status;

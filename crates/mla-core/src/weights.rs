@@ -153,9 +153,9 @@ impl<'w> Weights<'w> {
     /// Checks that every tensor the config needs is present with the right shape,
     /// that tensors it does not use are absent, and that biases have their length.
     pub fn check(&self, cfg: &Config) -> Result<Dims> {
-        let dm = cfg.dims()?;
-        if dm.rq == 0 {
-            expect("q_proj", self.q_proj.as_ref(), dm.q_width, dm.d)?;
+        let dims = cfg.dims()?;
+        if dims.rq == 0 {
+            expect("q_proj", self.q_proj.as_ref(), dims.q_width, dims.d)?;
             absent("q_a_proj", self.q_a_proj.as_ref(), "q_lora_rank is 0")?;
             absent("q_b_proj", self.q_b_proj.as_ref(), "q_lora_rank is 0")?;
             absent(
@@ -169,37 +169,37 @@ impl<'w> Weights<'w> {
                 self.q_proj.as_ref(),
                 "q_lora_rank > 0 uses q_a_proj/q_b_proj",
             )?;
-            expect("q_a_proj", self.q_a_proj.as_ref(), dm.rq, dm.d)?;
-            expect("q_b_proj", self.q_b_proj.as_ref(), dm.q_width, dm.rq)?;
+            expect("q_a_proj", self.q_a_proj.as_ref(), dims.rq, dims.d)?;
+            expect("q_b_proj", self.q_b_proj.as_ref(), dims.q_width, dims.rq)?;
             if self.q_a_proj_bias.is_some() {
-                expect("q_a_proj_bias", self.q_a_proj_bias.as_ref(), 1, dm.rq)?;
+                expect("q_a_proj_bias", self.q_a_proj_bias.as_ref(), 1, dims.rq)?;
             }
         }
         if cfg.q_norm {
-            expect("q_a_layernorm", self.q_a_layernorm.as_ref(), 1, dm.rq)?;
+            expect("q_a_layernorm", self.q_a_layernorm.as_ref(), 1, dims.rq)?;
         } else {
             absent("q_a_layernorm", self.q_a_layernorm.as_ref(), "q_norm is 0")?;
         }
         expect(
             "kv_a_proj_with_mqa",
             Some(&self.kv_a_proj_with_mqa),
-            dm.kv_a_rows,
-            dm.d,
+            dims.kv_a_rows,
+            dims.d,
         )?;
-        expect("kv_a_layernorm", Some(&self.kv_a_layernorm), 1, dm.r)?;
-        expect("kv_b_proj", Some(&self.kv_b_proj), dm.kv_b_rows, dm.r)?;
-        expect("o_proj", Some(&self.o_proj), dm.d, dm.o_cols)?;
+        expect("kv_a_layernorm", Some(&self.kv_a_layernorm), 1, dims.r)?;
+        expect("kv_b_proj", Some(&self.kv_b_proj), dims.kv_b_rows, dims.r)?;
+        expect("o_proj", Some(&self.o_proj), dims.d, dims.o_cols)?;
         if self.kv_a_proj_bias.is_some() {
             expect(
                 "kv_a_proj_bias",
                 self.kv_a_proj_bias.as_ref(),
                 1,
-                dm.kv_a_rows,
+                dims.kv_a_rows,
             )?;
         }
         if self.o_proj_bias.is_some() {
-            expect("o_proj_bias", self.o_proj_bias.as_ref(), 1, dm.d)?;
+            expect("o_proj_bias", self.o_proj_bias.as_ref(), 1, dims.d)?;
         }
-        Ok(dm)
+        Ok(dims)
     }
 }

@@ -3,8 +3,8 @@
 //! Cortex-M4F, with no std and no allocator.
 //!
 //! The 2 MB golden file is linked into flash (include_bytes!, 64-byte aligned) and
-//! bound zero-copy; the engine's memory is a static whose size build.rs computes
-//! with `Engine::memory_bytes` (checked again at run time). The firmware runs the
+//! bound zero-copy; the engine's memory is a static whose size the compiler
+//! computes with the const `Engine::memory_bytes_const` (checked again at run time). The firmware runs the
 //! 16 reference tokens three ways (prefill 8 then 8 decode steps in the configured
 //! `Auto` mode; naive; absorbed), prints the max relative error of each over Arm
 //! semihosting and exits with status 0 when every error is <= 1e-5, else 1.
@@ -35,10 +35,19 @@ static GOLDEN: &Aligned<[u8]> =
 const PREFIX: &str = "model.layers.0.self_attn.";
 
 use plan::{CHUNK, T};
-// ARENA_BYTES: `Engine::memory_bytes` for the tutorial config with `max_seq_len` = T
-// and `max_tokens_per_call` = CHUNK, computed at build time by build.rs with the
-// library itself, and checked again at run time.
-include!(concat!(env!("OUT_DIR"), "/arena.rs"));
+
+/// The planned config: the tutorial's dims with `max_seq_len` = T and
+/// `max_tokens_per_call` = CHUNK (the golden file's config is checked against
+/// the arena at run time).
+const PLANNED: Config = Config {
+    max_seq_len: T as u32,
+    max_tokens_per_call: CHUNK as u32,
+    ..Config::tutorial()
+};
+
+/// The engine's memory for [`PLANNED`], computed by the compiler for this target.
+const ARENA_BYTES: usize = Engine::memory_bytes_const(&PLANNED);
+const _: () = assert!(ARENA_BYTES > 0, "the planned config is invalid");
 
 /// Hidden size of the tutorial config (checked against the file).
 const D: usize = 256;
@@ -108,7 +117,7 @@ fn run(arena: &mut [u8], out: &mut [f32]) -> Result<bool, Error> {
         arena.len()
     );
     if need != arena.len() {
-        hprintln!("arena size differs from the build-time plan (build.rs)");
+        hprintln!("arena size differs from the compile-time plan (ARENA_BYTES)");
         return Ok(false);
     }
 

@@ -1,5 +1,4 @@
-// The run plan, shared by build.rs (which sizes the engine's memory from it) and
-// src/main.rs. Plain `const` items only: build.rs `include!`s this file.
+// The run plan of src/main.rs (which sizes the engine's static memory from it).
 
 /// Tokens in the golden case (checked against the file at run time).
 pub const T: usize = 16;

@@ -1,0 +1,292 @@
+//! Attention over the latent cache: the naive and the absorbed path.
+//!
+//! Both compute, for query token `t` at position `pos` and head `h`,
+//! `o_h = sum_{s <= pos} softmax_s(score_h(s)) v_h(s)` with
+//! `score_h(s) = (q_nope_h . W_UK_h c_s + q_pe_h . k_pe_s) * scale` (DESIGN.md 2.1).
+//!
+//! - [`absorbed()`] (decode): `q~_h = W_UK_h^T q_nope_h` (r values); a block of
+//!   [`BLOCK`] cached rows is read once for all heads: scores
+//!   `S[h][b] = [q~_h | q_pe_h] . [c_b | k_pe_b]` (one blocked product over
+//!   `r + p`), an online softmax per head, then `acc_h += P[h] C` (a second
+//!   blocked product); at the end `o_h = W_UV_h acc_h / l_h`;
+//! - [`naive()`] (prefill): per head, decompress `k_nope` and `v` for a block of
+//!   [`NAIVE_BLOCK`] cached rows with `kv_b_proj` (blocked products), score
+//!   every query token of the call against the block, online softmax, `O += P V`.
+//!
+//! The softmax is online over blocks (running max and sum, rescaling the
+//! accumulator), so scratch does not grow with the context. The scratch layout
+//! is part of the memory plan ([`crate::plan`]). The unit tests check both paths
+//! against `reference`, a plain scalar transcription of DESIGN.md 2.1.
+//!
+//! # Tasks (see [`crate::parallel`])
+//!
+//! - absorbed, per query token: (a) absorbed queries by groups of heads;
+//!   (b) the cached rows `0..=pos` in up to [`n_slots`] fixed ranges (at least
+//!   [`SPLIT_ROWS`] rows each, whole blocks), each with its own partial max, sum
+//!   and accumulator in its scratch slot; (c) by groups of heads: combine the
+//!   ranges in order, then `W_UV_h`.
+//! - naive: groups of heads, each with its own scratch slot.
+//!
+//! The number of tasks depends only on the configuration and the position,
+//! never on the thread count, so results are bitwise reproducible.
+//!
+//! # Failures
+//!
+//! Attention gets only checked input; what can still go wrong is a bug (a
+//! buffer that does not match the plan). Tasks cannot return through the
+//! parallel-for, so each records the first such [`Fault`] in a shared
+//! [`FirstFault`]; the caller checks it after the tasks ran and the engine
+//! returns `Status::Internal` naming it, with the cache length not committed.
+
+mod absorbed;
+mod naive;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use absorbed::absorbed;
+pub use naive::naive;
+
+use crate::cache::LatentCache;
+use crate::config::{Dims, RopeKey};
+use crate::kernels::{self, Isa, Mat, MatE, MatMut};
+use crate::parallel::{Parallel, MAX_TASKS};
+use crate::plan::{ceil_div, max, min, round16, task_slot_bytes};
+use crate::weights::Tensor;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// Cached rows per block of the absorbed path (a multiple of 16; less for a
+/// small `max_seq_len`, see [`blocks`]).
+pub const BLOCK: usize = 32;
+/// Cached rows per block of the naive path (a multiple of 16; less for a
+/// small `max_seq_len`, see [`blocks`]).
+pub const NAIVE_BLOCK: usize = 64;
+/// Least cached rows per range of the absorbed path's row split.
+pub const SPLIT_ROWS: usize = 256;
+/// Most scratch slots (row ranges or head groups running at once).
+pub const MAX_SLOTS: usize = 16;
+
+const _: () = assert!(BLOCK & 15 == 0 && NAIVE_BLOCK & 15 == 0 && kernels::SOFTMAX_MULTIPLE == 16);
+const _: () = assert!(MAX_SLOTS <= MAX_TASKS);
+
+/// Block sizes `(absorbed, naive)` for a config: [`BLOCK`] and [`NAIVE_BLOCK`],
+/// or `max_seq_len` rounded up to 16 if that is smaller (small engines keep
+/// small scratch).
+pub const fn blocks(dims: &Dims) -> (usize, usize) {
+    let cap = match round16(dims.max_seq) {
+        Some(c) => max(c, 16),
+        None => BLOCK,
+    };
+    (min(BLOCK, cap), min(NAIVE_BLOCK, cap))
+}
+
+/// Scratch slots (and so the most tasks of a split): enough for the cache's
+/// row ranges and for the heads, at most [`MAX_SLOTS`].
+pub const fn n_slots(dims: &Dims) -> usize {
+    max(
+        min(max(ceil_div(dims.max_seq, SPLIT_ROWS), dims.h), MAX_SLOTS),
+        1,
+    )
+}
+
+/// The attention regions of the memory plan (see [`crate::plan::Regions`]).
+pub struct Scratch<'a> {
+    /// `[H][r + p]`: absorbed queries of one token (`q~_h`, then `q_pe_h`).
+    pub absorbed_q: &'a mut [f32],
+    /// `[r + p][Hp]`: the same, transposed (`Hp`: `H` rounded up to 16, zero padding).
+    pub absorbed_q_t: &'a mut [f32],
+    /// `[H][r]`: combined latent sums of one token.
+    pub latent_sum: &'a mut [f32],
+    /// [`n_slots`] task slots ([`crate::plan::AbsorbedSlot`] or
+    /// [`crate::plan::NaiveSlot`] and its packing scratch).
+    pub task_slots: &'a mut [f32],
+}
+
+/// What attention reads: dims, the queries, `kv_b_proj`, the cache (rows
+/// `0..start + n_tok` written, the last `n_tok` being this call's tokens), the
+/// softmax scale, and where its tasks run.
+pub struct Inputs<'a, 'w, 'm> {
+    /// Sizes.
+    pub dims: &'a Dims,
+    /// `[n_tok][H][n+p]` queries, `q_pe` rotated.
+    pub q: &'a [f32],
+    /// Rope key per head or shared.
+    pub rope_key: RopeKey,
+    /// `[H*(n+v)][r]`.
+    pub kv_b: &'a Tensor<'w>,
+    /// The latent cache.
+    pub cache: &'a LatentCache<'m>,
+    /// Softmax scale.
+    pub scale: f32,
+    /// Position of the first query token.
+    pub start: usize,
+    /// Query tokens.
+    pub n_tok: usize,
+    /// Instruction set of the products and softmax blocks.
+    pub isa: Isa,
+    /// The parallel-for of the tasks.
+    pub par: &'a Parallel<'m>,
+}
+
+impl Inputs<'_, '_, '_> {
+    /// Offset of head `h`'s rope key inside a cache row.
+    #[inline]
+    fn kpe_offset(&self, h: usize) -> usize {
+        match self.rope_key {
+            RopeKey::Shared => self.dims.r,
+            RopeKey::PerHead => self.dims.r + h * self.dims.p,
+        }
+    }
+
+    /// True when cache rows are widened to f32 in scratch (f16/bf16 cache).
+    fn widen(&self) -> bool {
+        self.cache.dtype() != crate::dtype::DType::F32
+    }
+
+    /// f32 per task slot.
+    fn slot_len(&self) -> Result<usize, Fault> {
+        task_slot_bytes(self.dims, self.widen())
+            .map(|b| b / core::mem::size_of::<f32>())
+            .ok_or(Fault::Slot)
+    }
+
+    /// Head groups: `(groups, heads per group)`.
+    fn head_groups(&self) -> (usize, usize) {
+        let h = self.dims.h.max(1);
+        let per = ceil_div(h, h.min(n_slots(self.dims))).max(1);
+        (ceil_div(h, per), per)
+    }
+
+    /// The heads of group `g`.
+    fn group(&self, g: usize, per: usize) -> core::ops::Range<usize> {
+        g * per..self.dims.h.min((g + 1) * per)
+    }
+}
+
+/// An inconsistency between attention's buffers and the memory plan: a bug,
+/// never bad input (the engine reports it as `Status::Internal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// A scratch region is shorter than its layout.
+    Scratch = 1,
+    /// A task slot does not hold its layout.
+    Slot,
+    /// A query or output row lies outside its buffer.
+    Rows,
+    /// Cached rows lie outside the cache (or the widening scratch).
+    Cache,
+    /// Rows of `kv_b_proj` lie outside the tensor.
+    Weights,
+    /// The shapes of a product disagree.
+    Shapes,
+    /// A softmax block is not a whole number of vectors.
+    Softmax,
+}
+
+impl Fault {
+    const ALL: [Fault; 7] = [
+        Fault::Scratch,
+        Fault::Slot,
+        Fault::Rows,
+        Fault::Cache,
+        Fault::Weights,
+        Fault::Shapes,
+        Fault::Softmax,
+    ];
+
+    /// What was inconsistent.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Fault::Scratch => "a scratch region is shorter than the memory plan",
+            Fault::Slot => "a task slot does not hold its layout",
+            Fault::Rows => "a query or output row lies outside its buffer",
+            Fault::Cache => "cached rows lie outside the cache or its widening scratch",
+            Fault::Weights => "kv_b_proj rows lie outside the tensor",
+            Fault::Shapes => "the shapes of a matrix product disagree",
+            Fault::Softmax => "a softmax block is not a whole number of vectors",
+        }
+    }
+}
+
+/// `Ok` when `ok`, else `Err(fault)` (for the kernels' `bool` results).
+fn ensure(ok: bool, fault: Fault) -> Result<(), Fault> {
+    if ok {
+        Ok(())
+    } else {
+        Err(fault)
+    }
+}
+
+/// `C += A B` (see [`kernels::gemm_nn`]); disagreeing shapes are a fault.
+fn gemm_nn(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> Result<(), Fault> {
+    ensure(kernels::gemm_nn_with(isa, a, b, c), Fault::Shapes)
+}
+
+/// `C = A B^T` (see [`kernels::gemm_nt_packed`]); disagreeing shapes are a fault.
+fn gemm_nt(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &MatE,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+) -> Result<(), Fault> {
+    ensure(kernels::gemm_nt_packed(isa, a, b, c, pack), Fault::Shapes)
+}
+
+/// The first [`Fault`] any task of a call met (tasks run on other threads and
+/// cannot return it).
+pub struct FirstFault(AtomicU8);
+
+impl FirstFault {
+    /// No fault yet.
+    pub const fn new() -> Self {
+        FirstFault(AtomicU8::new(0))
+    }
+
+    /// Records `result`'s fault unless one is recorded already.
+    pub fn record(&self, result: Result<(), Fault>) {
+        if let Err(f) = result {
+            let _ = self
+                .0
+                .compare_exchange(0, f as u8, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// The recorded fault, if any (call after the tasks ran).
+    pub fn get(&self) -> Result<(), Fault> {
+        match self.0.load(Ordering::Acquire) {
+            0 => Ok(()),
+            code => Err(Fault::ALL
+                .into_iter()
+                .find(|f| *f as u8 == code)
+                .unwrap_or(Fault::Scratch)),
+        }
+    }
+}
+
+impl Default for FirstFault {
+    fn default() -> Self {
+        FirstFault::new()
+    }
+}
+
+/// Estimated multiply-adds of each path for a call; auto mode takes the cheaper.
+/// Returns `(naive, absorbed)`.
+pub fn cost(dims: &Dims, start: usize, n_tok: usize) -> (u64, u64) {
+    let (h, r, n, p, v) = (
+        dims.h as u64,
+        dims.r as u64,
+        dims.n as u64,
+        dims.p as u64,
+        dims.v as u64,
+    );
+    let total = (start + n_tok) as u64;
+    let t = n_tok as u64;
+    // Keys attended, summed over the call's tokens (causal).
+    let pairs = t * start as u64 + t * (t + 1) / 2;
+    let naive = total * h * (n + v) * r + pairs * h * (n + p + v);
+    let absorbed = t * h * (n + v) * r + pairs * h * (2 * r + p);
+    (naive, absorbed)
+}

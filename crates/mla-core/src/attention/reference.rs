@@ -1,0 +1,180 @@
+//! The oracle of the unit tests: one MLA layer exactly as DESIGN.md section 2.1
+//! (and 2.2, 2.3) writes it, top to bottom, in f64.
+//!
+//! Slow and obviously right: no latent cache, no absorption, no blocking, no
+//! online softmax, no threads; every head's keys and values are decompressed
+//! from every token's latent, and every buffer is a `Vec` with its shape in a
+//! comment. Only the unit tests build it (it allocates).
+
+use crate::config::{Config, RopeKey, RopeLayout};
+use crate::weights::{Tensor, Weights};
+
+/// A tensor's elements widened to f64, row-major `[rows][cols]`.
+fn widen(t: &Tensor) -> Vec<f64> {
+    let mut f = vec![0f32; t.data.len()];
+    t.data.widen_into(&mut f);
+    f.into_iter().map(f64::from).collect()
+}
+
+/// `y = W x (+ b)`: `W` is `[out][in]`, `x` is `[in]`, `y` is `[out]`.
+fn linear(w: &Tensor, b: Option<&Tensor>, x: &[f64]) -> Vec<f64> {
+    let wv = widen(w);
+    let bias = b.map(widen);
+    (0..w.rows)
+        .map(|o| {
+            let row = &wv[o * w.cols..(o + 1) * w.cols];
+            let dot: f64 = row.iter().zip(x).map(|(a, b)| a * b).sum();
+            dot + bias.as_ref().map_or(0.0, |b| b[o])
+        })
+        .collect()
+}
+
+/// `y_i = w_i * x_i / sqrt(mean(x^2) + eps)`.
+fn rmsnorm(x: &[f64], w: &Tensor, eps: f64) -> Vec<f64> {
+    let wv = widen(w);
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(&wv).map(|(v, w)| w * v * inv).collect()
+}
+
+/// YaRN's `mscale(s, m) = 0.1 m ln(s) + 1` (1 when `s <= 1`).
+fn mscale(s: f64, m: f64) -> f64 {
+    if s <= 1.0 {
+        1.0
+    } else {
+        0.1 * m * s.ln() + 1.0
+    }
+}
+
+/// Rotates `x` (`p` values) to position `pos` (DESIGN.md 2.2, YaRN included).
+fn rope(cfg: &Config, x: &mut [f64], pos: usize) {
+    let p = x.len();
+    let theta = cfg.rope_theta as f64;
+    let s = cfg.rope_factor as f64;
+    let yarn = s > 1.0;
+    // YaRN correction range over pair indices.
+    let corr = |k: f64| {
+        p as f64 * (cfg.original_max_position as f64 / (2.0 * std::f64::consts::PI * k)).ln()
+            / (2.0 * theta.ln())
+    };
+    let low = corr(cfg.beta_fast as f64).floor().max(0.0);
+    let mut high = corr(cfg.beta_slow as f64).ceil().min(p as f64 - 1.0);
+    if low == high {
+        high += 0.001;
+    }
+    let m = if yarn {
+        mscale(s, cfg.mscale as f64) / mscale(s, cfg.mscale_all_dim as f64)
+    } else {
+        1.0
+    };
+    for i in 0..p / 2 {
+        let f = theta.powf(-((2 * i) as f64) / p as f64);
+        let f = if yarn {
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            f / s * ramp + f * (1.0 - ramp)
+        } else {
+            f
+        };
+        let (c, sn) = ((pos as f64 * f).cos() * m, (pos as f64 * f).sin() * m);
+        let (a, b) = match cfg.rope_layout {
+            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+            RopeLayout::Half => (i, i + p / 2),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c - x1 * sn;
+        x[b] = x1 * c + x0 * sn;
+    }
+}
+
+/// The layer for tokens `x` (`[T][d]`) at positions `0..T`: returns `[T][d]`.
+pub fn forward(cfg: &Config, w: &Weights, x: &[f32]) -> Vec<f64> {
+    let dims = cfg.dims().unwrap();
+    let (d, h, r, n, p, v) = (dims.d, dims.h, dims.r, dims.n, dims.p, dims.v);
+    let eps = cfg.rms_norm_eps as f64;
+    let n_tok = x.len() / d;
+    let scale = if cfg.softmax_scale > 0.0 {
+        cfg.softmax_scale as f64
+    } else {
+        let m = mscale(cfg.rope_factor as f64, cfg.mscale_all_dim as f64);
+        ((n + p) as f64).powf(-0.5) * m * m
+    };
+
+    // Per token: the query (rotated) and the latent + rope key(s) the cache would hold.
+    let mut q = vec![vec![0f64; h * (n + p)]; n_tok]; // [T][H][n+p]
+    let mut c = vec![vec![0f64; r]; n_tok]; // [T][r]
+    let mut k_pe = vec![vec![0f64; dims.rope_k]; n_tok]; // [T][p] or [T][H][p]
+    for t in 0..n_tok {
+        let xt: Vec<f64> = x[t * d..(t + 1) * d].iter().map(|&v| v as f64).collect(); // [d]
+        q[t] = if dims.rq > 0 {
+            let qa = linear(w.q_a_proj.as_ref().unwrap(), w.q_a_proj_bias.as_ref(), &xt); // [r_q]
+            let qa = match w.q_a_layernorm.as_ref() {
+                Some(norm) => rmsnorm(&qa, norm, eps),
+                None => qa,
+            };
+            linear(w.q_b_proj.as_ref().unwrap(), None, &qa)
+        } else {
+            linear(w.q_proj.as_ref().unwrap(), None, &xt)
+        };
+        let a = linear(&w.kv_a_proj_with_mqa, w.kv_a_proj_bias.as_ref(), &xt); // [r + rope_k]
+        c[t] = rmsnorm(&a[..r], &w.kv_a_layernorm, eps);
+        k_pe[t] = a[r..].to_vec();
+        for head in 0..h {
+            rope(cfg, &mut q[t][head * (n + p) + n..(head + 1) * (n + p)], t);
+        }
+        for key in k_pe[t].chunks_mut(p) {
+            rope(cfg, key, t);
+        }
+    }
+
+    // Keys and values of every head and token: k_h = [W_UK_h c | k_pe], v_h = W_UV_h c.
+    let kv_b = widen(&w.kv_b_proj); // [H*(n+v)][r]
+    let mut keys = vec![vec![vec![0f64; n + p]; n_tok]; h]; // [H][T][n+p]
+    let mut values = vec![vec![vec![0f64; v]; n_tok]; h]; // [H][T][v]
+    for head in 0..h {
+        for t in 0..n_tok {
+            for j in 0..n + v {
+                let row = &kv_b[(head * (n + v) + j) * r..(head * (n + v) + j + 1) * r];
+                let y: f64 = row.iter().zip(&c[t]).map(|(a, b)| a * b).sum();
+                if j < n {
+                    keys[head][t][j] = y;
+                } else {
+                    values[head][t][j - n] = y;
+                }
+            }
+            let kpe = match cfg.rope_key {
+                RopeKey::Shared => &k_pe[t][..p],
+                RopeKey::PerHead => &k_pe[t][head * p..(head + 1) * p],
+            };
+            keys[head][t][n..].copy_from_slice(kpe);
+        }
+    }
+
+    // Causal softmax attention per head, then o_proj.
+    let mut out = vec![0f64; n_tok * d]; // [T][d]
+    for t in 0..n_tok {
+        let mut o = vec![0f64; h * v]; // [H][v]: concat_h o_h
+        for head in 0..h {
+            let qh = &q[t][head * (n + p)..(head + 1) * (n + p)]; // [n+p]
+            let scores: Vec<f64> = (0..=t)
+                .map(|s| {
+                    qh.iter()
+                        .zip(&keys[head][s])
+                        .map(|(a, b)| a * b)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect(); // [t+1]
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect(); // [t+1]
+            let sum: f64 = e.iter().sum();
+            for (s, &es) in e.iter().enumerate() {
+                for j in 0..v {
+                    o[head * v + j] += es / sum * values[head][s][j];
+                }
+            }
+        }
+        let y = linear(&w.o_proj, w.o_proj_bias.as_ref(), &o); // [d]
+        out[t * d..(t + 1) * d].copy_from_slice(&y);
+    }
+    out
+}

@@ -1,0 +1,286 @@
+//! Both attention paths, through the engine, against the scalar reference
+//! (DESIGN.md 2.1) on small random layers: shared and per-head rope keys, query
+//! LoRA on and off (with and without its norm), biases, YaRN, f32 and bf16
+//! weights; every instruction set this machine has; one call and uneven chunks.
+
+use super::reference;
+use crate::config::{AttnMode, Config, RopeKey, RopeLayout, RopeType};
+use crate::dtype::{DType, Elems};
+use crate::engine::Engine;
+use crate::kernels::Isa;
+use crate::weights::{Tensor, Weights};
+use half::bf16;
+
+/// Relative tolerance of DESIGN.md section 5 (f32).
+const TOL: f64 = 1e-5;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.next() as usize % xs.len()]
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+/// One owned tensor: its values (f32, or bf16 when `bf16`) and shape.
+struct Owned {
+    f32s: Vec<f32>,
+    bf16s: Vec<bf16>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Owned {
+    fn tensor(&self) -> Tensor<'_> {
+        let data = if self.bf16s.is_empty() {
+            Elems::F32(&self.f32s)
+        } else {
+            Elems::BF16(&self.bf16s)
+        };
+        Tensor::new(data, self.rows, self.cols).unwrap()
+    }
+}
+
+/// A random layer: config, weights, inputs.
+pub(crate) struct Layer {
+    pub(crate) cfg: Config,
+    tensors: [Option<Owned>; 11],
+    pub(crate) x: Vec<f32>,
+}
+
+impl Layer {
+    /// Random weights for `cfg` (bf16 when `bf16`), biases where `biases`,
+    /// `n_tok` random input tokens.
+    pub(crate) fn new(cfg: Config, seed: u64, bf16: bool, biases: bool, n_tok: usize) -> Layer {
+        let dims = cfg.dims().unwrap();
+        let mut rng = Rng(seed);
+        let mut owned = |rows: usize, cols: usize, kind: u8| {
+            let f32s: Vec<f32> = (0..rows * cols)
+                .map(|_| {
+                    let u = rng.uniform();
+                    match kind {
+                        0 => u * (3.0 / cols as f32).sqrt(),
+                        1 => 1.0 + 0.1 * u,
+                        _ => 0.1 * u,
+                    }
+                })
+                .collect();
+            let bf16s = if bf16 {
+                f32s.iter().map(|&v| bf16::from_f32(v)).collect()
+            } else {
+                Vec::new()
+            };
+            Some(Owned {
+                f32s,
+                bf16s,
+                rows,
+                cols,
+            })
+        };
+        let (lora, norm) = (dims.rq > 0, cfg.q_norm);
+        let tensors = [
+            (!lora).then(|| owned(dims.q_width, dims.d, 0)).flatten(),
+            lora.then(|| owned(dims.rq, dims.d, 0)).flatten(),
+            norm.then(|| owned(1, dims.rq, 1)).flatten(),
+            lora.then(|| owned(dims.q_width, dims.rq, 0)).flatten(),
+            owned(dims.kv_a_rows, dims.d, 0),
+            owned(1, dims.r, 1),
+            owned(dims.kv_b_rows, dims.r, 0),
+            owned(dims.d, dims.o_cols, 0),
+            (biases && lora).then(|| owned(1, dims.rq, 2)).flatten(),
+            biases.then(|| owned(1, dims.kv_a_rows, 2)).flatten(),
+            biases.then(|| owned(1, dims.d, 2)).flatten(),
+        ];
+        let x = (0..n_tok * dims.d).map(|_| rng.uniform()).collect();
+        Layer { cfg, tensors, x }
+    }
+
+    pub(crate) fn weights(&self) -> Weights<'_> {
+        let t = |i: usize| self.tensors[i].as_ref().map(Owned::tensor);
+        Weights {
+            q_proj: t(0),
+            q_a_proj: t(1),
+            q_a_layernorm: t(2),
+            q_b_proj: t(3),
+            kv_a_proj_with_mqa: t(4).unwrap(),
+            kv_a_layernorm: t(5).unwrap(),
+            kv_b_proj: t(6).unwrap(),
+            o_proj: t(7).unwrap(),
+            q_a_proj_bias: t(8),
+            kv_a_proj_bias: t(9),
+            o_proj_bias: t(10),
+        }
+    }
+}
+
+/// DeepSeek-V2-Lite's kind of layer (shared rope key, no query LoRA, YaRN)
+/// at a small size: H 4, r 16, n 8, p 4, v 8.
+pub(crate) fn small_v2_lite(hidden_size: u32, max_seq_len: u32, max_tokens: u32) -> Config {
+    Config {
+        hidden_size,
+        num_heads: 4,
+        q_lora_rank: 0,
+        kv_lora_rank: 16,
+        qk_nope_head_dim: 8,
+        qk_rope_head_dim: 4,
+        v_head_dim: 8,
+        max_seq_len,
+        max_tokens_per_call: max_tokens,
+        original_max_position: 64,
+        ..Config::deepseek_v2_lite()
+    }
+}
+
+/// A 64-byte aligned window of `len` bytes inside `buf`.
+pub(crate) fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    buf.resize(len + 64, 0);
+    let off = buf.as_ptr().align_offset(64);
+    &mut buf[off..off + len]
+}
+
+/// Runs `layer` through an engine in chunks of `chunks` tokens with attention
+/// on `isa` in `mode`; returns the outputs.
+fn run(layer: &Layer, isa: Isa, mode: AttnMode, chunks: &[usize]) -> Vec<f32> {
+    let w = layer.weights();
+    let d = layer.cfg.hidden_size as usize;
+    let mut buf = Vec::new();
+    let mem = aligned(&mut buf, Engine::memory_bytes(&layer.cfg).unwrap());
+    let mut e = Engine::new(&layer.cfg, &w, mem).unwrap();
+    e.isa = isa;
+    let mut out = vec![0f32; layer.x.len()];
+    let mut t0 = 0;
+    for &n in chunks {
+        let (x, o) = (
+            &layer.x[t0 * d..(t0 + n) * d],
+            &mut out[t0 * d..(t0 + n) * d],
+        );
+        e.forward_mode(x, o, mode).unwrap();
+        t0 += n;
+    }
+    assert_eq!(t0 * d, layer.x.len(), "chunks cover the input");
+    out
+}
+
+/// max |got - want| / max |want|.
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    let num = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    let den = want.iter().map(|w| w.abs()).fold(0.0, f64::max);
+    assert!(den > 0.0 && got.len() == want.len());
+    num / den
+}
+
+/// Checks every instruction set and `modes` on every schedule against the reference.
+fn check(layer: &Layer, modes: &[AttnMode], schedules: &[Vec<usize>], what: &str) {
+    let want = reference::forward(&layer.cfg, &layer.weights(), &layer.x);
+    for isa in Isa::available() {
+        for &mode in modes {
+            for chunks in schedules {
+                let got = run(layer, isa, mode, chunks);
+                let e = rel_err(&got, &want);
+                assert!(
+                    e <= TOL,
+                    "{what}: {} {mode:?} chunks {chunks:?}: rel err {e:e}",
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
+/// Uneven chunks covering `n` tokens, none above `max`.
+fn uneven(rng: &mut Rng, n: usize, max: usize) -> Vec<usize> {
+    let mut chunks = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let c = (1 + rng.next() as usize % 5).min(max).min(left);
+        chunks.push(c);
+        left -= c;
+    }
+    chunks
+}
+
+#[test]
+fn both_paths_match_the_reference_on_random_layers() {
+    let mut rng = Rng(0x5eed);
+    // Miri runs one (every ISA, both paths, the unsafe task splits: ~3 minutes).
+    let cases = if cfg!(miri) { 1 } else { 12 };
+    for case in 0..cases {
+        let n_tok = 3 + rng.next() as usize % 30;
+        let q_lora_rank = rng.pick(&[0, 12, 20]);
+        let yarn = rng.coin();
+        let cfg = Config {
+            hidden_size: rng.pick(&[16, 24, 32]),
+            num_heads: rng.pick(&[1, 2, 3, 4, 5]),
+            q_lora_rank,
+            kv_lora_rank: rng.pick(&[8, 16, 24]),
+            qk_nope_head_dim: rng.pick(&[4, 8]),
+            qk_rope_head_dim: rng.pick(&[2, 4, 8]),
+            v_head_dim: rng.pick(&[4, 8, 12]),
+            max_seq_len: n_tok as u32 + rng.pick(&[0, 5]),
+            max_tokens_per_call: n_tok as u32,
+            rope_layout: rng.pick(&[RopeLayout::Interleaved, RopeLayout::Half]),
+            rope_key: rng.pick(&[RopeKey::Shared, RopeKey::PerHead]),
+            q_norm: q_lora_rank > 0 && rng.coin(),
+            cache_dtype: DType::F32,
+            attn_mode: AttnMode::Auto,
+            original_max_position: 8,
+            rms_norm_eps: 1e-6,
+            rope_theta: rng.pick(&[10000.0, 500.0]),
+            rope_factor: if yarn { 4.0 } else { 1.0 },
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: 0.707,
+            mscale_all_dim: rng.pick(&[0.707, 1.0]),
+            softmax_scale: 0.0,
+            rope_type: if yarn {
+                RopeType::Yarn
+            } else {
+                RopeType::Default
+            },
+            ..Config::plain()
+        };
+        let layer = Layer::new(cfg, case, rng.coin(), rng.coin(), n_tok);
+        let schedules = [vec![n_tok], uneven(&mut rng, n_tok, n_tok)];
+        let modes = [AttnMode::Naive, AttnMode::Absorb, AttnMode::Auto];
+        check(&layer, &modes, &schedules, &format!("case {case} {cfg:?}"));
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // 300 tokens on every ISA: too slow under Miri
+fn long_context_with_several_row_ranges_matches_the_reference() {
+    // 300 cached rows: the absorbed path splits them into two ranges (SPLIT_ROWS
+    // 256, blocks of 32) and combines them; the naive path runs 64-row blocks.
+    let cfg = small_v2_lite(16, 300, 64);
+    let layer = Layer::new(cfg, 7, false, true, 300);
+    let mut chunks = vec![64; 4];
+    chunks.extend([8, 8, 8]);
+    chunks.extend([1; 20]);
+    check(
+        &layer,
+        &[AttnMode::Auto, AttnMode::Absorb],
+        &[chunks],
+        "long context",
+    );
+}

@@ -1,0 +1,626 @@
+//! The memory plan: every byte an engine uses, named, in one place.
+//!
+//! An engine lives in one caller buffer (64-byte aligned). Like tflite-micro's
+//! recording allocator, one layout routine both sizes and places it: each
+//! layout below is written once, as a list of named regions, and `layout!`
+//! expands it in two modes:
+//!
+//! - **count** (`const fn count`): every region's [`Span`] and the total bytes.
+//!   [`crate::Engine::memory_bytes`] (the C `mla_engine_size`) reads the total;
+//!   [`memory_bytes`] is the same, `const`, for sizing a `static` arena at
+//!   compile time;
+//! - **place** (`fn place`): the same regions carved, in the same order, out
+//!   of a buffer ([`crate::Engine::new`]; attention tasks carve their scratch
+//!   slot the same way).
+//!
+//! Both modes run the same lines, so size and placement cannot drift
+//! (tests/memory.rs also checks count == place for random configs). Adding a
+//! region is one line in a layout: its name, element type and length.
+//!
+//! # The engine's memory ([`Regions`])
+//!
+//! ```text
+//!   offset 0  +---------------------+
+//!             | cache               |  the state: latent cache rows
+//!             +---------------------+
+//!             | rope_inv_freq       |  fixed after Engine::new
+//!             | rope_cos, rope_sin  |
+//!             +---------------------+  ---- scratch of one forward call ----
+//!             | q_latent, q         |  projections of the call's tokens
+//!             | kv_new, o           |
+//!             +---------------------+
+//!             | absorbed_q(_t)      |  attention, one query token at a time
+//!             | latent_sum          |
+//!             | task_slots          |  one slot per attention task
+//!             +---------------------+
+//!             | pack_panels         |  packed weight panels of the projections
+//!   bytes     +---------------------+  = Engine::memory_bytes
+//! ```
+//!
+//! Every region starts at a multiple of 64 bytes. `T` = `max_tokens_per_call`,
+//! `Hp` = `H` rounded up to 16, `cache_row` = `r + rope_k` (`rope_k` = `p`
+//! shared, `H*p` per head), `(ab, nb)` = [`crate::attention::blocks`].
+//!
+//! | region          | type | shape                                  | what                                   |
+//! |-----------------|------|----------------------------------------|----------------------------------------|
+//! | `cache`         | u8   | `[max_seq_len][cache_row]` of `cache_dtype` | latent `c` and rope key(s) per token |
+//! | `rope_inv_freq` | f64  | `[p/2]`                                | RoPE inverse frequencies (YaRN applied)|
+//! | `rope_cos`      | f32  | `[p/2]`                                | one position's rotation                |
+//! | `rope_sin`      | f32  | `[p/2]`                                | one position's rotation                |
+//! | `q_latent`      | f32  | `[T][r_q]`                             | query latent (empty when `r_q` = 0)    |
+//! | `q`             | f32  | `[T][H][n+p]`                          | queries, `q_pe` rotated in place       |
+//! | `kv_new`        | f32  | `[T][cache_row]`                       | new cache rows before storage rounding |
+//! | `o`             | f32  | `[T][H][v]`                            | attention output per head              |
+//! | `absorbed_q`    | f32  | `[H][r+p]`                             | `[W_UK_h^T q_nope_h \| q_pe_h]` of one token |
+//! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
+//! | `latent_sum`    | f32  | `[H][r]`                               | combined latent sums of one token      |
+//! | `task_slots`    | f32  | `[n_slots][slot]`                      | the larger of the two slot layouts below |
+//! | `pack_panels`   | f32  | `[16][pack_len(max(d, r_q, H*v))]`, `T >= 16` | packed panels of the projections |
+//!
+//! A task slot ([`crate::attention::n_slots`] of them) is one of:
+//!
+//! | absorbed ([`AbsorbedSlot`]) | shape           | naive ([`NaiveSlot`]) | shape             |
+//! |-----------------------------|-----------------|-----------------------|-------------------|
+//! | `latent_acc`                | `[H][r]`        | `keys`                | `[nb][n+p]`       |
+//! | `max`, `sum`                | `[Hp]` each     | `values`              | `[nb][v]`         |
+//! | `weights`                   | `[H][ab]`       | `scores`              | `[T][nb]`         |
+//! | `rows` (f16/bf16 cache)     | `[ab][cache_row]` | `max`, `sum`        | `[T]` each        |
+//! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16 cache) | `[nb][cache_row]` |
+//! | `rescale`                   | `[Hp]`          | packing scratch: the rest of the slot | at least `[pack_len(max(n+p, r))]` when `T >= 16` |
+//!
+//! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
+
+use crate::attention::{blocks, n_slots};
+use crate::config::{Config, Dims};
+use crate::dtype::DType;
+use crate::kernels::{pack_len, PACK_MIN_ROWS, PACK_SLOTS};
+use core::marker::PhantomData;
+use core::mem::size_of;
+
+/// Alignment of the arena and of every region in it (a cache line; whole SIMD
+/// vectors on every ISA).
+pub const ALIGN: usize = 64;
+
+/// How a layout is run: what each region becomes.
+pub trait Mode {
+    /// A region of `T` elements in this mode.
+    type Region<T: bytemuck::Pod>;
+}
+
+/// Count mode: each region becomes its [`Span`].
+#[derive(Debug)]
+pub enum Count {}
+
+impl Mode for Count {
+    type Region<T: bytemuck::Pod> = Span;
+}
+
+/// Place mode: each region becomes a slice of the caller's buffer.
+#[derive(Debug)]
+pub struct Place<'m>(PhantomData<&'m mut [u8]>);
+
+impl<'m> Mode for Place<'m> {
+    type Region<T: bytemuck::Pod> = &'m mut [T];
+}
+
+/// Where a counted region lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Byte offset from the start of the layout (a multiple of [`ALIGN`]).
+    pub offset: usize,
+    /// Elements.
+    pub len: usize,
+    /// Bytes (`len` times the element size; the next region starts at
+    /// `offset + bytes` rounded up to [`ALIGN`]).
+    pub bytes: usize,
+}
+
+impl Span {
+    /// The region inside `mem` (the buffer the layout was placed in, or a
+    /// read-only view of it) as elements of `T`; `None` if out of bounds or
+    /// misaligned.
+    pub fn get<'a, T: bytemuck::Pod>(&self, mem: &'a [u8]) -> Option<&'a [T]> {
+        let end = self.offset.checked_add(self.bytes)?;
+        let data: &[T] = bytemuck::try_cast_slice(mem.get(self.offset..end)?).ok()?;
+        (data.len() == self.len).then_some(data)
+    }
+}
+
+/// A layout run in one mode: its regions and the bytes it spans.
+#[derive(Debug)]
+pub struct Plan<R> {
+    /// The named regions ([`Span`]s when counted, slices when placed).
+    pub regions: R,
+    /// Bytes from the start to the end of the last region, rounded up to
+    /// [`ALIGN`]: the size to allocate (count) or the bytes used (place).
+    pub bytes: usize,
+}
+
+/// `x` rounded up to a multiple of [`ALIGN`]; `None` on overflow.
+const fn round_up(x: usize) -> Option<usize> {
+    match x.checked_add(ALIGN - 1) {
+        Some(v) => Some(v / ALIGN * ALIGN),
+        None => None,
+    }
+}
+
+/// Bytes of `len` elements of `size` bytes, and the same rounded up to [`ALIGN`].
+const fn extent(len: Option<usize>, size: usize) -> Option<(usize, usize)> {
+    let Some(len) = len else { return None };
+    let Some(bytes) = len.checked_mul(size) else {
+        return None;
+    };
+    match round_up(bytes) {
+        Some(padded) => Some((bytes, padded)),
+        None => None,
+    }
+}
+
+/// The counting arena: advances an offset, records spans.
+#[derive(Debug)]
+pub struct Counter {
+    at: usize,
+    failed: Option<&'static str>,
+}
+
+impl Counter {
+    /// An empty arena.
+    pub const fn new() -> Counter {
+        Counter {
+            at: 0,
+            failed: None,
+        }
+    }
+
+    /// The next region: `len` elements of `T` (`None`: its size overflowed).
+    /// After a failure every span is empty and [`Counter::finish`] names the
+    /// first region that failed.
+    #[inline(never)] // see Placer::carve
+    pub const fn take<T>(&mut self, name: &'static str, len: Option<usize>) -> Span {
+        let empty = Span {
+            offset: self.at,
+            len: 0,
+            bytes: 0,
+        };
+        if self.failed.is_some() {
+            return empty;
+        }
+        let (Some(len), Some((bytes, padded))) = (len, extent(len, size_of::<T>())) else {
+            self.failed = Some(name);
+            return empty;
+        };
+        let Some(end) = self.at.checked_add(padded) else {
+            self.failed = Some(name);
+            return empty;
+        };
+        let span = Span {
+            offset: self.at,
+            len,
+            bytes,
+        };
+        self.at = end;
+        span
+    }
+
+    /// Total bytes, or the name of the first region whose size overflowed.
+    pub const fn finish(&self) -> Result<usize, &'static str> {
+        match self.failed {
+            Some(name) => Err(name),
+            None => Ok(self.at),
+        }
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::new()
+    }
+}
+
+/// The placing arena: carves regions off the front of a buffer.
+#[derive(Debug)]
+pub struct Placer<'m> {
+    rest: &'m mut [u8],
+    at: usize,
+    failed: Option<&'static str>,
+}
+
+impl<'m> Placer<'m> {
+    /// An arena over `mem` (its start must be aligned for every element type
+    /// placed; [`ALIGN`] for the engine).
+    pub fn new(mem: &'m mut [u8]) -> Placer<'m> {
+        Placer {
+            rest: mem,
+            at: 0,
+            failed: None,
+        }
+    }
+
+    /// The next region: `len` elements of `T`, or an empty slice after a
+    /// failure (`len` overflowed, the buffer is too short or misaligned), which
+    /// [`Placer::finish`] reports by name.
+    pub fn take<T: bytemuck::Pod>(
+        &mut self,
+        name: &'static str,
+        len: Option<usize>,
+    ) -> &'m mut [T] {
+        if self.failed.is_none() {
+            if let Some(s) = self.carve(len) {
+                return s;
+            }
+            self.failed = Some(name);
+        }
+        &mut []
+    }
+
+    // Not inlined: a layout has a dozen regions but only three element types,
+    // and firmware counts every byte of code.
+    #[inline(never)]
+    fn carve<T: bytemuck::Pod>(&mut self, len: Option<usize>) -> Option<&'m mut [T]> {
+        let (bytes, padded) = extent(len, size_of::<T>())?;
+        if padded > self.rest.len() {
+            return None;
+        }
+        let (head, tail) = core::mem::take(&mut self.rest).split_at_mut(padded);
+        self.rest = tail;
+        self.at = self.at.checked_add(padded)?;
+        bytemuck::try_cast_slice_mut(head.get_mut(..bytes)?).ok()
+    }
+
+    /// Bytes used, or the name of the first region that could not be placed.
+    pub fn finish(&self) -> Result<usize, &'static str> {
+        match self.failed {
+            Some(name) => Err(name),
+            None => Ok(self.at),
+        }
+    }
+}
+
+/// Writes a layout once and expands it into a struct of named regions
+/// (generic over [`Mode`]), a const `count` and a `place`.
+///
+/// ```text
+/// layout! {
+///     /// docs
+///     pub struct Name(arg: Type, ...) {
+///         let local = ...;          // shared by both modes (const-evaluable)
+///     } {
+///         /// docs
+///         region: [ElemType; length_expr],   // length: Option<usize>
+///     }
+/// }
+/// ```
+macro_rules! layout {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident($($arg:ident: $argty:ty),* $(,)?) {
+            $($pre:tt)*
+        } {
+            $($(#[$fmeta:meta])* $field:ident: [$ty:ty; $len:expr],)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name<M: Mode> {
+            $($(#[$fmeta])* pub $field: M::Region<$ty>,)*
+        }
+
+        impl $name<Count> {
+            /// The regions' names, in placement order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Every region's name and span, in placement order.
+            pub fn spans(&self) -> impl Iterator<Item = (&'static str, Span)> {
+                [$((stringify!($field), self.$field)),*].into_iter()
+            }
+
+            /// Count mode: every region's span and the total bytes, or the
+            /// name of the first region whose size overflows `usize`.
+            pub const fn count($($arg: $argty),*) -> Result<Plan<Self>, &'static str> {
+                $($pre)*
+                let mut arena = Counter::new();
+                let regions = $name::<Count> {
+                    $($field: arena.take::<$ty>(stringify!($field), $len),)*
+                };
+                match arena.finish() {
+                    Ok(bytes) => Ok(Plan { regions, bytes }),
+                    Err(name) => Err(name),
+                }
+            }
+        }
+
+        impl<'m> $name<Place<'m>> {
+            /// Every region's name and its span relative to `base` (the start of
+            /// the buffer it was placed in), in placement order.
+            pub fn spans_from(&self, base: *const u8) -> impl Iterator<Item = (&'static str, Span)> {
+                fn span<T>(s: &[T], base: *const u8) -> Span {
+                    Span {
+                        offset: (s.as_ptr() as usize).wrapping_sub(base as usize),
+                        len: s.len(),
+                        bytes: core::mem::size_of_val(s),
+                    }
+                }
+                [$((stringify!($field), span(&*self.$field, base))),*].into_iter()
+            }
+
+            /// Place mode: the regions of [`Self::count`], carved in order out of
+            /// `mem`, which must hold [`Self::count`]'s bytes and be aligned to
+            /// [`ALIGN`] (else `Err` with the first region that did not fit).
+            pub fn place(mem: &'m mut [u8], $($arg: $argty),*) -> Result<Plan<Self>, &'static str> {
+                $($pre)*
+                let mut arena = Placer::new(mem);
+                let regions = $name::<Place<'m>> {
+                    $($field: arena.take::<$ty>(stringify!($field), $len),)*
+                };
+                arena.finish().map(|bytes| Plan { regions, bytes })
+            }
+        }
+    };
+}
+
+layout! {
+    /// The engine's memory (the table in the module docs).
+    pub struct Regions(cfg: &Config, dims: &Dims) {
+        let t = dims.max_tok;
+        let Some(heads_padded) = round16(dims.h) else {
+            return Err("absorbed_q_t");
+        };
+        let Some(slot) = task_slot_bytes(dims, !matches!(cfg.cache_dtype, DType::F32)) else {
+            return Err("task_slots");
+        };
+        let pack_cols = max(dims.d, max(dims.rq, dims.o_cols));
+    } {
+        /// `[max_seq_len][cache_row]` elements of `cache_dtype`, as bytes.
+        cache: [u8; prod(&[dims.max_seq, dims.cache_row, cfg.cache_dtype.size()])],
+        /// `[p/2]` RoPE inverse frequencies (YaRN applied).
+        rope_inv_freq: [f64; Some(dims.p / 2)],
+        /// `[p/2]` cosines of one position.
+        rope_cos: [f32; Some(dims.p / 2)],
+        /// `[p/2]` sines of one position.
+        rope_sin: [f32; Some(dims.p / 2)],
+        /// `[T][r_q]` query latent.
+        q_latent: [f32; prod(&[t, dims.rq])],
+        /// `[T][H][n+p]` queries.
+        q: [f32; prod(&[t, dims.q_width])],
+        /// `[T][cache_row]` new cache rows in f32.
+        kv_new: [f32; prod(&[t, dims.kv_a_rows])],
+        /// `[T][H][v]` attention output.
+        o: [f32; prod(&[t, dims.o_cols])],
+        /// `[H][r+p]` absorbed queries of one token.
+        absorbed_q: [f32; prod(&[dims.h, dims.absorbed_width])],
+        /// `[r+p][Hp]` the same, transposed.
+        absorbed_q_t: [f32; prod(&[dims.absorbed_width, heads_padded])],
+        /// `[H][r]` combined latent sums of one token.
+        latent_sum: [f32; prod(&[dims.h, dims.r])],
+        /// `[n_slots][slot]` attention task scratch.
+        task_slots: [f32; prod(&[n_slots(dims), slot / size_of::<f32>()])],
+        /// `[PACK_SLOTS][pack_len(max(d, r_q, H*v))]` packed weight panels, when
+        /// `T >= PACK_MIN_ROWS` (fewer rows do not pack).
+        pack_panels: [f32; if t >= PACK_MIN_ROWS {
+            prod(&[PACK_SLOTS, pack_len(pack_cols)])
+        } else {
+            Some(0)
+        }],
+    }
+}
+
+layout! {
+    /// One task slot of the absorbed path: a range of cached rows for all heads.
+    /// `widen`: the cache is f16/bf16 (its rows are widened to f32 per block).
+    pub struct AbsorbedSlot(dims: &Dims, widen: bool) {
+        let (ab, _) = blocks(dims);
+        let Some(heads_padded) = round16(dims.h) else {
+            return Err("running_max");
+        };
+    } {
+        /// `[H][r]` partial latent sums.
+        latent_acc: [f32; prod(&[dims.h, dims.r])],
+        /// `[Hp]` running max per head.
+        running_max: [f32; Some(heads_padded)],
+        /// `[Hp]` running sum per head.
+        running_sum: [f32; Some(heads_padded)],
+        /// `[H][ab]` softmax weights of a block (first a per-head rope-score column).
+        weights: [f32; prod(&[dims.h, ab])],
+        /// `[ab][cache_row]` a block of cache rows widened to f32.
+        widened_rows: [f32; if widen { prod(&[ab, dims.cache_row]) } else { Some(0) }],
+        /// `[ab][Hp]` scores of a block, transposed (heads across).
+        scores_t: [f32; prod(&[ab, heads_padded])],
+        /// `[Hp]` rescale factors of the running sums.
+        rescale: [f32; Some(heads_padded)],
+    }
+}
+
+layout! {
+    /// One task slot of the naive path: a group of heads over the whole cache.
+    /// `widen`: the cache is f16/bf16 (its rows are widened to f32 per block).
+    pub struct NaiveSlot(dims: &Dims, widen: bool) {
+        let t = dims.max_tok;
+        let (_, nb) = blocks(dims);
+    } {
+        /// `[nb][n+p]` decompressed keys of a block.
+        keys: [f32; prod(&[nb, dims.qk])],
+        /// `[nb][v]` decompressed values of a block.
+        values: [f32; prod(&[nb, dims.v])],
+        /// `[T][nb]` scores of the call's tokens against a block.
+        scores: [f32; prod(&[t, nb])],
+        /// `[T]` running max per token.
+        running_max: [f32; Some(t)],
+        /// `[T]` running sum per token.
+        running_sum: [f32; Some(t)],
+        /// `[nb][cache_row]` a block of cache rows widened to f32.
+        widened_rows: [f32; if widen { prod(&[nb, dims.cache_row]) } else { Some(0) }],
+    }
+}
+
+/// f32 of packing scratch the naive path needs after its slot layout:
+/// [`pack_len`]`(max(n+p, r))` when `T >= PACK_MIN_ROWS`, else none.
+pub const fn naive_pack_len(dims: &Dims) -> usize {
+    if dims.max_tok >= PACK_MIN_ROWS {
+        pack_len(max(dims.qk, dims.r))
+    } else {
+        0
+    }
+}
+
+/// Bytes of one task slot: the larger of the absorbed layout and the naive one
+/// followed by its packing scratch. (The naive path packs into the whole rest
+/// of its slot, so with spare room it may pack even when it needs no scratch.)
+pub const fn task_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Ok(absorbed), Ok(naive), Some((_, pack))) = (
+        AbsorbedSlot::count(dims, widen),
+        NaiveSlot::count(dims, widen),
+        extent(Some(naive_pack_len(dims)), size_of::<f32>()),
+    ) else {
+        return None;
+    };
+    match naive.bytes.checked_add(pack) {
+        Some(naive) => Some(max(absorbed.bytes, naive)),
+        None => None,
+    }
+}
+
+/// Exact bytes of memory an engine for `cfg` needs, for const contexts (a
+/// firmware's `static` arena): the same layout as [`crate::Engine::memory_bytes`],
+/// 0 where that is an error (invalid config, or a size that overflows `usize`).
+///
+/// Evaluated at compile time it plans for the target's own `usize`.
+pub const fn memory_bytes(cfg: &Config) -> usize {
+    let Ok(dims) = cfg.derive_dims() else {
+        return 0;
+    };
+    match Regions::count(cfg, &dims) {
+        Ok(plan) => plan.bytes,
+        Err(_) => 0,
+    }
+}
+
+/// `a * b * ...`; `None` on overflow.
+pub(crate) const fn prod(factors: &[usize]) -> Option<usize> {
+    let mut acc = 1usize;
+    let mut rest = factors;
+    while let [f, tail @ ..] = rest {
+        acc = match acc.checked_mul(*f) {
+            Some(v) => v,
+            None => return None,
+        };
+        rest = tail;
+    }
+    Some(acc)
+}
+
+/// `x` rounded up to a multiple of 16 (64 bytes of f32); `None` on overflow.
+pub(crate) const fn round16(x: usize) -> Option<usize> {
+    match x.checked_add(15) {
+        Some(v) => Some(v / 16 * 16),
+        None => None,
+    }
+}
+
+/// `ceil(a / b)`, 0 when `b` is 0 (no panic path).
+pub(crate) const fn ceil_div(a: usize, b: usize) -> usize {
+    match (a.checked_div(b), a.checked_rem(b)) {
+        (Some(q), Some(r)) => q + (r != 0) as usize,
+        _ => 0,
+    }
+}
+
+/// The larger of two sizes (`Ord::max` is not const).
+pub(crate) const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The smaller of two sizes (`Ord::min` is not const).
+pub(crate) const fn min(a: usize, b: usize) -> usize {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::tests::aligned;
+
+    /// Evaluated by the compiler: a firmware can size a `static` with it.
+    const V3_BYTES: usize = memory_bytes(&Config::deepseek_v3());
+
+    #[test]
+    fn const_size_is_the_engine_size() {
+        assert_eq!(
+            V3_BYTES,
+            crate::Engine::memory_bytes(&Config::deepseek_v3()).unwrap()
+        );
+        let mut bad = Config::tutorial();
+        bad.rms_norm_eps = f32::NAN;
+        assert_eq!(memory_bytes(&bad), 0);
+        assert!(crate::Engine::memory_bytes(&bad).is_err());
+    }
+
+    #[test]
+    fn counted_spans_are_ordered_aligned_and_exact() {
+        let cfg = Config {
+            cache_dtype: DType::BF16,
+            ..Config::tutorial()
+        };
+        let dims = cfg.dims().unwrap();
+        let plan = Regions::count(&cfg, &dims).unwrap();
+        let mut end = 0;
+        for (name, span) in plan.regions.spans() {
+            assert_eq!(
+                span.offset, end,
+                "{name} starts where the previous region ends"
+            );
+            assert_eq!(span.offset % ALIGN, 0, "{name}");
+            end = round_up(span.bytes).unwrap() + span.offset;
+        }
+        assert_eq!(end, plan.bytes);
+        // Shapes of the table: [max_seq][cache_row] bf16, [T][H][n+p] f32.
+        assert_eq!(plan.regions.cache.bytes, 1024 * 640 * 2);
+        assert_eq!(plan.regions.q.len, 128 * 8 * 96);
+        assert_eq!(Regions::NAMES.first(), Some(&"cache"));
+    }
+
+    #[test]
+    fn placing_takes_the_counted_spans_and_reports_what_does_not_fit() {
+        let cfg = crate::attention::tests::small_v2_lite(16, 64, 16);
+        let dims = cfg.dims().unwrap();
+        let count = Regions::count(&cfg, &dims).unwrap();
+        let mut buf = Vec::new();
+        let mem = aligned(&mut buf, count.bytes);
+        let base = mem.as_ptr();
+        let placed = Regions::place(mem, &cfg, &dims).unwrap();
+        assert_eq!(placed.bytes, count.bytes);
+        assert!(placed.regions.spans_from(base).eq(count.regions.spans()));
+
+        let mem = aligned(&mut buf, count.bytes - 1);
+        assert_eq!(Regions::place(mem, &cfg, &dims).err(), Some("pack_panels"));
+        let mem = aligned(&mut buf, count.bytes + 64);
+        assert_eq!(
+            Regions::place(&mut mem[1..], &cfg, &dims).err(),
+            Some("rope_inv_freq")
+        );
+    }
+
+    #[test]
+    fn overflow_names_the_region() {
+        // A capacity whose cache region size does not fit usize.
+        let dims = Dims {
+            max_seq: usize::MAX / 2,
+            ..Config::tutorial().dims().unwrap()
+        };
+        assert_eq!(
+            Regions::count(&Config::tutorial(), &dims).err(),
+            Some("cache")
+        );
+        assert_eq!(prod(&[usize::MAX, 2]), None);
+        assert_eq!(prod(&[]), Some(1));
+        assert_eq!((ceil_div(7, 2), ceil_div(8, 2), ceil_div(1, 0)), (4, 4, 0));
+        assert_eq!((round16(17), round16(usize::MAX)), (Some(32), None));
+    }
+}
