@@ -95,6 +95,18 @@ pub struct Error {
 /// Result of the core.
 pub type Result<T> = core::result::Result<T, Error>;
 
+// Stand-in from the `first` branch (README's Rust example uses `?` into
+// Box<dyn Error>); the C-ABI branch brings the real impls: keep theirs on merge.
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.status.as_str())?;
+        f.write_str(": ")?;
+        f.write_str(self.message())
+    }
+}
+
+impl core::error::Error for Error {}
+
 impl Error {
     /// An error with `status` and the message `msg`.
     pub fn new(status: Status, msg: &str) -> Error {
