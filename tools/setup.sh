@@ -14,7 +14,8 @@
 # The Rust toolchain: when rustup is missing it is installed from
 # static.rust-lang.org into $CARGO_HOME (default ~/.cargo) with no default
 # toolchain; then `rustup toolchain install` installs the one pinned in
-# rust-toolchain.toml (version, clippy, rustfmt, the aarch64 and thumbv7em targets).
+# rust-toolchain.toml (version, clippy, rustfmt, the aarch64 and thumbv7em targets),
+# and makes it the default toolchain when there is none.
 # To use cargo in your own shell afterwards: . "$HOME/.cargo/env"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,11 @@ if [ "$(printf '%s\n' 1.28 "$rustup_version" | sort -V | head -n1)" = 1.28 ]; th
     rustup toolchain install
 else
     rustup show >/dev/null
+fi
+# Outside this repository (e.g. a project that depends on mla-core, as the README
+# shows) rustup uses the default toolchain: make it the pinned one if there is none.
+if ! rustup default >/dev/null 2>&1; then
+    rustup default "$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)"
 fi
 rustc --version
 cargo --version
