@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Cross builds, tested under emulation (issue 4). Called by .ci/run; runs alone too:
+# Cross builds, tested under emulation. Called by tools/test.sh; runs alone too:
 #   bash .ci/cross.sh            everything below
 #   bash .ci/cross.sh aarch64    only (a) and (b)
 #   bash .ci/cross.sh baremetal  only (c), (d) and (e)
 #
 # (a) aarch64 Linux (NVIDIA Jetson): every test (unit, golden vectors, ...) built for
 #     aarch64-unknown-linux-gnu and run under qemu-aarch64 (the runner is set in
-#     .cargo/config.toml). Release profile: from scratch it builds in about the time
-#     a debug build takes (~3 min on 2 cores) and the tests take ~8 s under qemu
-#     instead of ~100 s.
+#     .cargo/config.toml). Release profile: the tests run much faster under qemu
+#     than a debug build's; the step prints how long it took.
 # (b) The C and C++ demos (ffi-examples/Makefile) cross-built against the aarch64
 #     libraries, run under qemu-aarch64, and compared with the same demos on x86-64.
 # (c) Bare metal: ffi-examples/firmware (no std, no allocator) for thumbv7em-none-eabihf;

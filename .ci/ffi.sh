@@ -12,9 +12,10 @@
 #  5. builds tests/c/status_test.c (static and shared) and runs it;
 #  6. runs the status test and the demos under valgrind (--leak-check=full);
 #  7. runs them built with clang-14 -fsanitize=address,undefined (static lib);
-#  8. installs into a temporary prefix (make install) and builds host programs
-#     through pkg-config (`pkg-config --libs mla`) and CMake (find_package(mla),
-#     ffi-examples/host-cmake);
+#  8. installs into a temporary prefix (make install) and builds ffi-examples/tiny.c
+#     through pkg-config (`--libs mla`: shared, runs through the rpath mla.pc gives;
+#     `--static --libs mla-static`: static, no libmla.so) and CMake
+#     (find_package(mla), ffi-examples/host-cmake: mla::mla, mla::mla_shared);
 #  9. with FFI_CROSS=1: cross-builds the demos for aarch64 and runs them in qemu.
 #
 # On a fresh Debian machine, run as root: missing tools are apt-get installed.
@@ -162,30 +163,47 @@ grep -q __asan_init <<<"$syms" || { echo "ffi.sh: no ASan runtime" >&2; exit 1; 
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 # --- 8. install; pkg-config and CMake hosts ------------------------------------
-step "make install; pkg-config and find_package(mla) host projects"
+step "make install; pkg-config (mla, mla-static) and find_package(mla) host projects"
 PREFIX=$OUT/prefix
 make -C ffi-examples --no-print-directory NATIVE_LIBS="$NATIVE_LIBS" install PREFIX="$PREFIX"
 export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
-echo "pkg-config mla $(pkg-config --modversion mla): --cflags $(pkg-config --cflags mla) --libs $(pkg-config --libs mla)"
-test "$(pkg-config --modversion mla)" = "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
-# Shared, as pkg-config gives it; static, the same flags with libmla forced static.
+for pc in mla mla-static; do
+    echo "pkg-config $pc $(pkg-config --modversion $pc): --cflags $(pkg-config --cflags $pc)" \
+        "--libs $(pkg-config --libs $pc) --static --libs $(pkg-config --static --libs $pc)"
+    test "$(pkg-config --modversion $pc)" = "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+done
+# Exactly the flags pkg-config gives: the shared program must find libmla.so through
+# mla.pc's rpath (no LD_LIBRARY_PATH), the static one must not need it at all.
 # shellcheck disable=SC2046
-cc -std=c11 $WARN ffi-examples/host-cmake/main.c $(pkg-config --cflags --libs mla) \
-    -Wl,-rpath,"$PREFIX/lib" -o "$OUT/host_pc_shared"
+cc -std=c11 $WARN ffi-examples/tiny.c $(pkg-config --cflags --libs mla) -o "$OUT/host_pc_shared"
 # shellcheck disable=SC2046
-cc -std=c11 $WARN ffi-examples/host-cmake/main.c $(pkg-config --cflags mla) \
-    $(pkg-config --static --libs mla | sed 's/-lmla/-Wl,-Bstatic -lmla -Wl,-Bdynamic/') \
+cc -std=c11 $WARN ffi-examples/tiny.c $(pkg-config --static --cflags --libs mla-static) \
     -o "$OUT/host_pc_static"
-"$OUT/host_pc_shared" "$DATA"
-"$OUT/host_pc_static" "$DATA"
-links_to "$OUT/host_pc_shared" "libmla.so => $PREFIX/lib/libmla.so"
+(unset LD_LIBRARY_PATH; "$OUT/host_pc_shared" "$DATA"; "$OUT/host_pc_static" "$DATA")
+links_to "$OUT/host_pc_shared" "libmla.so => $PREFIX/lib/libmla.so" ||
+    { echo "ffi.sh: host_pc_shared does not load $PREFIX/lib/libmla.so" >&2; exit 1; }
+! links_to "$OUT/host_pc_static" libmla ||
+    { echo "ffi.sh: host_pc_static (pkg-config --static mla-static) needs libmla.so" >&2; exit 1; }
 unset PKG_CONFIG_PATH
+# CMAKE_SKIP_BUILD_RPATH: no rpath from CMake itself, as in an installed program;
+# mla::mla_shared programs must still find libmla.so (the package's own rpath).
 cmake -S ffi-examples/host-cmake -B "$OUT/host-cmake" -DCMAKE_PREFIX_PATH="$PREFIX" \
-    -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" || { cat "$OUT/cmake.log"; exit 1; }
-grep "found mla" "$OUT/cmake.log"
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_SKIP_BUILD_RPATH=ON \
+    -DCMAKE_C_FLAGS="$WARN" -DCMAKE_CXX_FLAGS="$WARN" \
+    >"$OUT/cmake.log" || { cat "$OUT/cmake.log"; exit 1; }
 cmake --build "$OUT/host-cmake" -- --no-print-directory >/dev/null
-"$OUT/host-cmake/host_c" "$DATA"
-"$OUT/host-cmake/host_cpp"
+(
+    unset LD_LIBRARY_PATH
+    "$OUT/host-cmake/tiny" "$DATA"
+    "$OUT/host-cmake/tiny_shared" "$DATA"
+    "$OUT/host-cmake/host_cpp"
+)
+! links_to "$OUT/host-cmake/tiny" libmla ||
+    { echo "ffi.sh: host-cmake/tiny (mla::mla) needs libmla.so" >&2; exit 1; }
+links_to "$OUT/host-cmake/tiny_shared" "libmla.so => $PREFIX/lib/libmla.so" ||
+    { echo "ffi.sh: host-cmake/tiny_shared does not load $PREFIX/lib/libmla.so" >&2; exit 1; }
+readelf -d "$OUT/host-cmake/tiny_shared" | grep -E 'R(UN)?PATH' | grep -q "$PREFIX/lib" ||
+    { echo "ffi.sh: tiny_shared has no rpath to $PREFIX/lib" >&2; exit 1; }
 
 # --- 9. cross build (optional) -------------------------------------------------
 if [ "${FFI_CROSS:-0}" = 1 ]; then

@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -105,15 +106,20 @@ int main(int argc, char **argv) {
 
     /* 1. Map the safetensors file read-only: the weights stay in the page cache. */
     fd = open(path, O_RDONLY);
-    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 8) {
-        fprintf(stderr, "demo: cannot open %s\n", path);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr, "demo: cannot open %s: %s\n", path, strerror(errno));
+        goto done;
+    }
+    if (st.st_size < 8) {
+        fprintf(stderr, "demo: %s: %lld bytes, too short for a safetensors file\n", path,
+                (long long)st.st_size);
         goto done;
     }
     file_len = (size_t)st.st_size;
     file = (unsigned char *)mmap(NULL, file_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (file == (unsigned char *)MAP_FAILED) {
         file = NULL;
-        fprintf(stderr, "demo: mmap %s failed\n", path);
+        fprintf(stderr, "demo: cannot map %s: %s\n", path, strerror(errno));
         goto done;
     }
 

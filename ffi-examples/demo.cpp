@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,15 +34,22 @@ public:
     explicit MappedFile(const std::string &path) {
         fd_ = ::open(path.c_str(), O_RDONLY);
         struct stat st {};
-        if (fd_ < 0 || ::fstat(fd_, &st) != 0 || st.st_size < 8) {
+        if (fd_ < 0 || ::fstat(fd_, &st) != 0) {
+            const std::string why = std::strerror(errno);
             close_fd();
-            throw std::runtime_error("cannot open " + path);
+            throw std::runtime_error("cannot open " + path + ": " + why);
+        }
+        if (st.st_size < 8) {
+            close_fd();
+            throw std::runtime_error(path + ": " + std::to_string(st.st_size) +
+                                     " bytes, too short for a safetensors file");
         }
         len_ = static_cast<std::size_t>(st.st_size);
         void *p = ::mmap(nullptr, len_, PROT_READ, MAP_PRIVATE, fd_, 0);
         if (p == MAP_FAILED) {
+            const std::string why = std::strerror(errno);
             close_fd();
-            throw std::runtime_error("cannot map " + path);
+            throw std::runtime_error("cannot map " + path + ": " + why);
         }
         data_ = static_cast<const unsigned char *>(p);
     }
