@@ -92,6 +92,7 @@ pub mod cache;
 pub mod config;
 pub mod dtype;
 pub mod engine;
+pub mod fp8;
 pub mod kernels;
 pub mod parallel;
 pub mod plan;
