@@ -172,7 +172,7 @@ LOG=$PTXDIR/stub.log
 LD_LIBRARY_PATH=$FAKE/lib64 "$bin" --test-threads=1 2>&1 | tee "$LOG" |
     sed -E 's/^(test result: ok\. [0-9]+ passed.*)$/\1   <- passed = returned early: SKIPPED, see below/'
 skipped=$(grep -o 'SKIPPED: no CUDA device' "$LOG" | wc -l)
-echo "SKIPPED: $skipped of $n_run CUDA tests skipped (stub driver: no device); they run on the emulator next"
+echo "$skipped of $n_run CUDA tests SKIPPED (stub driver: no device); they run on the emulator next"
 [ "$skipped" = "$n_run" ] || { echo "expected every CUDA test to skip on the stub" >&2; exit 1; }
 
 # 6. CPU emulator, as an sm_80 and as an sm_72 device: every test runs and
