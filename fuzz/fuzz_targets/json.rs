@@ -1,4 +1,4 @@
-//! The JSON scanner alone (mla_core::safetensors::json), on arbitrary text (first
+//! The JSON scanner alone (mla_core::json), on arbitrary text (first
 //! byte even) and on valid JSON generated from the input (first byte odd: nesting,
 //! escapes, numbers of every form, objects with repeated and escaped-equal keys).
 //!
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mla_core::safetensors::json::{
+use mla_core::json::{
     self, Array, ErrorKind, JsonError, JsonStr, Kind, Object, Scanner, UniqueKeys, MAX_DEPTH,
 };
 use std::collections::HashSet;

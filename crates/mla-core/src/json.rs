@@ -20,7 +20,7 @@
 //! [`UniqueKeys`] and [`check_unique_keys`] check it for the objects a caller reads.
 //!
 //! ```
-//! use mla_core::safetensors::json::{Kind, Scanner};
+//! use mla_core::json::{Kind, Scanner};
 //!
 //! let text = r#"{"hidden_size": 2048, "rope_scaling": {"factor": 40.0, "type": "yarn"},
 //!               "layer_types": ["full", "sliding"], "sliding_window": null}"#;
@@ -50,13 +50,13 @@
 //! }
 //! sc.finish()?; // nothing but whitespace after the object
 //! assert_eq!((hidden, factor, layers), (2048, 40.0, 2));
-//! # Ok::<(), mla_core::safetensors::json::JsonError>(())
+//! # Ok::<(), mla_core::json::JsonError>(())
 //! ```
 
 use core::cmp::Ordering;
 use core::ops::Range;
 
-use super::Piece::{N, S};
+use crate::status::Piece::{N, S};
 use crate::status::{Error, Status};
 
 /// Default nesting limit: at most this many containers (objects and arrays) open
@@ -180,7 +180,7 @@ impl JsonError {
     pub fn to_error(self, context: &str) -> Error {
         let at = self.at as u64;
         let pieces = [S(": "), S(self.kind.as_str()), S(" at byte "), N(at)];
-        super::error(Status::InvalidArgument, context, &pieces)
+        crate::status::error(Status::InvalidArgument, context, &pieces)
     }
 }
 
