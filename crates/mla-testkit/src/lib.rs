@@ -3,6 +3,7 @@
 //!
 //! - [`golden`]: the golden cases of `tests/data` ([`Golden`], [`cases`]) and the
 //!   error measure of DESIGN.md ([`rel_err`]);
+//! - [`json_tree`]: a JSON value tree read with mla-core's scanner ([`Json`]);
 //! - [`arena`]: 64-byte aligned, zeroed engine memory ([`Arena`]);
 //! - [`mod@run`]: a case through a fresh engine in one call, uneven chunks or token by
 //!   token, any attention mode, optionally on threads ([`run()`], [`Run`],
@@ -22,6 +23,7 @@ pub mod arena;
 pub mod configs;
 pub mod convert;
 pub mod golden;
+pub mod json_tree;
 pub mod random;
 pub mod run;
 pub mod st_file;
@@ -32,6 +34,7 @@ use mla_core::{Config, RopeKey, RopeLayout};
 pub use arena::Arena;
 pub use convert::{named_tensors, Converted, TENSOR_NAMES};
 pub use golden::{cases, data_dir, rel_err, Golden, PREFIX};
+pub use json_tree::Json;
 pub use random::{Mat, RandomWeights, Rng};
 pub use run::{forward_chunks, run, same_bits, uneven, Run, Schedule};
 pub use st_file::{file, AlignedBytes, Writer};

@@ -1,0 +1,408 @@
+//! `Config::from_hf_json` against the layer specs of tools/reference/families.py
+//! (`derive_layers`, checked against transformers' own modules):
+//!
+//! - every default config of tests/data/hf_configs, every layer, against
+//!   expected.json;
+//! - every tiny checkpoint's config.json (tests/data/families), every layer,
+//!   against the `layer.L.spec` metadata of its golden.safetensors and its
+//!   `all_layers` list.
+//!
+//! Every field of a spec is compared (an unknown field fails the test, so a spec
+//! field nothing maps to cannot go unnoticed). Non-MLA layers must be
+//! `Unsupported` with their kind in the message.
+
+use mla_core::config::{
+    hf_layer_info, Config, Dsa, Gate, IndexQInput, IndexRope, LayerInfo, QueryScale, RopeLayout,
+    RopeType,
+};
+use mla_core::safetensors::SafeTensors;
+use mla_core::Status;
+use mla_testkit::{data_dir, AlignedBytes, Json};
+
+/// f64 from the spec equals the config's f32 (the spec's double rounded to f32;
+/// one f32 ulp of slack for a libm that rounds a transcendental the other way).
+fn same(what: &str, want: f64, got: f32) {
+    let w = want as f32;
+    let ok = w == got || (w - got).abs() <= f32::EPSILON * w.abs();
+    assert!(ok, "{what}: want {want} ({w}), got {got}");
+}
+
+/// Compares one MLA layer spec with `cfg` and `info`; every key of the spec must
+/// be known here.
+fn check_spec(ctx: &str, spec: &Json, cfg: &Config, info: &LayerInfo) {
+    let i = info.layer;
+    let u = |k: &str| spec.at(k).u64();
+    for (key, val) in spec.obj() {
+        let what = format!("{ctx} layer {i}: {key}");
+        match key.as_str() {
+            "layer" => assert_eq!(val.u64(), u64::from(i), "{what}"),
+            "kind" => assert_eq!(val.str(), info.kind().as_str(), "{what}"),
+            "prefix" => assert_eq!(val.str(), info.prefix.as_str(), "{what}"),
+            "hidden_size" => assert_eq!(u(key), u64::from(cfg.hidden_size), "{what}"),
+            "num_heads" => assert_eq!(u(key), u64::from(cfg.num_heads), "{what}"),
+            "q_lora_rank" => assert_eq!(u(key), u64::from(cfg.q_lora_rank), "{what}"),
+            "kv_lora_rank" => assert_eq!(u(key), u64::from(cfg.kv_lora_rank), "{what}"),
+            "qk_nope_head_dim" => assert_eq!(u(key), u64::from(cfg.qk_nope_head_dim), "{what}"),
+            "qk_rope_head_dim" => assert_eq!(u(key), u64::from(cfg.qk_rope_head_dim), "{what}"),
+            "v_head_dim" => assert_eq!(u(key), u64::from(cfg.v_head_dim), "{what}"),
+            "q_norm_eps" => {
+                assert_eq!(!val.is_null(), cfg.q_norm, "{what}");
+                if !val.is_null() {
+                    same(&what, val.f64(), cfg.rms_norm_eps);
+                }
+            }
+            "kv_norm_eps" => same(&what, val.f64(), cfg.rms_norm_eps),
+            "attention_bias" => assert_eq!(val.bool(), info.attention_bias, "{what}"),
+            "rope" => check_rope(&what, val, cfg),
+            "rope_key_norm_eps" => {
+                assert_eq!(!val.is_null(), cfg.rope_key_norm, "{what}");
+                if !val.is_null() {
+                    same(&what, val.f64(), cfg.rms_norm_eps);
+                }
+            }
+            "softmax_scale" => same(&what, val.f64(), cfg.softmax_scale),
+            "sliding_window" => {
+                assert_eq!(val.u64(), u64::from(cfg.sliding_window), "{what}");
+                assert_eq!(cfg.sliding_window > 0, info.sliding, "{what}");
+            }
+            "latent_scale_q" => same(&what, val.f64(), cfg.q_latent_scale),
+            "latent_scale_kv" => same(&what, val.f64(), cfg.kv_latent_scale),
+            "query_scale" => match val {
+                Json::Null => assert_eq!(cfg.query_scale, QueryScale::None, "{what}"),
+                q => match q.at("type").str() {
+                    "llama4" => {
+                        assert_eq!(cfg.query_scale, QueryScale::Llama4, "{what}");
+                        same(&what, q.at("beta").f64(), cfg.query_scale_beta);
+                        assert_eq!(
+                            q.at("original_max_position_embeddings").u64(),
+                            u64::from(cfg.query_scale_length),
+                            "{what}"
+                        );
+                        assert_eq!(q.obj().len(), 3, "{what}: unknown keys");
+                    }
+                    "learned_log_position" => {
+                        assert_eq!(cfg.query_scale, QueryScale::LearnedLogPos, "{what}");
+                        assert_eq!(q.obj().len(), 1, "{what}: unknown keys");
+                    }
+                    other => panic!("{what}: unknown query_scale type {other}"),
+                },
+            },
+            "gate" => {
+                let want = match val {
+                    Json::Null => Gate::None,
+                    g => match g.str() {
+                        "per_head" => Gate::PerHead,
+                        "per_channel" => Gate::PerChannel,
+                        "fused_q_gate" => Gate::FusedQ,
+                        other => panic!("{what}: unknown gate {other}"),
+                    },
+                };
+                assert_eq!(cfg.gate, want, "{what}");
+            }
+            "sinks" => assert_eq!(val.bool(), cfg.sinks, "{what}"),
+            "kv_source_layer" => {
+                assert_eq!(val.u64(), u64::from(info.kv_source_layer), "{what}");
+                assert_eq!(info.kv_source_layer != i, cfg.kv_shared, "{what}");
+                assert_eq!(info.kv_shared, cfg.kv_shared, "{what}");
+            }
+            "dsa" => check_dsa(&what, val, cfg, info),
+            "tensors" => {} // the binding tests use it
+            other => panic!("{what}: a spec field this test does not know: {other}"),
+        }
+    }
+    assert_eq!(cfg.rope_key, mla_core::RopeKey::Shared, "{ctx} layer {i}");
+    assert_eq!(
+        info.nope,
+        cfg.rope_type == RopeType::None,
+        "{ctx} layer {i}"
+    );
+}
+
+fn check_rope(what: &str, rope: &Json, cfg: &Config) {
+    if rope.is_null() {
+        assert_eq!(cfg.rope_type, RopeType::None, "{what}");
+        assert!(!cfg.rope_freq_alpha, "{what}");
+        return;
+    }
+    let ty = rope.at("type").str();
+    let want = match ty {
+        "default" => RopeType::Default,
+        "yarn" => RopeType::Yarn,
+        "linear" => RopeType::Linear,
+        "llama3" => RopeType::Llama3,
+        "longrope" => RopeType::LongRope,
+        other => panic!("{what}: rope type {other}"),
+    };
+    assert_eq!(cfg.rope_type, want, "{what}");
+    let mut alpha = false;
+    for (key, val) in rope.obj() {
+        let what = format!("{what}.{key}");
+        match key.as_str() {
+            "type" => {}
+            "theta" => same(&what, val.f64(), cfg.rope_theta),
+            "dim" => assert_eq!(val.u64(), u64::from(cfg.qk_rope_head_dim), "{what}"),
+            "layout" => {
+                let l = match val.str() {
+                    "interleaved" => RopeLayout::Interleaved,
+                    "half" => RopeLayout::Half,
+                    other => panic!("{what}: {other}"),
+                };
+                assert_eq!(cfg.rope_layout, l, "{what}");
+            }
+            "attention_scaling" => same(&what, val.f64(), cfg.rope_attention_factor),
+            "factor" => same(&what, val.f64(), cfg.rope_factor),
+            "original_max_position_embeddings" => {
+                assert_eq!(val.u64(), u64::from(cfg.original_max_position), "{what}")
+            }
+            "beta_fast" => same(&what, val.f64(), cfg.beta_fast),
+            "beta_slow" => same(&what, val.f64(), cfg.beta_slow),
+            "truncate" => assert_eq!(val.bool(), cfg.rope_yarn_truncate, "{what}"),
+            "low_freq_factor" => same(&what, val.f64(), cfg.rope_low_freq_factor),
+            "high_freq_factor" => same(&what, val.f64(), cfg.rope_high_freq_factor),
+            "short_factor" | "long_factor" => {
+                let got = if key == "short_factor" {
+                    &cfg.rope_short_factor
+                } else {
+                    &cfg.rope_long_factor
+                };
+                let want = val.arr();
+                assert_eq!(want.len() as u32, cfg.qk_rope_head_dim / 2, "{what}");
+                for (j, w) in want.iter().enumerate() {
+                    same(&format!("{what}[{j}]"), w.f64(), got[j]);
+                }
+            }
+            "frequency_multiplier" => {
+                assert_eq!(val.str(), "exp(alpha)", "{what}");
+                alpha = true;
+            }
+            // MRoPE with text positions (all three axes equal) is plain RoPE; the
+            // sections matter only for image tokens, which the engine does not see.
+            "mrope_section" => {}
+            "max_position_embeddings" => panic!("{what}: dynamic RoPE is not expected"),
+            other => panic!("{what}: a rope field this test does not know: {other}"),
+        }
+    }
+    assert_eq!(cfg.rope_freq_alpha, alpha, "{what}: frequency_multiplier");
+    if ty == "default" || ty == "linear" || ty == "llama3" {
+        same(
+            &format!("{what}: cos/sin factor"),
+            1.0,
+            cfg.rope_attention_factor,
+        );
+    }
+}
+
+fn check_dsa(what: &str, dsa: &Json, cfg: &Config, info: &LayerInfo) {
+    if dsa.is_null() {
+        assert_eq!(cfg.dsa, Dsa::None, "{what}");
+        assert_eq!(info.dsa, Dsa::None, "{what}");
+        return;
+    }
+    let mode = match dsa.at("mode").str() {
+        "full" => Dsa::Full,
+        "shared" => Dsa::Shared,
+        other => panic!("{what}: mode {other}"),
+    };
+    assert_eq!(cfg.dsa, mode, "{what}");
+    assert_eq!(info.dsa, mode, "{what}");
+    for (key, val) in dsa.obj() {
+        let what = format!("{what}.{key}");
+        match key.as_str() {
+            "mode" => {}
+            "index_n_heads" => assert_eq!(val.u64(), u64::from(cfg.index_n_heads), "{what}"),
+            "index_head_dim" => assert_eq!(val.u64(), u64::from(cfg.index_head_dim), "{what}"),
+            "index_topk" => assert_eq!(val.u64(), u64::from(cfg.index_topk), "{what}"),
+            "topk_source_layer" => {
+                assert_eq!(val.u64(), u64::from(info.topk_source_layer), "{what}")
+            }
+            "q_input" => {
+                let (input, scaled) = match val.str() {
+                    "q_latent" => (IndexQInput::QLatent, false),
+                    "q_latent_scaled" => (IndexQInput::QLatent, true),
+                    "hidden_layernorm" => (IndexQInput::HiddenLayerNorm, false),
+                    other => panic!("{what}: {other}"),
+                };
+                assert_eq!(cfg.index_q_input, input, "{what}");
+                // The scaled latent is the latent times q_latent_scale (dots3_note).
+                assert_eq!(cfg.q_latent_scale != 1.0, scaled, "{what}");
+            }
+            "q_norm_eps" => {
+                if !val.is_null() {
+                    same(&what, val.f64(), cfg.index_q_norm_eps);
+                    assert_eq!(cfg.index_q_input, IndexQInput::HiddenLayerNorm, "{what}");
+                }
+            }
+            "query_scale" => {
+                let learned = match val {
+                    Json::Null => false,
+                    v => {
+                        assert_eq!(v.str(), "learned_log_position", "{what}");
+                        true
+                    }
+                };
+                assert_eq!(cfg.index_query_scale, learned, "{what}");
+            }
+            "k_norm_eps" => same(&what, val.f64(), cfg.index_k_norm_eps),
+            "rope_part" => {
+                let want = match val {
+                    Json::Null => IndexRope::None,
+                    v => match v.str() {
+                        "first" => IndexRope::First,
+                        "last" => IndexRope::Last,
+                        other => panic!("{what}: {other}"),
+                    },
+                };
+                assert_eq!(cfg.index_rope, want, "{what}");
+            }
+            "rope_layout" => {
+                if !val.is_null() {
+                    let l = match val.str() {
+                        "interleaved" => RopeLayout::Interleaved,
+                        "half" => RopeLayout::Half,
+                        other => panic!("{what}: {other}"),
+                    };
+                    assert_eq!(cfg.index_rope_layout, l, "{what}");
+                } else {
+                    assert_eq!(cfg.index_rope, IndexRope::None, "{what}");
+                }
+            }
+            // Fixed by the indexer's definition (docs/families.md 2.8): Di^-0.5 and
+            // Hi^-0.5; the config carries Di and Hi.
+            "score_scale" => same(
+                &what,
+                val.f64(),
+                (cfg.index_head_dim as f64).powf(-0.5) as f32,
+            ),
+            "weights_scale" => same(
+                &what,
+                val.f64(),
+                (cfg.index_n_heads as f64).powf(-0.5) as f32,
+            ),
+            "kpool" => assert_eq!(val.u64(), u64::from(cfg.index_kpool), "{what}"),
+            "always_select_tail" => assert_eq!(val.bool(), cfg.index_kpool_tail, "{what}"),
+            other => panic!("{what}: a dsa field this test does not know: {other}"),
+        }
+    }
+    if mode == Dsa::Full && dsa.get("kpool").is_none() {
+        assert_eq!(cfg.index_kpool, 0, "{what}: kpool");
+    }
+}
+
+/// Checks every layer of one config.json against `specs` (index = layer).
+fn check_config(ctx: &str, json: &[u8], specs: &[Json]) -> (usize, usize) {
+    let (mut mla, mut other) = (0, 0);
+    for (i, spec) in specs.iter().enumerate() {
+        let i = i as u32;
+        assert_eq!(spec.at("layer").u64(), u64::from(i), "{ctx}");
+        let info = hf_layer_info(json, i).unwrap_or_else(|e| panic!("{ctx} layer {i}: {e}"));
+        assert_eq!(info.num_layers as usize, specs.len(), "{ctx}: num_layers");
+        assert_eq!(
+            info.kind().as_str(),
+            spec.at("kind").str(),
+            "{ctx} layer {i}"
+        );
+        if spec.at("kind").str() == "linear_attention" {
+            assert!(!info.mla);
+            let e = Config::from_hf_json(json, i, 64, 8).unwrap_err();
+            assert_eq!(e.status(), Status::Unsupported, "{ctx} layer {i}: {e}");
+            assert!(
+                e.message().contains("linear_attention, not MLA")
+                    && e.message().starts_with(&format!("layer {i} of ")),
+                "{ctx}: {e}"
+            );
+            other += 1;
+            continue;
+        }
+        let (cfg, info2) = Config::from_hf_json(json, i, 4096, 128)
+            .unwrap_or_else(|e| panic!("{ctx} layer {i}: {e}"));
+        assert_eq!(info, info2, "{ctx} layer {i}");
+        assert_eq!((cfg.max_seq_len, cfg.max_tokens_per_call), (4096, 128));
+        check_spec(ctx, spec, &cfg, &info);
+        mla += 1;
+    }
+    // One past the last layer: out of range, naming the count.
+    let n = specs.len() as u32;
+    let e = Config::from_hf_json(json, n, 64, 8).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidConfig);
+    assert!(
+        e.message()
+            .starts_with(&format!("layer: {n} is out of range"))
+            && e.message().ends_with(&format!("has {n} attention layers)")),
+        "{ctx}: {e}"
+    );
+    (mla, other)
+}
+
+#[test]
+fn default_configs_give_expected_json() {
+    let dir = data_dir().join("hf_configs");
+    let expected =
+        Json::parse(&std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"));
+    let fams = expected.at("families").obj();
+    assert_eq!(fams.len(), 20, "20 families in expected.json");
+    let (mut mla, mut other) = (0, 0);
+    for (name, fam) in fams {
+        let file = fam.at("file").str();
+        let json = std::fs::read(dir.join(file)).expect(file);
+        let (m, o) = check_config(name, &json, fam.at("layers").arr());
+        let info = hf_layer_info(&json, 0).unwrap();
+        assert_eq!(info.family.model_type(), name.as_str());
+        // The prefix template of the family.
+        let tmpl = fam.at("tensor_names").at("prefix").str();
+        let want = tmpl
+            .replace("{i2}", "0")
+            .replace("{j}", "0")
+            .replace("{i}", "0");
+        assert_eq!(info.prefix.as_str(), want, "{name}");
+        mla += m;
+        other += o;
+    }
+    eprintln!("hf_configs: {mla} MLA layers and {other} linear-attention layers checked");
+    assert!(mla > 900 && other > 50, "{mla} {other}");
+}
+
+#[test]
+fn tiny_checkpoint_configs_give_the_golden_specs() {
+    let dir = data_dir().join("families");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/data/families") {
+        let path = entry.unwrap().path();
+        if !path.is_dir() {
+            continue;
+        }
+        let case = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let json = std::fs::read(path.join("config.json")).unwrap();
+        let golden = AlignedBytes::read(&path.join("golden.safetensors"));
+        let st = SafeTensors::parse(golden.get()).unwrap();
+        // Metadata values with escapes (the JSON specs) through the tree reader.
+        let header = Json::parse(st.header());
+        let meta = header.at("__metadata__");
+        let all: Vec<(u32, String)> = meta
+            .at("all_layers")
+            .str()
+            .split(',')
+            .map(|s| {
+                let (i, k) = s.split_once(':').unwrap();
+                (i.parse().unwrap(), k.to_owned())
+            })
+            .collect();
+        let specs: Vec<Json> = all
+            .iter()
+            .map(|(i, kind)| match meta.get(&format!("layer.{i}.spec")) {
+                Some(s) => Json::parse(s.str()),
+                None => {
+                    assert_eq!(kind, "linear_attention", "{case} layer {i} has no spec");
+                    Json::parse(&format!("{{\"layer\": {i}, \"kind\": \"{kind}\"}}"))
+                }
+            })
+            .collect();
+        check_config(&case, &json, &specs);
+        assert_eq!(
+            hf_layer_info(&json, 0).unwrap().family.model_type(),
+            meta.at("model_type").str(),
+            "{case}"
+        );
+        cases += 1;
+    }
+    assert_eq!(cases, 20, "the 20 golden family cases");
+}
