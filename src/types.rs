@@ -412,9 +412,9 @@ impl mla_weights {
             q_b_proj: mla_tensor::from_tensor("q_b_proj", w.q_b_proj.as_ref())?,
             kv_a_proj_with_mqa: mla_tensor::from_tensor(
                 "kv_a_proj_with_mqa",
-                Some(&w.kv_a_proj_with_mqa),
+                w.kv_a_proj_with_mqa.as_ref(),
             )?,
-            kv_a_layernorm: mla_tensor::from_tensor("kv_a_layernorm", Some(&w.kv_a_layernorm))?,
+            kv_a_layernorm: mla_tensor::from_tensor("kv_a_layernorm", w.kv_a_layernorm.as_ref())?,
             kv_b_proj: mla_tensor::from_tensor("kv_b_proj", Some(&w.kv_b_proj))?,
             o_proj: mla_tensor::from_tensor("o_proj", Some(&w.o_proj))?,
             q_a_proj_bias: mla_tensor::from_tensor("q_a_proj_bias", w.q_a_proj_bias.as_ref())?,
@@ -443,13 +443,15 @@ impl mla_weights {
             q_a_proj: unsafe { self.q_a_proj.to_tensor("q_a_proj") }?,
             q_a_layernorm: unsafe { self.q_a_layernorm.to_tensor("q_a_layernorm") }?,
             q_b_proj: unsafe { self.q_b_proj.to_tensor("q_b_proj") }?,
-            kv_a_proj_with_mqa: required("kv_a_proj_with_mqa", &self.kv_a_proj_with_mqa)?,
-            kv_a_layernorm: required("kv_a_layernorm", &self.kv_a_layernorm)?,
-            kv_b_proj: required("kv_b_proj", &self.kv_b_proj)?,
-            o_proj: required("o_proj", &self.o_proj)?,
+            kv_a_proj_with_mqa: Some(required("kv_a_proj_with_mqa", &self.kv_a_proj_with_mqa)?),
+            kv_a_layernorm: Some(required("kv_a_layernorm", &self.kv_a_layernorm)?),
             q_a_proj_bias: unsafe { self.q_a_proj_bias.to_tensor("q_a_proj_bias") }?,
             kv_a_proj_bias: unsafe { self.kv_a_proj_bias.to_tensor("kv_a_proj_bias") }?,
             o_proj_bias: unsafe { self.o_proj_bias.to_tensor("o_proj_bias") }?,
+            ..Weights::new(
+                required("kv_b_proj", &self.kv_b_proj)?,
+                required("o_proj", &self.o_proj)?,
+            )
         })
     }
 }

@@ -15,9 +15,10 @@ use mla_core::config::{
     hf_layer_info, Config, Dsa, Gate, IndexQInput, IndexRope, LayerInfo, QueryScale, RopeLayout,
     RopeType,
 };
-use mla_core::safetensors::SafeTensors;
+use mla_core::dtype::Elems;
+use mla_core::safetensors::{bind_layer, SafeTensors};
 use mla_core::Status;
-use mla_testkit::{data_dir, AlignedBytes, Json};
+use mla_testkit::{data_dir, AlignedBytes, Json, Writer};
 
 /// f64 from the spec equals the config's f32 (the spec's double rounded to f32;
 /// one f32 ulp of slack for a libm that rounds a transcendental the other way).
@@ -405,4 +406,230 @@ fn tiny_checkpoint_configs_give_the_golden_specs() {
         cases += 1;
     }
     assert_eq!(cases, 20, "the 20 golden family cases");
+}
+
+/// The `Weights` field each key of a spec's `tensors` map binds to.
+fn field_of(key: &str) -> &'static str {
+    match key {
+        "q_proj" => "q_proj",
+        "q_a_proj" => "q_a_proj",
+        "q_a_proj.bias" => "q_a_proj_bias",
+        "q_a_norm" => "q_a_layernorm",
+        "q_b_proj" | "q_gate_proj" => "q_b_proj",
+        "kv_a_proj" => "kv_a_proj_with_mqa",
+        "kv_a_proj.bias" => "kv_a_proj_bias",
+        "kv_a_norm" => "kv_a_layernorm",
+        "kv_b_proj" => "kv_b_proj",
+        "o_proj" => "o_proj",
+        "o_proj.bias" => "o_proj_bias",
+        "gate_proj" => "gate_proj",
+        "sinks" => "sinks",
+        "k_rope_norm" => "rope_key_norm",
+        "q_scale" => "query_scale_s",
+        "q_scale.bias" => "query_scale_b",
+        "rope_alpha" => "rope_freq_alpha",
+        "idx.wq_b" => "index_wq_b",
+        "idx.wk" => "index_wk",
+        "idx.k_norm" => "index_k_norm",
+        "idx.k_norm.bias" => "index_k_norm_bias",
+        "idx.weights_proj" => "index_weights_proj",
+        "idx.q_norm" => "index_q_norm",
+        "idx.q_norm.bias" => "index_q_norm_bias",
+        "idx.q_scale" => "index_query_scale_s",
+        "idx.q_scale.bias" => "index_query_scale_b",
+        "idx.kpool_ape" => "index_kpool_ape",
+        "idx.kpool_gate" => "index_kpool_gate",
+        other => panic!("a spec tensor key this test does not know: {other}"),
+    }
+}
+
+/// One tiny family case: config.json, model.safetensors (aligned) and the golden
+/// metadata's layer specs of its MLA layers.
+struct Case {
+    name: String,
+    json: Vec<u8>,
+    model: AlignedBytes,
+    specs: Vec<(u32, Json)>,
+}
+
+fn family_cases() -> Vec<Case> {
+    let dir = data_dir().join("families");
+    let mut out = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/data/families")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    names.sort();
+    for path in names {
+        let golden = AlignedBytes::read(&path.join("golden.safetensors"));
+        let st = SafeTensors::parse(golden.get()).unwrap();
+        let header = Json::parse(st.header());
+        let meta = header.at("__metadata__");
+        let specs = meta
+            .at("layers")
+            .str()
+            .split(',')
+            .map(|l| {
+                let i: u32 = l.parse().unwrap();
+                (i, Json::parse(meta.at(&format!("layer.{i}.spec")).str()))
+            })
+            .collect();
+        out.push(Case {
+            name: path.file_name().unwrap().to_str().unwrap().to_owned(),
+            json: std::fs::read(path.join("config.json")).unwrap(),
+            model: AlignedBytes::read(&path.join("model.safetensors")),
+            specs,
+        });
+    }
+    assert_eq!(out.len(), 20, "the 20 golden family cases");
+    out
+}
+
+fn f32_ptr(e: &Elems) -> *const f32 {
+    match e {
+        Elems::F32(s) => s.as_ptr(),
+        _ => panic!("the tiny checkpoints are f32"),
+    }
+}
+
+#[test]
+fn every_tiny_checkpoint_layer_binds_with_its_family_names() {
+    let mut layers = 0;
+    let mut tensors = 0;
+    for case in family_cases() {
+        let st = SafeTensors::parse(case.model.get()).unwrap();
+        for (i, spec) in &case.specs {
+            let ctx = format!("{} layer {i}", case.name);
+            let (cfg, info) = Config::from_hf_json(&case.json, *i, 64, 8)
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            let w =
+                bind_layer(case.model.get(), &cfg, &info).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            // Same through the parsed file.
+            let w2 = st.layer_weights(&cfg, &info).unwrap();
+            let want: Vec<(&str, &str)> = spec
+                .at("tensors")
+                .obj()
+                .iter()
+                .map(|(k, v)| (field_of(k), v.str()))
+                .collect();
+            for ((field, got), (_, got2)) in w.named().iter().zip(w2.named()) {
+                let ctx = format!("{ctx}: {field}");
+                match want.iter().find(|(f, _)| f == field) {
+                    Some((_, name)) => {
+                        let t = got.unwrap_or_else(|| panic!("{ctx}: {name} not bound"));
+                        // The very tensor of the file (zero-copy), with its shape.
+                        let v = st.tensor(name).unwrap().expect(name);
+                        let (rows, cols) = match v.dims() {
+                            [n] => (1, *n),
+                            [r, c] => (*r, *c),
+                            d => panic!("{ctx}: rank {}", d.len()),
+                        };
+                        assert_eq!((t.rows, t.cols), (rows, cols), "{ctx}");
+                        let Elems::F32(file) = v.elems().unwrap() else {
+                            panic!("{ctx}: f32 expected")
+                        };
+                        assert_eq!(f32_ptr(&t.data), file.as_ptr(), "{ctx}: {name}");
+                        assert_eq!(f32_ptr(&got2.unwrap().data), file.as_ptr(), "{ctx}");
+                        tensors += 1;
+                    }
+                    None => assert!(got.is_none(), "{ctx}: bound but not in the spec"),
+                }
+            }
+            w.check(&cfg).unwrap();
+            layers += 1;
+        }
+    }
+    eprintln!("bound {layers} MLA layers, {tensors} tensors");
+    // 14 cases with 2 MLA layers, mistral_large4 5, five cases with 4.
+    assert_eq!(layers, 53);
+}
+
+#[test]
+fn renamed_or_missing_family_tensors_are_named() {
+    let cases = family_cases();
+    let case = |n: &str| cases.iter().find(|c| c.name == n).unwrap();
+    // A file without one tensor of the layer: the family's full name, the shape,
+    // and what the prefix holds.
+    let drop = |c: &Case, gone: &str| -> (Status, String) {
+        let st = SafeTensors::parse(c.model.get()).unwrap();
+        let mut wr = Writer::new();
+        for (name, v) in st.iter() {
+            let name = name.as_str().expect("plain name").to_owned();
+            if name != gone {
+                wr = wr.tensor(&name, v.dtype.name(), v.dims(), v.data.to_vec());
+            }
+        }
+        let buf = wr.build();
+        let (cfg, info) = Config::from_hf_json(&c.json, 1, 64, 8).unwrap();
+        let e = bind_layer(buf.get(), &cfg, &info).unwrap_err();
+        (e.status(), e.message().to_owned())
+    };
+    let (s, m) = drop(
+        case("bailing_hybrid"),
+        "model.layers.1.attention.g_proj.weight",
+    );
+    assert_eq!(s, Status::WeightShape);
+    assert!(
+        m.starts_with(
+            "model.layers.1.attention.g_proj.weight: missing, expected [4, 64]; the prefix holds"
+        ),
+        "{m}"
+    );
+    let (s, m) = drop(case("mistral_large4"), "lerope.alpha");
+    assert_eq!(s, Status::WeightShape);
+    assert!(m.starts_with("lerope.alpha: missing, expected ["), "{m}");
+    let (s, m) = drop(
+        case("hy_v4"),
+        "model.layers.1.self_attn.learnable_sink_param",
+    );
+    assert_eq!(s, Status::WeightShape);
+    assert!(
+        m.starts_with("model.layers.1.self_attn.learnable_sink_param: missing, expected ["),
+        "{m}"
+    );
+    // A DeepSeek name where the family has its own: bound by bind_weights (the
+    // canonical names) it is missing under its canonical name.
+    let c = case("mistral_large4");
+    let (cfg, info) = Config::from_hf_json(&c.json, 1, 64, 8).unwrap();
+    let e = mla_core::safetensors::bind_weights(c.model.get(), &info.prefix, &cfg).unwrap_err();
+    assert_eq!(e.status(), Status::WeightShape);
+    assert!(
+        e.message()
+            .starts_with("layers.1.attention.q_proj.weight: missing"),
+        "{e}"
+    );
+    // Weights::check on a kv_shared layer: no kv_a of its own.
+    let (cfg1, info1) = Config::from_hf_json(&c.json, 1, 64, 8).unwrap();
+    let (cfg2, info2) = Config::from_hf_json(&c.json, 2, 64, 8).unwrap();
+    assert!(cfg2.kv_shared && !cfg1.kv_shared);
+    let w1 = bind_layer(c.model.get(), &cfg1, &info1).unwrap();
+    let w2 = bind_layer(c.model.get(), &cfg2, &info2).unwrap();
+    assert!(w2.kv_a_proj_with_mqa.is_none() && w2.kv_a_layernorm.is_none());
+    let bad = mla_core::Weights {
+        kv_a_layernorm: w1.kv_a_layernorm,
+        ..w2
+    };
+    let e = bad.check(&cfg2).unwrap_err();
+    assert_eq!(e.status(), Status::WeightShape);
+    assert_eq!(
+        e.message(),
+        "kv_a_layernorm: must be absent (kv_shared: the layer reads another layer's cache)"
+    );
+    let e = w2.check(&cfg1).unwrap_err();
+    assert_eq!(e.status(), Status::WeightShape);
+    assert!(
+        e.message().starts_with("kv_a_proj_with_mqa: missing"),
+        "{e}"
+    );
+    // A linear-attention layer does not bind.
+    let c = case("kimi_linear");
+    let info = hf_layer_info(&c.json, 0).unwrap();
+    let (cfg, _) = Config::from_hf_json(&c.json, 1, 64, 8).unwrap();
+    let e = bind_layer(c.model.get(), &cfg, &info).unwrap_err();
+    assert_eq!(e.status(), Status::Unsupported);
+    assert_eq!(
+        e.message(),
+        "layer 0 of kimi_linear is linear_attention, not MLA"
+    );
 }

@@ -330,9 +330,13 @@ impl<'w, 'm> Engine<'w, 'm> {
         }
 
         // 2. New cache rows kv_new[T][r + rope_k] = kv_a_proj_with_mqa x (+ b).
+        //    (A kv_shared layer has no kv_a weights; check_supported refuses it.)
+        let (Some(kv_a), Some(kv_norm)) = (w.kv_a_proj_with_mqa.as_ref(), w.kv_a_layernorm) else {
+            return Err(projection("kv_a_proj_with_mqa"));
+        };
         if !linear_par(
             par,
-            &w.kv_a_proj_with_mqa,
+            kv_a,
             w.kv_a_proj_bias.as_ref(),
             x,
             d,
@@ -359,7 +363,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             let (cos, sin) = (&mut *work.rope_cos, &mut *work.rope_sin);
             rope::cos_sin(work.rope_inv_freq, self.rope_scaling, pos, cos, sin);
             let (c, kpe) = kv.split_at_mut(r.min(kv.len()));
-            rmsnorm(c, w.kv_a_layernorm.data, eps);
+            rmsnorm(c, kv_norm.data, eps);
             for k in kpe.chunks_exact_mut(p.max(1)) {
                 rope::rotate(k, cos, sin, self.cfg.rope_layout);
             }

@@ -360,6 +360,8 @@ pub(crate) struct Defaults {
     pub index_n_heads: u64,
 }
 
+// One row of the class-defaults table: positional, like the table it mirrors.
+#[allow(clippy::too_many_arguments)]
 const fn d(
     hidden_size: u64,
     layers: u64,
@@ -580,6 +582,67 @@ pub struct Names {
     pub index_kpool_ape: Option<&'static str>,
     /// Pooled indexer: gate projection of the pool softmax.
     pub index_kpool_gate: Option<&'static str>,
+    /// `rope_freq_alpha` is a global name (outside the layer prefix).
+    pub rope_freq_alpha_global: bool,
+}
+
+impl Names {
+    /// The names used by [`bind_weights`](crate::safetensors::bind_weights): the
+    /// DeepSeek names (DeepSeek-V3.2's for the indexer) and, for tensors DeepSeek
+    /// has not, the [`Weights`](crate::Weights) field's: `gate_proj.weight`,
+    /// `sinks`, `rope_key_norm.weight`, `query_scale.s` / `.b`, `rope_freq_alpha`,
+    /// `indexer.q_norm.weight` / `.bias`, `indexer.query_scale.s` / `.b`,
+    /// `indexer.kpool_ape`, `indexer.kpool_gate`; all under the prefix.
+    pub const CANONICAL: Names = Names {
+        gate_proj: Some("gate_proj.weight"),
+        sinks: Some("sinks"),
+        rope_key_norm: Some("rope_key_norm.weight"),
+        query_scale_s: Some("query_scale.s"),
+        query_scale_b: Some("query_scale.b"),
+        rope_freq_alpha: Some("rope_freq_alpha"),
+        index_q_norm: Some("indexer.q_norm.weight"),
+        index_q_norm_bias: Some("indexer.q_norm.bias"),
+        index_query_scale_s: Some("indexer.query_scale.s"),
+        index_query_scale_b: Some("indexer.query_scale.b"),
+        index_kpool_ape: Some("indexer.kpool_ape"),
+        index_kpool_gate: Some("indexer.kpool_gate"),
+        ..DSA_NAMES
+    };
+
+    /// The names in the order of [`Weights::named`](crate::Weights::named)
+    /// (`None`: no such tensor in the family's checkpoints).
+    pub const fn suffixes(&self) -> [Option<&'static str>; crate::weights::WEIGHT_COUNT] {
+        [
+            Some(self.q_proj),
+            Some(self.q_a_proj),
+            Some(self.q_a_layernorm),
+            Some(self.q_b_proj),
+            Some(self.kv_a_proj_with_mqa),
+            Some(self.kv_a_layernorm),
+            Some(self.kv_b_proj),
+            Some(self.o_proj),
+            Some(self.q_a_proj_bias),
+            Some(self.kv_a_proj_bias),
+            Some(self.o_proj_bias),
+            self.gate_proj,
+            self.sinks,
+            self.rope_key_norm,
+            self.query_scale_s,
+            self.query_scale_b,
+            self.rope_freq_alpha,
+            self.index_wq_b,
+            self.index_wk,
+            self.index_k_norm,
+            self.index_k_norm_bias,
+            self.index_weights_proj,
+            self.index_q_norm,
+            self.index_q_norm_bias,
+            self.index_query_scale_s,
+            self.index_query_scale_b,
+            self.index_kpool_ape,
+            self.index_kpool_gate,
+        ]
+    }
 }
 
 /// The DeepSeek names (`_DS_NAMES`).
@@ -612,6 +675,7 @@ const DS_NAMES: Names = Names {
     index_query_scale_b: None,
     index_kpool_ape: None,
     index_kpool_gate: None,
+    rope_freq_alpha_global: false,
 };
 
 /// DeepSeek names plus the indexer's (`_INDEXER_NAMES`).
@@ -642,6 +706,7 @@ const MISTRAL_LARGE4_NAMES: Names = Names {
     query_scale_s: Some("ssmax_scaling.s"),
     query_scale_b: Some("ssmax_scaling.b"),
     rope_freq_alpha: Some("lerope.alpha"),
+    rope_freq_alpha_global: true,
     index_q_norm: Some("indexer.q_input_norm.weight"),
     index_q_norm_bias: Some("indexer.q_input_norm.bias"),
     index_query_scale_s: Some("indexer.ssmax_scaling.s"),

@@ -856,7 +856,7 @@ impl<'a> Model<'a> {
                         return Ok(lt);
                     }
                 }
-                Ok(if i > 0 && i % 4 == 0 {
+                Ok(if i > 0 && i.is_multiple_of(4) {
                     LType::Full
                 } else {
                     LType::Linear
@@ -1618,14 +1618,14 @@ impl Modes<'_> {
                     )),
                 }
             }
-            Modes::Hy => Ok(if j == 0 || (j - 1) % 4 == 0 {
+            Modes::Hy => Ok(if j == 0 || (j - 1).is_multiple_of(4) {
                 Mode::Full
             } else {
                 Mode::Shared
             }),
             Modes::Freq { freq, off } => {
                 let x = (i64::from(j) - *off).saturating_add(1).max(0) as u64;
-                Ok(if x % *freq == 0 {
+                Ok(if x.is_multiple_of(*freq) {
                     Mode::Full
                 } else {
                     Mode::Shared

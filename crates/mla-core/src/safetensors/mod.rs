@@ -38,7 +38,7 @@ mod reader;
 
 pub(crate) use crate::status::{error, push, Piece};
 
-pub use binder::{bind_weights, config_from_metadata};
+pub use binder::{bind_layer, bind_weights, config_from_metadata};
 pub use json::MAX_DEPTH;
 pub use reader::{
     FileDType, SafeTensors, TensorView, Tensors, MAX_HEADER_BYTES, MAX_RANK, MAX_UNORDERED_TENSORS,
