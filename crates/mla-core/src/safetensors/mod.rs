@@ -17,7 +17,7 @@
 //! tensors tile the data section exactly (no overlap, no hole, no trailing bytes).
 //! Nothing is stored: lookups re-scan the validated header, so a [`SafeTensors`]
 //! is a few words and the data stays where it is. Every malformed or hostile input
-//! gets a [`Status`], never a panic.
+//! gets a [`Status`](crate::Status), never a panic.
 //!
 //! Cost: one pass over the header when the tensors are listed in offset order and
 //! their names in ascending order, as the safetensors library writes them; other
