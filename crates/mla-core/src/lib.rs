@@ -91,6 +91,7 @@ extern crate std;
 pub mod attention;
 pub mod cache;
 pub mod config;
+mod decimal;
 pub mod dtype;
 pub mod engine;
 pub mod fp8;
