@@ -7,7 +7,7 @@
 
 use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
 use crate::dtype::{DType, Elems};
-use crate::status::{err, Result, Status};
+use crate::status::{err, Error, Result, Status};
 
 /// A borrowed row-major matrix `[rows][cols]`.
 #[derive(Clone, Copy, Debug)]
@@ -317,36 +317,48 @@ pub(crate) fn absent_reason(i: usize) -> &'static str {
     }
 }
 
-fn expect(name: &str, t: Option<&Tensor>, rows: usize, cols: usize) -> Result<()> {
-    match t {
-        None => Err(err(Status::WeightShape, name)
-            .s(": missing, expected ")
-            .n(rows)
-            .s(" x ")
-            .n(cols)),
-        Some(t) if t.rows != rows || t.cols != cols => Err(err(Status::WeightShape, name)
-            .s(": expected ")
-            .n(rows)
-            .s(" x ")
-            .n(cols)
-            .s(", got ")
-            .n(t.rows)
-            .s(" x ")
-            .n(t.cols)),
-        Some(t) if t.data.len() != rows * cols => {
-            Err(err(Status::WeightShape, name).s(": data length does not match its shape"))
+/// Checks tensor `i` of [`Weights::named`] against its expected shape. Out of
+/// line, once: inlined into the loop over 28 tensors it would be copied 28 times.
+#[inline(never)]
+fn check_one(
+    i: usize,
+    name: &str,
+    t: Option<&Tensor>,
+    shape: Option<(usize, usize)>,
+) -> Result<()> {
+    match (shape, t) {
+        (Some((rows, cols)), Some(t)) => {
+            if t.rows != rows || t.cols != cols {
+                Err(shape_error(name, ": expected ", rows, cols, Some(t)))
+            } else if rows.checked_mul(cols) != Some(t.data.len()) {
+                Err(err(Status::WeightShape, name).s(": data length does not match its shape"))
+            } else {
+                Ok(())
+            }
         }
-        Some(_) => Ok(()),
+        (Some((rows, cols)), None) if !OPTIONAL.get(i).copied().unwrap_or(false) => {
+            Err(shape_error(name, ": missing, expected ", rows, cols, None))
+        }
+        (Some(_), None) | (None, None) => Ok(()),
+        (None, Some(_)) => Err(err(Status::WeightShape, name)
+            .s(": must be absent (")
+            .s(absent_reason(i))
+            .s(")")),
     }
 }
 
-fn absent(name: &str, t: Option<&Tensor>, why: &str) -> Result<()> {
-    match t {
-        None => Ok(()),
-        Some(_) => Err(err(Status::WeightShape, name)
-            .s(": must be absent (")
-            .s(why)
-            .s(")")),
+/// `name` + `what` + `rows x cols` (+ `, got r x c`).
+#[cold]
+#[inline(never)]
+fn shape_error(name: &str, what: &str, rows: usize, cols: usize, got: Option<&Tensor>) -> Error {
+    let e = err(Status::WeightShape, name)
+        .s(what)
+        .n(rows)
+        .s(" x ")
+        .n(cols);
+    match got {
+        Some(t) => e.s(", got ").n(t.rows).s(" x ").n(t.cols),
+        None => e,
     }
 }
 
@@ -358,15 +370,7 @@ impl Weights<'_> {
         let dm = cfg.dims()?;
         let want = expected_shapes(cfg)?;
         for (i, ((name, t), shape)) in self.named().iter().zip(want).enumerate() {
-            match shape {
-                Some((rows, cols)) => {
-                    let optional = OPTIONAL.get(i).copied().unwrap_or(false);
-                    if t.is_some() || !optional {
-                        expect(name, t.as_ref(), rows, cols)?;
-                    }
-                }
-                None => absent(name, t.as_ref(), absent_reason(i))?,
-            }
+            check_one(i, name, t.as_ref(), shape)?;
         }
         Ok(dm)
     }
