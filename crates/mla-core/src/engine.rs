@@ -232,6 +232,29 @@ impl<'w, 'm> Engine<'w, 'm> {
         self.cache.reset();
     }
 
+    /// KV sharing (`kv_shared` layers, mistral_large4's `kv_source_layers`): this
+    /// engine attends over `producer`'s latent cache and writes none of its own.
+    /// Not built yet: always `Unsupported`, nothing changes (a `kv_shared` config
+    /// is refused by [`Config::check_supported`] before an engine exists).
+    pub fn share_cache(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
+        let _ = producer;
+        Err(err(
+            Status::Unsupported,
+            "share_cache: KV sharing between engines is not built in this version",
+        ))
+    }
+
+    /// Top-k sharing (`Dsa::Shared` layers): this engine's calls use `producer`'s
+    /// last sparse-attention selection for the same positions. Not built yet:
+    /// always `Unsupported`, nothing changes.
+    pub fn share_topk(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
+        let _ = producer;
+        Err(err(
+            Status::Unsupported,
+            "share_topk: top-k sharing between engines is not built in this version",
+        ))
+    }
+
     /// Appends the tokens `x` (`[n_tokens][hidden_size]`) at positions `len()..`,
     /// attends causally over everything cached, and writes `[n_tokens][hidden_size]`
     /// to `out`. Uses the configured attention mode.
