@@ -3,6 +3,9 @@
 //!
 //! - [`golden`]: the golden cases of `tests/data` ([`Golden`], [`cases`]) and the
 //!   error measure of DESIGN.md ([`rel_err`]);
+//! - [`family`]: the tiny Hugging Face checkpoints of `tests/data/families`
+//!   ([`FamilyCase`]: config.json, model.safetensors, golden tensors per layer,
+//!   a layer's `(Config, Weights)` through `from_hf_json` + `bind_layer`);
 //! - [`json_tree`]: a JSON value tree read with mla-core's scanner ([`Json`]);
 //! - [`arena`]: 64-byte aligned, zeroed engine memory ([`Arena`]);
 //! - [`mod@run`]: a case through a fresh engine in one call, uneven chunks or token by
@@ -22,6 +25,7 @@
 pub mod arena;
 pub mod configs;
 pub mod convert;
+pub mod family;
 pub mod golden;
 pub mod json_tree;
 pub mod random;
@@ -33,6 +37,7 @@ use mla_core::{Config, RopeKey, RopeLayout};
 
 pub use arena::Arena;
 pub use convert::{named_tensors, Converted, TENSOR_NAMES};
+pub use family::{family_cases, FamilyCase};
 pub use golden::{cases, data_dir, rel_err, Golden, PREFIX};
 pub use json_tree::Json;
 pub use random::{Mat, RandomWeights, Rng};
