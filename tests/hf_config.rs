@@ -714,3 +714,106 @@ fn c_entry_points_agree_with_the_core() {
     // 53 MLA layers and 6 linear-attention layers.
     assert_eq!(ok + refused, 59);
 }
+
+/// A small valid deepseek_v3 config.json.
+const BASE: &str = r#"{"model_type": "deepseek_v3", "num_hidden_layers": 2,
+    "hidden_size": 64, "num_attention_heads": 4, "q_lora_rank": 24,
+    "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
+    "v_head_dim": 8, "rope_interleave": true, "rms_norm_eps": 1e-6,
+    "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                     "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}}"#;
+
+fn refused(json: &str, layer: u32) -> (Status, String) {
+    let e = Config::from_hf_json(json.as_bytes(), layer, 64, 8).unwrap_err();
+    (e.status(), e.message().to_owned())
+}
+
+#[test]
+fn bad_config_json_gets_a_status_and_names_the_key() {
+    let (cfg, info) = Config::from_hf_json(BASE.as_bytes(), 1, 64, 8).unwrap();
+    assert_eq!((cfg.hidden_size, cfg.rope_type), (64, RopeType::Yarn));
+    assert_eq!(info.prefix.as_str(), "model.layers.1.self_attn.");
+    let edit = |f: &dyn Fn(&mut Json)| {
+        let mut j = Json::parse(BASE);
+        f(&mut j);
+        j.dump()
+    };
+    let num = mla_testkit::json_tree::num;
+    // A missing key takes the class default (DeepseekV3Config: hidden_size 7168).
+    let (c, _) =
+        Config::from_hf_json(edit(&|j| j.remove("hidden_size")).as_bytes(), 0, 64, 8).unwrap();
+    assert_eq!(c.hidden_size, 7168);
+    let cases: Vec<(String, Status, &str)> = vec![
+        ("{\"model_type\": ".into(), Status::InvalidConfig, ""),
+        ("[1, 2]".into(), Status::InvalidConfig, ""),
+        (
+            edit(&|j| *j.entry("model_type") = Json::Str("llama".into())),
+            Status::Unsupported,
+            "llama",
+        ),
+        (
+            edit(&|j| j.remove("model_type")),
+            Status::InvalidConfig,
+            "model_type",
+        ),
+        (
+            edit(&|j| *j.entry("hidden_size") = num(0.0)),
+            Status::InvalidConfig,
+            "hidden_size",
+        ),
+        (
+            edit(&|j| *j.entry("hidden_size") = num(1e12)),
+            Status::InvalidConfig,
+            "hidden_size",
+        ),
+        (
+            edit(&|j| *j.entry("hidden_size") = Json::Str("64".into())),
+            Status::InvalidConfig,
+            "hidden_size",
+        ),
+        (
+            edit(&|j| *j.entry("qk_rope_head_dim") = num(7.0)),
+            Status::InvalidConfig,
+            "qk_rope_head_dim",
+        ),
+        (
+            edit(&|j| *j.entry("num_attention_heads") = num(-4.0)),
+            Status::InvalidConfig,
+            "num_attention_heads",
+        ),
+        (
+            edit(&|j| *j.entry("rope_scaling").entry("type") = Json::Str("warp".into())),
+            Status::Unsupported,
+            "warp",
+        ),
+        (
+            edit(&|j| *j.entry("rope_scaling").entry("factor") = Json::Str("x".into())),
+            Status::InvalidConfig,
+            "factor",
+        ),
+        (
+            edit(&|j| *j.entry("rope_scaling") = num(3.0)),
+            Status::InvalidConfig,
+            "rope_scaling",
+        ),
+    ];
+    for (json, status, key) in &cases {
+        let (s, m) = refused(json, 0);
+        eprintln!("{s:?}: {m}");
+        assert_eq!(s, *status, "{json}: {m}");
+        assert!(m.contains(key), "{json}: the message names {key}: {m}");
+        assert!(!m.is_empty());
+    }
+    // Layer out of range; a duplicate key.
+    let (s, m) = refused(BASE, 2);
+    assert_eq!(s, Status::InvalidConfig);
+    assert!(m.starts_with("layer: 2 is out of range"), "{m}");
+    let dup = BASE.replacen(
+        "\"hidden_size\": 64,",
+        "\"hidden_size\": 64, \"hidden_size\": 64,",
+        1,
+    );
+    let (s, m) = refused(&dup, 0);
+    assert_eq!(s, Status::InvalidConfig);
+    assert!(m.contains("hidden_size"), "{m}");
+}
