@@ -969,7 +969,8 @@ mla_status mla_engine_share_topk(struct mla_engine *consumer, const struct mla_e
  * Text of the engine's last failure (NUL-terminated UTF-8, "" before any; valid
  * until the next call on `e`).
  * For NULL: the text of the calling thread's last failed call that had no engine
- * to hold it (`mla_engine_init`, `mla_weights_from_safetensors`, `mla_engine_size`,
+ * to hold it (`mla_engine_init`, `mla_weights_from_safetensors`,
+ * `mla_weights_from_checkpoint`, `mla_config_from_hf_json`, `mla_engine_size`,
  * `mla_cache_bytes_per_token`, `mla_config_validate`, or a call given a NULL
  * engine); "" if none; valid until the next such failure on this thread. Builds
  * without the `std` feature keep no such text and return a fixed one.
