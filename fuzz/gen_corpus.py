@@ -213,6 +213,21 @@ def main():
     write("json", "deep", b"\x00" + b"[" * 31 + b"{\"k\":" + b"1" + b"}" + b"]" * 31)
     write("json", "generated", bytes([1, 0, 5, 1, 3, 0, 4, 2, 1, 7, 6, 2, 9, 0, 0, 1, 4, 8, 3]))
 
+    # hf_config: [layer u16 LE] then a config.json; every config of the tests, layer
+    # 0, 1 and 3 (the hybrids' MLA layers are not all at the start).
+    root = os.path.join(HERE, "..", "tests", "data")
+    configs = [(n[:-5], os.path.join(root, "hf_configs", n))
+               for n in sorted(os.listdir(os.path.join(root, "hf_configs")))
+               if n.endswith(".json") and n != "expected.json"]
+    configs += [("tiny_" + n, os.path.join(root, "families", n, "config.json"))
+                for n in sorted(os.listdir(os.path.join(root, "families")))
+                if os.path.isdir(os.path.join(root, "families", n))]
+    for name, path in configs:
+        with open(path, "rb") as f:
+            text = f.read()
+        for idx in (0, 1, 3):
+            write("hf_config", f"{name}_{idx}", struct.pack("<H", idx) + text)
+
     # engine_calls: [which] then (op, arg[, salt]) triples; see the target.
     write("engine_calls", "prefill_decode", bytes([0, 0, 3, 5, 0, 1, 9, 4, 0, 0, 1, 2]))
     write("engine_calls", "errors", bytes([1, 0, 0, 0, 0, 4, 0x80, 1, 2, 0x40, 2, 9, 0, 7, 0]))

@@ -28,13 +28,18 @@
  * Version of the C ABI. A program built against another value must not use
  * this library (compare with `mla_abi_version()` at start-up).
  */
-#define MLA_ABI_VERSION 1
+#define MLA_ABI_VERSION 2
 
 /**
  * Bytes of the longest message, NUL included, that `mla_last_error` returns or
  * `mla_config_validate` writes: a `msg` buffer this large is never cut.
  */
 #define MLA_MESSAGE_MAX 192
+
+/**
+ * Entries of `mla_config.rope_short_factor` / `rope_long_factor` (`p/2` are used).
+ */
+#define MLA_MAX_ROPE_FACTORS 64
 
 #if defined(MLA_FEATURE_CUDA)
 /**
@@ -74,6 +79,36 @@ typedef uint32_t mla_dtype;
  * How attention is computed (`MLA_ATTN_*`).
  */
 typedef uint32_t mla_attn_mode;
+
+/**
+ * Frequency rule of the rotary embedding (`MLA_ROPE_TYPE_*`).
+ */
+typedef uint32_t mla_rope_type;
+
+/**
+ * Scaling of the query after RoPE (`MLA_QUERY_SCALE_*`).
+ */
+typedef uint32_t mla_query_scale;
+
+/**
+ * Output gate before `o_proj` (`MLA_GATE_*`).
+ */
+typedef uint32_t mla_gate;
+
+/**
+ * DeepSeek Sparse Attention mode (`MLA_DSA_*`).
+ */
+typedef uint32_t mla_dsa;
+
+/**
+ * Input of the indexer query (`MLA_INDEX_Q_*`).
+ */
+typedef uint32_t mla_index_q_input;
+
+/**
+ * Which `p` dims of the indexer query and key are rotated (`MLA_INDEX_ROPE_*`).
+ */
+typedef uint32_t mla_index_rope;
 
 /**
  * Engine configuration. Fill it with a preset (`mla_config_tutorial()`, ...),
@@ -178,6 +213,132 @@ typedef struct mla_config {
      * Softmax scale; 0 derives `(n+p)^-0.5` times YaRN's `mscale(s, mscale_all_dim)^2`.
      */
     float softmax_scale;
+    /**
+     * `MLA_ROPE_TYPE_*`: the frequency rule (`MLA_ROPE_TYPE_NONE`: no rotation).
+     */
+    mla_rope_type rope_type;
+    /**
+     * Final cos/sin factor; 0 derives it (YaRN: `mscale(s, mscale) /
+     * mscale(s, mscale_all_dim)`; otherwise 1).
+     */
+    float rope_attention_factor;
+    /**
+     * YaRN: 1 floors/ceils the correction range (default), 0 keeps it fractional.
+     */
+    uint32_t rope_yarn_truncate;
+    /**
+     * Llama 3 `low_freq_factor`.
+     */
+    float rope_low_freq_factor;
+    /**
+     * Llama 3 `high_freq_factor`.
+     */
+    float rope_high_freq_factor;
+    /**
+     * LongRoPE short factors (the first p/2 are used).
+     */
+    float rope_short_factor[MLA_MAX_ROPE_FACTORS];
+    /**
+     * LongRoPE long factors (the first p/2 are used).
+     */
+    float rope_long_factor[MLA_MAX_ROPE_FACTORS];
+    /**
+     * 1: LeRoPE, inverse frequencies times `exp(alpha)` (weight `rope_freq_alpha`).
+     */
+    uint32_t rope_freq_alpha;
+    /**
+     * 1: RMSNorm on the rope key before RoPE (weight `rope_key_norm`).
+     */
+    uint32_t rope_key_norm;
+    /**
+     * Multiplies the normalised query latent; 1 = none.
+     */
+    float q_latent_scale;
+    /**
+     * Multiplies the normalised KV latent before it is cached; 1 = none.
+     */
+    float kv_latent_scale;
+    /**
+     * `MLA_QUERY_SCALE_*`.
+     */
+    mla_query_scale query_scale;
+    /**
+     * Llama 4 `beta`.
+     */
+    float query_scale_beta;
+    /**
+     * Llama 4 `L` (positions per step).
+     */
+    uint32_t query_scale_length;
+    /**
+     * `MLA_GATE_*` (weights `gate_proj`, or fused into `q_b_proj`).
+     */
+    mla_gate gate;
+    /**
+     * 1: a learned sink logit per head joins the softmax (weight `sinks`).
+     */
+    uint32_t sinks;
+    /**
+     * Sliding window W (keys `pos - W < t <= pos`); 0 = none.
+     */
+    uint32_t sliding_window;
+    /**
+     * 1: the layer attends over another engine's latent cache
+     * (`mla_engine_share_cache`) and has no `kv_a` weights of its own.
+     */
+    uint32_t kv_shared;
+    /**
+     * `MLA_DSA_*`.
+     */
+    mla_dsa dsa;
+    /**
+     * Indexer heads Hi.
+     */
+    uint32_t index_n_heads;
+    /**
+     * Indexer head width Di.
+     */
+    uint32_t index_head_dim;
+    /**
+     * Keys selected per query K.
+     */
+    uint32_t index_topk;
+    /**
+     * `MLA_INDEX_Q_*`.
+     */
+    mla_index_q_input index_q_input;
+    /**
+     * `MLA_INDEX_ROPE_*`.
+     */
+    mla_index_rope index_rope;
+    /**
+     * `MLA_ROPE_INTERLEAVED` or `MLA_ROPE_HALF`: the indexer's rotation.
+     */
+    mla_rope_layout index_rope_layout;
+    /**
+     * LayerNorm eps of the indexer key.
+     */
+    float index_k_norm_eps;
+    /**
+     * LayerNorm eps of the indexer query input (`MLA_INDEX_Q_HIDDEN_LAYERNORM`).
+     */
+    float index_q_norm_eps;
+    /**
+     * 1: learned log-position scale on the indexer query.
+     */
+    uint32_t index_query_scale;
+    /**
+     * Storage of the indexer-key cache (`MLA_DTYPE_*`).
+     */
+    mla_dtype index_cache_dtype;
+    /**
+     * Pooled indexer keys: tokens per pool; 0 = none.
+     */
+    uint32_t index_kpool;
+    /**
+     * Pooled indexer: 1 always selects the query's own incomplete pool.
+     */
+    uint32_t index_kpool_tail;
 } mla_config;
 
 /**
@@ -200,6 +361,16 @@ typedef struct mla_tensor {
      * Columns (input features).
      */
     uint32_t cols;
+    /**
+     * ABI 2: block scales of an FP8 tensor, `[ceil(rows/scale_block)]
+     * [ceil(cols/scale_block)]` f32 (`W = W8 * scale`); NULL: none. Not yet
+     * accepted by this build (MLA_ERR_UNSUPPORTED when not NULL).
+     */
+    const float *scale;
+    /**
+     * ABI 2: rows and columns per scale block (128 for DeepSeek FP8); 0 without scales.
+     */
+    uint32_t scale_block;
 } mla_tensor;
 
 /**
@@ -253,6 +424,74 @@ typedef struct mla_weights {
      * Optional `[1][d]` bias of o_proj.
      */
     struct mla_tensor o_proj_bias;
+    /**
+     * Output gate from x: `[H][d]` (per head) or `[H*v][d]` (per channel).
+     */
+    struct mla_tensor gate_proj;
+    /**
+     * `[1][H]`: one sink logit per head.
+     */
+    struct mla_tensor sinks;
+    /**
+     * `[1][p]`: RMSNorm weight of the rope key.
+     */
+    struct mla_tensor rope_key_norm;
+    /**
+     * `[1][H]`: `s` of the learned log-position query scale.
+     */
+    struct mla_tensor query_scale_s;
+    /**
+     * `[1][H]`: `b` of the learned log-position query scale.
+     */
+    struct mla_tensor query_scale_b;
+    /**
+     * `[1][p/2]`: LeRoPE exponents.
+     */
+    struct mla_tensor rope_freq_alpha;
+    /**
+     * `[Hi*Di][r_q]` or `[Hi*Di][d]` (`MLA_INDEX_Q_HIDDEN_LAYERNORM`): indexer query.
+     */
+    struct mla_tensor index_wq_b;
+    /**
+     * `[Di][d]`: indexer key projection.
+     */
+    struct mla_tensor index_wk;
+    /**
+     * `[1][Di]`: indexer key LayerNorm weight.
+     */
+    struct mla_tensor index_k_norm;
+    /**
+     * `[1][Di]`: its bias.
+     */
+    struct mla_tensor index_k_norm_bias;
+    /**
+     * `[Hi][d]`: per-head weights of the index score.
+     */
+    struct mla_tensor index_weights_proj;
+    /**
+     * `[1][d]`: LayerNorm weight of the indexer query input.
+     */
+    struct mla_tensor index_q_norm;
+    /**
+     * `[1][d]`: its bias.
+     */
+    struct mla_tensor index_q_norm_bias;
+    /**
+     * `[1][Hi]`: `s` of the indexer's log-position query scale.
+     */
+    struct mla_tensor index_query_scale_s;
+    /**
+     * `[1][Hi]`: its `b`.
+     */
+    struct mla_tensor index_query_scale_b;
+    /**
+     * `[P][Di]`: pooled indexer, positional term.
+     */
+    struct mla_tensor index_kpool_ape;
+    /**
+     * `[Di][d]`: pooled indexer, gate projection.
+     */
+    struct mla_tensor index_kpool_gate;
 } mla_weights;
 
 /**
@@ -360,6 +599,13 @@ typedef void (*mla_parallel_for_fn)(void *host_ctx,
 #define MLA_DTYPE_BF16 2
 
 /**
+ * FP8 E4M3 (OCP, as DeepSeek's FP8 checkpoints), with block scales
+ * (`mla_tensor.scale`). Not yet accepted by this build: a tensor of it is
+ * MLA_ERR_WEIGHT_DTYPE, a cache of it MLA_ERR_UNSUPPORTED.
+ */
+#define MLA_DTYPE_F8_E4M3 3
+
+/**
  * Pairs `(x[2i], x[2i+1])` (DeepSeek checkpoints, HF `rope_interleave=True`).
  */
 #define MLA_ROPE_INTERLEAVED 0
@@ -393,6 +639,111 @@ typedef void (*mla_parallel_for_fn)(void *host_ctx,
  * Absorbed form: `W_UK` folded into the query, `W_UV` applied after the latent sum.
  */
 #define MLA_ATTN_ABSORB 2
+
+/**
+ * `f_i = theta^(-2i/p)`.
+ */
+#define MLA_ROPE_TYPE_DEFAULT 0
+
+/**
+ * YaRN (`rope_factor`, `original_max_position`, betas, mscales, truncate).
+ */
+#define MLA_ROPE_TYPE_YARN 1
+
+/**
+ * Linear position interpolation: `f_i / rope_factor`.
+ */
+#define MLA_ROPE_TYPE_LINEAR 2
+
+/**
+ * Llama 3 (`rope_factor`, low/high frequency factors, `original_max_position`).
+ */
+#define MLA_ROPE_TYPE_LLAMA3 3
+
+/**
+ * LongRoPE: `f_i / ext_i` with the short or long factors.
+ */
+#define MLA_ROPE_TYPE_LONGROPE 4
+
+/**
+ * No rotation (NoPE).
+ */
+#define MLA_ROPE_TYPE_NONE 5
+
+/**
+ * None.
+ */
+#define MLA_QUERY_SCALE_NONE 0
+
+/**
+ * Llama 4: `q *= 1 + beta * ln(1 + floor(pos / L))`.
+ */
+#define MLA_QUERY_SCALE_LLAMA4 1
+
+/**
+ * Learned per head: `q_h *= s_h * ln(pos + 1) + b_h` (`query_scale_s`, `query_scale_b`).
+ */
+#define MLA_QUERY_SCALE_LEARNED_LOG_POS 2
+
+/**
+ * No gate.
+ */
+#define MLA_GATE_NONE 0
+
+/**
+ * One sigmoid gate per head from x (`gate_proj` `[H][d]`).
+ */
+#define MLA_GATE_PER_HEAD 1
+
+/**
+ * One sigmoid gate per output channel from x (`gate_proj` `[H*v][d]`).
+ */
+#define MLA_GATE_PER_CHANNEL 2
+
+/**
+ * Gate rows fused into `q_b_proj` (`[H*(n+p+v)][2 r_q]`).
+ */
+#define MLA_GATE_FUSED_Q 3
+
+/**
+ * Dense attention.
+ */
+#define MLA_DSA_NONE 0
+
+/**
+ * Own indexer; attends to the top-k keys.
+ */
+#define MLA_DSA_FULL 1
+
+/**
+ * Uses another layer's selection (`mla_engine_share_topk`).
+ */
+#define MLA_DSA_SHARED 2
+
+/**
+ * The normalised query latent: `index_wq_b` is `[Hi*Di][r_q]`.
+ */
+#define MLA_INDEX_Q_LATENT 0
+
+/**
+ * LayerNorm(x): `index_wq_b` is `[Hi*Di][d]`.
+ */
+#define MLA_INDEX_Q_HIDDEN_LAYERNORM 1
+
+/**
+ * The first `p` of `index_head_dim`.
+ */
+#define MLA_INDEX_ROPE_FIRST 0
+
+/**
+ * The last `p`.
+ */
+#define MLA_INDEX_ROPE_LAST 1
+
+/**
+ * None (NoPE layers).
+ */
+#define MLA_INDEX_ROPE_NONE 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -443,6 +794,32 @@ void mla_config_deepseek_v2_lite(struct mla_config *c);
  * `c` is NULL or points to a writable `mla_config`.
  */
 void mla_config_deepseek_v3(struct mla_config *c);
+
+/**
+ * Fills `*out` with the config of attention layer `layer` (transformers'
+ * `layer_idx`) of the Hugging Face model whose `config.json` is `json`
+ * (`json_len` bytes of UTF-8, no NUL needed), with cache capacity `max_seq_len`
+ * and `max_tokens_per_call` tokens per call. Every field is set: dims, eps (as
+ * the family's module uses it), RoPE (type, factors, final cos/sin factor),
+ * softmax scale, and the ABI 2 mechanisms. Families and keys: docs/families.md.
+ * Bind the same layer's weights with `mla_weights_from_checkpoint`.
+ * Errors (text in `mla_last_error(NULL)`; `*out` written only on success):
+ * MLA_ERR_NULL_POINTER, MLA_ERR_INVALID_CONFIG (malformed JSON, a missing or
+ * mistyped key, an absurd value, `layer` out of range: the message names the
+ * key), MLA_ERR_UNSUPPORTED (an unknown `model_type`, a layer that is not MLA,
+ * e.g. "layer 0 of kimi_linear is linear_attention, not MLA", or a mechanism the
+ * engine does not run in this build).
+ *
+ * # Safety
+ * `json` is NULL or holds `json_len` readable bytes; `out` is NULL or points to a
+ * writable `mla_config`.
+ */
+mla_status mla_config_from_hf_json(const char *json,
+                                   size_t json_len,
+                                   uint32_t layer,
+                                   uint32_t max_seq_len,
+                                   uint32_t max_tokens_per_call,
+                                   struct mla_config *out);
 
 /**
  * Checks every field of `*c`. `msg` receives a NUL-terminated message naming
@@ -563,10 +940,37 @@ mla_status mla_engine_set_parallel(struct mla_engine *e,
                                    void *host_ctx);
 
 /**
+ * KV sharing (ABI 2; DESIGN: mistral_large4's `kv_source_layers`): the consumer
+ * (a layer with `kv_shared` = 1) attends over the producer's latent cache and
+ * writes none of its own. Call once after init; then, for each call, run the
+ * producer first on the same tokens. Errors leave both engines unchanged:
+ * MLA_ERR_NULL_POINTER, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same
+ * engine twice), MLA_ERR_UNSUPPORTED (this build: KV sharing is not built yet,
+ * and a `kv_shared` config is refused by `mla_engine_init`).
+ *
+ * # Safety
+ * `consumer` and `producer` are NULL or engines from `mla_engine_init`, not used by
+ * another thread during the call.
+ */
+mla_status mla_engine_share_cache(struct mla_engine *consumer, const struct mla_engine *producer);
+
+/**
+ * Top-k sharing (ABI 2): the consumer (a layer with `dsa` = MLA_DSA_SHARED) uses
+ * the producer's last sparse-attention selection for the same positions. Call
+ * once after init; then run the producer first on the same tokens. Errors as
+ * `mla_engine_share_cache` (MLA_ERR_UNSUPPORTED in this build).
+ *
+ * # Safety
+ * As `mla_engine_share_cache`.
+ */
+mla_status mla_engine_share_topk(struct mla_engine *consumer, const struct mla_engine *producer);
+
+/**
  * Text of the engine's last failure (NUL-terminated UTF-8, "" before any; valid
  * until the next call on `e`).
  * For NULL: the text of the calling thread's last failed call that had no engine
- * to hold it (`mla_engine_init`, `mla_weights_from_safetensors`, `mla_engine_size`,
+ * to hold it (`mla_engine_init`, `mla_weights_from_safetensors`,
+ * `mla_weights_from_checkpoint`, `mla_config_from_hf_json`, `mla_engine_size`,
  * `mla_cache_bytes_per_token`, `mla_config_validate`, or a call given a NULL
  * engine); "" if none; valid until the next such failure on this thread. Builds
  * without the `std` feature keep no such text and return a fixed one.
@@ -597,6 +1001,42 @@ mla_status mla_weights_from_safetensors(const void *bytes,
                                         const char *prefix,
                                         const struct mla_config *c,
                                         struct mla_weights *out);
+
+/**
+ * Binds layer `layer` of a Hugging Face checkpoint zero-copy, with its family's
+ * tensor names (docs/families.md section 4): `bytes`/`len` is the safetensors
+ * file (e.g. mmap-ed `model.safetensors`), `json`/`json_len` the model's
+ * `config.json`, `*c` the layer's config from `mla_config_from_hf_json` (same
+ * json and layer; capacity, dtypes and attention mode may be changed since).
+ * The family and the layer's prefix come from `json` (e.g.
+ * `model.layers.3.self_attn.`, `layers.3.attention.` for Mistral Large 3,
+ * `model.layers.1.self_attn.0.` for LongCat-Flash); model-wide tensors (LeRoPE
+ * `lerope.alpha`) by their full name. `*out` points into `bytes`, which must
+ * outlive the engine. So "config.json + model.safetensors + a layer index" is:
+ *
+ * ```c
+ * mla_config_from_hf_json(json, json_len, L, max_seq, per_call, &c);
+ * mla_weights_from_checkpoint(st, st_len, json, json_len, L, &c, &w);
+ * mla_engine_size(&c, &n);  mla_engine_init(&c, &w, mem, n, &e);
+ * ```
+ *
+ * Errors (`*out` written only on success; text in `mla_last_error(NULL)`): as
+ * `mla_weights_from_safetensors`, plus MLA_ERR_INVALID_CONFIG / MLA_ERR_UNSUPPORTED
+ * for the json as `mla_config_from_hf_json` says. A missing tensor's message
+ * gives its full checkpoint name and what the layer's prefix holds.
+ *
+ * # Safety
+ * `bytes` is NULL or holds `len` readable bytes that outlive the weights; `json` is
+ * NULL or holds `json_len` readable bytes; `c` is NULL or points to an `mla_config`;
+ * `out` is NULL or points to a writable `mla_weights`.
+ */
+mla_status mla_weights_from_checkpoint(const void *bytes,
+                                       size_t len,
+                                       const char *json,
+                                       size_t json_len,
+                                       uint32_t layer,
+                                       const struct mla_config *c,
+                                       struct mla_weights *out);
 
 /**
  * RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`

@@ -122,6 +122,19 @@ struct Config : mla_config {
         return c;
     }
 
+    /// Layer `layer` of a Hugging Face model from its config.json text (ABI 2;
+    /// mla_config_from_hf_json). Throws mla::Error: MLA_ERR_INVALID_CONFIG naming
+    /// the key, MLA_ERR_UNSUPPORTED for a layer that is not MLA or a mechanism this
+    /// build does not run.
+    static Config from_hf_json(span<const char> json, std::uint32_t layer,
+                               std::uint32_t max_seq_len, std::uint32_t max_tokens_per_call) {
+        Config c;
+        detail::check(mla_config_from_hf_json(json.data(), json.size(), layer, max_seq_len,
+                                              max_tokens_per_call, &c),
+                      "mla_config_from_hf_json", mla_last_error(nullptr));
+        return c;
+    }
+
     /// Throws mla::Error naming the offending field when the config is invalid.
     void validate() const {
         char msg[MLA_MESSAGE_MAX];
@@ -160,6 +173,18 @@ struct Weights : mla_weights {
         Weights w;
         detail::check(mla_weights_from_safetensors(bytes.data(), bytes.size(), prefix, &cfg, &w),
                       "mla_weights_from_safetensors", mla_last_error(nullptr));
+        return w;
+    }
+
+    /// Binds layer `layer` of a Hugging Face checkpoint (model.safetensors in
+    /// memory) by its family's tensor names, zero-copy (ABI 2;
+    /// mla_weights_from_checkpoint). `cfg` is Config::from_hf_json(json, layer, ...).
+    static Weights from_checkpoint(span<const unsigned char> bytes, span<const char> json,
+                                   std::uint32_t layer, const Config &cfg) {
+        Weights w;
+        detail::check(mla_weights_from_checkpoint(bytes.data(), bytes.size(), json.data(),
+                                                  json.size(), layer, &cfg, &w),
+                      "mla_weights_from_checkpoint", mla_last_error(nullptr));
         return w;
     }
 };

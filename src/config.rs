@@ -65,6 +65,49 @@ pub unsafe extern "C" fn mla_config_deepseek_v3(c: *mut mla_config) {
     unsafe { boundary::write(c, mla_config::from_config(&Config::deepseek_v3())) }
 }
 
+/// Fills `*out` with the config of attention layer `layer` (transformers'
+/// `layer_idx`) of the Hugging Face model whose `config.json` is `json`
+/// (`json_len` bytes of UTF-8, no NUL needed), with cache capacity `max_seq_len`
+/// and `max_tokens_per_call` tokens per call. Every field is set: dims, eps (as
+/// the family's module uses it), RoPE (type, factors, final cos/sin factor),
+/// softmax scale, and the ABI 2 mechanisms. Families and keys: docs/families.md.
+/// Bind the same layer's weights with `mla_weights_from_checkpoint`.
+/// Errors (text in `mla_last_error(NULL)`; `*out` written only on success):
+/// MLA_ERR_NULL_POINTER, MLA_ERR_INVALID_CONFIG (malformed JSON, a missing or
+/// mistyped key, an absurd value, `layer` out of range: the message names the
+/// key), MLA_ERR_UNSUPPORTED (an unknown `model_type`, a layer that is not MLA,
+/// e.g. "layer 0 of kimi_linear is linear_attention, not MLA", or a mechanism the
+/// engine does not run in this build).
+///
+/// # Safety
+/// `json` is NULL or holds `json_len` readable bytes; `out` is NULL or points to a
+/// writable `mla_config`.
+#[no_mangle]
+pub unsafe extern "C" fn mla_config_from_hf_json(
+    json: *const c_char,
+    json_len: usize,
+    layer: u32,
+    max_seq_len: u32,
+    max_tokens_per_call: u32,
+    out: *mut mla_config,
+) -> mla_status {
+    let what = "mla_config_from_hf_json";
+    let null = "mla_config_from_hf_json: NULL argument";
+    // SAFETY: `json` holds `json_len` bytes and `out` is NULL or writable (C contract).
+    unsafe {
+        boundary::produce(Slot::Cpu, what, out, null, || {
+            if json.is_null() {
+                return Err(err(Status::NullPointer, null));
+            }
+            let text = boundary::slice(json.cast::<u8>(), json_len)
+                .ok_or_else(|| err(Status::InvalidArgument, "json_len is too large"))?;
+            let (cfg, _) = Config::from_hf_json(text, layer, max_seq_len, max_tokens_per_call)?;
+            cfg.check_supported()?;
+            Ok(mla_config::from_config(&cfg))
+        })
+    }
+}
+
 /// Checks every field of `*c`. `msg` receives a NUL-terminated message naming
 /// the offending field ("" when valid), cut to `msg_len` bytes; `msg` may be NULL
 /// when `msg_len` is 0.

@@ -270,10 +270,83 @@ pub unsafe extern "C" fn mla_engine_set_parallel(
     }
 }
 
+/// Shared body of `mla_engine_share_cache` and `mla_engine_share_topk`.
+///
+/// # Safety
+/// `consumer` as in [`boundary::on_engine`]; `producer` is NULL, misaligned or a
+/// live engine not written by another thread during the call.
+unsafe fn share(
+    consumer: *mut mla_engine,
+    producer: *const mla_engine,
+    what: &str,
+    body: fn(&mut Engine<'static, 'static>, &Engine<'static, 'static>) -> Result<()>,
+) -> mla_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        boundary::on_engine(consumer, what, |engine| {
+            // Compared as addresses before any reference to the producer exists:
+            // the same engine would be borrowed mutably and shared at once.
+            if ptr::eq(consumer.cast_const(), producer) {
+                return Err(err(Status::InvalidArgument, what)
+                    .s(": consumer and producer are the same engine"));
+            }
+            let p = boundary::engine_ref(producer).ok_or_else(|| {
+                err(Status::NullPointer, what).s(": producer is NULL or misaligned")
+            })?;
+            body(engine, p)
+        })
+    }
+}
+
+/// KV sharing (ABI 2; DESIGN: mistral_large4's `kv_source_layers`): the consumer
+/// (a layer with `kv_shared` = 1) attends over the producer's latent cache and
+/// writes none of its own. Call once after init; then, for each call, run the
+/// producer first on the same tokens. Errors leave both engines unchanged:
+/// MLA_ERR_NULL_POINTER, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same
+/// engine twice), MLA_ERR_UNSUPPORTED (this build: KV sharing is not built yet,
+/// and a `kv_shared` config is refused by `mla_engine_init`).
+///
+/// # Safety
+/// `consumer` and `producer` are NULL or engines from `mla_engine_init`, not used by
+/// another thread during the call.
+#[no_mangle]
+pub unsafe extern "C" fn mla_engine_share_cache(
+    consumer: *mut mla_engine,
+    producer: *const mla_engine,
+) -> mla_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        share(consumer, producer, "mla_engine_share_cache", |c, p| {
+            c.share_cache(p)
+        })
+    }
+}
+
+/// Top-k sharing (ABI 2): the consumer (a layer with `dsa` = MLA_DSA_SHARED) uses
+/// the producer's last sparse-attention selection for the same positions. Call
+/// once after init; then run the producer first on the same tokens. Errors as
+/// `mla_engine_share_cache` (MLA_ERR_UNSUPPORTED in this build).
+///
+/// # Safety
+/// As `mla_engine_share_cache`.
+#[no_mangle]
+pub unsafe extern "C" fn mla_engine_share_topk(
+    consumer: *mut mla_engine,
+    producer: *const mla_engine,
+) -> mla_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        share(consumer, producer, "mla_engine_share_topk", |c, p| {
+            c.share_topk(p)
+        })
+    }
+}
+
 /// Text of the engine's last failure (NUL-terminated UTF-8, "" before any; valid
 /// until the next call on `e`).
 /// For NULL: the text of the calling thread's last failed call that had no engine
-/// to hold it (`mla_engine_init`, `mla_weights_from_safetensors`, `mla_engine_size`,
+/// to hold it (`mla_engine_init`, `mla_weights_from_safetensors`,
+/// `mla_weights_from_checkpoint`, `mla_config_from_hf_json`, `mla_engine_size`,
 /// `mla_cache_bytes_per_token`, `mla_config_validate`, or a call given a NULL
 /// engine); "" if none; valid until the next such failure on this thread. Builds
 /// without the `std` feature keep no such text and return a fixed one.

@@ -14,7 +14,10 @@ use core::ffi::{c_char, c_void};
 use core::mem::size_of;
 use core::ptr;
 
-use mla_core::config::{AttnMode, Config, RopeKey, RopeLayout, RopeType};
+use mla_core::config::{
+    AttnMode, Config, Dsa, Gate, IndexQInput, IndexRope, QueryScale, RopeKey, RopeLayout, RopeType,
+    MAX_ROPE_FACTORS,
+};
 use mla_core::dtype::{DType, Elems};
 use mla_core::status::{err, Error, Result, Status};
 use mla_core::weights::{Tensor, Weights};
@@ -23,7 +26,7 @@ use crate::boundary;
 
 /// Version of the C ABI. A program built against another value must not use
 /// this library (compare with `mla_abi_version()` at start-up).
-pub const MLA_ABI_VERSION: u32 = 1;
+pub const MLA_ABI_VERSION: u32 = 2;
 
 /// Bytes of the longest message, NUL included, that `mla_last_error` returns or
 /// `mla_config_validate` writes: a `msg` buffer this large is never cut.
@@ -72,6 +75,10 @@ pub const MLA_DTYPE_F32: mla_dtype = 0;
 pub const MLA_DTYPE_F16: mla_dtype = 1;
 /// bfloat16.
 pub const MLA_DTYPE_BF16: mla_dtype = 2;
+/// FP8 E4M3 (OCP, as DeepSeek's FP8 checkpoints), with block scales
+/// (`mla_tensor.scale`). Not yet accepted by this build: a tensor of it is
+/// MLA_ERR_WEIGHT_DTYPE, a cache of it MLA_ERR_UNSUPPORTED.
+pub const MLA_DTYPE_F8_E4M3: mla_dtype = 3;
 
 /// Pair order inside a rotated vector of `p` values (`MLA_ROPE_*`).
 pub type mla_rope_layout = u32;
@@ -96,10 +103,73 @@ pub const MLA_ATTN_NAIVE: mla_attn_mode = 1;
 /// Absorbed form: `W_UK` folded into the query, `W_UV` applied after the latent sum.
 pub const MLA_ATTN_ABSORB: mla_attn_mode = 2;
 
+/// Frequency rule of the rotary embedding (`MLA_ROPE_TYPE_*`).
+pub type mla_rope_type = u32;
+/// `f_i = theta^(-2i/p)`.
+pub const MLA_ROPE_TYPE_DEFAULT: mla_rope_type = 0;
+/// YaRN (`rope_factor`, `original_max_position`, betas, mscales, truncate).
+pub const MLA_ROPE_TYPE_YARN: mla_rope_type = 1;
+/// Linear position interpolation: `f_i / rope_factor`.
+pub const MLA_ROPE_TYPE_LINEAR: mla_rope_type = 2;
+/// Llama 3 (`rope_factor`, low/high frequency factors, `original_max_position`).
+pub const MLA_ROPE_TYPE_LLAMA3: mla_rope_type = 3;
+/// LongRoPE: `f_i / ext_i` with the short or long factors.
+pub const MLA_ROPE_TYPE_LONGROPE: mla_rope_type = 4;
+/// No rotation (NoPE).
+pub const MLA_ROPE_TYPE_NONE: mla_rope_type = 5;
+
+/// Scaling of the query after RoPE (`MLA_QUERY_SCALE_*`).
+pub type mla_query_scale = u32;
+/// None.
+pub const MLA_QUERY_SCALE_NONE: mla_query_scale = 0;
+/// Llama 4: `q *= 1 + beta * ln(1 + floor(pos / L))`.
+pub const MLA_QUERY_SCALE_LLAMA4: mla_query_scale = 1;
+/// Learned per head: `q_h *= s_h * ln(pos + 1) + b_h` (`query_scale_s`, `query_scale_b`).
+pub const MLA_QUERY_SCALE_LEARNED_LOG_POS: mla_query_scale = 2;
+
+/// Output gate before `o_proj` (`MLA_GATE_*`).
+pub type mla_gate = u32;
+/// No gate.
+pub const MLA_GATE_NONE: mla_gate = 0;
+/// One sigmoid gate per head from x (`gate_proj` `[H][d]`).
+pub const MLA_GATE_PER_HEAD: mla_gate = 1;
+/// One sigmoid gate per output channel from x (`gate_proj` `[H*v][d]`).
+pub const MLA_GATE_PER_CHANNEL: mla_gate = 2;
+/// Gate rows fused into `q_b_proj` (`[H*(n+p+v)][2 r_q]`).
+pub const MLA_GATE_FUSED_Q: mla_gate = 3;
+
+/// DeepSeek Sparse Attention mode (`MLA_DSA_*`).
+pub type mla_dsa = u32;
+/// Dense attention.
+pub const MLA_DSA_NONE: mla_dsa = 0;
+/// Own indexer; attends to the top-k keys.
+pub const MLA_DSA_FULL: mla_dsa = 1;
+/// Uses another layer's selection (`mla_engine_share_topk`).
+pub const MLA_DSA_SHARED: mla_dsa = 2;
+
+/// Input of the indexer query (`MLA_INDEX_Q_*`).
+pub type mla_index_q_input = u32;
+/// The normalised query latent: `index_wq_b` is `[Hi*Di][r_q]`.
+pub const MLA_INDEX_Q_LATENT: mla_index_q_input = 0;
+/// LayerNorm(x): `index_wq_b` is `[Hi*Di][d]`.
+pub const MLA_INDEX_Q_HIDDEN_LAYERNORM: mla_index_q_input = 1;
+
+/// Which `p` dims of the indexer query and key are rotated (`MLA_INDEX_ROPE_*`).
+pub type mla_index_rope = u32;
+/// The first `p` of `index_head_dim`.
+pub const MLA_INDEX_ROPE_FIRST: mla_index_rope = 0;
+/// The last `p`.
+pub const MLA_INDEX_ROPE_LAST: mla_index_rope = 1;
+/// None (NoPE layers).
+pub const MLA_INDEX_ROPE_NONE: mla_index_rope = 2;
+
+/// Entries of `mla_config.rope_short_factor` / `rope_long_factor` (`p/2` are used).
+pub const MLA_MAX_ROPE_FACTORS: usize = 64;
+
 // The numeric values above are the ABI; they must equal the core's enums.
 // (Compile-time checks: a mismatch fails the build, it cannot panic at run time.)
 const _: () = {
-    assert!(MLA_ABI_VERSION == 1);
+    assert!(MLA_ABI_VERSION == 2);
     assert!(MLA_OK == Status::Ok as u32);
     assert!(MLA_ERR_NULL_POINTER == Status::NullPointer as u32);
     assert!(MLA_ERR_INVALID_CONFIG == Status::InvalidConfig as u32);
@@ -124,6 +194,32 @@ const _: () = {
     assert!(MLA_ATTN_AUTO == AttnMode::Auto as u32);
     assert!(MLA_ATTN_NAIVE == AttnMode::Naive as u32);
     assert!(MLA_ATTN_ABSORB == AttnMode::Absorb as u32);
+    assert!(MLA_ROPE_TYPE_DEFAULT == RopeType::Default as u32);
+    assert!(MLA_ROPE_TYPE_YARN == RopeType::Yarn as u32);
+    assert!(MLA_ROPE_TYPE_LINEAR == RopeType::Linear as u32);
+    assert!(MLA_ROPE_TYPE_LLAMA3 == RopeType::Llama3 as u32);
+    assert!(MLA_ROPE_TYPE_LONGROPE == RopeType::LongRope as u32);
+    assert!(MLA_ROPE_TYPE_NONE == RopeType::None as u32);
+    assert!(MLA_QUERY_SCALE_NONE == QueryScale::None as u32);
+    assert!(MLA_QUERY_SCALE_LLAMA4 == QueryScale::Llama4 as u32);
+    assert!(MLA_QUERY_SCALE_LEARNED_LOG_POS == QueryScale::LearnedLogPos as u32);
+    assert!(MLA_GATE_NONE == Gate::None as u32);
+    assert!(MLA_GATE_PER_HEAD == Gate::PerHead as u32);
+    assert!(MLA_GATE_PER_CHANNEL == Gate::PerChannel as u32);
+    assert!(MLA_GATE_FUSED_Q == Gate::FusedQ as u32);
+    assert!(MLA_DSA_NONE == Dsa::None as u32);
+    assert!(MLA_DSA_FULL == Dsa::Full as u32);
+    assert!(MLA_DSA_SHARED == Dsa::Shared as u32);
+    assert!(MLA_INDEX_Q_LATENT == IndexQInput::QLatent as u32);
+    assert!(MLA_INDEX_Q_HIDDEN_LAYERNORM == IndexQInput::HiddenLayerNorm as u32);
+    assert!(MLA_INDEX_ROPE_FIRST == IndexRope::First as u32);
+    assert!(MLA_INDEX_ROPE_LAST == IndexRope::Last as u32);
+    assert!(MLA_INDEX_ROPE_NONE == IndexRope::None as u32);
+    assert!(MLA_MAX_ROPE_FACTORS == MAX_ROPE_FACTORS);
+    // mla_weights holds one mla_tensor per core tensor, in the same order.
+    assert!(size_of::<mla_weights>() == mla_core::weights::WEIGHT_COUNT * size_of::<mla_tensor>());
+    // DType has no FP8 yet: when it gains it, it must be 3.
+    assert!(DType::from_u32(MLA_DTYPE_F8_E4M3).is_none());
 };
 
 /// Engine configuration. Fill it with a preset (`mla_config_tutorial()`, ...),
@@ -181,6 +277,72 @@ pub struct mla_config {
     pub mscale_all_dim: f32,
     /// Softmax scale; 0 derives `(n+p)^-0.5` times YaRN's `mscale(s, mscale_all_dim)^2`.
     pub softmax_scale: f32,
+
+    // ---- ABI version 2: appended; the fields above keep their offsets. ----
+    /// `MLA_ROPE_TYPE_*`: the frequency rule (`MLA_ROPE_TYPE_NONE`: no rotation).
+    pub rope_type: mla_rope_type,
+    /// Final cos/sin factor; 0 derives it (YaRN: `mscale(s, mscale) /
+    /// mscale(s, mscale_all_dim)`; otherwise 1).
+    pub rope_attention_factor: f32,
+    /// YaRN: 1 floors/ceils the correction range (default), 0 keeps it fractional.
+    pub rope_yarn_truncate: u32,
+    /// Llama 3 `low_freq_factor`.
+    pub rope_low_freq_factor: f32,
+    /// Llama 3 `high_freq_factor`.
+    pub rope_high_freq_factor: f32,
+    /// LongRoPE short factors (the first p/2 are used).
+    pub rope_short_factor: [f32; MLA_MAX_ROPE_FACTORS],
+    /// LongRoPE long factors (the first p/2 are used).
+    pub rope_long_factor: [f32; MLA_MAX_ROPE_FACTORS],
+    /// 1: LeRoPE, inverse frequencies times `exp(alpha)` (weight `rope_freq_alpha`).
+    pub rope_freq_alpha: u32,
+    /// 1: RMSNorm on the rope key before RoPE (weight `rope_key_norm`).
+    pub rope_key_norm: u32,
+    /// Multiplies the normalised query latent; 1 = none.
+    pub q_latent_scale: f32,
+    /// Multiplies the normalised KV latent before it is cached; 1 = none.
+    pub kv_latent_scale: f32,
+    /// `MLA_QUERY_SCALE_*`.
+    pub query_scale: mla_query_scale,
+    /// Llama 4 `beta`.
+    pub query_scale_beta: f32,
+    /// Llama 4 `L` (positions per step).
+    pub query_scale_length: u32,
+    /// `MLA_GATE_*` (weights `gate_proj`, or fused into `q_b_proj`).
+    pub gate: mla_gate,
+    /// 1: a learned sink logit per head joins the softmax (weight `sinks`).
+    pub sinks: u32,
+    /// Sliding window W (keys `pos - W < t <= pos`); 0 = none.
+    pub sliding_window: u32,
+    /// 1: the layer attends over another engine's latent cache
+    /// (`mla_engine_share_cache`) and has no `kv_a` weights of its own.
+    pub kv_shared: u32,
+    /// `MLA_DSA_*`.
+    pub dsa: mla_dsa,
+    /// Indexer heads Hi.
+    pub index_n_heads: u32,
+    /// Indexer head width Di.
+    pub index_head_dim: u32,
+    /// Keys selected per query K.
+    pub index_topk: u32,
+    /// `MLA_INDEX_Q_*`.
+    pub index_q_input: mla_index_q_input,
+    /// `MLA_INDEX_ROPE_*`.
+    pub index_rope: mla_index_rope,
+    /// `MLA_ROPE_INTERLEAVED` or `MLA_ROPE_HALF`: the indexer's rotation.
+    pub index_rope_layout: mla_rope_layout,
+    /// LayerNorm eps of the indexer key.
+    pub index_k_norm_eps: f32,
+    /// LayerNorm eps of the indexer query input (`MLA_INDEX_Q_HIDDEN_LAYERNORM`).
+    pub index_q_norm_eps: f32,
+    /// 1: learned log-position scale on the indexer query.
+    pub index_query_scale: u32,
+    /// Storage of the indexer-key cache (`MLA_DTYPE_*`).
+    pub index_cache_dtype: mla_dtype,
+    /// Pooled indexer keys: tokens per pool; 0 = none.
+    pub index_kpool: u32,
+    /// Pooled indexer: 1 always selects the query's own incomplete pool.
+    pub index_kpool_tail: u32,
 }
 
 /// A borrowed row-major tensor `[rows][cols]` (PyTorch `nn.Linear` layout `[out][in]`).
@@ -195,6 +357,12 @@ pub struct mla_tensor {
     pub rows: u32,
     /// Columns (input features).
     pub cols: u32,
+    /// ABI 2: block scales of an FP8 tensor, `[ceil(rows/scale_block)]
+    /// [ceil(cols/scale_block)]` f32 (`W = W8 * scale`); NULL: none. Not yet
+    /// accepted by this build (MLA_ERR_UNSUPPORTED when not NULL).
+    pub scale: *const f32,
+    /// ABI 2: rows and columns per scale block (128 for DeepSeek FP8); 0 without scales.
+    pub scale_block: u32,
 }
 
 /// The weights of one MLA layer, Hugging Face DeepSeek names. Tensors the config
@@ -226,6 +394,42 @@ pub struct mla_weights {
     pub kv_a_proj_bias: mla_tensor,
     /// Optional `[1][d]` bias of o_proj.
     pub o_proj_bias: mla_tensor,
+
+    // ---- ABI version 2: appended, in the order of the core `Weights`. ----
+    /// Output gate from x: `[H][d]` (per head) or `[H*v][d]` (per channel).
+    pub gate_proj: mla_tensor,
+    /// `[1][H]`: one sink logit per head.
+    pub sinks: mla_tensor,
+    /// `[1][p]`: RMSNorm weight of the rope key.
+    pub rope_key_norm: mla_tensor,
+    /// `[1][H]`: `s` of the learned log-position query scale.
+    pub query_scale_s: mla_tensor,
+    /// `[1][H]`: `b` of the learned log-position query scale.
+    pub query_scale_b: mla_tensor,
+    /// `[1][p/2]`: LeRoPE exponents.
+    pub rope_freq_alpha: mla_tensor,
+    /// `[Hi*Di][r_q]` or `[Hi*Di][d]` (`MLA_INDEX_Q_HIDDEN_LAYERNORM`): indexer query.
+    pub index_wq_b: mla_tensor,
+    /// `[Di][d]`: indexer key projection.
+    pub index_wk: mla_tensor,
+    /// `[1][Di]`: indexer key LayerNorm weight.
+    pub index_k_norm: mla_tensor,
+    /// `[1][Di]`: its bias.
+    pub index_k_norm_bias: mla_tensor,
+    /// `[Hi][d]`: per-head weights of the index score.
+    pub index_weights_proj: mla_tensor,
+    /// `[1][d]`: LayerNorm weight of the indexer query input.
+    pub index_q_norm: mla_tensor,
+    /// `[1][d]`: its bias.
+    pub index_q_norm_bias: mla_tensor,
+    /// `[1][Hi]`: `s` of the indexer's log-position query scale.
+    pub index_query_scale_s: mla_tensor,
+    /// `[1][Hi]`: its `b`.
+    pub index_query_scale_b: mla_tensor,
+    /// `[P][Di]`: pooled indexer, positional term.
+    pub index_kpool_ape: mla_tensor,
+    /// `[Di][d]`: pooled indexer, gate projection.
+    pub index_kpool_gate: mla_tensor,
 }
 
 impl mla_config {
@@ -256,6 +460,37 @@ impl mla_config {
             mscale: cfg.mscale,
             mscale_all_dim: cfg.mscale_all_dim,
             softmax_scale: cfg.softmax_scale,
+            rope_type: cfg.rope_type as u32,
+            rope_attention_factor: cfg.rope_attention_factor,
+            rope_yarn_truncate: u32::from(cfg.rope_yarn_truncate),
+            rope_low_freq_factor: cfg.rope_low_freq_factor,
+            rope_high_freq_factor: cfg.rope_high_freq_factor,
+            rope_short_factor: cfg.rope_short_factor,
+            rope_long_factor: cfg.rope_long_factor,
+            rope_freq_alpha: u32::from(cfg.rope_freq_alpha),
+            rope_key_norm: u32::from(cfg.rope_key_norm),
+            q_latent_scale: cfg.q_latent_scale,
+            kv_latent_scale: cfg.kv_latent_scale,
+            query_scale: cfg.query_scale as u32,
+            query_scale_beta: cfg.query_scale_beta,
+            query_scale_length: cfg.query_scale_length,
+            gate: cfg.gate as u32,
+            sinks: u32::from(cfg.sinks),
+            sliding_window: cfg.sliding_window,
+            kv_shared: u32::from(cfg.kv_shared),
+            dsa: cfg.dsa as u32,
+            index_n_heads: cfg.index_n_heads,
+            index_head_dim: cfg.index_head_dim,
+            index_topk: cfg.index_topk,
+            index_q_input: cfg.index_q_input as u32,
+            index_rope: cfg.index_rope as u32,
+            index_rope_layout: cfg.index_rope_layout as u32,
+            index_k_norm_eps: cfg.index_k_norm_eps,
+            index_q_norm_eps: cfg.index_q_norm_eps,
+            index_query_scale: u32::from(cfg.index_query_scale),
+            index_cache_dtype: cfg.index_cache_dtype as u32,
+            index_kpool: cfg.index_kpool,
+            index_kpool_tail: u32::from(cfg.index_kpool_tail),
         }
     }
 
@@ -274,15 +509,34 @@ impl mla_config {
             .ok_or_else(|| bad("rope_layout", self.rope_layout))?;
         let rope_key =
             RopeKey::from_u32(self.rope_key).ok_or_else(|| bad("rope_key", self.rope_key))?;
-        let cache_dtype = DType::from_u32(self.cache_dtype)
-            .ok_or_else(|| bad("cache_dtype", self.cache_dtype))?;
+        let dtype = |field: &str, v: u32| match DType::from_u32(v) {
+            Some(d) => Ok(d),
+            None if v == MLA_DTYPE_F8_E4M3 => Err(err(Status::Unsupported, field)
+                .s(": MLA_DTYPE_F8_E4M3 is not supported by this build yet")),
+            None => Err(bad(field, v)),
+        };
+        let cache_dtype = dtype("cache_dtype", self.cache_dtype)?;
+        let index_cache_dtype = dtype("index_cache_dtype", self.index_cache_dtype)?;
         let attn_mode =
             AttnMode::from_u32(self.attn_mode).ok_or_else(|| bad("attn_mode", self.attn_mode))?;
-        let q_norm = match self.q_norm {
-            0 => false,
-            1 => true,
-            other => return Err(bad("q_norm", other).s(" (0 or 1)")),
+        let flag = |field: &str, v: u32| match v {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(bad(field, other).s(" (0 or 1)")),
         };
+        let q_norm = flag("q_norm", self.q_norm)?;
+        let rope_type =
+            RopeType::from_u32(self.rope_type).ok_or_else(|| bad("rope_type", self.rope_type))?;
+        let query_scale = QueryScale::from_u32(self.query_scale)
+            .ok_or_else(|| bad("query_scale", self.query_scale))?;
+        let gate = Gate::from_u32(self.gate).ok_or_else(|| bad("gate", self.gate))?;
+        let dsa = Dsa::from_u32(self.dsa).ok_or_else(|| bad("dsa", self.dsa))?;
+        let index_q_input = IndexQInput::from_u32(self.index_q_input)
+            .ok_or_else(|| bad("index_q_input", self.index_q_input))?;
+        let index_rope = IndexRope::from_u32(self.index_rope)
+            .ok_or_else(|| bad("index_rope", self.index_rope))?;
+        let index_rope_layout = RopeLayout::from_u32(self.index_rope_layout)
+            .ok_or_else(|| bad("index_rope_layout", self.index_rope_layout))?;
         Ok(Config {
             hidden_size: self.hidden_size,
             num_heads: self.num_heads,
@@ -307,13 +561,37 @@ impl mla_config {
             mscale: self.mscale,
             mscale_all_dim: self.mscale_all_dim,
             softmax_scale: self.softmax_scale,
-            // ABI version 1 has no rope_type: YaRN is `rope_factor > 1`.
-            rope_type: if self.rope_factor > 1.0 {
-                RopeType::Yarn
-            } else {
-                RopeType::Default
-            },
-            ..Config::plain()
+            rope_type,
+            rope_attention_factor: self.rope_attention_factor,
+            rope_yarn_truncate: flag("rope_yarn_truncate", self.rope_yarn_truncate)?,
+            rope_low_freq_factor: self.rope_low_freq_factor,
+            rope_high_freq_factor: self.rope_high_freq_factor,
+            rope_short_factor: self.rope_short_factor,
+            rope_long_factor: self.rope_long_factor,
+            rope_freq_alpha: flag("rope_freq_alpha", self.rope_freq_alpha)?,
+            rope_key_norm: flag("rope_key_norm", self.rope_key_norm)?,
+            q_latent_scale: self.q_latent_scale,
+            kv_latent_scale: self.kv_latent_scale,
+            query_scale,
+            query_scale_beta: self.query_scale_beta,
+            query_scale_length: self.query_scale_length,
+            gate,
+            sinks: flag("sinks", self.sinks)?,
+            sliding_window: self.sliding_window,
+            kv_shared: flag("kv_shared", self.kv_shared)?,
+            dsa,
+            index_n_heads: self.index_n_heads,
+            index_head_dim: self.index_head_dim,
+            index_topk: self.index_topk,
+            index_q_input,
+            index_rope,
+            index_rope_layout,
+            index_k_norm_eps: self.index_k_norm_eps,
+            index_q_norm_eps: self.index_q_norm_eps,
+            index_query_scale: flag("index_query_scale", self.index_query_scale)?,
+            index_cache_dtype,
+            index_kpool: self.index_kpool,
+            index_kpool_tail: flag("index_kpool_tail", self.index_kpool_tail)?,
         })
     }
 }
@@ -332,6 +610,8 @@ impl mla_tensor {
         dtype: MLA_DTYPE_F32,
         rows: 0,
         cols: 0,
+        scale: ptr::null(),
+        scale_block: 0,
     };
 
     /// The C form of a borrowed tensor (`ABSENT` for `None`); `WeightShape` if
@@ -355,6 +635,8 @@ impl mla_tensor {
             dtype: t.data.dtype() as u32,
             rows: dim(t.rows)?,
             cols: dim(t.cols)?,
+            scale: ptr::null(),
+            scale_block: 0,
         })
     }
 
@@ -371,10 +653,19 @@ impl mla_tensor {
             return Ok(None);
         }
         let dtype = DType::from_u32(self.dtype).ok_or_else(|| {
-            err(Status::WeightDtype, name)
-                .s(": unknown dtype ")
-                .n(self.dtype as usize)
+            if self.dtype == MLA_DTYPE_F8_E4M3 {
+                err(Status::WeightDtype, name)
+                    .s(": MLA_DTYPE_F8_E4M3 weights are not supported by this build yet")
+            } else {
+                err(Status::WeightDtype, name)
+                    .s(": unknown dtype ")
+                    .n(self.dtype as usize)
+            }
         })?;
+        if !self.scale.is_null() || self.scale_block != 0 {
+            return Err(err(Status::Unsupported, name)
+                .s(": block scales (scale, scale_block) are for FP8 weights, not supported by this build yet"));
+        }
         let (rows, cols) = (self.rows as usize, self.cols as usize);
         let bytes = rows
             .checked_mul(cols)
@@ -402,29 +693,74 @@ impl mla_tensor {
     }
 }
 
+/// Lists the fields of `mla_weights` (= the core `Weights`) in order, for the
+/// conversions below.
+macro_rules! weight_fields {
+    ($m:ident) => {
+        $m!(
+            q_proj,
+            q_a_proj,
+            q_a_layernorm,
+            q_b_proj,
+            kv_a_proj_with_mqa,
+            kv_a_layernorm,
+            kv_b_proj,
+            o_proj,
+            q_a_proj_bias,
+            kv_a_proj_bias,
+            o_proj_bias,
+            gate_proj,
+            sinks,
+            rope_key_norm,
+            query_scale_s,
+            query_scale_b,
+            rope_freq_alpha,
+            index_wq_b,
+            index_wk,
+            index_k_norm,
+            index_k_norm_bias,
+            index_weights_proj,
+            index_q_norm,
+            index_q_norm_bias,
+            index_query_scale_s,
+            index_query_scale_b,
+            index_kpool_ape,
+            index_kpool_gate
+        )
+    };
+}
+
 impl mla_weights {
+    /// Every tensor absent.
+    pub const ABSENT: mla_weights = {
+        macro_rules! absent {
+            ($($f:ident),*) => { mla_weights { $($f: mla_tensor::ABSENT),* } };
+        }
+        weight_fields!(absent)
+    };
+
     /// The C form of borrowed weights (pointers into the same data).
     pub fn from_weights(w: &Weights<'_>) -> Result<mla_weights> {
-        Ok(mla_weights {
-            q_proj: mla_tensor::from_tensor("q_proj", w.q_proj.as_ref())?,
-            q_a_proj: mla_tensor::from_tensor("q_a_proj", w.q_a_proj.as_ref())?,
-            q_a_layernorm: mla_tensor::from_tensor("q_a_layernorm", w.q_a_layernorm.as_ref())?,
-            q_b_proj: mla_tensor::from_tensor("q_b_proj", w.q_b_proj.as_ref())?,
-            kv_a_proj_with_mqa: mla_tensor::from_tensor(
-                "kv_a_proj_with_mqa",
-                Some(&w.kv_a_proj_with_mqa),
-            )?,
-            kv_a_layernorm: mla_tensor::from_tensor("kv_a_layernorm", Some(&w.kv_a_layernorm))?,
-            kv_b_proj: mla_tensor::from_tensor("kv_b_proj", Some(&w.kv_b_proj))?,
-            o_proj: mla_tensor::from_tensor("o_proj", Some(&w.o_proj))?,
-            q_a_proj_bias: mla_tensor::from_tensor("q_a_proj_bias", w.q_a_proj_bias.as_ref())?,
-            kv_a_proj_bias: mla_tensor::from_tensor("kv_a_proj_bias", w.kv_a_proj_bias.as_ref())?,
-            o_proj_bias: mla_tensor::from_tensor("o_proj_bias", w.o_proj_bias.as_ref())?,
-        })
+        let named = w.named();
+        let mut out = mla_weights::ABSENT;
+        for ((name, t), slot) in named.iter().zip(out.tensors_mut()) {
+            *slot = mla_tensor::from_tensor(name, t.as_ref())?;
+        }
+        Ok(out)
     }
 
-    /// The core weights. Required tensors with NULL data are `WeightShape`
-    /// ("missing"); shapes against the config are checked by the engine.
+    /// The tensors in the order of the fields (and of the core `Weights::named`).
+    fn tensors_mut(&mut self) -> [&mut mla_tensor; mla_core::weights::WEIGHT_COUNT] {
+        macro_rules! refs {
+            ($($f:ident),*) => { [$(&mut self.$f),*] };
+        }
+        weight_fields!(refs)
+    }
+
+    /// The core weights. `kv_b_proj` and `o_proj` with NULL data are
+    /// `WeightShape` ("missing"); every other tensor may be absent here, and
+    /// shapes and presence against the config are checked by the engine
+    /// (`Weights::check`).
     ///
     /// # Safety
     /// Every tensor with non-NULL data must satisfy [`mla_tensor::to_tensor`]'s
@@ -437,19 +773,43 @@ impl mla_weights {
                 None => Err(err(Status::WeightShape, name).s(": missing (data is NULL)")),
             }
         };
-        // SAFETY (each `to_tensor` below): forwarded from this function's contract.
+        macro_rules! opt {
+            ($f:ident) => {
+                // SAFETY: forwarded from this function's contract.
+                unsafe { self.$f.to_tensor(stringify!($f)) }?
+            };
+        }
         Ok(Weights {
-            q_proj: unsafe { self.q_proj.to_tensor("q_proj") }?,
-            q_a_proj: unsafe { self.q_a_proj.to_tensor("q_a_proj") }?,
-            q_a_layernorm: unsafe { self.q_a_layernorm.to_tensor("q_a_layernorm") }?,
-            q_b_proj: unsafe { self.q_b_proj.to_tensor("q_b_proj") }?,
-            kv_a_proj_with_mqa: required("kv_a_proj_with_mqa", &self.kv_a_proj_with_mqa)?,
-            kv_a_layernorm: required("kv_a_layernorm", &self.kv_a_layernorm)?,
-            kv_b_proj: required("kv_b_proj", &self.kv_b_proj)?,
-            o_proj: required("o_proj", &self.o_proj)?,
-            q_a_proj_bias: unsafe { self.q_a_proj_bias.to_tensor("q_a_proj_bias") }?,
-            kv_a_proj_bias: unsafe { self.kv_a_proj_bias.to_tensor("kv_a_proj_bias") }?,
-            o_proj_bias: unsafe { self.o_proj_bias.to_tensor("o_proj_bias") }?,
+            q_proj: opt!(q_proj),
+            q_a_proj: opt!(q_a_proj),
+            q_a_layernorm: opt!(q_a_layernorm),
+            q_b_proj: opt!(q_b_proj),
+            kv_a_proj_with_mqa: opt!(kv_a_proj_with_mqa),
+            kv_a_layernorm: opt!(kv_a_layernorm),
+            q_a_proj_bias: opt!(q_a_proj_bias),
+            kv_a_proj_bias: opt!(kv_a_proj_bias),
+            o_proj_bias: opt!(o_proj_bias),
+            gate_proj: opt!(gate_proj),
+            sinks: opt!(sinks),
+            rope_key_norm: opt!(rope_key_norm),
+            query_scale_s: opt!(query_scale_s),
+            query_scale_b: opt!(query_scale_b),
+            rope_freq_alpha: opt!(rope_freq_alpha),
+            index_wq_b: opt!(index_wq_b),
+            index_wk: opt!(index_wk),
+            index_k_norm: opt!(index_k_norm),
+            index_k_norm_bias: opt!(index_k_norm_bias),
+            index_weights_proj: opt!(index_weights_proj),
+            index_q_norm: opt!(index_q_norm),
+            index_q_norm_bias: opt!(index_q_norm_bias),
+            index_query_scale_s: opt!(index_query_scale_s),
+            index_query_scale_b: opt!(index_query_scale_b),
+            index_kpool_ape: opt!(index_kpool_ape),
+            index_kpool_gate: opt!(index_kpool_gate),
+            ..Weights::new(
+                required("kv_b_proj", &self.kv_b_proj)?,
+                required("o_proj", &self.o_proj)?,
+            )
         })
     }
 }
@@ -527,19 +887,49 @@ mod tests {
             Config::deepseek_v3(),
         ] {
             let c = mla_config::from_config(&cfg);
-            assert_eq!(c.struct_size, 96);
+            assert_eq!(c.struct_size, 724);
             assert_eq!(c.to_config().unwrap(), cfg);
             // SAFETY: a whole mla_config on the stack.
             assert_eq!(unsafe { read_config(&c) }.unwrap(), cfg);
         }
-        assert_eq!(size_of::<mla_config>(), 16 * 4 + 8 * 4);
+        // The 24 fields of ABI 1 keep their offsets; 29 4-byte fields and two
+        // 64-float arrays are appended.
+        assert_eq!(
+            size_of::<mla_config>(),
+            16 * 4 + 8 * 4 + 29 * 4 + 2 * 64 * 4
+        );
         assert_eq!(core::mem::offset_of!(mla_config, original_max_position), 60);
         assert_eq!(core::mem::offset_of!(mla_config, rms_norm_eps), 64);
         assert_eq!(core::mem::offset_of!(mla_config, softmax_scale), 92);
+        assert_eq!(core::mem::offset_of!(mla_config, rope_type), 96);
+        assert_eq!(core::mem::offset_of!(mla_config, rope_short_factor), 116);
+        assert_eq!(
+            core::mem::offset_of!(mla_config, rope_long_factor),
+            116 + 256
+        );
+        assert_eq!(
+            core::mem::offset_of!(mla_config, rope_freq_alpha),
+            116 + 512
+        );
+        assert_eq!(
+            core::mem::offset_of!(mla_config, index_kpool_tail),
+            size_of::<mla_config>() - 4
+        );
         assert_eq!(
             core::mem::offset_of!(mla_tensor, dtype),
             size_of::<*const c_void>()
         );
+        assert_eq!(
+            core::mem::offset_of!(mla_tensor, scale),
+            // data, dtype, rows, cols, then padding to the pointer's alignment.
+            (size_of::<*const c_void>() + 12).next_multiple_of(core::mem::align_of::<*const f32>())
+        );
+        // mla_weights: the 11 tensors of ABI 1 first, then 17 appended.
+        let t = size_of::<mla_tensor>();
+        assert_eq!(size_of::<mla_weights>(), 28 * t);
+        assert_eq!(core::mem::offset_of!(mla_weights, o_proj_bias), 10 * t);
+        assert_eq!(core::mem::offset_of!(mla_weights, gate_proj), 11 * t);
+        assert_eq!(core::mem::offset_of!(mla_weights, index_kpool_gate), 27 * t);
     }
 
     #[test]
@@ -554,7 +944,7 @@ mod tests {
             assert_eq!(e.status(), Status::AbiMismatch);
             assert_eq!(
                 e.message(),
-                "mla_config.struct_size is 92, this library expects 96"
+                "mla_config.struct_size is 92, this library expects 724"
             );
             let e = read_config(ptr::null()).unwrap_err();
             assert_eq!(e.status(), Status::NullPointer);
@@ -562,9 +952,24 @@ mod tests {
         for f in [
             |c: &mut mla_config| c.rope_layout = 2,
             |c: &mut mla_config| c.rope_key = 7,
-            |c: &mut mla_config| c.cache_dtype = 3,
+            |c: &mut mla_config| c.cache_dtype = 4,
             |c: &mut mla_config| c.attn_mode = u32::MAX,
             |c: &mut mla_config| c.q_norm = 2,
+            |c: &mut mla_config| c.rope_type = 6,
+            |c: &mut mla_config| c.rope_yarn_truncate = 2,
+            |c: &mut mla_config| c.query_scale = 3,
+            |c: &mut mla_config| c.gate = 4,
+            |c: &mut mla_config| c.sinks = 5,
+            |c: &mut mla_config| c.kv_shared = 2,
+            |c: &mut mla_config| c.dsa = 3,
+            |c: &mut mla_config| c.index_q_input = 2,
+            |c: &mut mla_config| c.index_rope = 3,
+            |c: &mut mla_config| c.index_rope_layout = 2,
+            |c: &mut mla_config| c.index_cache_dtype = 9,
+            |c: &mut mla_config| c.index_kpool_tail = 2,
+            |c: &mut mla_config| c.rope_freq_alpha = 2,
+            |c: &mut mla_config| c.rope_key_norm = 2,
+            |c: &mut mla_config| c.index_query_scale = 2,
         ] {
             let mut c = good;
             f(&mut c);
@@ -572,6 +977,21 @@ mod tests {
             assert_eq!(e.status(), Status::InvalidConfig, "{}", e.message());
             assert!(e.message().contains("unknown value"), "{}", e.message());
         }
+    }
+
+    #[test]
+    fn fp8_cache_is_unsupported_with_a_message() {
+        let mut c = mla_config::from_config(&Config::tutorial());
+        c.cache_dtype = MLA_DTYPE_F8_E4M3;
+        let e = c.to_config().unwrap_err();
+        assert_eq!(e.status(), Status::Unsupported);
+        assert_eq!(
+            e.message(),
+            "cache_dtype: MLA_DTYPE_F8_E4M3 is not supported by this build yet"
+        );
+        let mut c = mla_config::from_config(&Config::tutorial());
+        c.index_cache_dtype = MLA_DTYPE_F8_E4M3;
+        assert_eq!(c.to_config().unwrap_err().status(), Status::Unsupported);
     }
 
     #[test]
@@ -602,6 +1022,7 @@ mod tests {
             dtype: MLA_DTYPE_F32,
             rows: 2,
             cols: 3,
+            ..mla_tensor::ABSENT
         };
         let ok = unsafe { t.to_tensor("t") }.unwrap().unwrap();
         assert_eq!((ok.rows, ok.cols, ok.data.len()), (2, 3, 6));
@@ -616,6 +1037,32 @@ mod tests {
             unsafe { t.to_tensor("t") }.unwrap_err().status(),
             Status::Misaligned
         );
+        // FP8 and block scales: not in this build, each with its message.
+        t.data = data.as_ptr().cast();
+        t.dtype = MLA_DTYPE_F8_E4M3;
+        let e = unsafe { t.to_tensor("t") }.unwrap_err();
+        assert_eq!(e.status(), Status::WeightDtype);
+        assert_eq!(
+            e.message(),
+            "t: MLA_DTYPE_F8_E4M3 weights are not supported by this build yet"
+        );
+        t.dtype = MLA_DTYPE_F32;
+        let scales = [1.0f32; 1];
+        t.scale = scales.as_ptr();
+        t.scale_block = 128;
+        let e = unsafe { t.to_tensor("t") }.unwrap_err();
+        assert_eq!(e.status(), Status::Unsupported);
+        assert!(
+            e.message().starts_with("t: block scales"),
+            "{}",
+            e.message()
+        );
+        t.scale = ptr::null();
+        assert_eq!(
+            unsafe { t.to_tensor("t") }.unwrap_err().status(),
+            Status::Unsupported
+        );
+        t.scale_block = 0;
         t.data = ptr::null();
         assert!(unsafe { t.to_tensor("t") }.unwrap().is_none());
         let back = mla_tensor::from_tensor("t", Some(&ok)).unwrap();

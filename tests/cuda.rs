@@ -503,13 +503,12 @@ impl RandomWeights {
             q_a_proj: lora.then(|| t(1)),
             q_a_layernorm: cfg.q_norm.then(|| t(2)),
             q_b_proj: lora.then(|| t(3)),
-            kv_a_proj_with_mqa: t(4),
-            kv_a_layernorm: t(5),
-            kv_b_proj: t(6),
-            o_proj: t(7),
+            kv_a_proj_with_mqa: Some(t(4)),
+            kv_a_layernorm: Some(t(5)),
             q_a_proj_bias: lora.then(|| t(8)),
             kv_a_proj_bias: Some(t(9)),
             o_proj_bias: Some(t(10)),
+            ..Weights::new(t(6), t(7))
         }
     }
 }

@@ -187,17 +187,14 @@ impl Model {
 
     fn weights(&self) -> Weights<'_> {
         Weights {
-            q_proj: None,
             q_a_proj: Some(self.t(0)),
             q_a_layernorm: Some(self.t(1)),
             q_b_proj: Some(self.t(2)),
-            kv_a_proj_with_mqa: self.t(3),
-            kv_a_layernorm: self.t(5),
-            kv_b_proj: self.t(6),
-            o_proj: self.t(7),
-            q_a_proj_bias: None,
+            kv_a_proj_with_mqa: Some(self.t(3)),
+            kv_a_layernorm: Some(self.t(5)),
             kv_a_proj_bias: Some(self.t(4)),
             o_proj_bias: Some(self.t(8)),
+            ..Weights::new(self.t(6), self.t(7))
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use mla::ffi::*;
+use mla_core::config::{Dsa, Gate, IndexQInput, IndexRope, QueryScale, RopeType};
 use mla_core::{AttnMode, DType, RopeKey, RopeLayout, Status};
 
 fn header() -> String {
@@ -58,8 +59,8 @@ fn version_macros_match_cargo_toml() {
         number(&d, "MLA_ABI_VERSION"),
         u64::from(mla::ffi::MLA_ABI_VERSION)
     );
-    assert_eq!(mla::ffi::MLA_ABI_VERSION, 1);
-    assert_eq!(mla_abi_version(), 1);
+    assert_eq!(mla::ffi::MLA_ABI_VERSION, 2);
+    assert_eq!(mla_abi_version(), 2);
     assert_eq!(number(&d, "MLA_MESSAGE_MAX"), MLA_MESSAGE_MAX as u64);
 }
 
@@ -86,10 +87,41 @@ fn status_and_enum_values_match_design() {
         assert_eq!(number(&d, name), value, "{name}");
         assert_eq!(status as u64, value, "{name}");
     }
-    let enums: [(&str, u32, u64); 11] = [
+    let enums: [(&str, u32, u64); 34] = [
         ("MLA_DTYPE_F32", DType::F32 as u32, 0),
         ("MLA_DTYPE_F16", DType::F16 as u32, 1),
         ("MLA_DTYPE_BF16", DType::BF16 as u32, 2),
+        // No core FP8 dtype yet: the C value is fixed by DESIGN.
+        ("MLA_DTYPE_F8_E4M3", MLA_DTYPE_F8_E4M3, 3),
+        ("MLA_ROPE_TYPE_DEFAULT", RopeType::Default as u32, 0),
+        ("MLA_ROPE_TYPE_YARN", RopeType::Yarn as u32, 1),
+        ("MLA_ROPE_TYPE_LINEAR", RopeType::Linear as u32, 2),
+        ("MLA_ROPE_TYPE_LLAMA3", RopeType::Llama3 as u32, 3),
+        ("MLA_ROPE_TYPE_LONGROPE", RopeType::LongRope as u32, 4),
+        ("MLA_ROPE_TYPE_NONE", RopeType::None as u32, 5),
+        ("MLA_QUERY_SCALE_NONE", QueryScale::None as u32, 0),
+        ("MLA_QUERY_SCALE_LLAMA4", QueryScale::Llama4 as u32, 1),
+        (
+            "MLA_QUERY_SCALE_LEARNED_LOG_POS",
+            QueryScale::LearnedLogPos as u32,
+            2,
+        ),
+        ("MLA_GATE_NONE", Gate::None as u32, 0),
+        ("MLA_GATE_PER_HEAD", Gate::PerHead as u32, 1),
+        ("MLA_GATE_PER_CHANNEL", Gate::PerChannel as u32, 2),
+        ("MLA_GATE_FUSED_Q", Gate::FusedQ as u32, 3),
+        ("MLA_DSA_NONE", Dsa::None as u32, 0),
+        ("MLA_DSA_FULL", Dsa::Full as u32, 1),
+        ("MLA_DSA_SHARED", Dsa::Shared as u32, 2),
+        ("MLA_INDEX_Q_LATENT", IndexQInput::QLatent as u32, 0),
+        (
+            "MLA_INDEX_Q_HIDDEN_LAYERNORM",
+            IndexQInput::HiddenLayerNorm as u32,
+            1,
+        ),
+        ("MLA_INDEX_ROPE_FIRST", IndexRope::First as u32, 0),
+        ("MLA_INDEX_ROPE_LAST", IndexRope::Last as u32, 1),
+        ("MLA_INDEX_ROPE_NONE", IndexRope::None as u32, 2),
         ("MLA_ROPE_INTERLEAVED", RopeLayout::Interleaved as u32, 0),
         ("MLA_ROPE_HALF", RopeLayout::Half as u32, 1),
         ("MLA_ROPE_KEY_SHARED", RopeKey::Shared as u32, 0),
@@ -97,7 +129,12 @@ fn status_and_enum_values_match_design() {
         ("MLA_ATTN_AUTO", AttnMode::Auto as u32, 0),
         ("MLA_ATTN_NAIVE", AttnMode::Naive as u32, 1),
         ("MLA_ATTN_ABSORB", AttnMode::Absorb as u32, 2),
-        ("MLA_ABI_VERSION", MLA_ABI_VERSION, 1),
+        ("MLA_ABI_VERSION", MLA_ABI_VERSION, 2),
+        (
+            "MLA_MAX_ROPE_FACTORS",
+            MLA_MAX_ROPE_FACTORS as u32,
+            mla_core::config::MAX_ROPE_FACTORS as u64,
+        ),
     ];
     for (name, rust, value) in enums {
         assert_eq!(number(&d, name), value, "{name}");
@@ -117,6 +154,9 @@ fn fields(h: &str, name: &str) -> Vec<String> {
         .map(|l| {
             l.trim_end_matches(';')
                 .rsplit([' ', '*'])
+                .next()
+                .unwrap()
+                .split('[')
                 .next()
                 .unwrap()
                 .to_string()
@@ -152,9 +192,47 @@ fn struct_layouts_match_design() {
         "mscale",
         "mscale_all_dim",
         "softmax_scale",
+        // ABI 2, appended.
+        "rope_type",
+        "rope_attention_factor",
+        "rope_yarn_truncate",
+        "rope_low_freq_factor",
+        "rope_high_freq_factor",
+        "rope_short_factor",
+        "rope_long_factor",
+        "rope_freq_alpha",
+        "rope_key_norm",
+        "q_latent_scale",
+        "kv_latent_scale",
+        "query_scale",
+        "query_scale_beta",
+        "query_scale_length",
+        "gate",
+        "sinks",
+        "sliding_window",
+        "kv_shared",
+        "dsa",
+        "index_n_heads",
+        "index_head_dim",
+        "index_topk",
+        "index_q_input",
+        "index_rope",
+        "index_rope_layout",
+        "index_k_norm_eps",
+        "index_q_norm_eps",
+        "index_query_scale",
+        "index_cache_dtype",
+        "index_kpool",
+        "index_kpool_tail",
     ];
     assert_eq!(fields(&h, "mla_config"), config);
-    assert_eq!(fields(&h, "mla_tensor"), ["data", "dtype", "rows", "cols"]);
+    assert!(h.contains("float rope_short_factor[MLA_MAX_ROPE_FACTORS];"));
+    assert!(h.contains("float rope_long_factor[MLA_MAX_ROPE_FACTORS];"));
+    assert_eq!(
+        fields(&h, "mla_tensor"),
+        ["data", "dtype", "rows", "cols", "scale", "scale_block"]
+    );
+    assert!(h.contains("const float *scale;"));
     let weights = [
         "q_proj",
         "q_a_proj",
@@ -167,10 +245,35 @@ fn struct_layouts_match_design() {
         "q_a_proj_bias",
         "kv_a_proj_bias",
         "o_proj_bias",
+        // ABI 2, appended in the order of the core Weights.
+        "gate_proj",
+        "sinks",
+        "rope_key_norm",
+        "query_scale_s",
+        "query_scale_b",
+        "rope_freq_alpha",
+        "index_wq_b",
+        "index_wk",
+        "index_k_norm",
+        "index_k_norm_bias",
+        "index_weights_proj",
+        "index_q_norm",
+        "index_q_norm_bias",
+        "index_query_scale_s",
+        "index_query_scale_b",
+        "index_kpool_ape",
+        "index_kpool_gate",
     ];
     assert_eq!(fields(&h, "mla_weights"), weights);
-    // 16 uint32 then 8 float, no padding.
-    assert_eq!(std::mem::size_of::<mla_config>(), 96);
+    let core_names: Vec<&str> = mla_core::Weights::new(dummy(), dummy())
+        .named()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(core_names, weights, "mla_weights follows the core Weights");
+    // ABI 1: 16 uint32 then 8 float, no padding; ABI 2 appends 29 4-byte fields
+    // and two 64-float arrays.
+    assert_eq!(std::mem::size_of::<mla_config>(), 96 + 29 * 4 + 2 * 64 * 4);
     assert!(
         h.contains("typedef struct mla_engine mla_engine;"),
         "mla_engine is opaque"
@@ -181,6 +284,12 @@ fn struct_layouts_match_design() {
         "mla_rope_layout",
         "mla_rope_key",
         "mla_attn_mode",
+        "mla_rope_type",
+        "mla_query_scale",
+        "mla_gate",
+        "mla_dsa",
+        "mla_index_q_input",
+        "mla_index_rope",
     ] {
         assert!(
             h.contains(&format!("typedef uint32_t {t};")),
@@ -218,6 +327,14 @@ fn functions_of_design_section_3_are_declared() {
         "mla_status mla_forward(struct mla_engine *e, const float *x, uint32_t n_tokens, float *out);",
         "mla_status mla_weights_from_safetensors(const void *bytes, size_t len, const char *prefix, \
          const struct mla_config *c, struct mla_weights *out);",
+        "mla_status mla_config_from_hf_json(const char *json, size_t json_len, uint32_t layer, \
+         uint32_t max_seq_len, uint32_t max_tokens_per_call, struct mla_config *out);",
+        "mla_status mla_weights_from_checkpoint(const void *bytes, size_t len, const char *json, \
+         size_t json_len, uint32_t layer, const struct mla_config *c, struct mla_weights *out);",
+        "mla_status mla_engine_share_topk(struct mla_engine *consumer, \
+         const struct mla_engine *producer);",
+        "mla_status mla_engine_share_cache(struct mla_engine *consumer, \
+         const struct mla_engine *producer);",
     ] {
         assert!(flat.contains(p), "missing prototype: {p}");
     }
@@ -314,4 +431,8 @@ fn header_exports_only_prefixed_names() {
             "mla_cuda_* outside #if defined(MLA_FEATURE_CUDA)"
         );
     }
+}
+
+fn dummy() -> mla_core::Tensor<'static> {
+    mla_core::Tensor::f32(&[], 0, 0).unwrap()
 }

@@ -160,13 +160,9 @@ fn count_and_place_agree_on_random_configs() {
             q_a_proj: lora.then(|| t(dims.rq, dims.d)),
             q_a_layernorm: cfg.q_norm.then(|| t(1, dims.rq)),
             q_b_proj: lora.then(|| t(dims.q_width, dims.rq)),
-            kv_a_proj_with_mqa: t(dims.kv_a_rows, dims.d),
-            kv_a_layernorm: t(1, dims.r),
-            kv_b_proj: t(dims.kv_b_rows, dims.r),
-            o_proj: t(dims.d, dims.o_cols),
-            q_a_proj_bias: None,
-            kv_a_proj_bias: None,
-            o_proj_bias: None,
+            kv_a_proj_with_mqa: Some(t(dims.kv_a_rows, dims.d)),
+            kv_a_layernorm: Some(t(1, dims.r)),
+            ..Weights::new(t(dims.kv_b_rows, dims.r), t(dims.d, dims.o_cols))
         };
         let mem = arena.get();
         let e = Engine::new(&cfg, &w, &mut mem[..need - 1]).err().unwrap();

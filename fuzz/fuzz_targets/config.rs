@@ -55,6 +55,9 @@ fn config(data: &[u8]) -> Option<Config> {
         mscale: r.f32(),
         mscale_all_dim: r.f32(),
         softmax_scale: r.f32(),
+        // The ABI 2 fields keep their defaults here (the engine refuses the
+        // mechanisms it does not run yet).
+        ..Config::plain()
     })
 }
 

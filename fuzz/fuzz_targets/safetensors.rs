@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mla_core::safetensors::json::Scanner;
+use mla_core::json::Scanner;
 use mla_core::safetensors::{bind_weights, config_from_metadata, SafeTensors, TensorView};
 use mla_core::{Config, Status};
 use mla_testkit::configs::{tiny_qlora, tiny_qproj, tiny_tutorial};

@@ -9,6 +9,12 @@
 use crate::dtype::DType;
 use crate::status::{err, Result, Status};
 
+mod families;
+mod hf;
+
+pub use families::{Family, Names, Prefix, FAMILIES, MAX_PREFIX};
+pub use hf::{hf_layer_info, LayerInfo, MAX_HF_LAYERS};
+
 /// Order of the rotated pairs inside a rope vector of `p` values (`mla_rope_layout`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -232,6 +232,29 @@ impl<'w, 'm> Engine<'w, 'm> {
         self.cache.reset();
     }
 
+    /// KV sharing (`kv_shared` layers, mistral_large4's `kv_source_layers`): this
+    /// engine attends over `producer`'s latent cache and writes none of its own.
+    /// Not built yet: always `Unsupported`, nothing changes (a `kv_shared` config
+    /// is refused by [`Config::check_supported`] before an engine exists).
+    pub fn share_cache(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
+        let _ = producer;
+        Err(err(
+            Status::Unsupported,
+            "share_cache: KV sharing between engines is not built in this version",
+        ))
+    }
+
+    /// Top-k sharing (`Dsa::Shared` layers): this engine's calls use `producer`'s
+    /// last sparse-attention selection for the same positions. Not built yet:
+    /// always `Unsupported`, nothing changes.
+    pub fn share_topk(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
+        let _ = producer;
+        Err(err(
+            Status::Unsupported,
+            "share_topk: top-k sharing between engines is not built in this version",
+        ))
+    }
+
     /// Appends the tokens `x` (`[n_tokens][hidden_size]`) at positions `len()..`,
     /// attends causally over everything cached, and writes `[n_tokens][hidden_size]`
     /// to `out`. Uses the configured attention mode.
@@ -330,9 +353,13 @@ impl<'w, 'm> Engine<'w, 'm> {
         }
 
         // 2. New cache rows kv_new[T][r + rope_k] = kv_a_proj_with_mqa x (+ b).
+        //    (A kv_shared layer has no kv_a weights; check_supported refuses it.)
+        let (Some(kv_a), Some(kv_norm)) = (w.kv_a_proj_with_mqa.as_ref(), w.kv_a_layernorm) else {
+            return Err(projection("kv_a_proj_with_mqa"));
+        };
         if !linear_par(
             par,
-            &w.kv_a_proj_with_mqa,
+            kv_a,
             w.kv_a_proj_bias.as_ref(),
             x,
             d,
@@ -359,7 +386,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             let (cos, sin) = (&mut *work.rope_cos, &mut *work.rope_sin);
             rope::cos_sin(work.rope_inv_freq, self.rope_scaling, pos, cos, sin);
             let (c, kpe) = kv.split_at_mut(r.min(kv.len()));
-            rmsnorm(c, w.kv_a_layernorm.data, eps);
+            rmsnorm(c, kv_norm.data, eps);
             for k in kpe.chunks_exact_mut(p.max(1)) {
                 rope::rotate(k, cos, sin, self.cfg.rope_layout);
             }

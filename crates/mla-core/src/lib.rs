@@ -15,7 +15,8 @@
 //! - [`attention`]: naive and absorbed attention over the cache;
 //! - [`plan`]: the memory plan, every region of the engine's memory named;
 //! - [`engine`]: the forward pass, top to bottom;
-//! - [`safetensors`]: a zero-copy safetensors reader and the weight binder.
+//! - [`safetensors`]: a zero-copy safetensors reader and the weight binder;
+//! - [`json`]: the one JSON reader (safetensors headers, `config.json`).
 //!
 //! Feature `std` (off by default) adds runtime CPU-feature detection and a
 //! thread pool ([`parallel::ThreadPool`]); without it the crate needs only `core`.
@@ -90,9 +91,11 @@ extern crate std;
 pub mod attention;
 pub mod cache;
 pub mod config;
+mod decimal;
 pub mod dtype;
 pub mod engine;
 pub mod fp8;
+pub mod json;
 pub mod kernels;
 pub mod parallel;
 pub mod plan;

@@ -207,6 +207,41 @@ pub fn err(status: Status, msg: &str) -> Error {
     Error::new(status, msg)
 }
 
+/// A piece of an error message: text or a number.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Piece<'a> {
+    /// Text.
+    S(&'a str),
+    /// A decimal number.
+    N(u64),
+}
+
+/// An error whose message is `prefix` then `pieces`. Built out of line, once: an
+/// inlined chain of `Error::s` / `Error::n` calls costs about a hundred bytes of
+/// code per call, which adds up in firmware.
+#[cold]
+#[inline(never)]
+pub(crate) fn error(status: Status, prefix: &str, pieces: &[Piece]) -> Error {
+    let mut e = Error::new(status, prefix);
+    push(&mut e, pieces);
+    e
+}
+
+/// Appends `pieces` to a message.
+#[inline(never)]
+pub(crate) fn push(e: &mut Error, pieces: &[Piece]) {
+    for p in pieces {
+        match *p {
+            Piece::S(s) => {
+                e.push_str(s);
+            }
+            Piece::N(n) => {
+                e.push_num(n);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

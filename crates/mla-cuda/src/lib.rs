@@ -583,6 +583,15 @@ impl CudaEngine {
         let w = weights;
         let opt_mat =
             |name: &str, t: Option<&Tensor>| t.map(|t| DevMat::upload(name, t)).transpose();
+        // check_supported refused kv_shared layers, so the layer has its own kv_a.
+        let (Some(kv_a), Some(kv_norm)) =
+            (w.kv_a_proj_with_mqa.as_ref(), w.kv_a_layernorm.as_ref())
+        else {
+            return Err(err(
+                Status::WeightShape,
+                "kv_a_proj_with_mqa / kv_a_layernorm missing",
+            ));
+        };
         let half = dm.p / 2;
         let table = dm.max_seq.checked_mul(half).ok_or_else(|| {
             err(
@@ -603,11 +612,11 @@ impl CudaEngine {
             q_proj: opt_mat("q_proj", w.q_proj.as_ref())?,
             q_a_proj: opt_mat("q_a_proj", w.q_a_proj.as_ref())?,
             q_b_proj: opt_mat("q_b_proj", w.q_b_proj.as_ref())?,
-            kv_a_proj: DevMat::upload("kv_a_proj_with_mqa", &w.kv_a_proj_with_mqa)?,
+            kv_a_proj: DevMat::upload("kv_a_proj_with_mqa", kv_a)?,
             kv_b_proj: DevMat::upload("kv_b_proj", &w.kv_b_proj)?,
             o_proj: DevMat::upload("o_proj", &w.o_proj)?,
             q_a_norm: upload_opt_vec("q_a_layernorm", w.q_a_layernorm.as_ref())?,
-            kv_a_norm: upload_vec("kv_a_layernorm", &w.kv_a_layernorm)?,
+            kv_a_norm: upload_vec("kv_a_layernorm", kv_norm)?,
             q_a_bias: upload_opt_vec("q_a_proj_bias", w.q_a_proj_bias.as_ref())?,
             kv_a_bias: upload_opt_vec("kv_a_proj_bias", w.kv_a_proj_bias.as_ref())?,
             o_bias: upload_opt_vec("o_proj_bias", w.o_proj_bias.as_ref())?,

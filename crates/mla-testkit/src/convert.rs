@@ -28,8 +28,8 @@ pub fn named_tensors<'w>(w: &Weights<'w>) -> [(&'static str, Option<Tensor<'w>>)
         w.q_a_proj,
         w.q_a_layernorm,
         w.q_b_proj,
-        Some(w.kv_a_proj_with_mqa),
-        Some(w.kv_a_layernorm),
+        w.kv_a_proj_with_mqa,
+        w.kv_a_layernorm,
         Some(w.kv_b_proj),
         Some(w.o_proj),
         w.q_a_proj_bias,
@@ -47,13 +47,12 @@ pub(crate) fn from_named<'w>(t: &[Option<Tensor<'w>>]) -> Weights<'w> {
         q_a_proj: t[1],
         q_a_layernorm: t[2],
         q_b_proj: t[3],
-        kv_a_proj_with_mqa: need(4),
-        kv_a_layernorm: need(5),
-        kv_b_proj: need(6),
-        o_proj: need(7),
+        kv_a_proj_with_mqa: t[4],
+        kv_a_layernorm: t[5],
         q_a_proj_bias: t[8],
         kv_a_proj_bias: t[9],
         o_proj_bias: t[10],
+        ..Weights::new(need(6), need(7))
     }
 }
 

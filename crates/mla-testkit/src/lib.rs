@@ -3,6 +3,10 @@
 //!
 //! - [`golden`]: the golden cases of `tests/data` ([`Golden`], [`cases`]) and the
 //!   error measure of DESIGN.md ([`rel_err`]);
+//! - [`family`]: the tiny Hugging Face checkpoints of `tests/data/families`
+//!   ([`FamilyCase`]: config.json, model.safetensors, golden tensors per layer,
+//!   a layer's `(Config, Weights)` through `from_hf_json` + `bind_layer`);
+//! - [`json_tree`]: a JSON value tree read with mla-core's scanner ([`Json`]);
 //! - [`arena`]: 64-byte aligned, zeroed engine memory ([`Arena`]);
 //! - [`mod@run`]: a case through a fresh engine in one call, uneven chunks or token by
 //!   token, any attention mode, optionally on threads ([`run()`], [`Run`],
@@ -21,7 +25,9 @@
 pub mod arena;
 pub mod configs;
 pub mod convert;
+pub mod family;
 pub mod golden;
+pub mod json_tree;
 pub mod random;
 pub mod run;
 pub mod st_file;
@@ -31,7 +37,9 @@ use mla_core::{Config, RopeKey, RopeLayout};
 
 pub use arena::Arena;
 pub use convert::{named_tensors, Converted, TENSOR_NAMES};
+pub use family::{family_cases, FamilyCase};
 pub use golden::{cases, data_dir, rel_err, Golden, PREFIX};
+pub use json_tree::Json;
 pub use random::{Mat, RandomWeights, Rng};
 pub use run::{forward_chunks, run, same_bits, uneven, Run, Schedule};
 pub use st_file::{file, AlignedBytes, Writer};

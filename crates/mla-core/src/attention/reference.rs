@@ -115,8 +115,9 @@ pub fn forward(cfg: &Config, w: &Weights, x: &[f32]) -> Vec<f64> {
         } else {
             linear(w.q_proj.as_ref().unwrap(), None, &xt)
         };
-        let a = linear(&w.kv_a_proj_with_mqa, w.kv_a_proj_bias.as_ref(), &xt); // [r + rope_k]
-        c[t] = rmsnorm(&a[..r], &w.kv_a_layernorm, eps);
+        let kv_a = w.kv_a_proj_with_mqa.as_ref().unwrap();
+        let a = linear(kv_a, w.kv_a_proj_bias.as_ref(), &xt); // [r + rope_k]
+        c[t] = rmsnorm(&a[..r], w.kv_a_layernorm.as_ref().unwrap(), eps);
         k_pe[t] = a[r..].to_vec();
         for head in 0..h {
             rope(cfg, &mut q[t][head * (n + p) + n..(head + 1) * (n + p)], t);

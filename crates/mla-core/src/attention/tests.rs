@@ -119,13 +119,12 @@ impl Layer {
             q_a_proj: t(1),
             q_a_layernorm: t(2),
             q_b_proj: t(3),
-            kv_a_proj_with_mqa: t(4).unwrap(),
-            kv_a_layernorm: t(5).unwrap(),
-            kv_b_proj: t(6).unwrap(),
-            o_proj: t(7).unwrap(),
+            kv_a_proj_with_mqa: t(4),
+            kv_a_layernorm: t(5),
             q_a_proj_bias: t(8),
             kv_a_proj_bias: t(9),
             o_proj_bias: t(10),
+            ..Weights::new(t(6).unwrap(), t(7).unwrap())
         }
     }
 }

@@ -17,64 +17,32 @@
 //! tensors tile the data section exactly (no overlap, no hole, no trailing bytes).
 //! Nothing is stored: lookups re-scan the validated header, so a [`SafeTensors`]
 //! is a few words and the data stays where it is. Every malformed or hostile input
-//! gets a [`Status`], never a panic.
+//! gets a [`Status`](crate::Status), never a panic.
 //!
 //! Cost: one pass over the header when the tensors are listed in offset order and
 //! their names in ascending order, as the safetensors library writes them; other
 //! orders cost a sort in a fixed stack buffer ([`MAX_UNORDERED_TENSORS`] offset
 //! pairs, [`json::KEY_BLOCK`] name hashes) and at most a few more passes.
 //!
-//! - [`json`]: the JSON scanner (also the reader of Hugging Face `config.json`);
+//! - [`json`] (= [`crate::json`]): the JSON scanner, shared with the reader of
+//!   Hugging Face `config.json`;
 //! - `reader`: [`SafeTensors`], [`TensorView`], [`FileDType`];
 //! - `binder`: [`bind_weights`], [`config_from_metadata`].
 
-pub mod json;
+/// The JSON scanner, now [`crate::json`] (config.json is not safetensors); this
+/// path stays for existing users.
+pub use crate::json;
 
 mod binder;
 mod reader;
 
-use crate::status::{Error, Status};
+pub(crate) use crate::status::{error, push, Piece};
 
-pub use binder::{bind_weights, config_from_metadata};
+pub use binder::{bind_layer, bind_weights, config_from_metadata};
 pub use json::MAX_DEPTH;
 pub use reader::{
     FileDType, SafeTensors, TensorView, Tensors, MAX_HEADER_BYTES, MAX_RANK, MAX_UNORDERED_TENSORS,
 };
-
-/// A piece of an error message: text or a number.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Piece<'a> {
-    /// Text.
-    S(&'a str),
-    /// A decimal number.
-    N(u64),
-}
-
-/// An error whose message is `prefix` then `pieces`. Built out of line, once: an
-/// inlined chain of `Error::s` / `Error::n` calls costs about a hundred bytes of
-/// code per call, which adds up in firmware.
-#[cold]
-#[inline(never)]
-pub(crate) fn error(status: Status, prefix: &str, pieces: &[Piece]) -> Error {
-    let mut e = Error::new(status, prefix);
-    push(&mut e, pieces);
-    e
-}
-
-/// Appends `pieces` to a message.
-#[inline(never)]
-pub(crate) fn push(e: &mut Error, pieces: &[Piece]) {
-    for p in pieces {
-        match *p {
-            Piece::S(s) => {
-                e.push_str(s);
-            }
-            Piece::N(n) => {
-                e.push_num(n);
-            }
-        }
-    }
-}
 
 /// Formerly the largest header accepted when `data_offsets` are not in header
 /// order; the check now sorts the offsets in one pass and has no header limit.

@@ -20,7 +20,7 @@
 //! [`UniqueKeys`] and [`check_unique_keys`] check it for the objects a caller reads.
 //!
 //! ```
-//! use mla_core::safetensors::json::{Kind, Scanner};
+//! use mla_core::json::{Kind, Scanner};
 //!
 //! let text = r#"{"hidden_size": 2048, "rope_scaling": {"factor": 40.0, "type": "yarn"},
 //!               "layer_types": ["full", "sliding"], "sliding_window": null}"#;
@@ -50,13 +50,13 @@
 //! }
 //! sc.finish()?; // nothing but whitespace after the object
 //! assert_eq!((hidden, factor, layers), (2048, 40.0, 2));
-//! # Ok::<(), mla_core::safetensors::json::JsonError>(())
+//! # Ok::<(), mla_core::json::JsonError>(())
 //! ```
 
 use core::cmp::Ordering;
 use core::ops::Range;
 
-use super::Piece::{N, S};
+use crate::status::Piece::{N, S};
 use crate::status::{Error, Status};
 
 /// Default nesting limit: at most this many containers (objects and arrays) open
@@ -107,6 +107,9 @@ pub enum ErrorKind {
     IntegerTooLarge,
     /// The number is too large for the float type.
     FloatTooLarge,
+    /// The number has more than 19 significant digits (a float's shortest form
+    /// has at most 17).
+    FloatTooLong,
     /// `true` or `false` was expected.
     ExpectedBool,
     /// `null` was expected.
@@ -150,6 +153,7 @@ impl ErrorKind {
             ErrorKind::ExpectedInteger => "expected an integer",
             ErrorKind::IntegerTooLarge => "integer does not fit 64 bits",
             ErrorKind::FloatTooLarge => "number too large for a float",
+            ErrorKind::FloatTooLong => "number has more than 19 significant digits",
             ErrorKind::ExpectedBool => "expected true or false",
             ErrorKind::ExpectedNull => "expected null",
             ErrorKind::BadNumber => "bad number",
@@ -180,7 +184,7 @@ impl JsonError {
     pub fn to_error(self, context: &str) -> Error {
         let at = self.at as u64;
         let pieces = [S(": "), S(self.kind.as_str()), S(" at byte "), N(at)];
-        super::error(Status::InvalidArgument, context, &pieces)
+        crate::status::error(Status::InvalidArgument, context, &pieces)
     }
 }
 
@@ -529,21 +533,32 @@ impl<'a> Number<'a> {
     }
 
     /// The value correctly rounded to `f64`; `None` when it overflows to infinity
-    /// (values below the smallest subnormal round to zero, as IEEE 754 says).
+    /// or has more than 19 significant digits (values below the smallest
+    /// subnormal round to zero, as IEEE 754 says). No panic path: the conversion
+    /// is the crate's own, exact, in fixed memory.
     pub fn as_f64(&self) -> Option<f64> {
-        self.text.parse::<f64>().ok().filter(|v| v.is_finite())
+        crate::decimal::to_f64(self.text)
     }
 
     /// The value correctly rounded to `f32` (directly, not through `f64`); `None`
-    /// when it overflows to infinity.
+    /// as [`Number::as_f64`].
     pub fn as_f32(&self) -> Option<f32> {
-        self.text.parse::<f32>().ok().filter(|v| v.is_finite())
+        crate::decimal::to_f32(self.text)
     }
 }
 
 // ---------------------------------------------------------------------------------
 // The scanner
 // ---------------------------------------------------------------------------------
+
+/// Why a number did not convert to a float.
+fn float_failure(n: &Number<'_>) -> ErrorKind {
+    if crate::decimal::too_long(n.text) {
+        ErrorKind::FloatTooLong
+    } else {
+        ErrorKind::FloatTooLarge
+    }
+}
 
 /// What the cursor expects next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -734,18 +749,15 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// Any number, correctly rounded to `f64` (`FloatTooLarge` if it overflows).
+    /// Any number, correctly rounded to `f64` (`FloatTooLarge` if it overflows,
+    /// `FloatTooLong` past 19 significant digits).
     pub fn f64(&mut self) -> JsonResult<f64> {
-        self.number_as(ErrorKind::ExpectedNumber, Number::as_f64, |_| {
-            ErrorKind::FloatTooLarge
-        })
+        self.number_as(ErrorKind::ExpectedNumber, Number::as_f64, float_failure)
     }
 
-    /// Any number, correctly rounded to `f32` (`FloatTooLarge` if it overflows).
+    /// Any number, correctly rounded to `f32` (errors as [`Scanner::f64`]).
     pub fn f32(&mut self) -> JsonResult<f32> {
-        self.number_as(ErrorKind::ExpectedNumber, Number::as_f32, |_| {
-            ErrorKind::FloatTooLarge
-        })
+        self.number_as(ErrorKind::ExpectedNumber, Number::as_f32, float_failure)
     }
 
     /// The number at the cursor converted by `convert`; `want` if the value is not
@@ -1734,6 +1746,13 @@ mod tests {
         assert_eq!(n("3.5e38").as_f32(), None);
         assert_eq!(n("1e-400").as_f64(), Some(0.0));
         assert_eq!(n("-2.5E+3").as_f64(), Some(-2500.0));
+        // Past 40 significant digits: refused with its own kind.
+        let long = "1.00000000000000000000000000000000000000001";
+        assert_eq!(n(long).as_f64(), None);
+        let mut sc = Scanner::new(long);
+        assert_eq!(sc.f64().unwrap_err().kind, ErrorKind::FloatTooLong);
+        let mut sc = Scanner::new("1e400");
+        assert_eq!(sc.f32().unwrap_err().kind, ErrorKind::FloatTooLarge);
     }
 
     #[test]
