@@ -924,30 +924,14 @@ impl Config {
         let unsupported = |what: &str| -> Result<()> {
             Err(err(Status::Unsupported, what).s(": not built in this version of the engine"))
         };
-        match self.rope_type {
-            RopeType::Default | RopeType::Yarn => {}
-            RopeType::Linear => return unsupported("rope_type linear"),
-            RopeType::Llama3 => return unsupported("rope_type llama3"),
-            RopeType::LongRope => return unsupported("rope_type longrope"),
-            RopeType::None => return unsupported("rope_type none (NoPE)"),
-        }
-        if self.rope_attention_factor != 0.0 {
-            return unsupported("rope_attention_factor");
-        }
-        if !self.rope_yarn_truncate {
-            return unsupported("rope_yarn_truncate = 0");
-        }
         if self.rope_freq_alpha {
             return unsupported("rope_freq_alpha (LeRoPE)");
         }
         if self.rope_key_norm {
             return unsupported("rope_key_norm");
         }
-        if self.q_latent_scale != 1.0 || self.kv_latent_scale != 1.0 {
-            return unsupported("latent scales");
-        }
-        if self.query_scale != QueryScale::None {
-            return unsupported("query_scale");
+        if self.query_scale == QueryScale::LearnedLogPos {
+            return unsupported("query_scale learned_log_position");
         }
         if self.gate != Gate::None {
             return unsupported("output gates");

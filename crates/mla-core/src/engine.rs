@@ -12,7 +12,7 @@
 
 use crate::attention::{self, Inputs, Scratch};
 use crate::cache::LatentCache;
-use crate::config::{AttnMode, Config, Dims};
+use crate::config::{AttnMode, Config, Dims, QueryScale};
 use crate::kernels::{self, linear_par, rmsnorm, Isa};
 use crate::parallel::{HostParallelFor, Parallel, ParallelFor};
 use crate::plan::{self, Place, Regions};
@@ -28,6 +28,7 @@ pub struct Engine<'w, 'm> {
     dims: Dims,
     weights: Weights<'w>,
     scale: f32,
+    rope: RopeParams,
     rope_scaling: f64,
     cache: LatentCache<'m>,
     /// The memory plan's regions; `work.cache` is empty (its bytes are `cache`'s).
@@ -111,6 +112,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             dims,
             weights: *weights,
             scale: rope::softmax_scale(cfg),
+            rope: rope_params,
             rope_scaling: rope_params.attention_scaling(),
             cache,
             work,
@@ -340,6 +342,14 @@ impl<'w, 'm> Engine<'w, 'm> {
                         rmsnorm(row, norm.data, eps);
                     }
                 }
+                // The latent scale (longcat_flash, dots3_note) multiplies the
+                // normalised latent.
+                let q_scale = self.cfg.q_latent_scale;
+                if q_scale != 1.0 {
+                    for v in q_latent.iter_mut().take(t.saturating_mul(dims.rq)) {
+                        *v *= q_scale;
+                    }
+                }
                 if !linear_par(par, q_b, None, q_latent, dims.rq, t, work.q, Some(pack)) {
                     return Err(projection("q_b_proj"));
                 }
@@ -370,10 +380,19 @@ impl<'w, 'm> Engine<'w, 'm> {
             return Err(projection("kv_a_proj_with_mqa"));
         }
 
-        // 3. Per token at pos: c = RMSNorm(kv[..r]); rotate the rope key(s) and every
-        //    head's q_pe; store the row in cache slot pos (>= len: not yet state).
+        // 3. Per token at pos: c = RMSNorm(kv[..r]) * kv_latent_scale; rotate the
+        //    rope key(s) and every head's q_pe (not with NoPE); scale the query
+        //    (query_scale); store the row in cache slot pos (>= len: not yet state).
         //    (Rows by index: a zip of two chunk iterators keeps a division-by-zero
         //    panic path on some targets.)
+        let rotates = self.rope.rotates();
+        if rotates && self.rope.per_call() {
+            // longrope: this call's keys and queries use the factors of its
+            // largest position (cached keys keep theirs).
+            self.rope
+                .inv_freqs_for(start.saturating_add(t), work.rope_inv_freq);
+        }
+        let kv_scale = self.cfg.kv_latent_scale;
         let (kv_width, q_width) = (dims.kv_a_rows, dims.q_width);
         for i in 0..t {
             let (Some(kv), Some(q)) = (
@@ -383,16 +402,28 @@ impl<'w, 'm> Engine<'w, 'm> {
                 return Err(projection("kv_new or q"));
             };
             let pos = start + i;
-            let (cos, sin) = (&mut *work.rope_cos, &mut *work.rope_sin);
-            rope::cos_sin(work.rope_inv_freq, self.rope_scaling, pos, cos, sin);
             let (c, kpe) = kv.split_at_mut(r.min(kv.len()));
             rmsnorm(c, kv_norm.data, eps);
-            for k in kpe.chunks_exact_mut(p.max(1)) {
-                rope::rotate(k, cos, sin, self.cfg.rope_layout);
+            if kv_scale != 1.0 {
+                for v in c.iter_mut() {
+                    *v *= kv_scale;
+                }
             }
-            for qh in q.chunks_exact_mut(dims.qk.max(1)) {
-                if let Some(q_pe) = qh.get_mut(dims.n..) {
-                    rope::rotate(q_pe, cos, sin, self.cfg.rope_layout);
+            if rotates {
+                let (cos, sin) = (&mut *work.rope_cos, &mut *work.rope_sin);
+                rope::cos_sin(work.rope_inv_freq, self.rope_scaling, pos, cos, sin);
+                for k in kpe.chunks_exact_mut(p.max(1)) {
+                    rope::rotate(k, cos, sin, self.cfg.rope_layout);
+                }
+                for qh in q.chunks_exact_mut(dims.qk.max(1)) {
+                    if let Some(q_pe) = qh.get_mut(dims.n..) {
+                        rope::rotate(q_pe, cos, sin, self.cfg.rope_layout);
+                    }
+                }
+            }
+            if let Some(f) = query_scale(&self.cfg, pos) {
+                for v in q.iter_mut() {
+                    *v *= f;
                 }
             }
             self.cache.write_row(pos, kv);
@@ -449,6 +480,20 @@ impl<'w, 'm> Engine<'w, 'm> {
             return Err(err(Status::Internal, "cache commit failed"));
         }
         Ok(())
+    }
+}
+
+/// The query scale of position `pos` when the config scales queries after RoPE
+/// with a rule of its own (Llama 4: `1 + beta ln(1 + floor(pos / L))`, in f32 as
+/// transformers computes it); `None` when there is none.
+fn query_scale(cfg: &Config, pos: usize) -> Option<f32> {
+    match cfg.query_scale {
+        QueryScale::Llama4 => {
+            let l = (cfg.query_scale_length as usize).max(1);
+            let steps = (pos / l) as f32;
+            Some(1.0 + cfg.query_scale_beta * libm::log1pf(steps))
+        }
+        QueryScale::None | QueryScale::LearnedLogPos => None,
     }
 }
 

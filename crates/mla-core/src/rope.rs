@@ -1,30 +1,50 @@
-//! Rotary position embeddings (RoPE) with YaRN, usable on their own.
+//! Rotary position embeddings (RoPE) of every rope type, usable on their own.
 //!
 //! Frequencies `f_i = theta^(-2i/p)`, i = 0 .. p/2-1; a vector at position `pos` has
 //! its pairs rotated by `pos * f_i` (DESIGN.md 2.2). Pairs are `(x[2i], x[2i+1])`
 //! in the interleaved layout and `(x[i], x[i+p/2])` in the half layout.
 //!
-//! YaRN (when `rope_factor > 1`) blends interpolated and original frequencies with
-//! a linear ramp over the correction range and scales cos/sin by
-//! `mscale(s, mscale) / mscale(s, mscale_all_dim)`; the softmax scale gains
-//! `mscale(s, mscale_all_dim)^2` ([`softmax_scale`]).
+//! The rope types (`RopeType`, docs/families.md 2.3) change the frequencies:
 //!
-//! Angles are computed in f64 (`pos * f_i` stays exact far past 2^24 positions),
-//! then cos/sin are rounded to f32.
+//! - default: `f_i`;
+//! - linear: `f_i / factor`;
+//! - llama3: with `wl_i = 2 pi / f_i`, `f_i / factor` when `wl_i > L0 / low`, `f_i`
+//!   when `wl_i < L0 / high`, else `(1 - s) f_i / factor + s f_i` with
+//!   `s = (L0 / wl_i - low) / (high - low)`;
+//! - YaRN: interpolated and original frequencies blended with a linear ramp over the
+//!   correction range (floored/ceiled when `rope_yarn_truncate`);
+//! - longrope: `f_i / ext_i`, `ext` the long factors when the call's largest
+//!   position + 1 exceeds `L0`, else the short ones ([`RopeParams::inv_freqs_for`]);
+//! - none (NoPE): no rotation at all ([`RopeParams::rotates`] is false).
+//!
+//! LeRoPE multiplies every frequency by `exp(alpha_i)`, alpha a weight tensor
+//! ([`apply_freq_alpha`]).
+//!
+//! cos and sin are multiplied by the attention scaling
+//! ([`RopeParams::attention_scaling`]): `rope_attention_factor` when non-zero; else
+//! YaRN's `mscale(s, mscale) / mscale(s, mscale_all_dim)`, longrope's
+//! `sqrt(1 + ln(factor) / ln(L0))` (1 when factor <= 1), 1 for the others. The
+//! derived softmax scale gains `mscale(s, mscale_all_dim)^2` with YaRN
+//! ([`softmax_scale`]).
+//!
+//! Frequencies and angles are computed in f64 (`pos * f_i` stays exact far past
+//! 2^24 positions), then cos/sin are rounded to f32.
 
-use crate::config::{Config, RopeLayout};
+use crate::config::{Config, RopeLayout, RopeType, MAX_ROPE_FACTORS};
 use crate::status::{err, Result, Status};
 
 /// The RoPE parameters of a config, in f64.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeParams {
-    /// `p`: rotated width (even).
+    /// `p`: rotated width (even; 0 only without rotation).
     pub dim: usize,
     /// `theta`: frequency base.
     pub theta: f64,
-    /// YaRN factor `s` (`<= 1`: plain RoPE).
+    /// Frequency rule.
+    pub kind: RopeType,
+    /// Scaling factor `s` (YaRN, linear, llama3, longrope).
     pub factor: f64,
-    /// YaRN `L0`.
+    /// `L0`: the original context length (YaRN, llama3, longrope).
     pub original_max_position: f64,
     /// YaRN `beta_fast`.
     pub beta_fast: f64,
@@ -34,6 +54,18 @@ pub struct RopeParams {
     pub mscale: f64,
     /// YaRN `mscale_all_dim`.
     pub mscale_all_dim: f64,
+    /// Final cos/sin factor; 0 = derived from the rope type.
+    pub attention_factor: f64,
+    /// YaRN floors/ceils its correction range.
+    pub truncate: bool,
+    /// llama3 `low_freq_factor`.
+    pub low_freq_factor: f64,
+    /// llama3 `high_freq_factor`.
+    pub high_freq_factor: f64,
+    /// longrope short factors (first `p/2` used).
+    pub short_factor: [f32; MAX_ROPE_FACTORS],
+    /// longrope long factors (first `p/2` used).
+    pub long_factor: [f32; MAX_ROPE_FACTORS],
     /// Pair layout.
     pub layout: RopeLayout,
 }
@@ -44,40 +76,72 @@ impl RopeParams {
         RopeParams {
             dim: cfg.qk_rope_head_dim as usize,
             theta: cfg.rope_theta as f64,
+            kind: cfg.rope_type,
             factor: cfg.rope_factor as f64,
             original_max_position: cfg.original_max_position as f64,
             beta_fast: cfg.beta_fast as f64,
             beta_slow: cfg.beta_slow as f64,
             mscale: cfg.mscale as f64,
             mscale_all_dim: cfg.mscale_all_dim as f64,
+            attention_factor: cfg.rope_attention_factor as f64,
+            truncate: cfg.rope_yarn_truncate,
+            low_freq_factor: cfg.rope_low_freq_factor as f64,
+            high_freq_factor: cfg.rope_high_freq_factor as f64,
+            short_factor: cfg.rope_short_factor,
+            long_factor: cfg.rope_long_factor,
             layout: cfg.rope_layout,
         }
     }
 
-    /// True when YaRN applies.
+    /// True when YaRN applies (rope type yarn with a factor above 1).
     pub fn yarn(&self) -> bool {
-        self.factor > 1.0
+        self.kind == RopeType::Yarn && self.factor > 1.0
     }
 
-    /// The multiplier of cos and sin: `mscale(s, mscale) / mscale(s, mscale_all_dim)`
-    /// with YaRN, else 1.
+    /// True when vectors are rotated at all (not NoPE, and `p > 0`).
+    pub fn rotates(&self) -> bool {
+        self.kind != RopeType::None && self.dim > 0
+    }
+
+    /// True when the frequencies depend on the call (longrope).
+    pub fn per_call(&self) -> bool {
+        self.kind == RopeType::LongRope
+    }
+
+    /// The multiplier of cos and sin: `attention_factor` when non-zero; else
+    /// `mscale(s, mscale) / mscale(s, mscale_all_dim)` with YaRN,
+    /// `sqrt(1 + ln(s) / ln(L0))` for longrope with `s > 1`, else 1.
     pub fn attention_scaling(&self) -> f64 {
-        if self.yarn() {
-            yarn_mscale(self.factor, self.mscale) / yarn_mscale(self.factor, self.mscale_all_dim)
-        } else {
-            1.0
+        if self.attention_factor > 0.0 {
+            return self.attention_factor;
+        }
+        match self.kind {
+            RopeType::Yarn if self.yarn() => {
+                yarn_mscale(self.factor, self.mscale)
+                    / yarn_mscale(self.factor, self.mscale_all_dim)
+            }
+            RopeType::LongRope if self.factor > 1.0 && self.original_max_position > 1.0 => {
+                libm::sqrt(1.0 + libm::log(self.factor) / libm::log(self.original_max_position))
+            }
+            _ => 1.0,
         }
     }
 
-    /// YaRN correction range `(low, high)` over pair indices (DESIGN.md 2.2).
+    /// YaRN correction range `(low, high)` over pair indices (DESIGN.md 2.2;
+    /// floored/ceiled when `truncate`).
     pub fn correction_range(&self) -> (f64, f64) {
         let p = self.dim as f64;
         let corr = |rotations: f64| {
             p * libm::log(self.original_max_position / (2.0 * core::f64::consts::PI * rotations))
                 / (2.0 * libm::log(self.theta))
         };
-        let low = libm::floor(corr(self.beta_fast)).max(0.0);
-        let high = libm::ceil(corr(self.beta_slow)).min(p - 1.0);
+        let (mut low, mut high) = (corr(self.beta_fast), corr(self.beta_slow));
+        if self.truncate {
+            low = libm::floor(low);
+            high = libm::ceil(high);
+        }
+        let low = low.max(0.0);
+        let high = high.min(p - 1.0);
         if low == high {
             (low, high + 0.001)
         } else {
@@ -85,24 +149,86 @@ impl RopeParams {
         }
     }
 
-    /// Inverse frequency of pair `i` (0 .. p/2-1), YaRN applied.
+    /// True when a call whose largest position is `seq_len - 1` uses longrope's long
+    /// factors.
+    pub fn long(&self, seq_len: usize) -> bool {
+        self.kind == RopeType::LongRope && seq_len as f64 > self.original_max_position
+    }
+
+    /// Inverse frequency of pair `i` (0 .. p/2-1) for a call of short positions
+    /// (longrope: the short factors); see [`RopeParams::inv_freq_for`].
     pub fn inv_freq(&self, i: usize) -> f64 {
-        let f = 1.0 / libm::pow(self.theta, (2 * i) as f64 / self.dim as f64);
-        if self.yarn() {
-            let (low, high) = self.correction_range();
-            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
-            f / self.factor * ramp + f * (1.0 - ramp)
-        } else {
-            f
+        self.inv_freq_at(i, false)
+    }
+
+    /// Inverse frequency of pair `i` for a call whose largest position is
+    /// `seq_len - 1` (only longrope depends on it).
+    pub fn inv_freq_for(&self, i: usize, seq_len: usize) -> f64 {
+        self.inv_freq_at(i, self.long(seq_len))
+    }
+
+    /// Inverse frequency of pair `i`; `long`: longrope's long factors.
+    fn inv_freq_at(&self, i: usize, long: bool) -> f64 {
+        let f = 1.0 / libm::pow(self.theta, (2 * i) as f64 / self.dim.max(1) as f64);
+        let s = self.factor;
+        match self.kind {
+            RopeType::Default | RopeType::None => f,
+            RopeType::Linear => f / s,
+            RopeType::Yarn => {
+                if self.yarn() {
+                    let (low, high) = self.correction_range();
+                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    f / s * ramp + f * (1.0 - ramp)
+                } else {
+                    f
+                }
+            }
+            RopeType::Llama3 => {
+                let wavelen = 2.0 * core::f64::consts::PI / f;
+                let l0 = self.original_max_position;
+                let (lf, hf) = (self.low_freq_factor, self.high_freq_factor);
+                if wavelen > l0 / lf {
+                    f / s
+                } else if wavelen < l0 / hf {
+                    f
+                } else {
+                    let smooth = (l0 / wavelen - lf) / (hf - lf);
+                    (1.0 - smooth) * f / s + smooth * f
+                }
+            }
+            RopeType::LongRope => {
+                let table = if long {
+                    &self.long_factor
+                } else {
+                    &self.short_factor
+                };
+                let ext = table.get(i).copied().unwrap_or(1.0) as f64;
+                1.0 / (ext * libm::pow(self.theta, (2 * i) as f64 / self.dim.max(1) as f64))
+            }
         }
     }
 
     /// Fills `out[i]` (i = 0 .. p/2-1) with [`RopeParams::inv_freq`].
     /// Writes `min(out.len(), p/2)` values.
     pub fn inv_freqs(&self, out: &mut [f64]) {
+        self.inv_freqs_for(0, out);
+    }
+
+    /// Fills `out[i]` (i = 0 .. p/2-1) with [`RopeParams::inv_freq_for`] for a call
+    /// whose largest position is `seq_len - 1`. Writes `min(out.len(), p/2)` values.
+    pub fn inv_freqs_for(&self, seq_len: usize, out: &mut [f64]) {
+        let long = self.long(seq_len);
         for (i, f_out) in out.iter_mut().enumerate().take(self.dim / 2) {
-            *f_out = self.inv_freq(i);
+            *f_out = self.inv_freq_at(i, long);
         }
+    }
+}
+
+/// LeRoPE: multiplies each inverse frequency by `exp(alpha_i)` (pairs without an
+/// alpha are left as they are).
+pub fn apply_freq_alpha(inv_freq: &mut [f64], alpha: &[f32]) {
+    for (f, &a) in inv_freq.iter_mut().zip(alpha) {
+        *f *= libm::exp(a as f64);
     }
 }
 
@@ -123,7 +249,7 @@ pub fn softmax_scale(cfg: &Config) -> f32 {
     }
     let qk = (cfg.qk_nope_head_dim as f64) + (cfg.qk_rope_head_dim as f64);
     let mut s = 1.0 / libm::sqrt(qk);
-    if cfg.rope_factor > 1.0 {
+    if cfg.rope_type == RopeType::Yarn && cfg.rope_factor > 1.0 {
         let m = yarn_mscale(cfg.rope_factor as f64, cfg.mscale_all_dim as f64);
         s *= m * m;
     }
@@ -164,8 +290,10 @@ pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
 }
 
 /// Fills tables for positions `start .. start + n_pos`: `cos` and `sin` are
-/// `[n_pos][p/2]`, already multiplied by the YaRN attention scaling. `inv_freq` is
-/// scratch of `p/2` values. Fails with `InvalidArgument` on wrong lengths.
+/// `[n_pos][p/2]`, already multiplied by the attention scaling, for one call over
+/// those positions (longrope picks its factors from `start + n_pos`; NoPE gives
+/// cos = 1, sin = 0). `inv_freq` is scratch of `p/2` values. Fails with
+/// `InvalidArgument` on wrong lengths.
 pub fn fill_tables(
     params: &RopeParams,
     start: usize,
@@ -184,8 +312,16 @@ pub fn fill_tables(
             "rope tables: inv_freq needs p/2 values; cos and sin the same multiple of p/2",
         ));
     }
-    params.inv_freqs(inv_freq);
-    let scaling = params.attention_scaling();
+    let seq_len = start.saturating_add(cos.len() / half);
+    params.inv_freqs_for(seq_len, inv_freq);
+    if !params.rotates() {
+        inv_freq.fill(0.0);
+    }
+    let scaling = if params.rotates() {
+        params.attention_scaling()
+    } else {
+        1.0
+    };
     for (i, (c, s)) in cos
         .chunks_exact_mut(half)
         .zip(sin.chunks_exact_mut(half))
@@ -198,14 +334,24 @@ pub fn fill_tables(
 
 /// Fills `cos`/`sin` (the same length, a multiple of `p/2`) for positions
 /// `start, start + 1, ...`: element `j` is frequency `j % (p/2)` of position
-/// `start + j / (p/2)`, with the YaRN attention scaling applied. Needs no
-/// frequency scratch (each frequency is recomputed); for the C entry point
-/// `mla_rope_tables`.
+/// `start + j / (p/2)`, with the attention scaling applied, for one call over
+/// those positions (as [`fill_tables`]). Needs no frequency scratch (each
+/// frequency is recomputed); for the C entry point `mla_rope_tables`.
 pub fn fill_tables_direct(params: &RopeParams, start: usize, cos: &mut [f32], sin: &mut [f32]) {
     let half = (params.dim / 2).max(1);
-    let scaling = params.attention_scaling();
+    let seq_len = start.saturating_add(cos.len() / half);
+    let (rotates, scaling) = if params.rotates() {
+        (true, params.attention_scaling())
+    } else {
+        (false, 1.0)
+    };
     for (j, (cv, sv)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
-        let angle = (start as f64 + (j / half) as f64) * params.inv_freq(j % half);
+        let f = if rotates {
+            params.inv_freq_for(j % half, seq_len)
+        } else {
+            0.0
+        };
+        let angle = (start as f64 + (j / half) as f64) * f;
         *cv = (libm::cos(angle) * scaling) as f32;
         *sv = (libm::sin(angle) * scaling) as f32;
     }
@@ -316,5 +462,85 @@ mod tests {
                 .status(),
             Status::InvalidArgument
         );
+    }
+
+    fn typed(f: impl FnOnce(&mut Config)) -> RopeParams {
+        let mut c = Config {
+            qk_rope_head_dim: 8,
+            rope_theta: 500.0,
+            original_max_position: 64,
+            rope_factor: 8.0,
+            ..Config::tutorial()
+        };
+        f(&mut c);
+        RopeParams::from_config(&c)
+    }
+
+    #[test]
+    fn llama3_keeps_smooths_and_divides() {
+        let p = typed(|c| c.rope_type = RopeType::Llama3);
+        let plain = |i: usize| 1.0 / 500f64.powf(2.0 * i as f64 / 8.0);
+        // Wavelengths 6.3, 30, 140, 664 against L0/high 16 and L0/low 64.
+        assert_eq!(p.inv_freq(0), plain(0));
+        let wl = 2.0 * core::f64::consts::PI / plain(1);
+        let s = (64.0 / wl - 1.0) / 3.0;
+        assert!((p.inv_freq(1) - ((1.0 - s) * plain(1) / 8.0 + s * plain(1))).abs() < 1e-15);
+        assert_eq!(p.inv_freq(2), plain(2) / 8.0);
+        assert_eq!(p.inv_freq(3), plain(3) / 8.0);
+        assert_eq!(p.attention_scaling(), 1.0);
+    }
+
+    #[test]
+    fn longrope_switches_on_the_calls_largest_position() {
+        let p = typed(|c| {
+            c.rope_type = RopeType::LongRope;
+            c.rope_factor = 4.0;
+            c.original_max_position = 16;
+            c.rope_short_factor[1] = 2.0;
+            c.rope_long_factor[1] = 5.0;
+        });
+        let plain1 = 1.0 / 500f64.powf(0.25);
+        assert_eq!(p.inv_freq_for(1, 16), plain1 / 2.0);
+        assert_eq!(p.inv_freq_for(1, 17), plain1 / 5.0);
+        let want = (1.0 + 4f64.ln() / 16f64.ln()).sqrt();
+        assert!((p.attention_scaling() - want).abs() < 1e-15);
+        // A table for positions 10..17 is one call reaching position 16: long.
+        let (mut c, mut s) = ([0f32; 28], [0f32; 28]);
+        fill_tables_direct(&p, 10, &mut c, &mut s);
+        let angle = 10.0 * plain1 / 5.0;
+        assert_eq!(c[1], (angle.cos() * want) as f32);
+    }
+
+    #[test]
+    fn yarn_truncate_and_attention_factor() {
+        let p = typed(|c| {
+            c.rope_type = RopeType::Yarn;
+            c.rope_yarn_truncate = false;
+            c.rope_attention_factor = 1.25;
+        });
+        let (low, high) = p.correction_range();
+        assert!(low.fract() != 0.0 || high.fract() != 0.0, "{low} {high}");
+        assert_eq!(p.attention_scaling(), 1.25);
+        let q = RopeParams {
+            truncate: true,
+            ..p
+        };
+        let (l2, h2) = q.correction_range();
+        assert_eq!(
+            (l2, h2),
+            (libm::floor(low).max(0.0), libm::ceil(high).min(7.0))
+        );
+    }
+
+    #[test]
+    fn nope_tables_are_the_identity() {
+        let p = typed(|c| {
+            c.rope_type = RopeType::None;
+            c.rope_factor = 1.0;
+        });
+        assert!(!p.rotates());
+        let (mut c, mut s) = ([0f32; 8], [0f32; 8]);
+        fill_tables_direct(&p, 7, &mut c, &mut s);
+        assert_eq!((c, s), ([1.0; 8], [0.0; 8]));
     }
 }

@@ -485,6 +485,7 @@ impl CudaEngine {
     ) -> Result<CudaEngine> {
         let dm = weights.check(cfg)?;
         cfg.check_supported()?;
+        check_supported_cuda(cfg)?;
         let per_head = cfg.rope_key == RopeKey::PerHead;
         let mut opts = *options;
         if std::env::var("MLA_CUDA_SYNC").is_ok_and(|v| v == "1") {
@@ -1336,5 +1337,23 @@ impl Drop for CudaEngine {
         let _ = self.dev.make_current();
         // SAFETY: the stream belongs to this engine.
         let _ = unsafe { cu::cuStreamSynchronize(self.stream.0) };
+    }
+}
+
+/// What the CPU engine runs but this CUDA engine does not yet: its RoPE table is
+/// precomputed for every position (no per-call longrope switch, no NoPE), and it
+/// applies no latent or query scales.
+fn check_supported_cuda(cfg: &Config) -> Result<()> {
+    use mla_core::config::{QueryScale, RopeType};
+    let what = match cfg.rope_type {
+        RopeType::LongRope => Some("rope_type longrope"),
+        RopeType::None => Some("rope_type none (NoPE)"),
+        _ if cfg.q_latent_scale != 1.0 || cfg.kv_latent_scale != 1.0 => Some("latent scales"),
+        _ if cfg.query_scale != QueryScale::None => Some("query_scale"),
+        _ => None,
+    };
+    match what {
+        Some(w) => Err(err(Status::Unsupported, w).s(": not built in the CUDA engine")),
+        None => Ok(()),
     }
 }

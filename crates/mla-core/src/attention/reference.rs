@@ -6,7 +6,7 @@
 //! from every token's latent, and every buffer is a `Vec` with its shape in a
 //! comment. Only the unit tests build it (it allocates).
 
-use crate::config::{Config, RopeKey, RopeLayout};
+use crate::config::{Config, QueryScale, RopeKey, RopeLayout, RopeType};
 use crate::weights::{Tensor, Weights};
 
 /// A tensor's elements widened to f64, row-major `[rows][cols]`.
@@ -46,35 +46,86 @@ fn mscale(s: f64, m: f64) -> f64 {
     }
 }
 
-/// Rotates `x` (`p` values) to position `pos` (DESIGN.md 2.2, YaRN included).
-fn rope(cfg: &Config, x: &mut [f64], pos: usize) {
-    let p = x.len();
+/// Inverse frequency of pair `i` of `p` (docs/families.md 2.3) for a call whose
+/// largest position is `seq_len - 1`.
+fn frequency(cfg: &Config, i: usize, p: usize, seq_len: usize) -> f64 {
     let theta = cfg.rope_theta as f64;
     let s = cfg.rope_factor as f64;
-    let yarn = s > 1.0;
-    // YaRN correction range over pair indices.
-    let corr = |k: f64| {
-        p as f64 * (cfg.original_max_position as f64 / (2.0 * std::f64::consts::PI * k)).ln()
-            / (2.0 * theta.ln())
-    };
-    let low = corr(cfg.beta_fast as f64).floor().max(0.0);
-    let mut high = corr(cfg.beta_slow as f64).ceil().min(p as f64 - 1.0);
-    if low == high {
-        high += 0.001;
-    }
-    let m = if yarn {
-        mscale(s, cfg.mscale as f64) / mscale(s, cfg.mscale_all_dim as f64)
-    } else {
-        1.0
-    };
-    for i in 0..p / 2 {
-        let f = theta.powf(-((2 * i) as f64) / p as f64);
-        let f = if yarn {
+    let l0 = cfg.original_max_position as f64;
+    let f = theta.powf(-((2 * i) as f64) / p as f64);
+    match cfg.rope_type {
+        RopeType::Default | RopeType::None => f,
+        RopeType::Linear => f / s,
+        RopeType::Yarn if s > 1.0 => {
+            // Correction range over pair indices.
+            let corr = |k: f64| {
+                p as f64 * (l0 / (2.0 * std::f64::consts::PI * k)).ln() / (2.0 * theta.ln())
+            };
+            let (mut low, mut high) = (corr(cfg.beta_fast as f64), corr(cfg.beta_slow as f64));
+            if cfg.rope_yarn_truncate {
+                low = low.floor();
+                high = high.ceil();
+            }
+            let low = low.max(0.0);
+            let mut high = high.min(p as f64 - 1.0);
+            if low == high {
+                high += 0.001;
+            }
             let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
             f / s * ramp + f * (1.0 - ramp)
-        } else {
-            f
-        };
+        }
+        RopeType::Yarn => f,
+        RopeType::Llama3 => {
+            let (lo, hi) = (
+                cfg.rope_low_freq_factor as f64,
+                cfg.rope_high_freq_factor as f64,
+            );
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < l0 / hi {
+                f
+            } else if wavelen > l0 / lo {
+                f / s
+            } else {
+                let smooth = (l0 / wavelen - lo) / (hi - lo);
+                (1.0 - smooth) * f / s + smooth * f
+            }
+        }
+        RopeType::LongRope => {
+            let ext = if seq_len as f64 > l0 {
+                cfg.rope_long_factor[i]
+            } else {
+                cfg.rope_short_factor[i]
+            };
+            f / ext as f64
+        }
+    }
+}
+
+/// The factor of cos and sin (docs/families.md 2.3).
+fn cos_sin_factor(cfg: &Config) -> f64 {
+    let s = cfg.rope_factor as f64;
+    if cfg.rope_attention_factor > 0.0 {
+        return cfg.rope_attention_factor as f64;
+    }
+    match cfg.rope_type {
+        RopeType::Yarn => mscale(s, cfg.mscale as f64) / mscale(s, cfg.mscale_all_dim as f64),
+        RopeType::LongRope if s > 1.0 => {
+            (1.0 + s.ln() / (cfg.original_max_position as f64).ln()).sqrt()
+        }
+        _ => 1.0,
+    }
+}
+
+/// Rotates `x` (`p` values) to position `pos` in a call whose largest position
+/// is `seq_len - 1`; NoPE leaves it as it is.
+fn rope(cfg: &Config, x: &mut [f64], pos: usize, seq_len: usize) {
+    if cfg.rope_type == RopeType::None {
+        return;
+    }
+    let p = x.len();
+    let m = cos_sin_factor(cfg);
+    for i in 0..p / 2 {
+        let f = frequency(cfg, i, p, seq_len);
         let (c, sn) = ((pos as f64 * f).cos() * m, (pos as f64 * f).sin() * m);
         let (a, b) = match cfg.rope_layout {
             RopeLayout::Interleaved => (2 * i, 2 * i + 1),
@@ -86,8 +137,20 @@ fn rope(cfg: &Config, x: &mut [f64], pos: usize) {
     }
 }
 
-/// The layer for tokens `x` (`[T][d]`) at positions `0..T`: returns `[T][d]`.
-pub fn forward(cfg: &Config, w: &Weights, x: &[f32]) -> Vec<f64> {
+/// The factor of the whole query at `pos` after RoPE (1 when none).
+fn query_factor(cfg: &Config, pos: usize) -> f64 {
+    match cfg.query_scale {
+        QueryScale::Llama4 => {
+            let steps = (pos / cfg.query_scale_length as usize) as f64;
+            1.0 + cfg.query_scale_beta as f64 * (1.0 + steps).ln()
+        }
+        _ => 1.0,
+    }
+}
+
+/// The layer for tokens `x` (`[T][d]`) at positions `0..T` run as calls of
+/// `calls` tokens each (only longrope depends on the calls): returns `[T][d]`.
+pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> Vec<f64> {
     let dims = cfg.dims().unwrap();
     let (d, h, r, n, p, v) = (dims.d, dims.h, dims.r, dims.n, dims.p, dims.v);
     let eps = cfg.rms_norm_eps as f64;
@@ -95,9 +158,21 @@ pub fn forward(cfg: &Config, w: &Weights, x: &[f32]) -> Vec<f64> {
     let scale = if cfg.softmax_scale > 0.0 {
         cfg.softmax_scale as f64
     } else {
-        let m = mscale(cfg.rope_factor as f64, cfg.mscale_all_dim as f64);
+        let m = if cfg.rope_type == RopeType::Yarn {
+            mscale(cfg.rope_factor as f64, cfg.mscale_all_dim as f64)
+        } else {
+            1.0
+        };
         ((n + p) as f64).powf(-0.5) * m * m
     };
+
+    // The end of each token's call (the call's largest position + 1).
+    let mut call_end = Vec::new(); // [T]
+    for &c in calls {
+        let end = call_end.len() + c;
+        call_end.extend(std::iter::repeat_n(end, c));
+    }
+    assert_eq!(call_end.len(), x.len() / d, "calls cover the tokens");
 
     // Per token: the query (rotated) and the latent + rope key(s) the cache would hold.
     let mut q = vec![vec![0f64; h * (n + p)]; n_tok]; // [T][H][n+p]
@@ -111,19 +186,34 @@ pub fn forward(cfg: &Config, w: &Weights, x: &[f32]) -> Vec<f64> {
                 Some(norm) => rmsnorm(&qa, norm, eps),
                 None => qa,
             };
+            let qa: Vec<f64> = qa.iter().map(|v| v * cfg.q_latent_scale as f64).collect();
             linear(w.q_b_proj.as_ref().unwrap(), None, &qa)
         } else {
             linear(w.q_proj.as_ref().unwrap(), None, &xt)
         };
         let kv_a = w.kv_a_proj_with_mqa.as_ref().unwrap();
         let a = linear(kv_a, w.kv_a_proj_bias.as_ref(), &xt); // [r + rope_k]
-        c[t] = rmsnorm(&a[..r], w.kv_a_layernorm.as_ref().unwrap(), eps);
+        c[t] = rmsnorm(&a[..r], w.kv_a_layernorm.as_ref().unwrap(), eps)
+            .iter()
+            .map(|v| v * cfg.kv_latent_scale as f64)
+            .collect();
         k_pe[t] = a[r..].to_vec();
         for head in 0..h {
-            rope(cfg, &mut q[t][head * (n + p) + n..(head + 1) * (n + p)], t);
+            rope(
+                cfg,
+                &mut q[t][head * (n + p) + n..(head + 1) * (n + p)],
+                t,
+                call_end[t],
+            );
         }
-        for key in k_pe[t].chunks_mut(p) {
-            rope(cfg, key, t);
+        if p > 0 {
+            for key in k_pe[t].chunks_mut(p) {
+                rope(cfg, key, t, call_end[t]);
+            }
+        }
+        let f = query_factor(cfg, t);
+        for v in q[t].iter_mut() {
+            *v *= f;
         }
     }
 

@@ -4,7 +4,7 @@
 //! weights; every instruction set this machine has; one call and uneven chunks.
 
 use super::reference;
-use crate::config::{AttnMode, Config, RopeKey, RopeLayout, RopeType};
+use crate::config::{AttnMode, Config, QueryScale, RopeKey, RopeLayout, RopeType};
 use crate::dtype::{DType, Elems};
 use crate::engine::Engine;
 use crate::kernels::Isa;
@@ -191,10 +191,16 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 
 /// Checks every instruction set and `modes` on every schedule against the reference.
 fn check(layer: &Layer, modes: &[AttnMode], schedules: &[Vec<usize>], what: &str) {
-    let want = reference::forward(&layer.cfg, &layer.weights(), &layer.x);
+    check_worst(layer, modes, schedules, what);
+}
+
+/// [`check`], returning the worst relative error.
+fn check_worst(layer: &Layer, modes: &[AttnMode], schedules: &[Vec<usize>], what: &str) -> f64 {
+    let mut worst = 0f64;
     for isa in Isa::available() {
         for &mode in modes {
             for chunks in schedules {
+                let want = reference::forward_calls(&layer.cfg, &layer.weights(), &layer.x, chunks);
                 let got = run(layer, isa, mode, chunks);
                 let e = rel_err(&got, &want);
                 assert!(
@@ -202,9 +208,11 @@ fn check(layer: &Layer, modes: &[AttnMode], schedules: &[Vec<usize>], what: &str
                     "{what}: {} {mode:?} chunks {chunks:?}: rel err {e:e}",
                     isa.name()
                 );
+                worst = worst.max(e);
             }
         }
     }
+    worst
 }
 
 /// Uneven chunks covering `n` tokens, none above `max`.
@@ -282,4 +290,197 @@ fn long_context_with_several_row_ranges_matches_the_reference() {
         &[chunks],
         "long context",
     );
+}
+
+/// A small random layer for the mechanism tests: H 3, r 16, n 8, p 8, v 8, d 24,
+/// query LoRA with its norm; `f` sets the mechanism.
+fn mechanism_cfg(n_tok: usize, f: impl FnOnce(&mut Config)) -> Config {
+    let mut cfg = Config {
+        hidden_size: 24,
+        num_heads: 3,
+        q_lora_rank: 12,
+        kv_lora_rank: 16,
+        qk_nope_head_dim: 8,
+        qk_rope_head_dim: 8,
+        v_head_dim: 8,
+        max_seq_len: n_tok as u32,
+        max_tokens_per_call: n_tok as u32,
+        rope_layout: RopeLayout::Interleaved,
+        rope_key: RopeKey::Shared,
+        q_norm: true,
+        cache_dtype: DType::F32,
+        attn_mode: AttnMode::Auto,
+        original_max_position: 16,
+        rms_norm_eps: 1e-6,
+        rope_theta: 500.0,
+        rope_factor: 1.0,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        mscale: 1.0,
+        mscale_all_dim: 1.0,
+        softmax_scale: 0.0,
+        rope_type: RopeType::Default,
+        ..Config::plain()
+    };
+    f(&mut cfg);
+    cfg
+}
+
+/// Sets a mechanism on a config.
+type Setter = Box<dyn Fn(&mut Config)>;
+
+/// The mechanism variants of the tests below, by name.
+fn mechanisms() -> Vec<(&'static str, Setter)> {
+    let factors = |c: &mut Config| {
+        for i in 0..4 {
+            c.rope_short_factor[i] = 1.0 + 0.5 * i as f32;
+            c.rope_long_factor[i] = 2.0 + 3.0 * i as f32;
+        }
+    };
+    vec![
+        (
+            "linear",
+            Box::new(|c: &mut Config| {
+                c.rope_type = RopeType::Linear;
+                c.rope_factor = 4.0;
+            }),
+        ),
+        (
+            "llama3",
+            Box::new(|c: &mut Config| {
+                // L0 64, theta 500, p 8: wavelengths 6.3, 30, 140, 664 against 64/4
+                // and 64/1 -> one pair kept, one smoothed, two divided.
+                c.rope_type = RopeType::Llama3;
+                c.original_max_position = 64;
+                c.rope_factor = 8.0;
+                c.rope_low_freq_factor = 1.0;
+                c.rope_high_freq_factor = 4.0;
+            }),
+        ),
+        (
+            "yarn truncate",
+            Box::new(|c: &mut Config| {
+                c.rope_type = RopeType::Yarn;
+                c.rope_factor = 4.0;
+                c.mscale = 0.9;
+            }),
+        ),
+        (
+            "yarn no truncate, attention factor",
+            Box::new(|c: &mut Config| {
+                c.rope_type = RopeType::Yarn;
+                c.rope_factor = 4.0;
+                c.rope_yarn_truncate = false;
+                c.rope_attention_factor = 1.25;
+            }),
+        ),
+        (
+            "longrope",
+            Box::new(move |c: &mut Config| {
+                c.rope_type = RopeType::LongRope;
+                c.rope_factor = 4.0;
+                factors(c);
+            }),
+        ),
+        (
+            "nope p 8",
+            Box::new(|c: &mut Config| c.rope_type = RopeType::None),
+        ),
+        (
+            "nope p 0",
+            Box::new(|c: &mut Config| {
+                c.rope_type = RopeType::None;
+                c.qk_rope_head_dim = 0;
+                c.qk_nope_head_dim = 16;
+                c.softmax_scale = 0.25;
+            }),
+        ),
+        (
+            "latent scales",
+            Box::new(|c: &mut Config| {
+                c.q_latent_scale = 24f32.sqrt() / 12f32.sqrt();
+                c.kv_latent_scale = 24f32.sqrt() / 16f32.sqrt();
+            }),
+        ),
+        (
+            "llama4 query scale",
+            Box::new(|c: &mut Config| {
+                c.query_scale = QueryScale::Llama4;
+                c.query_scale_beta = 0.5;
+                c.query_scale_length = 8;
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_mechanism_matches_the_reference_in_both_paths() {
+    // 28 tokens: longrope crosses L0 16 within the prefill and in the decode steps.
+    let n_tok = if cfg!(miri) { 6 } else { 28 };
+    let modes = [AttnMode::Naive, AttnMode::Absorb];
+    let schedules = [
+        vec![n_tok],
+        vec![5, 7, 1, 3, 1, 1, 4, 6],
+        vec![12; 1]
+            .into_iter()
+            .chain(std::iter::repeat_n(1, 16))
+            .collect(),
+    ];
+    let schedules: Vec<Vec<usize>> = schedules
+        .into_iter()
+        .filter(|s| s.iter().sum::<usize>() == n_tok)
+        .collect();
+    for (seed, (name, set)) in mechanisms().into_iter().enumerate() {
+        for bf16 in [false, true] {
+            let cfg = mechanism_cfg(n_tok, &*set);
+            let layer = Layer::new(cfg, 100 + seed as u64, bf16, true, n_tok);
+            let worst = check_worst(&layer, &modes, &schedules, name);
+            eprintln!("{name} (bf16 weights {bf16}): worst rel err {worst:.2e}");
+        }
+    }
+}
+
+#[test]
+fn every_mechanism_moves_the_output() {
+    // Switching a mechanism off must move the output far above the 1e-5
+    // tolerance, so the reference comparison above is sensitive to it.
+    let n_tok = if cfg!(miri) { 6 } else { 28 };
+    for (seed, (name, set)) in mechanisms().into_iter().enumerate() {
+        let cfg = mechanism_cfg(n_tok, &*set);
+        let mut base = mechanism_cfg(n_tok, |_| {});
+        // Dims and the softmax scale as the mechanism has them; only the mechanism off.
+        base.qk_rope_head_dim = cfg.qk_rope_head_dim;
+        base.qk_nope_head_dim = cfg.qk_nope_head_dim;
+        base.softmax_scale = cfg.softmax_scale;
+        if cfg.qk_rope_head_dim == 0 {
+            // NoPE without a rope slot has nothing to switch off (no rotation
+            // exists at p = 0); its exactness is the test above.
+            continue;
+        }
+        let on = Layer::new(cfg, 200 + seed as u64, false, true, n_tok);
+        let mut off = Layer::new(base, 200 + seed as u64, false, true, n_tok);
+        off.x.clone_from(&on.x);
+        let a = run(&on, Isa::Scalar, AttnMode::Absorb, &[n_tok]);
+        let b = run(&off, Isa::Scalar, AttnMode::Absorb, &[n_tok]);
+        let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        let moved = rel_err(&a, &b64);
+        eprintln!("{name}: switching it off moves the output by {moved:.2e}");
+        assert!(moved > 1e-3, "{name}: moved only {moved:e}");
+    }
+}
+
+#[test]
+fn longrope_decode_differs_from_prefill_past_l0() {
+    // The long factors apply to the calls whose largest position reaches L0: a
+    // prefill of all tokens rotates every key with them, a decode keeps the
+    // early keys' short rotation (docs/families.md 2.3).
+    let n_tok = 28;
+    let cfg = mechanism_cfg(n_tok, &*mechanisms()[4].1);
+    let layer = Layer::new(cfg, 9, false, false, n_tok);
+    let prefill = run(&layer, Isa::Scalar, AttnMode::Naive, &[n_tok]);
+    let mut decode = vec![12];
+    decode.extend(std::iter::repeat_n(1, 16));
+    let stepped = run(&layer, Isa::Scalar, AttnMode::Naive, &decode);
+    let p64: Vec<f64> = prefill.iter().map(|&v| v as f64).collect();
+    assert!(rel_err(&stepped, &p64) > 1e-3);
 }
