@@ -366,11 +366,21 @@ fn mechanisms() -> Vec<(&'static str, Setter)> {
             }),
         ),
         (
-            "yarn no truncate, attention factor",
+            "yarn no truncate",
+            Box::new(|c: &mut Config| {
+                // theta 500, p 8, L0 4096: correction range (1.94, 4.17), truncated
+                // (1, 5): pairs 2 and 3 ramp differently.
+                c.rope_type = RopeType::Yarn;
+                c.rope_factor = 4.0;
+                c.original_max_position = 4096;
+                c.rope_yarn_truncate = false;
+            }),
+        ),
+        (
+            "yarn attention factor",
             Box::new(|c: &mut Config| {
                 c.rope_type = RopeType::Yarn;
                 c.rope_factor = 4.0;
-                c.rope_yarn_truncate = false;
                 c.rope_attention_factor = 1.25;
             }),
         ),
@@ -452,6 +462,13 @@ fn every_mechanism_moves_the_output() {
         base.qk_rope_head_dim = cfg.qk_rope_head_dim;
         base.qk_nope_head_dim = cfg.qk_nope_head_dim;
         base.softmax_scale = cfg.softmax_scale;
+        if cfg.rope_type == RopeType::Yarn && name != "yarn truncate" {
+            // The YaRN variants: everything as the mechanism's config but the
+            // one switch (truncate back on, attention factor back to derived).
+            base = cfg;
+            base.rope_yarn_truncate = true;
+            base.rope_attention_factor = 0.0;
+        }
         if cfg.qk_rope_head_dim == 0 {
             // NoPE without a rope slot has nothing to switch off (no rotation
             // exists at p = 0); its exactness is the test above.
@@ -475,7 +492,9 @@ fn longrope_decode_differs_from_prefill_past_l0() {
     // prefill of all tokens rotates every key with them, a decode keeps the
     // early keys' short rotation (docs/families.md 2.3).
     let n_tok = 28;
-    let cfg = mechanism_cfg(n_tok, &*mechanisms()[4].1);
+    let all = mechanisms();
+    let longrope = all.iter().find(|(name, _)| *name == "longrope").unwrap();
+    let cfg = mechanism_cfg(n_tok, &*longrope.1);
     let layer = Layer::new(cfg, 9, false, false, n_tok);
     let prefill = run(&layer, Isa::Scalar, AttnMode::Naive, &[n_tok]);
     let mut decode = vec![12];
