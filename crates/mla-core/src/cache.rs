@@ -5,34 +5,83 @@
 //! (`p` values shared by all heads, or `H*p` per head): one row of `r + rope_k`
 //! values, `capacity` rows, stored as f32, f16 or bf16 in caller memory.
 //!
-//! The state is `len` plus rows `0..len`. Rows at `len..` are scratch: forward
-//! writes the new tokens there and only then raises `len`, so a call that fails
-//! leaves the state untouched.
+//! The state is `len` plus the rows of positions `0..len`. Rows at `len..` are
+//! scratch: forward writes the new tokens there and only then raises `len`, so a
+//! call that fails leaves the state untouched.
+//!
+//! **Ring** (sliding-window layers): the cache may hold fewer row `slots` than
+//! positions (`capacity`); position `pos` lives in slot `pos % slots`, and a
+//! write overwrites the row of `pos - slots`. [`LatentCache::oldest`] is the
+//! first position whose row is still intact (0 while nothing was overwritten;
+//! a failed call may have raised it: its new rows overwrote the oldest ones,
+//! which a window of `slots - max_tokens_per_call + 1` tokens never reads
+//! again). Without a window `slots == capacity` and nothing wraps.
 
 use crate::dtype::{DType, ElemsMut};
 
-/// The latent cache: `capacity` rows of `row` values, the first `len` valid.
+/// The latent cache: `capacity` positions of `row` values in `slots` rows, the
+/// first `len` positions valid.
 #[derive(Debug)]
 pub struct LatentCache<'m> {
-    /// `[capacity][row]` elements of the cache dtype.
+    /// `[slots][row]` elements of the cache dtype.
     data: ElemsMut<'m>,
     row: usize,
+    slots: usize,
     capacity: usize,
     len: usize,
+    oldest: usize,
 }
 
 impl<'m> LatentCache<'m> {
-    /// A cache over `bytes` (which must hold `capacity * row` elements of `dtype`,
-    /// aligned for it); `None` if it does not.
+    /// A cache of `capacity` positions in as many rows over `bytes` (which must
+    /// hold `capacity * row` elements of `dtype`, aligned for it); `None` if it
+    /// does not.
     pub fn new(bytes: &'m mut [u8], dtype: DType, row: usize, capacity: usize) -> Option<Self> {
-        let n = row.checked_mul(capacity)?;
+        Self::ring(bytes, dtype, row, capacity, capacity)
+    }
+
+    /// A cache of `capacity` positions in a ring of `slots <= capacity` rows over
+    /// `bytes` (which must hold `slots * row` elements of `dtype`); `None` if it
+    /// does not.
+    pub fn ring(
+        bytes: &'m mut [u8],
+        dtype: DType,
+        row: usize,
+        slots: usize,
+        capacity: usize,
+    ) -> Option<Self> {
+        if slots > capacity {
+            return None;
+        }
+        let n = row.checked_mul(slots)?;
         let bytes = bytes.get_mut(..n.checked_mul(dtype.size())?)?;
         Some(LatentCache {
             data: ElemsMut::from_bytes(bytes, dtype)?,
             row,
+            slots,
             capacity,
             len: 0,
+            oldest: 0,
         })
+    }
+
+    /// Rows held (`capacity` unless a ring).
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The first position whose row is still held (see the module docs).
+    pub fn oldest(&self) -> usize {
+        self.oldest
+    }
+
+    /// Positions from `pos` on whose rows are contiguous in memory (up to the
+    /// ring's end).
+    pub fn contiguous(&self, pos: usize) -> usize {
+        match pos.checked_rem(self.slots) {
+            Some(s) => self.slots - s,
+            None => 0,
+        }
     }
 
     /// Valid tokens.
@@ -72,6 +121,7 @@ impl<'m> LatentCache<'m> {
     /// Forgets every token.
     pub fn reset(&mut self) {
         self.len = 0;
+        self.oldest = 0;
     }
 
     /// Marks `n` more rows (already written with [`LatentCache::write_row`]) valid.
@@ -86,20 +136,33 @@ impl<'m> LatentCache<'m> {
         }
     }
 
-    /// Writes row `slot` (rounding to the storage dtype). Slots below `len` are
-    /// valid state: the engine only writes slots `>= len`.
-    pub(crate) fn write_row(&mut self, slot: usize, src: &[f32]) {
+    /// Writes the row of position `pos` (rounding to the storage dtype) into
+    /// slot `pos % slots`. Positions below `len` are valid state: the engine only
+    /// writes positions `>= len` (in a ring this overwrites position
+    /// `pos - slots`, raising [`LatentCache::oldest`]).
+    pub(crate) fn write_row(&mut self, pos: usize, src: &[f32]) {
+        let Some(slot) = pos.checked_rem(self.slots) else {
+            return;
+        };
+        self.oldest = self.oldest.max((pos + 1).saturating_sub(self.slots));
         let start = slot.saturating_mul(self.row);
         if let Some(mut dst) = self.data.slice_mut(start, self.row) {
             dst.narrow_from(src);
         }
     }
 
-    /// Rows `start..start + count` as f32 `[count][row]`: borrowed directly for an
-    /// f32 cache, widened into `widen` otherwise. Returns an empty slice when out
-    /// of range (including `widen` too small).
+    /// Rows of positions `start..start + count` as f32 `[count][row]`: borrowed
+    /// directly for an f32 cache, widened into `widen` otherwise. Returns an
+    /// empty slice when out of range (including `widen` too small, and a range
+    /// that wraps around the ring: see [`LatentCache::contiguous`]).
     pub fn rows<'s>(&'s self, start: usize, count: usize, widen: &'s mut [f32]) -> &'s [f32] {
-        let (Some(first), Some(n)) = (start.checked_mul(self.row), count.checked_mul(self.row))
+        let Some(slot) = start.checked_rem(self.slots) else {
+            return &[];
+        };
+        if count > self.slots - slot {
+            return &[];
+        }
+        let (Some(first), Some(n)) = (slot.checked_mul(self.row), count.checked_mul(self.row))
         else {
             return &[];
         };
@@ -144,6 +207,28 @@ mod tests {
         c.reset();
         assert!(c.is_empty());
         assert!(c.rows(7, 2, &mut tmp).is_empty());
+    }
+
+    #[test]
+    fn a_ring_wraps_and_tracks_the_oldest_row() {
+        let mut mem = Mem([0; 256]);
+        // 3 slots of 2 values for 10 positions.
+        let mut c = LatentCache::ring(&mut mem.0, DType::F32, 2, 3, 10).unwrap();
+        for pos in 0..5 {
+            c.write_row(pos, &[pos as f32, -(pos as f32)]);
+        }
+        assert!(c.commit(5));
+        assert_eq!((c.len(), c.oldest(), c.slots()), (5, 2, 3));
+        let mut tmp = [0f32; 6];
+        // Position 3 is in slot 0, 4 in slot 1, 2 in slot 2.
+        assert_eq!(c.rows(3, 2, &mut tmp), &[3.0, -3.0, 4.0, -4.0]);
+        assert_eq!(c.rows(2, 1, &mut tmp), &[2.0, -2.0]);
+        assert_eq!(c.contiguous(2), 1);
+        // 2..4 wraps: not one slice.
+        assert!(c.rows(2, 2, &mut tmp).is_empty());
+        c.reset();
+        assert_eq!(c.oldest(), 0);
+        assert!(LatentCache::ring(&mut mem.0, DType::F32, 2, 11, 10).is_none());
     }
 
     #[test]

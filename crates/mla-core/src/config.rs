@@ -939,9 +939,6 @@ impl Config {
         if self.sinks {
             return unsupported("attention sinks");
         }
-        if self.sliding_window != 0 {
-            return unsupported("sliding_window");
-        }
         if self.kv_shared {
             return unsupported("kv_shared (cross-layer KV sharing)");
         }

@@ -93,10 +93,11 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .n(need));
         }
         let mut work = placed.regions;
-        let cache = LatentCache::new(
+        let cache = LatentCache::ring(
             core::mem::take(&mut work.cache),
             cfg.cache_dtype,
             dims.cache_row,
+            dims.cache_rows,
             dims.max_seq,
         )
         .ok_or_else(|| {
@@ -178,14 +179,33 @@ impl<'w, 'm> Engine<'w, 'm> {
     }
 
     /// Rolls the cache back to `len` tokens; `InvalidArgument` if `len > self.len()`.
+    ///
+    /// With a sliding window of `W` the cache is a ring of
+    /// `min(max_seq_len, W - 1 + max_tokens_per_call)` rows: rolling back works
+    /// while the `W - 1` positions before `len` (the keys the next token sees)
+    /// are still in the ring, i.e. `len - (W - 1) >= ` the oldest position held;
+    /// otherwise `InvalidArgument` (nothing changes).
     pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.cache.len() {
+            return Err(err(Status::InvalidArgument, "truncate: len ")
+                .n(len)
+                .s(" is past the cache length ")
+                .n(self.cache.len()));
+        }
+        let needed = window_start(self.cfg.sliding_window as usize, len);
+        if needed < self.cache.oldest() {
+            return Err(err(Status::InvalidArgument, "truncate: len ")
+                .n(len)
+                .s(" needs position ")
+                .n(needed)
+                .s(", which the sliding-window ring no longer holds (oldest ")
+                .n(self.cache.oldest())
+                .s(")"));
+        }
         if self.cache.truncate(len) {
             Ok(())
         } else {
-            Err(err(Status::InvalidArgument, "truncate: len ")
-                .n(len)
-                .s(" is past the cache length ")
-                .n(self.cache.len()))
+            Err(err(Status::Internal, "truncate: cache refused"))
         }
     }
 
@@ -437,6 +457,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             kv_b: &w.kv_b_proj,
             cache: &self.cache,
             scale: self.scale,
+            window: self.cfg.sliding_window as usize,
             start,
             n_tok: t,
             isa: self.isa,
@@ -480,6 +501,16 @@ impl<'w, 'm> Engine<'w, 'm> {
             return Err(err(Status::Internal, "cache commit failed"));
         }
         Ok(())
+    }
+}
+
+/// The first key position a query at `pos` sees (`window`: W, 0 = none):
+/// `pos + 1 - W`, at least 0.
+pub(crate) fn window_start(window: usize, pos: usize) -> usize {
+    if window == 0 {
+        0
+    } else {
+        (pos + 1).saturating_sub(window)
     }
 }
 

@@ -43,7 +43,7 @@
 //!
 //! | region          | type | shape                                  | what                                   |
 //! |-----------------|------|----------------------------------------|----------------------------------------|
-//! | `cache`         | u8   | `[max_seq_len][cache_row]` of `cache_dtype` | latent `c` and rope key(s) per token |
+//! | `cache`         | u8   | `[cache_rows][cache_row]` of `cache_dtype` | latent `c` and rope key(s) per token (a ring with a window) |
 //! | `rope_inv_freq` | f64  | `[p/2]`                                | RoPE inverse frequencies (YaRN applied)|
 //! | `rope_cos`      | f32  | `[p/2]`                                | one position's rotation                |
 //! | `rope_sin`      | f32  | `[p/2]`                                | one position's rotation                |
@@ -370,8 +370,9 @@ layout! {
         };
         let pack_cols = max(dims.d, max(dims.rq, dims.o_cols));
     } {
-        /// `[max_seq_len][cache_row]` elements of `cache_dtype`, as bytes.
-        cache: [u8; prod(&[dims.max_seq, dims.cache_row, cfg.cache_dtype.size()])],
+        /// `[cache_rows][cache_row]` elements of `cache_dtype`, as bytes
+        /// (`cache_rows`: `max_seq_len`, or the ring of a sliding window).
+        cache: [u8; prod(&[dims.cache_rows, dims.cache_row, cfg.cache_dtype.size()])],
         /// `[p/2]` RoPE inverse frequencies (YaRN applied).
         rope_inv_freq: [f64; Some(dims.p / 2)],
         /// `[p/2]` cosines of one position.
@@ -612,6 +613,7 @@ mod tests {
         // A capacity whose cache region size does not fit usize.
         let dims = Dims {
             max_seq: usize::MAX / 2,
+            cache_rows: usize::MAX / 2,
             ..Config::tutorial().dims().unwrap()
         };
         assert_eq!(

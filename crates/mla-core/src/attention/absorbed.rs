@@ -69,11 +69,13 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
             );
         }
         fault.get()?;
-        // (b) fixed row ranges of whole blocks.
-        let nblk = ceil_div(len, ab);
-        let want = ceil_div(len, SPLIT_ROWS).min(n_slots).max(1);
+        // (b) fixed row ranges of whole blocks over the keys first..len.
+        let first = inp.first_key(len - 1);
+        let span = len - first;
+        let nblk = ceil_div(span, ab);
+        let want = ceil_div(span, SPLIT_ROWS).min(n_slots).max(1);
         let per_split = (ceil_div(nblk, want) * ab).max(1);
-        let splits = ceil_div(len, per_split);
+        let splits = ceil_div(span, per_split);
         // [q~ | q_pe] transposed, [r + p][Hp]: the scores of a block of cached
         // rows are then one product with the rows broadcast (every row read
         // once for all heads), softmax vectorised across heads.
@@ -99,7 +101,7 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
                     .saturating_mul(len)
                     .saturating_mul(dims.r * 2 + dims.p),
                 &|si| {
-                    let lo = si * per_split;
+                    let lo = first + si * per_split;
                     let hi = len.min(lo + per_split);
                     // SAFETY: slot si belongs to this task alone.
                     let slot = unsafe { slots.slice(si * slot_len, slot_len) };
@@ -218,7 +220,8 @@ fn split_rows(
     let bq = Mat::new(qat, k_score, hp, hp).ok_or(Fault::Scratch)?;
     let mut b0 = lo;
     while b0 < hi {
-        let cnt = ab.min(hi - b0);
+        // (A block stops at the end of a ring.)
+        let cnt = ab.min(hi - b0).min(inp.cache.contiguous(b0)).max(1);
         let rows = inp.cache.rows(b0, cnt, widened_rows);
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;

@@ -2,7 +2,9 @@
 //!
 //! Both compute, for query token `t` at position `pos` and head `h`,
 //! `o_h = sum_{s <= pos} softmax_s(score_h(s)) v_h(s)` with
-//! `score_h(s) = (q_nope_h . W_UK_h c_s + q_pe_h . k_pe_s) * scale` (DESIGN.md 2.1).
+//! `score_h(s) = (q_nope_h . W_UK_h c_s + q_pe_h . k_pe_s) * scale` (DESIGN.md 2.1);
+//! with a sliding window `W` only keys `pos - W < s` (the cache is then a ring:
+//! blocks of cached rows never cross its end, see `LatentCache::contiguous`).
 //!
 //! - [`absorbed()`] (decode): `q~_h = W_UK_h^T q_nope_h` (r values); a block of
 //!   [`BLOCK`] cached rows is read once for all heads: scores
@@ -119,6 +121,9 @@ pub struct Inputs<'a, 'w, 'm> {
     pub cache: &'a LatentCache<'m>,
     /// Softmax scale.
     pub scale: f32,
+    /// Sliding window `W` (a query at `pos` sees keys `pos - W < t <= pos`);
+    /// 0 = none. The cache holds at least the rows the call's queries see.
+    pub window: usize,
     /// Position of the first query token.
     pub start: usize,
     /// Query tokens.
@@ -137,6 +142,12 @@ impl Inputs<'_, '_, '_> {
             RopeKey::Shared => self.dims.r,
             RopeKey::PerHead => self.dims.r + h * self.dims.p,
         }
+    }
+
+    /// The first key position a query at `pos` sees.
+    #[inline]
+    fn first_key(&self, pos: usize) -> usize {
+        crate::engine::window_start(self.window, pos)
     }
 
     /// True when cache rows are widened to f32 in scratch (f16/bf16 cache).

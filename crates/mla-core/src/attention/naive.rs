@@ -118,9 +118,11 @@ fn naive_head(
     };
     let off = inp.kpe_offset(h);
     let total = inp.start + n_tok;
-    let mut b0 = 0;
+    // From the first key the first query sees (0 without a window).
+    let mut b0 = inp.first_key(inp.start);
     while b0 < total {
-        let cnt = block.min(total - b0);
+        // (A block stops at the end of a ring.)
+        let cnt = block.min(total - b0).min(inp.cache.contiguous(b0)).max(1);
         // First query token that sees row b0 (pos = start + t >= b0); < n_tok.
         let t0 = b0.saturating_sub(inp.start);
         let rows = inp.cache.rows(b0, cnt, widened_rows);
@@ -165,7 +167,8 @@ fn naive_head(
             Some(&mut *pack),
         )?;
         for t in t0..n_tok {
-            let valid = cnt.min(inp.start + t + 1 - b0);
+            let pos = inp.start + t;
+            let valid = cnt.min(pos + 1 - b0);
             let (Some(score_row), Some(max_t), Some(sum_t)) = (
                 scores.get_mut(t * block..(t + 1) * block),
                 running_max.get_mut(t),
@@ -173,6 +176,19 @@ fn naive_head(
             ) else {
                 return Err(Fault::Slot);
             };
+            // Keys before the query's window: masked; a block wholly before it
+            // adds nothing (zero weights, running max and sum unchanged).
+            let first = inp.first_key(pos);
+            if first > b0 {
+                let masked = first - b0;
+                if masked >= valid {
+                    score_row.iter_mut().for_each(|x| *x = 0.0);
+                    continue;
+                }
+                if let Some(lead) = score_row.get_mut(..masked) {
+                    lead.iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                }
+            }
             let alpha = kernels::softmax_block_with(isa, score_row, valid, inp.scale, max_t, sum_t)
                 .ok_or(Fault::Softmax)?;
             if alpha != 1.0 {

@@ -246,6 +246,9 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
         let mut o = vec![0f64; h * v]; // [H][v]: concat_h o_h
         for head in 0..h {
             let qh = &q[t][head * (n + p)..(head + 1) * (n + p)]; // [n+p]
+            // Visible keys: s <= t, and t - W < s with a window W.
+            let w = cfg.sliding_window as usize;
+            let first = if w > 0 { (t + 1).saturating_sub(w) } else { 0 };
             let scores: Vec<f64> = (0..=t)
                 .map(|s| {
                     qh.iter()
@@ -254,6 +257,8 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
                         .sum::<f64>()
                         * scale
                 })
+                .enumerate()
+                .map(|(s, v)| if s < first { f64::NEG_INFINITY } else { v })
                 .collect(); // [t+1]
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect(); // [t+1]

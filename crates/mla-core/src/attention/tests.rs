@@ -420,6 +420,10 @@ fn mechanisms() -> Vec<(&'static str, Setter)> {
                 c.query_scale_length = 8;
             }),
         ),
+        (
+            "sliding window",
+            Box::new(|c: &mut Config| c.sliding_window = 5),
+        ),
     ]
 }
 
@@ -502,4 +506,56 @@ fn longrope_decode_differs_from_prefill_past_l0() {
     let stepped = run(&layer, Isa::Scalar, AttnMode::Naive, &decode);
     let p64: Vec<f64> = prefill.iter().map(|&v| v as f64).collect();
     assert!(rel_err(&stepped, &p64) > 1e-3);
+}
+
+#[test]
+fn a_sliding_window_in_a_ring_matches_the_reference() {
+    // W 5, at most 7 tokens per call: a ring of 11 rows for 28 positions, so
+    // blocks stop at its end and new rows overwrite old ones.
+    let n_tok = 28;
+    let schedules = [vec![7; 4], vec![5, 7, 1, 3, 1, 1, 4, 6], vec![1; 28]];
+    let modes = [AttnMode::Naive, AttnMode::Absorb, AttnMode::Auto];
+    for (seed, rope_key) in [RopeKey::Shared, RopeKey::PerHead].into_iter().enumerate() {
+        for bf16 in [false, true] {
+            let cfg = mechanism_cfg(n_tok, |c| {
+                c.sliding_window = 5;
+                c.max_tokens_per_call = 7;
+                c.rope_key = rope_key;
+            });
+            assert_eq!(cfg.dims().unwrap().cache_rows, 11);
+            let layer = Layer::new(cfg, 300 + seed as u64, bf16, true, n_tok);
+            let worst = check_worst(&layer, &modes, &schedules, "ring");
+            eprintln!("sliding window ring ({rope_key:?}, bf16 {bf16}): worst rel err {worst:.2e}");
+        }
+    }
+}
+
+#[test]
+fn a_ring_truncates_while_it_holds_the_window() {
+    let cfg = mechanism_cfg(28, |c| {
+        c.sliding_window = 5;
+        c.max_tokens_per_call = 7;
+    });
+    let layer = Layer::new(cfg, 5, false, false, 28);
+    let w = layer.weights();
+    let d = 24;
+    let mut buf = Vec::new();
+    let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+    let mut e = Engine::new(&cfg, &w, mem).unwrap();
+    let mut out = vec![0f32; 28 * d];
+    for i in 0..4 {
+        let r = i * 7 * d..(i + 1) * 7 * d;
+        e.forward(&layer.x[r.clone()], &mut out[r]).unwrap();
+    }
+    // 28 positions in 11 rows: 17..27 held. Rolling back to 22 needs 18..21.
+    assert_eq!(e.cache().oldest(), 17);
+    let err = e.truncate(20).unwrap_err();
+    assert_eq!(err.status(), crate::status::Status::InvalidArgument);
+    assert!(err.message().contains("no longer holds"), "{}", err.message());
+    assert_eq!(e.len(), 28);
+    e.truncate(22).unwrap();
+    // Re-running 22..28 gives the same outputs.
+    let mut again = vec![0f32; 6 * d];
+    e.forward(&layer.x[22 * d..], &mut again).unwrap();
+    assert_eq!(again, out[22 * d..].to_vec());
 }
