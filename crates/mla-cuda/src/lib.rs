@@ -1341,8 +1341,8 @@ impl Drop for CudaEngine {
 }
 
 /// What the CPU engine runs but this CUDA engine does not yet: its RoPE table is
-/// precomputed for every position (no per-call longrope switch, no NoPE), and it
-/// applies no latent or query scales.
+/// precomputed for every position (no per-call longrope switch, no NoPE), it
+/// applies no latent or query scales, and its cache is not a ring.
 fn check_supported_cuda(cfg: &Config) -> Result<()> {
     use mla_core::config::{QueryScale, RopeType};
     let what = match cfg.rope_type {
@@ -1350,6 +1350,7 @@ fn check_supported_cuda(cfg: &Config) -> Result<()> {
         RopeType::None => Some("rope_type none (NoPE)"),
         _ if cfg.q_latent_scale != 1.0 || cfg.kv_latent_scale != 1.0 => Some("latent scales"),
         _ if cfg.query_scale != QueryScale::None => Some("query_scale"),
+        _ if cfg.sliding_window != 0 => Some("sliding_window"),
         _ => None,
     };
     match what {
