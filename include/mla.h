@@ -1042,11 +1042,14 @@ mla_status mla_weights_from_checkpoint(const void *bytes,
  * RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`
  * floats (p = qk_rope_head_dim), with the rotation of positions
  * `start_pos .. start_pos + n_pos` for config `*c`: `cos(pos * f_i) * m` where
- * `f_i` are the (YaRN-adjusted) inverse frequencies and `m` the YaRN cos/sin
- * scaling. Angles are computed in double precision.
+ * `f_i` are the inverse frequencies of the config's rope type and `m` its cos/sin
+ * scaling, for one call over those positions (longrope: the long factors when
+ * `start_pos + n_pos` exceeds original_max_position; NoPE: cos 1, sin 0).
+ * Angles are computed in double precision.
  * Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
  * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
- * (n_pos = 0, overflow, or `cos` and `sin` overlap). Nothing is written on error.
+ * (n_pos = 0, qk_rope_head_dim = 0, overflow, or `cos` and `sin` overlap).
+ * Nothing is written on error.
  *
  * # Safety
  * `c` is NULL or points to an `mla_config`; `cos` and `sin` are NULL or each hold

@@ -17,11 +17,14 @@ use crate::types::{mla_config, mla_status, read_config};
 /// RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`
 /// floats (p = qk_rope_head_dim), with the rotation of positions
 /// `start_pos .. start_pos + n_pos` for config `*c`: `cos(pos * f_i) * m` where
-/// `f_i` are the (YaRN-adjusted) inverse frequencies and `m` the YaRN cos/sin
-/// scaling. Angles are computed in double precision.
+/// `f_i` are the inverse frequencies of the config's rope type and `m` its cos/sin
+/// scaling, for one call over those positions (longrope: the long factors when
+/// `start_pos + n_pos` exceeds original_max_position; NoPE: cos 1, sin 0).
+/// Angles are computed in double precision.
 /// Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
 /// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
-/// (n_pos = 0, overflow, or `cos` and `sin` overlap). Nothing is written on error.
+/// (n_pos = 0, qk_rope_head_dim = 0, overflow, or `cos` and `sin` overlap).
+/// Nothing is written on error.
 ///
 /// # Safety
 /// `c` is NULL or points to an `mla_config`; `cos` and `sin` are NULL or each hold
@@ -41,6 +44,7 @@ pub unsafe extern "C" fn mla_rope_tables(
         // SAFETY: `c` is NULL or points to an mla_config (C contract).
         let cfg = unsafe { read_config(c) }?;
         cfg.validate()?;
+        rotary_dim(&cfg)?;
         let rp = mla_core::rope::RopeParams::from_config(&cfg);
         // validate(): p is even and > 0, so half >= 1 (max(1) lets the compiler see it).
         let half = (rp.dim / 2).max(1);
@@ -67,6 +71,19 @@ pub unsafe extern "C" fn mla_rope_tables(
         mla_core::rope::fill_tables_direct(&rp, start_pos as usize, cs, ss);
         Ok(())
     })
+}
+
+/// `InvalidArgument` for a config without a rope slot (NoPE with
+/// `qk_rope_head_dim` 0: there are no tables, and `p/2` floats per position would
+/// be 0).
+fn rotary_dim(cfg: &mla_core::Config) -> Result<()> {
+    if cfg.qk_rope_head_dim == 0 {
+        return Err(err(
+            Status::InvalidArgument,
+            "qk_rope_head_dim is 0 (NoPE without a rope slot): no RoPE tables",
+        ));
+    }
+    Ok(())
 }
 
 /// `n_pos * half` floats, checked: > 0 and small enough to address.
@@ -110,6 +127,7 @@ pub unsafe extern "C" fn mla_rope_apply(
         // SAFETY: `c` is NULL or points to an mla_config (C contract).
         let cfg = unsafe { read_config(c) }?;
         cfg.validate()?;
+        rotary_dim(&cfg)?;
         let p = (cfg.qk_rope_head_dim as usize).max(2);
         let half = (p / 2).max(1);
         let nt = rope_floats(n_pos, half)?;
