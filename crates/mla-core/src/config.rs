@@ -924,21 +924,6 @@ impl Config {
         let unsupported = |what: &str| -> Result<()> {
             Err(err(Status::Unsupported, what).s(": not built in this version of the engine"))
         };
-        if self.rope_freq_alpha {
-            return unsupported("rope_freq_alpha (LeRoPE)");
-        }
-        if self.rope_key_norm {
-            return unsupported("rope_key_norm");
-        }
-        if self.query_scale == QueryScale::LearnedLogPos {
-            return unsupported("query_scale learned_log_position");
-        }
-        if self.gate != Gate::None {
-            return unsupported("output gates");
-        }
-        if self.sinks {
-            return unsupported("attention sinks");
-        }
         if self.kv_shared {
             return unsupported("kv_shared (cross-layer KV sharing)");
         }

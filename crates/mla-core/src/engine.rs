@@ -12,7 +12,8 @@
 
 use crate::attention::{self, Inputs, Scratch};
 use crate::cache::LatentCache;
-use crate::config::{AttnMode, Config, Dims, QueryScale};
+use crate::config::{AttnMode, Config, Dims, Gate, QueryScale};
+use crate::dtype::Elems;
 use crate::kernels::{self, linear_par, rmsnorm, Isa};
 use crate::parallel::{HostParallelFor, Parallel, ParallelFor};
 use crate::plan::{self, Place, Regions};
@@ -108,6 +109,19 @@ impl<'w, 'm> Engine<'w, 'm> {
         })?;
         let rope_params = RopeParams::from_config(cfg);
         rope_params.inv_freqs(work.rope_inv_freq);
+        lerope(weights, work.rope_inv_freq, work.rope_cos);
+        // Per-head parameters widened once: sinks, then the learned query scale's
+        // s and b (zeros where the layer has none).
+        let h = dims.h;
+        work.head_params.iter_mut().for_each(|v| *v = 0.0);
+        for (i, t) in [weights.sinks, weights.query_scale_s, weights.query_scale_b]
+            .iter()
+            .enumerate()
+        {
+            if let (Some(t), Some(dst)) = (t, work.head_params.get_mut(i * h..(i + 1) * h)) {
+                t.data.widen_into(dst);
+            }
+        }
         Ok(Engine {
             cfg: *cfg,
             dims,
@@ -343,6 +357,34 @@ impl<'w, 'm> Engine<'w, 'm> {
 
         // 1. Queries q[T][H][n+p].
         match (w.q_a_proj.as_ref(), w.q_b_proj.as_ref(), w.q_proj.as_ref()) {
+            (Some(q_a), Some(q_b), _) if self.cfg.gate == Gate::FusedQ => {
+                // axk2: [RMSNorm(c_q) ; c_q] through q_b_proj, whose rows per head
+                // are [q_nope | q_pe | gate].
+                let q_latent = &mut *work.q_latent;
+                if !linear_par(
+                    par,
+                    q_a,
+                    w.q_a_proj_bias.as_ref(),
+                    x,
+                    d,
+                    t,
+                    q_latent,
+                    Some(pack),
+                ) {
+                    return Err(projection("q_a_proj"));
+                }
+                let Some(norm) = w.q_a_layernorm.as_ref() else {
+                    return Err(projection("q_a_layernorm"));
+                };
+                fuse_latent(q_latent, dims.rq, t, norm.data, eps)
+                    .ok_or_else(|| projection("q_latent"))?;
+                let cols = dims.q_b_cols;
+                if !linear_par(par, q_b, None, q_latent, cols, t, work.q_fused, Some(pack)) {
+                    return Err(projection("q_b_proj"));
+                }
+                split_fused(work.q_fused, work.q, work.gate, &dims, t)
+                    .ok_or_else(|| projection("q_fused"))?;
+            }
             (Some(q_a), Some(q_b), _) => {
                 let q_latent = &mut *work.q_latent;
                 if !linear_par(
@@ -400,6 +442,16 @@ impl<'w, 'm> Engine<'w, 'm> {
             return Err(projection("kv_a_proj_with_mqa"));
         }
 
+        // Output gate logits from x (per head / per channel).
+        if matches!(self.cfg.gate, Gate::PerHead | Gate::PerChannel) {
+            let Some(g) = w.gate_proj.as_ref() else {
+                return Err(projection("gate_proj"));
+            };
+            if !linear_par(par, g, None, x, d, t, work.gate, Some(pack)) {
+                return Err(projection("gate_proj"));
+            }
+        }
+
         // 3. Per token at pos: c = RMSNorm(kv[..r]) * kv_latent_scale; rotate the
         //    rope key(s) and every head's q_pe (not with NoPE); scale the query
         //    (query_scale); store the row in cache slot pos (>= len: not yet state).
@@ -411,7 +463,17 @@ impl<'w, 'm> Engine<'w, 'm> {
             // largest position (cached keys keep theirs).
             self.rope
                 .inv_freqs_for(start.saturating_add(t), work.rope_inv_freq);
+            lerope(w, work.rope_inv_freq, work.rope_cos);
         }
+        let head_params: &[f32] = work.head_params;
+        let (learned_s, learned_b) = if self.cfg.query_scale == QueryScale::LearnedLogPos {
+            (
+                head_params.get(dims.h..2 * dims.h),
+                head_params.get(2 * dims.h..3 * dims.h),
+            )
+        } else {
+            (None, None)
+        };
         let kv_scale = self.cfg.kv_latent_scale;
         let (kv_width, q_width) = (dims.kv_a_rows, dims.q_width);
         for i in 0..t {
@@ -427,6 +489,12 @@ impl<'w, 'm> Engine<'w, 'm> {
             if kv_scale != 1.0 {
                 for v in c.iter_mut() {
                     *v *= kv_scale;
+                }
+            }
+            if let Some(norm) = w.rope_key_norm.as_ref() {
+                // dots3_note: RMSNorm on the rope key before RoPE.
+                for k in kpe.chunks_exact_mut(p.max(1)) {
+                    rmsnorm(k, norm.data, eps);
                 }
             }
             if rotates {
@@ -446,6 +514,14 @@ impl<'w, 'm> Engine<'w, 'm> {
                     *v *= f;
                 }
             }
+            if let (Some(s_h), Some(b_h)) = (learned_s, learned_b) {
+                // q_h *= s_h ln(pos + 1) + b_h, in f32.
+                let lp = libm::logf((pos + 1) as f32);
+                for ((qh, &s), &b) in q.chunks_exact_mut(dims.qk.max(1)).zip(s_h).zip(b_h) {
+                    let f = s * lp + b;
+                    qh.iter_mut().for_each(|v| *v *= f);
+                }
+            }
             self.cache.write_row(pos, kv);
         }
 
@@ -458,6 +534,11 @@ impl<'w, 'm> Engine<'w, 'm> {
             cache: &self.cache,
             scale: self.scale,
             window: self.cfg.sliding_window as usize,
+            sinks: if self.cfg.sinks {
+                head_params.get(..dims.h)
+            } else {
+                None
+            },
             start,
             n_tok: t,
             isa: self.isa,
@@ -484,6 +565,12 @@ impl<'w, 'm> Engine<'w, 'm> {
         };
         attended.map_err(|fault| attention_fault(absorb, fault))?;
 
+        // Output gate: o *= sigmoid(g), in f32.
+        if self.cfg.gate != Gate::None {
+            apply_gate(self.cfg.gate, work.gate, work.o, &dims, t)
+                .ok_or_else(|| projection("gate"))?;
+        }
+
         // 5. out[T][d] = o_proj o (+ b); then the new rows become state.
         if !linear_par(
             par,
@@ -502,6 +589,85 @@ impl<'w, 'm> Engine<'w, 'm> {
         }
         Ok(())
     }
+}
+
+/// LeRoPE: multiplies the inverse frequencies by `exp(alpha)` when the weights
+/// carry `rope_freq_alpha` (`scratch`: `p/2` f32 to widen alpha into).
+fn lerope(w: &Weights, inv_freq: &mut [f64], scratch: &mut [f32]) {
+    if let Some(alpha) = w.rope_freq_alpha.as_ref() {
+        alpha.data.widen_into(scratch);
+        rope::apply_freq_alpha(inv_freq, scratch);
+    }
+}
+
+/// Expands `t` rows of `rq` values at the start of `lat` into rows of `2 rq`:
+/// `[RMSNorm(c) ; c]` (the fused query gate's input). `None` when `lat` is short.
+fn fuse_latent(lat: &mut [f32], rq: usize, t: usize, norm: Elems, eps: f32) -> Option<()> {
+    if lat.len() < t.checked_mul(rq)?.checked_mul(2)? {
+        return None;
+    }
+    // Last row first: row i moves to 2i (normalised) and 2i + 1 (raw) rq-chunks,
+    // never over a row not yet moved.
+    for i in (0..t).rev() {
+        for j in 0..rq {
+            let v = *lat.get(i * rq + j)?;
+            *lat.get_mut((2 * i + 1) * rq + j)? = v;
+            *lat.get_mut(2 * i * rq + j)? = v;
+        }
+        rmsnorm(lat.get_mut(2 * i * rq..(2 * i + 1) * rq)?, norm, eps);
+    }
+    Some(())
+}
+
+/// Splits the fused projection `[T][H][n+p+v]` into the queries `[T][H][n+p]`
+/// and the gate logits `[T][H*v]`. `None` when a buffer is short.
+fn split_fused(
+    fused: &[f32],
+    q: &mut [f32],
+    gate: &mut [f32],
+    dims: &Dims,
+    t: usize,
+) -> Option<()> {
+    let (qk, v) = (dims.qk, dims.v);
+    let row = qk + v;
+    for i in 0..t {
+        for h in 0..dims.h {
+            let src = fused.get((i * dims.h + h) * row..(i * dims.h + h + 1) * row)?;
+            let (sq, sg) = src.split_at(qk.min(src.len()));
+            let dq = q.get_mut((i * dims.h + h) * qk..(i * dims.h + h + 1) * qk)?;
+            dq.iter_mut().zip(sq).for_each(|(d, &x)| *d = x);
+            let dg = gate.get_mut((i * dims.h + h) * v..(i * dims.h + h + 1) * v)?;
+            dg.iter_mut().zip(sg).for_each(|(d, &x)| *d = x);
+        }
+    }
+    Some(())
+}
+
+/// `o[t][h][j] *= sigmoid(g)` with `g` per head (`[T][H]`) or per channel
+/// (`[T][H*v]`), the sigmoid in f32. `None` when a buffer is short.
+fn apply_gate(gate: Gate, g: &[f32], o: &mut [f32], dims: &Dims, t: usize) -> Option<()> {
+    let sigmoid = |x: f32| 1.0 / (1.0 + libm::expf(-x));
+    let (h, v) = (dims.h, dims.v);
+    for i in 0..t {
+        let ot = o.get_mut(i * h * v..(i + 1) * h * v)?;
+        match gate {
+            Gate::PerHead => {
+                let gt = g.get(i * h..(i + 1) * h)?;
+                for hh in 0..h {
+                    let f = sigmoid(*gt.get(hh)?);
+                    ot.get_mut(hh * v..(hh + 1) * v)?
+                        .iter_mut()
+                        .for_each(|x| *x *= f);
+                }
+            }
+            Gate::PerChannel | Gate::FusedQ => {
+                let gt = g.get(i * h * v..(i + 1) * h * v)?;
+                ot.iter_mut().zip(gt).for_each(|(x, &gv)| *x *= sigmoid(gv));
+            }
+            Gate::None => {}
+        }
+    }
+    Some(())
 }
 
 /// The first key position a query at `pos` sees (`window`: W, 0 = none):

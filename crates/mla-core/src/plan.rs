@@ -47,7 +47,10 @@
 //! | `rope_inv_freq` | f64  | `[p/2]`                                | RoPE inverse frequencies (YaRN applied)|
 //! | `rope_cos`      | f32  | `[p/2]`                                | one position's rotation                |
 //! | `rope_sin`      | f32  | `[p/2]`                                | one position's rotation                |
-//! | `q_latent`      | f32  | `[T][r_q]`                             | query latent (empty when `r_q` = 0)    |
+//! | `q_latent`      | f32  | `[T][r_q]` (`[T][2 r_q]` fused gate)   | query latent (empty when `r_q` = 0)    |
+//! | `q_fused`       | f32  | `[T][H*(n+p+v)]`, fused gate only      | fused query+gate projection            |
+//! | `gate`          | f32  | `[T][H]` / `[T][H*v]`, gated only      | output gate logits                     |
+//! | `head_params`   | f32  | `[3][H]`, sinks / learned scale only   | sinks, query-scale `s`, `b` (widened)  |
 //! | `q`             | f32  | `[T][H][n+p]`                          | queries, `q_pe` rotated in place       |
 //! | `kv_new`        | f32  | `[T][cache_row]`                       | new cache rows before storage rounding |
 //! | `o`             | f32  | `[T][H][v]`                            | attention output per head              |
@@ -55,7 +58,7 @@
 //! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
 //! | `latent_sum`    | f32  | `[H][r]`                               | combined latent sums of one token      |
 //! | `task_slots`    | f32  | `[n_slots][slot]`                      | the larger of the two slot layouts below |
-//! | `pack_panels`   | f32  | `[16][pack_len(max(d, r_q, H*v))]`, `T >= 16` | packed panels of the projections |
+//! | `pack_panels`   | f32  | `[16][pack_len(max(d, q_b cols, H*v))]`, `T >= 16` | packed panels of the projections |
 //!
 //! A task slot ([`crate::attention::n_slots`] of them) is one of:
 //!
@@ -71,7 +74,7 @@
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
 use crate::attention::{blocks, n_slots};
-use crate::config::{Config, Dims};
+use crate::config::{Config, Dims, Gate, QueryScale};
 use crate::dtype::DType;
 use crate::kernels::{pack_len, PACK_MIN_ROWS, PACK_SLOTS};
 use core::marker::PhantomData;
@@ -368,7 +371,18 @@ layout! {
         let Some(slot) = task_slot_bytes(dims, !matches!(cfg.cache_dtype, DType::F32)) else {
             return Err("task_slots");
         };
-        let pack_cols = max(dims.d, max(dims.rq, dims.o_cols));
+        let pack_cols = max(dims.d, max(dims.q_b_cols, dims.o_cols));
+        let gate_width = match cfg.gate {
+            Gate::None => 0,
+            Gate::PerHead => dims.h,
+            Gate::PerChannel | Gate::FusedQ => dims.o_cols,
+        };
+        let fused = matches!(cfg.gate, Gate::FusedQ);
+        let head_params = if cfg.sinks || matches!(cfg.query_scale, QueryScale::LearnedLogPos) {
+            3
+        } else {
+            0
+        };
     } {
         /// `[cache_rows][cache_row]` elements of `cache_dtype`, as bytes
         /// (`cache_rows`: `max_seq_len`, or the ring of a sliding window).
@@ -379,8 +393,16 @@ layout! {
         rope_cos: [f32; Some(dims.p / 2)],
         /// `[p/2]` sines of one position.
         rope_sin: [f32; Some(dims.p / 2)],
-        /// `[T][r_q]` query latent.
-        q_latent: [f32; prod(&[t, dims.rq])],
+        /// `[T][r_q]` query latent (`[T][2 r_q]`, `[RMSNorm(c_q) ; c_q]`, with a
+        /// fused query gate).
+        q_latent: [f32; prod(&[t, dims.q_b_cols])],
+        /// `[T][H*(n+p+v)]` fused query+gate projection (fused gate only).
+        q_fused: [f32; if fused { prod(&[t, dims.q_b_rows]) } else { Some(0) }],
+        /// `[T][H]` or `[T][H*v]` output gate logits (gated layers only).
+        gate: [f32; prod(&[t, gate_width])],
+        /// `[3][H]` sinks, learned query-scale `s` and `b`, widened to f32 (layers
+        /// with sinks or a learned query scale only).
+        head_params: [f32; prod(&[head_params, dims.h])],
         /// `[T][H][n+p]` queries.
         q: [f32; prod(&[t, dims.q_width])],
         /// `[T][cache_row]` new cache rows in f32.

@@ -1342,7 +1342,8 @@ impl Drop for CudaEngine {
 
 /// What the CPU engine runs but this CUDA engine does not yet: its RoPE table is
 /// precomputed for every position (no per-call longrope switch, no NoPE), it
-/// applies no latent or query scales, and its cache is not a ring.
+/// applies no latent or query scales, gates, sinks, rope-key norm or LeRoPE,
+/// and its cache is not a ring.
 fn check_supported_cuda(cfg: &Config) -> Result<()> {
     use mla_core::config::{QueryScale, RopeType};
     let what = match cfg.rope_type {
@@ -1351,6 +1352,10 @@ fn check_supported_cuda(cfg: &Config) -> Result<()> {
         _ if cfg.q_latent_scale != 1.0 || cfg.kv_latent_scale != 1.0 => Some("latent scales"),
         _ if cfg.query_scale != QueryScale::None => Some("query_scale"),
         _ if cfg.sliding_window != 0 => Some("sliding_window"),
+        _ if cfg.gate != mla_core::config::Gate::None => Some("output gates"),
+        _ if cfg.sinks => Some("attention sinks"),
+        _ if cfg.rope_key_norm => Some("rope_key_norm"),
+        _ if cfg.rope_freq_alpha => Some("rope_freq_alpha (LeRoPE)"),
         _ => None,
     };
     match what {

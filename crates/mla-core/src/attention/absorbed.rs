@@ -356,7 +356,7 @@ fn combine(
         kernels::axpy(f, acc_s, acc_h);
         l += f * ls;
     }
-    kernels::scale(acc_h, 1.0 / l);
+    kernels::scale(acc_h, 1.0 / inp.denominator(h, m, l));
     let a = Mat::new(&*acc_h, 1, r, r).ok_or(Fault::Scratch)?;
     let w_uv = MatE::tensor_rows(inp.kv_b, h * (n + v) + n, v).ok_or(Fault::Weights)?;
     gemm_nt(isa, &a, &w_uv, o_h, None)

@@ -124,6 +124,9 @@ pub struct Inputs<'a, 'w, 'm> {
     /// Sliding window `W` (a query at `pos` sees keys `pos - W < t <= pos`);
     /// 0 = none. The cache holds at least the rows the call's queries see.
     pub window: usize,
+    /// Per head, a sink logit that joins the softmax denominator unscaled
+    /// (`exp(sink_h - m)` next to the scores' sum); `None`: no sinks.
+    pub sinks: Option<&'a [f32]>,
     /// Position of the first query token.
     pub start: usize,
     /// Query tokens.
@@ -148,6 +151,16 @@ impl Inputs<'_, '_, '_> {
     #[inline]
     fn first_key(&self, pos: usize) -> usize {
         crate::engine::window_start(self.window, pos)
+    }
+
+    /// The softmax denominator of head `h`: `sum` (of `exp(s - m)` over the
+    /// keys) plus the sink's `exp(sink_h - m)` when the layer has sinks.
+    #[inline]
+    fn denominator(&self, h: usize, m: f32, sum: f32) -> f32 {
+        match self.sinks.and_then(|s| s.get(h)) {
+            Some(&sink) => sum + libm::expf(sink - m),
+            None => sum,
+        }
     }
 
     /// True when cache rows are widened to f32 in scratch (f16/bf16 cache).

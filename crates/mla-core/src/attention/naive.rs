@@ -209,9 +209,14 @@ fn naive_head(
         gemm_nn(isa, &p_mat, &MatE::F32(v_mat), &mut o_block)?;
         b0 += cnt;
     }
-    for (t, &sum_t) in running_sum.iter().enumerate().take(n_tok) {
+    for (t, (&sum_t, &max_t)) in running_sum
+        .iter()
+        .zip(running_max.iter())
+        .enumerate()
+        .take(n_tok)
+    {
         if let Some(row) = o_head.row(t) {
-            kernels::scale(row, 1.0 / sum_t);
+            kernels::scale(row, 1.0 / inp.denominator(h, max_t, sum_t));
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! from every token's latent, and every buffer is a `Vec` with its shape in a
 //! comment. Only the unit tests build it (it allocates).
 
-use crate::config::{Config, QueryScale, RopeKey, RopeLayout, RopeType};
+use crate::config::{Config, Gate, QueryScale, RopeKey, RopeLayout, RopeType};
 use crate::weights::{Tensor, Weights};
 
 /// A tensor's elements widened to f64, row-major `[rows][cols]`.
@@ -117,15 +117,16 @@ fn cos_sin_factor(cfg: &Config) -> f64 {
 }
 
 /// Rotates `x` (`p` values) to position `pos` in a call whose largest position
-/// is `seq_len - 1`; NoPE leaves it as it is.
-fn rope(cfg: &Config, x: &mut [f64], pos: usize, seq_len: usize) {
+/// is `seq_len - 1`, each frequency times `exp(alpha_i)` when `alpha` (LeRoPE);
+/// NoPE leaves it as it is.
+fn rope(cfg: &Config, x: &mut [f64], pos: usize, seq_len: usize, alpha: Option<&[f64]>) {
     if cfg.rope_type == RopeType::None {
         return;
     }
     let p = x.len();
     let m = cos_sin_factor(cfg);
     for i in 0..p / 2 {
-        let f = frequency(cfg, i, p, seq_len);
+        let f = frequency(cfg, i, p, seq_len) * alpha.map_or(1.0, |a| a[i].exp());
         let (c, sn) = ((pos as f64 * f).cos() * m, (pos as f64 * f).sin() * m);
         let (a, b) = match cfg.rope_layout {
             RopeLayout::Interleaved => (2 * i, 2 * i + 1),
@@ -174,13 +175,35 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
     }
     assert_eq!(call_end.len(), x.len() / d, "calls cover the tokens");
 
-    // Per token: the query (rotated) and the latent + rope key(s) the cache would hold.
+    let alpha = w.rope_freq_alpha.as_ref().map(widen); // [p/2]
+    let sinks = w.sinks.as_ref().map(widen); // [H]
+    let learned = match (w.query_scale_s.as_ref(), w.query_scale_b.as_ref()) {
+        (Some(s), Some(b)) => Some((widen(s), widen(b))), // [H], [H]
+        _ => None,
+    };
+
+    // Per token: the query (rotated), the gate logits, and the latent + rope
+    // key(s) the cache would hold.
     let mut q = vec![vec![0f64; h * (n + p)]; n_tok]; // [T][H][n+p]
+    let mut gate = vec![Vec::new(); n_tok]; // [T][H] or [T][H*v] (empty: no gate)
     let mut c = vec![vec![0f64; r]; n_tok]; // [T][r]
     let mut k_pe = vec![vec![0f64; dims.rope_k]; n_tok]; // [T][p] or [T][H][p]
     for t in 0..n_tok {
         let xt: Vec<f64> = x[t * d..(t + 1) * d].iter().map(|&v| v as f64).collect(); // [d]
-        q[t] = if dims.rq > 0 {
+        q[t] = if cfg.gate == Gate::FusedQ {
+            // u = [RMSNorm(c_q) ; c_q]; rows of head hh: [q_nope | q_pe | gate].
+            let qa = linear(w.q_a_proj.as_ref().unwrap(), w.q_a_proj_bias.as_ref(), &xt);
+            let mut u = rmsnorm(&qa, w.q_a_layernorm.as_ref().unwrap(), eps);
+            u.extend_from_slice(&qa); // [2 r_q]
+            let y = linear(w.q_b_proj.as_ref().unwrap(), None, &u); // [H*(n+p+v)]
+            let mut qt = Vec::new();
+            for hh in 0..h {
+                let row = &y[hh * (n + p + v)..(hh + 1) * (n + p + v)];
+                qt.extend_from_slice(&row[..n + p]);
+                gate[t].extend_from_slice(&row[n + p..]);
+            }
+            qt
+        } else if dims.rq > 0 {
             let qa = linear(w.q_a_proj.as_ref().unwrap(), w.q_a_proj_bias.as_ref(), &xt); // [r_q]
             let qa = match w.q_a_layernorm.as_ref() {
                 Some(norm) => rmsnorm(&qa, norm, eps),
@@ -197,23 +220,37 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
             .iter()
             .map(|v| v * cfg.kv_latent_scale as f64)
             .collect();
+        if let Some(g) = w.gate_proj.as_ref() {
+            gate[t] = linear(g, None, &xt);
+        }
         k_pe[t] = a[r..].to_vec();
+        if let Some(norm) = w.rope_key_norm.as_ref() {
+            k_pe[t] = k_pe[t]
+                .chunks(p)
+                .flat_map(|k| rmsnorm(k, norm, eps))
+                .collect();
+        }
         for head in 0..h {
             rope(
                 cfg,
                 &mut q[t][head * (n + p) + n..(head + 1) * (n + p)],
                 t,
                 call_end[t],
+                alpha.as_deref(),
             );
         }
         if p > 0 {
             for key in k_pe[t].chunks_mut(p) {
-                rope(cfg, key, t, call_end[t]);
+                rope(cfg, key, t, call_end[t], alpha.as_deref());
             }
         }
         let f = query_factor(cfg, t);
-        for v in q[t].iter_mut() {
+        for (j, v) in q[t].iter_mut().enumerate() {
             *v *= f;
+            if let Some((s, b)) = &learned {
+                let hh = j / (n + p);
+                *v *= s[hh] * ((t + 1) as f64).ln() + b[hh];
+            }
         }
     }
 
@@ -246,7 +283,7 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
         let mut o = vec![0f64; h * v]; // [H][v]: concat_h o_h
         for head in 0..h {
             let qh = &q[t][head * (n + p)..(head + 1) * (n + p)]; // [n+p]
-            // Visible keys: s <= t, and t - W < s with a window W.
+                                                                  // Visible keys: s <= t, and t - W < s with a window W.
             let w = cfg.sliding_window as usize;
             let first = if w > 0 { (t + 1).saturating_sub(w) } else { 0 };
             let scores: Vec<f64> = (0..=t)
@@ -260,13 +297,28 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
                 .enumerate()
                 .map(|(s, v)| if s < first { f64::NEG_INFINITY } else { v })
                 .collect(); // [t+1]
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                            // A sink logit joins the denominator (and the max) unscaled.
+            let sink = sinks.as_ref().map(|s| s[head]);
+            let max = scores
+                .iter()
+                .cloned()
+                .chain(sink)
+                .fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect(); // [t+1]
-            let sum: f64 = e.iter().sum();
+            let sum: f64 = e.iter().sum::<f64>() + sink.map_or(0.0, |s| (s - max).exp());
             for (s, &es) in e.iter().enumerate() {
                 for j in 0..v {
                     o[head * v + j] += es / sum * values[head][s][j];
                 }
+            }
+            // Output gate: o_h *= sigmoid(g) per head or per channel.
+            let sigmoid = |g: f64| 1.0 / (1.0 + (-g).exp());
+            for j in 0..v {
+                o[head * v + j] *= match cfg.gate {
+                    Gate::None => 1.0,
+                    Gate::PerHead => sigmoid(gate[t][head]),
+                    Gate::PerChannel | Gate::FusedQ => sigmoid(gate[t][head * v + j]),
+                };
             }
         }
         let y = linear(&w.o_proj, w.o_proj_bias.as_ref(), &o); // [d]

@@ -4,7 +4,7 @@
 //! weights; every instruction set this machine has; one call and uneven chunks.
 
 use super::reference;
-use crate::config::{AttnMode, Config, QueryScale, RopeKey, RopeLayout, RopeType};
+use crate::config::{AttnMode, Config, Gate, QueryScale, RopeKey, RopeLayout, RopeType};
 use crate::dtype::{DType, Elems};
 use crate::engine::Engine;
 use crate::kernels::Isa;
@@ -61,7 +61,7 @@ impl Owned {
 /// A random layer: config, weights, inputs.
 pub(crate) struct Layer {
     pub(crate) cfg: Config,
-    tensors: [Option<Owned>; 11],
+    tensors: [Option<Owned>; 17],
     pub(crate) x: Vec<f32>,
 }
 
@@ -78,6 +78,9 @@ impl Layer {
                     match kind {
                         0 => u * (3.0 / cols as f32).sqrt(),
                         1 => 1.0 + 0.1 * u,
+                        3 => 2.0 * u,
+                        4 => 0.3 * u,
+                        5 => 0.5 * u,
                         _ => 0.1 * u,
                     }
                 })
@@ -95,11 +98,13 @@ impl Layer {
             })
         };
         let (lora, norm) = (dims.rq > 0, cfg.q_norm);
+        let learned = cfg.query_scale == QueryScale::LearnedLogPos;
         let tensors = [
             (!lora).then(|| owned(dims.q_width, dims.d, 0)).flatten(),
             lora.then(|| owned(dims.rq, dims.d, 0)).flatten(),
             norm.then(|| owned(1, dims.rq, 1)).flatten(),
-            lora.then(|| owned(dims.q_width, dims.rq, 0)).flatten(),
+            lora.then(|| owned(dims.q_b_rows, dims.q_b_cols, 0))
+                .flatten(),
             owned(dims.kv_a_rows, dims.d, 0),
             owned(1, dims.r, 1),
             owned(dims.kv_b_rows, dims.r, 0),
@@ -107,6 +112,18 @@ impl Layer {
             (biases && lora).then(|| owned(1, dims.rq, 2)).flatten(),
             biases.then(|| owned(1, dims.kv_a_rows, 2)).flatten(),
             biases.then(|| owned(1, dims.d, 2)).flatten(),
+            match cfg.gate {
+                Gate::PerHead => owned(dims.h, dims.d, 0),
+                Gate::PerChannel => owned(dims.o_cols, dims.d, 0),
+                Gate::None | Gate::FusedQ => None,
+            },
+            cfg.sinks.then(|| owned(1, dims.h, 3)).flatten(),
+            cfg.rope_key_norm.then(|| owned(1, dims.p, 1)).flatten(),
+            learned.then(|| owned(1, dims.h, 4)).flatten(),
+            learned.then(|| owned(1, dims.h, 1)).flatten(),
+            cfg.rope_freq_alpha
+                .then(|| owned(1, dims.p / 2, 5))
+                .flatten(),
         ];
         let x = (0..n_tok * dims.d).map(|_| rng.uniform()).collect();
         Layer { cfg, tensors, x }
@@ -124,6 +141,12 @@ impl Layer {
             q_a_proj_bias: t(8),
             kv_a_proj_bias: t(9),
             o_proj_bias: t(10),
+            gate_proj: t(11),
+            sinks: t(12),
+            rope_key_norm: t(13),
+            query_scale_s: t(14),
+            query_scale_b: t(15),
+            rope_freq_alpha: t(16),
             ..Weights::new(t(6).unwrap(), t(7).unwrap())
         }
     }
@@ -157,11 +180,22 @@ pub(crate) fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
 /// Runs `layer` through an engine in chunks of `chunks` tokens with attention
 /// on `isa` in `mode`; returns the outputs.
 fn run(layer: &Layer, isa: Isa, mode: AttnMode, chunks: &[usize]) -> Vec<f32> {
-    let w = layer.weights();
-    let d = layer.cfg.hidden_size as usize;
+    run_with(layer, &layer.cfg, &layer.weights(), isa, mode, chunks)
+}
+
+/// [`run`] with another config and weights (of the same shapes) for `layer`'s input.
+fn run_with(
+    layer: &Layer,
+    cfg: &Config,
+    w: &Weights,
+    isa: Isa,
+    mode: AttnMode,
+    chunks: &[usize],
+) -> Vec<f32> {
+    let d = cfg.hidden_size as usize;
     let mut buf = Vec::new();
-    let mem = aligned(&mut buf, Engine::memory_bytes(&layer.cfg).unwrap());
-    let mut e = Engine::new(&layer.cfg, &w, mem).unwrap();
+    let mem = aligned(&mut buf, Engine::memory_bytes(cfg).unwrap());
+    let mut e = Engine::new(cfg, w, mem).unwrap();
     e.isa = isa;
     let mut out = vec![0f32; layer.x.len()];
     let mut t0 = 0;
@@ -424,6 +458,36 @@ fn mechanisms() -> Vec<(&'static str, Setter)> {
             "sliding window",
             Box::new(|c: &mut Config| c.sliding_window = 5),
         ),
+        ("sinks", Box::new(|c: &mut Config| c.sinks = true)),
+        (
+            "per-head gate",
+            Box::new(|c: &mut Config| c.gate = Gate::PerHead),
+        ),
+        (
+            "per-channel gate",
+            Box::new(|c: &mut Config| c.gate = Gate::PerChannel),
+        ),
+        (
+            "fused query gate",
+            Box::new(|c: &mut Config| c.gate = Gate::FusedQ),
+        ),
+        (
+            "rope key norm",
+            Box::new(|c: &mut Config| c.rope_key_norm = true),
+        ),
+        (
+            "learned query scale",
+            Box::new(|c: &mut Config| c.query_scale = QueryScale::LearnedLogPos),
+        ),
+        (
+            "lerope",
+            Box::new(|c: &mut Config| {
+                c.rope_freq_alpha = true;
+                c.rope_type = RopeType::Yarn;
+                c.rope_factor = 4.0;
+                c.rope_attention_factor = 1.0;
+            }),
+        ),
     ]
 }
 
@@ -479,10 +543,49 @@ fn every_mechanism_moves_the_output() {
             continue;
         }
         let on = Layer::new(cfg, 200 + seed as u64, false, true, n_tok);
-        let mut off = Layer::new(base, 200 + seed as u64, false, true, n_tok);
-        off.x.clone_from(&on.x);
         let a = run(&on, Isa::Scalar, AttnMode::Absorb, &[n_tok]);
-        let b = run(&off, Isa::Scalar, AttnMode::Absorb, &[n_tok]);
+        // The mechanisms with weights of their own: the same layer with the
+        // mechanism's flag cleared and its tensor dropped (the fused gate: its
+        // gate rows zeroed, sigmoid 1/2).
+        let mut w_off = on.weights();
+        let mut c_off = cfg;
+        let zeroed;
+        match name {
+            "sinks" => (c_off.sinks, w_off.sinks) = (false, None),
+            "per-head gate" | "per-channel gate" => {
+                (c_off.gate, w_off.gate_proj) = (Gate::None, None)
+            }
+            "rope key norm" => (c_off.rope_key_norm, w_off.rope_key_norm) = (false, None),
+            "learned query scale" => {
+                c_off.query_scale = QueryScale::None;
+                (w_off.query_scale_s, w_off.query_scale_b) = (None, None);
+            }
+            "lerope" => (c_off.rope_freq_alpha, w_off.rope_freq_alpha) = (false, None),
+            "fused query gate" => {
+                let q_b = w_off.q_b_proj.unwrap();
+                let mut f = vec![0f32; q_b.data.len()];
+                q_b.data.widen_into(&mut f);
+                let dims = cfg.dims().unwrap();
+                for (i, row) in f.chunks_mut(q_b.cols).enumerate() {
+                    if i % (dims.qk + dims.v) >= dims.qk {
+                        row.iter_mut().for_each(|x| *x = 0.0);
+                    }
+                }
+                zeroed = f;
+                w_off.q_b_proj = Some(Tensor::f32(&zeroed, q_b.rows, q_b.cols).unwrap());
+            }
+            _ => {
+                let off = Layer::new(base, 200 + seed as u64, false, true, n_tok);
+                (c_off, w_off) = (base, off.weights());
+                let b = run_with(&on, &c_off, &w_off, Isa::Scalar, AttnMode::Absorb, &[n_tok]);
+                let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+                let moved = rel_err(&a, &b64);
+                eprintln!("{name}: switching it off moves the output by {moved:.2e}");
+                assert!(moved > 1e-3, "{name}: moved only {moved:e}");
+                continue;
+            }
+        }
+        let b = run_with(&on, &c_off, &w_off, Isa::Scalar, AttnMode::Absorb, &[n_tok]);
         let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
         let moved = rel_err(&a, &b64);
         eprintln!("{name}: switching it off moves the output by {moved:.2e}");
@@ -551,7 +654,11 @@ fn a_ring_truncates_while_it_holds_the_window() {
     assert_eq!(e.cache().oldest(), 17);
     let err = e.truncate(20).unwrap_err();
     assert_eq!(err.status(), crate::status::Status::InvalidArgument);
-    assert!(err.message().contains("no longer holds"), "{}", err.message());
+    assert!(
+        err.message().contains("no longer holds"),
+        "{}",
+        err.message()
+    );
     assert_eq!(e.len(), 28);
     e.truncate(22).unwrap();
     // Re-running 22..28 gives the same outputs.
