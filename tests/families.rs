@@ -11,7 +11,8 @@
 //! - sparse-attention layers (DSA, not built yet): their first `index_topk` query
 //!   rows attend to every causal key, so those rows are checked exactly with the
 //!   indexer left out;
-//! - KV-shared layers (not built yet): skipped, said so.
+//! - KV-shared layers run with `forward_shared` over a producer engine (the
+//!   layer whose cache they read) that runs each call first.
 //!
 //! The RoPE frequencies are checked against the tables transformers used, and the
 //! layer's distinguishing mechanism is switched off once to show that the
@@ -79,24 +80,60 @@ impl Case {
     }
 }
 
-/// Runs `x` through a fresh engine in calls of `chunks` tokens.
-fn run(cfg: &Config, w: &Weights, x: &[f32], chunks: &[usize], mode: AttnMode) -> Vec<f32> {
+/// A KV-sharing layer's producer: config, weights, inputs.
+type Producer<'a> = Option<(&'a Config, &'a Weights<'a>, &'a [f32])>;
+
+/// Runs `x` through a fresh engine in calls of `chunks` tokens; a kv_shared
+/// layer reads a fresh `producer` engine's cache, which runs each call first.
+fn run(
+    cfg: &Config,
+    w: &Weights,
+    x: &[f32],
+    chunks: &[usize],
+    mode: AttnMode,
+    producer: Producer,
+) -> Vec<f32> {
     let d = cfg.hidden_size as usize;
     let mut arena = Arena::for_config(cfg);
     let mut e = Engine::new(cfg, w, arena.get()).unwrap();
+    let mut parena = producer.map(|(pc, _, _)| Arena::for_config(pc));
+    let mut p = match (producer, parena.as_mut()) {
+        (Some((pc, pw, _)), Some(a)) => Some(Engine::new(pc, pw, a.get()).unwrap()),
+        _ => None,
+    };
     let mut out = vec![0f32; x.len()];
     let mut t0 = 0;
     for &n in chunks {
-        e.forward_mode(
-            &x[t0 * d..(t0 + n) * d],
-            &mut out[t0 * d..(t0 + n) * d],
-            mode,
-        )
-        .unwrap();
+        let r = t0 * d..(t0 + n) * d;
+        match (p.as_mut(), producer) {
+            (Some(p), Some((_, _, px))) => {
+                p.forward(&px[r.clone()], &mut vec![0f32; n * d]).unwrap();
+                e.forward_shared_mode(p, &x[r.clone()], &mut out[r], mode)
+                    .unwrap();
+            }
+            _ => e.forward_mode(&x[r.clone()], &mut out[r], mode).unwrap(),
+        }
         t0 += n;
     }
     assert_eq!(t0 * d, x.len());
     out
+}
+
+/// Leaves the indexer out (its config fields and tensors).
+fn strip_dsa(cfg: &mut Config, w: &mut Weights) {
+    cfg.dsa = Dsa::None;
+    (cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk) = (0, 0, 0);
+    w.index_wq_b = None;
+    w.index_wk = None;
+    w.index_k_norm = None;
+    w.index_k_norm_bias = None;
+    w.index_weights_proj = None;
+    w.index_q_norm = None;
+    w.index_q_norm_bias = None;
+    w.index_query_scale_s = None;
+    w.index_query_scale_b = None;
+    w.index_kpool_ape = None;
+    w.index_kpool_gate = None;
 }
 
 /// Every tensor of `w` rounded to bf16 (owned).
@@ -259,15 +296,20 @@ fn every_family_layer_matches_transformers() {
                 info.kind().as_str(),
                 case.meta(&format!("layer.{layer}.kind"))
             );
-            if cfg.kv_shared {
-                eprintln!(
-                    "SKIPPED: {name} layer {layer}: KV sharing (reads layer {}'s cache) is not built yet",
-                    info.kv_source_layer
-                );
-                continue;
-            }
             let mut w = bind_layer(case.model.get(), &cfg, &info)
                 .unwrap_or_else(|e| panic!("{name} {layer}: {}", e.message()));
+            // A KV-sharing layer's producer (the layer whose cache it reads).
+            let src = info.kv_source_layer;
+            let (mut pcfg, pinfo) = Config::from_hf_json(&case.config, src, 64, 64).unwrap();
+            let mut pw = bind_layer(case.model.get(), &pcfg, &pinfo).unwrap();
+            strip_dsa(&mut pcfg, &mut pw);
+            let px = case.f32s(&format!("layer.{src}.inputs"));
+            let producer: Producer = if cfg.kv_shared {
+                notes.push(format!("layer {layer}: reads layer {src}'s cache"));
+                Some((&pcfg, &pw, &px[..]))
+            } else {
+                None
+            };
             let x = case.f32s(&format!("layer.{layer}.inputs"));
             let d = cfg.hidden_size as usize;
             let t = x.len() / d;
@@ -291,19 +333,7 @@ fn every_family_layer_matches_transformers() {
             let schedules: Vec<(usize, Vec<usize>, &[f32])> = if cfg.dsa != Dsa::None {
                 // Without the indexer: the first index_topk rows are dense.
                 let k = cfg.index_topk as usize;
-                cfg.dsa = Dsa::None;
-                (cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk) = (0, 0, 0);
-                w.index_wq_b = None;
-                w.index_wk = None;
-                w.index_k_norm = None;
-                w.index_k_norm_bias = None;
-                w.index_weights_proj = None;
-                w.index_q_norm = None;
-                w.index_q_norm_bias = None;
-                w.index_query_scale_s = None;
-                w.index_query_scale_b = None;
-                w.index_kpool_ape = None;
-                w.index_kpool_gate = None;
+                strip_dsa(&mut cfg, &mut w);
                 notes.push(format!("layer {layer}: DSA, first {k} rows only"));
                 vec![
                     (k, vec![k], &prefill[..k * d]),
@@ -335,10 +365,13 @@ fn every_family_layer_matches_transformers() {
             for (n, chunks, want) in &schedules {
                 let xs = &x[..n * d];
                 for mode in [AttnMode::Naive, AttnMode::Absorb] {
-                    let e = rel_err(&run(&cfg, &w, xs, chunks, mode), want);
+                    let e = rel_err(&run(&cfg, &w, xs, chunks, mode, producer), want);
                     assert!(e <= 1e-5, "{name} layer {layer} {mode:?} {chunks:?}: {e:e}");
                     worst = worst.max(e);
-                    let e = rel_err(&run(&cfg, &bf16.weights(), xs, chunks, mode), want);
+                    let e = rel_err(
+                        &run(&cfg, &bf16.weights(), xs, chunks, mode, producer),
+                        want,
+                    );
                     assert!(
                         e <= bf16_tol(&name) && e > 1e-7,
                         "{name} layer {layer} bf16 {mode:?} {chunks:?}: {e:e}"
@@ -356,7 +389,7 @@ fn every_family_layer_matches_transformers() {
                 assert!(rows < t, "{name} {layer}: the ring must wrap");
                 for chunks in [vec![8; t / 8], vec![1; t]] {
                     for mode in [AttnMode::Naive, AttnMode::Absorb] {
-                        let e = rel_err(&run(&ring, &w, &x, &chunks, mode), &prefill);
+                        let e = rel_err(&run(&ring, &w, &x, &chunks, mode, None), &prefill);
                         assert!(e <= 1e-5, "{name} layer {layer} ring {mode:?}: {e:e}");
                         worst = worst.max(e);
                     }
@@ -366,12 +399,31 @@ fn every_family_layer_matches_transformers() {
             // Each distinguishing mechanism off: far from the golden outputs.
             for (what, c2, w2) in switched_off(&cfg, &w) {
                 let (n, chunks, want) = &schedules[1];
-                let e = rel_err(&run(&c2, &w2, &x[..n * d], chunks, AttnMode::Absorb), want);
+                let e = rel_err(
+                    &run(&c2, &w2, &x[..n * d], chunks, AttnMode::Absorb, producer),
+                    want,
+                );
                 assert!(
                     e > 1e-3,
                     "{name} layer {layer}: {what} off still matches ({e:e})"
                 );
                 notes.push(format!("layer {layer}: {what} off moves it {e:.1e}"));
+            }
+            if cfg.kv_shared {
+                // The producer's cache from other inputs (this layer's own).
+                let (n, chunks, want) = &schedules[1];
+                let wrong: Producer = Some((&pcfg, &pw, &x[..]));
+                let e = rel_err(
+                    &run(&cfg, &w, &x[..n * d], chunks, AttnMode::Absorb, wrong),
+                    want,
+                );
+                assert!(
+                    e > 1e-3,
+                    "{name} layer {layer}: another cache still matches ({e:e})"
+                );
+                notes.push(format!(
+                    "layer {layer}: another producer cache moves it {e:.1e}"
+                ));
             }
         }
         eprintln!(

@@ -924,9 +924,6 @@ impl Config {
         let unsupported = |what: &str| -> Result<()> {
             Err(err(Status::Unsupported, what).s(": not built in this version of the engine"))
         };
-        if self.kv_shared {
-            return unsupported("kv_shared (cross-layer KV sharing)");
-        }
         if self.dsa != Dsa::None {
             return unsupported("dsa (sparse attention)");
         }

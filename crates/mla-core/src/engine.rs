@@ -340,7 +340,103 @@ impl<'w, 'm> Engine<'w, 'm> {
 
     /// [`Engine::forward`] with an explicit attention mode for this call.
     pub fn forward_mode(&mut self, x: &[f32], out: &mut [f32], mode: AttnMode) -> Result<()> {
+        if self.cfg.kv_shared {
+            return Err(err(
+                Status::InvalidArgument,
+                "forward: a kv_shared layer has no cache of its own; call forward_shared with the engine of the layer whose cache it reads",
+            ));
+        }
+        self.forward_inner(None, x, out, mode)
+    }
+
+    /// Cross-layer KV sharing (`kv_shared` layers, mistral_large4): like
+    /// [`Engine::forward`], attending over `producer`'s latent cache instead of
+    /// a cache of its own. This engine projects and rotates its own queries,
+    /// applies its own `kv_b_proj` to the producer's cached latents and rotated
+    /// rope keys, and writes no cache rows (it has none: `cache_rows` 0); its
+    /// `len()` counts the positions it has run.
+    ///
+    /// The producer is borrowed for the call only, so nothing can outlive it.
+    /// Per call the producer must already hold this call's positions:
+    /// `producer.len() == self.len() + n_tokens`; and the two must agree on
+    /// what a cache row is ([`Engine::check_share`]). Otherwise
+    /// `InvalidArgument` naming the mismatch, nothing changed.
+    pub fn forward_shared(
+        &mut self,
+        producer: &Engine<'_, '_>,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.forward_shared_mode(producer, x, out, self.cfg.attn_mode)
+    }
+
+    /// [`Engine::forward_shared`] with an explicit attention mode for this call.
+    pub fn forward_shared_mode(
+        &mut self,
+        producer: &Engine<'_, '_>,
+        x: &[f32],
+        out: &mut [f32],
+        mode: AttnMode,
+    ) -> Result<()> {
+        self.check_share(producer)?;
         let t = self.check_call(x, out)?;
+        if producer.len() != self.len() + t {
+            return Err(err(
+                Status::InvalidArgument,
+                "forward_shared: the producer holds ",
+            )
+            .n(producer.len())
+            .s(" positions; this call needs exactly ")
+            .n(self.len() + t)
+            .s(" (run the producer's call first)"));
+        }
+        self.forward_inner(Some(&producer.cache), x, out, mode)
+    }
+
+    /// `Ok` when this engine (a `kv_shared` layer) can read `producer`'s cache:
+    /// the producer has a full cache of its own (not kv_shared, no sliding
+    /// window) with the same row (`kv_lora_rank`, `qk_rope_head_dim`, rope key
+    /// layout) in the same dtype, and at least this engine's capacity; else
+    /// `InvalidArgument` naming the mismatch.
+    pub fn check_share(&self, producer: &Engine<'_, '_>) -> Result<()> {
+        let (c, pc) = (&self.cfg, &producer.cfg);
+        let bad = |what: &str| Err(err(Status::InvalidArgument, "share: ").s(what));
+        if !c.kv_shared {
+            return bad("this layer is not kv_shared (it has a cache of its own)");
+        }
+        if pc.kv_shared {
+            return bad("the producer is kv_shared itself (it has no cache)");
+        }
+        if pc.sliding_window != 0 {
+            return bad("the producer has a sliding window (its cache is a ring)");
+        }
+        if pc.kv_lora_rank != c.kv_lora_rank
+            || pc.qk_rope_head_dim != c.qk_rope_head_dim
+            || pc.rope_key != c.rope_key
+            || producer.dims.cache_row != self.dims.cache_row
+        {
+            return bad("kv_lora_rank, qk_rope_head_dim or rope_key differ from the producer's");
+        }
+        if pc.cache_dtype != c.cache_dtype {
+            return bad("cache_dtype differs from the producer's");
+        }
+        if producer.capacity() < self.capacity() {
+            return bad("the producer's max_seq_len is below this engine's");
+        }
+        Ok(())
+    }
+
+    /// The forward pass over this engine's cache (`shared` None) or another
+    /// engine's (`kv_shared` layers: no cache rows are made or written).
+    fn forward_inner(
+        &mut self,
+        shared: Option<&LatentCache<'_>>,
+        x: &[f32],
+        out: &mut [f32],
+        mode: AttnMode,
+    ) -> Result<()> {
+        let t = self.check_call(x, out)?;
+        let own = shared.is_none();
         let dims = self.dims;
         let (d, r, p) = (dims.d, dims.r, dims.p);
         let start = self.cache.len();
@@ -424,23 +520,27 @@ impl<'w, 'm> Engine<'w, 'm> {
             _ => return Err(err(Status::Internal, "query weights missing")),
         }
 
-        // 2. New cache rows kv_new[T][r + rope_k] = kv_a_proj_with_mqa x (+ b).
-        //    (A kv_shared layer has no kv_a weights; check_supported refuses it.)
-        let (Some(kv_a), Some(kv_norm)) = (w.kv_a_proj_with_mqa.as_ref(), w.kv_a_layernorm) else {
-            return Err(projection("kv_a_proj_with_mqa"));
+        // 2. New cache rows kv_new[T][r + rope_k] = kv_a_proj_with_mqa x (+ b)
+        //    (none for a kv_shared layer: it reads the producer's).
+        let kv_norm = match (own, w.kv_a_proj_with_mqa.as_ref(), w.kv_a_layernorm) {
+            (false, _, _) => None,
+            (true, Some(kv_a), Some(kv_norm)) => {
+                if !linear_par(
+                    par,
+                    kv_a,
+                    w.kv_a_proj_bias.as_ref(),
+                    x,
+                    d,
+                    t,
+                    work.kv_new,
+                    Some(pack),
+                ) {
+                    return Err(projection("kv_a_proj_with_mqa"));
+                }
+                Some(kv_norm)
+            }
+            (true, _, _) => return Err(projection("kv_a_proj_with_mqa")),
         };
-        if !linear_par(
-            par,
-            kv_a,
-            w.kv_a_proj_bias.as_ref(),
-            x,
-            d,
-            t,
-            work.kv_new,
-            Some(pack),
-        ) {
-            return Err(projection("kv_a_proj_with_mqa"));
-        }
 
         // Output gate logits from x (per head / per channel).
         if matches!(self.cfg.gate, Gate::PerHead | Gate::PerChannel) {
@@ -485,7 +585,14 @@ impl<'w, 'm> Engine<'w, 'm> {
             };
             let pos = start + i;
             let (c, kpe) = kv.split_at_mut(r.min(kv.len()));
-            rmsnorm(c, kv_norm.data, eps);
+            // A kv_shared layer makes no cache row: empty latent and rope key.
+            let (c, kpe) = match kv_norm {
+                Some(_) => (c, kpe),
+                None => (&mut [][..], &mut [][..]),
+            };
+            if let Some(kv_norm) = kv_norm {
+                rmsnorm(c, kv_norm.data, eps);
+            }
             if kv_scale != 1.0 {
                 for v in c.iter_mut() {
                     *v *= kv_scale;
@@ -522,7 +629,9 @@ impl<'w, 'm> Engine<'w, 'm> {
                     qh.iter_mut().for_each(|v| *v *= f);
                 }
             }
-            self.cache.write_row(pos, kv);
+            if own {
+                self.cache.write_row(pos, kv);
+            }
         }
 
         // 4. Attention o[T][H][v] over cache rows 0 .. start + T.
@@ -531,7 +640,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             q: work.q,
             rope_key: self.cfg.rope_key,
             kv_b: &w.kv_b_proj,
-            cache: &self.cache,
+            cache: shared.unwrap_or(&self.cache),
             scale: self.scale,
             window: self.cfg.sliding_window as usize,
             sinks: if self.cfg.sinks {

@@ -1356,6 +1356,7 @@ fn check_supported_cuda(cfg: &Config) -> Result<()> {
         _ if cfg.sinks => Some("attention sinks"),
         _ if cfg.rope_key_norm => Some("rope_key_norm"),
         _ if cfg.rope_freq_alpha => Some("rope_freq_alpha (LeRoPE)"),
+        _ if cfg.kv_shared => Some("kv_shared (cross-layer KV sharing)"),
         _ => None,
     };
     match what {

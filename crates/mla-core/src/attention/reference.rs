@@ -152,6 +152,53 @@ fn query_factor(cfg: &Config, pos: usize) -> f64 {
 /// The layer for tokens `x` (`[T][d]`) at positions `0..T` run as calls of
 /// `calls` tokens each (only longrope depends on the calls): returns `[T][d]`.
 pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> Vec<f64> {
+    forward_impl(cfg, w, x, calls, None)
+}
+
+/// [`forward_calls`] for a `kv_shared` layer: the latents and rope keys are the
+/// producer's (its config, weights and inputs), the rest this layer's.
+pub fn forward_shared_calls(
+    cfg: &Config,
+    w: &Weights,
+    x: &[f32],
+    calls: &[usize],
+    producer: (&Config, &Weights, &[f32]),
+) -> Vec<f64> {
+    forward_impl(cfg, w, x, calls, Some(producer))
+}
+
+/// The latent `c` (`[r]`) and the rope key(s) (`[rope_k]`) token `t` (input
+/// `xt`) leaves in the cache, in a call whose largest position is `end - 1`.
+fn cache_row(cfg: &Config, w: &Weights, xt: &[f64], t: usize, end: usize) -> (Vec<f64>, Vec<f64>) {
+    let dims = cfg.dims().unwrap();
+    let (r, p) = (dims.r, dims.p);
+    let eps = cfg.rms_norm_eps as f64;
+    let alpha = w.rope_freq_alpha.as_ref().map(widen); // [p/2]
+    let kv_a = w.kv_a_proj_with_mqa.as_ref().unwrap();
+    let a = linear(kv_a, w.kv_a_proj_bias.as_ref(), xt); // [r + rope_k]
+    let c = rmsnorm(&a[..r], w.kv_a_layernorm.as_ref().unwrap(), eps)
+        .iter()
+        .map(|v| v * cfg.kv_latent_scale as f64)
+        .collect();
+    let mut k_pe = a[r..].to_vec();
+    if let Some(norm) = w.rope_key_norm.as_ref() {
+        k_pe = k_pe.chunks(p).flat_map(|k| rmsnorm(k, norm, eps)).collect();
+    }
+    if p > 0 {
+        for key in k_pe.chunks_mut(p) {
+            rope(cfg, key, t, end, alpha.as_deref());
+        }
+    }
+    (c, k_pe)
+}
+
+fn forward_impl(
+    cfg: &Config,
+    w: &Weights,
+    x: &[f32],
+    calls: &[usize],
+    producer: Option<(&Config, &Weights, &[f32])>,
+) -> Vec<f64> {
     let dims = cfg.dims().unwrap();
     let (d, h, r, n, p, v) = (dims.d, dims.h, dims.r, dims.n, dims.p, dims.v);
     let eps = cfg.rms_norm_eps as f64;
@@ -214,21 +261,15 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
         } else {
             linear(w.q_proj.as_ref().unwrap(), None, &xt)
         };
-        let kv_a = w.kv_a_proj_with_mqa.as_ref().unwrap();
-        let a = linear(kv_a, w.kv_a_proj_bias.as_ref(), &xt); // [r + rope_k]
-        c[t] = rmsnorm(&a[..r], w.kv_a_layernorm.as_ref().unwrap(), eps)
-            .iter()
-            .map(|v| v * cfg.kv_latent_scale as f64)
-            .collect();
+        (c[t], k_pe[t]) = match producer {
+            None => cache_row(cfg, w, &xt, t, call_end[t]),
+            Some((pc, pw, px)) => {
+                let pxt: Vec<f64> = px[t * d..(t + 1) * d].iter().map(|&v| v as f64).collect();
+                cache_row(pc, pw, &pxt, t, call_end[t])
+            }
+        };
         if let Some(g) = w.gate_proj.as_ref() {
             gate[t] = linear(g, None, &xt);
-        }
-        k_pe[t] = a[r..].to_vec();
-        if let Some(norm) = w.rope_key_norm.as_ref() {
-            k_pe[t] = k_pe[t]
-                .chunks(p)
-                .flat_map(|k| rmsnorm(k, norm, eps))
-                .collect();
         }
         for head in 0..h {
             rope(
@@ -238,11 +279,6 @@ pub fn forward_calls(cfg: &Config, w: &Weights, x: &[f32], calls: &[usize]) -> V
                 call_end[t],
                 alpha.as_deref(),
             );
-        }
-        if p > 0 {
-            for key in k_pe[t].chunks_mut(p) {
-                rope(cfg, key, t, call_end[t], alpha.as_deref());
-            }
         }
         let f = query_factor(cfg, t);
         for (j, v) in q[t].iter_mut().enumerate() {

@@ -99,18 +99,21 @@ impl Layer {
         };
         let (lora, norm) = (dims.rq > 0, cfg.q_norm);
         let learned = cfg.query_scale == QueryScale::LearnedLogPos;
+        let own_kv = !cfg.kv_shared;
         let tensors = [
             (!lora).then(|| owned(dims.q_width, dims.d, 0)).flatten(),
             lora.then(|| owned(dims.rq, dims.d, 0)).flatten(),
             norm.then(|| owned(1, dims.rq, 1)).flatten(),
             lora.then(|| owned(dims.q_b_rows, dims.q_b_cols, 0))
                 .flatten(),
-            owned(dims.kv_a_rows, dims.d, 0),
-            owned(1, dims.r, 1),
+            own_kv.then(|| owned(dims.kv_a_rows, dims.d, 0)).flatten(),
+            own_kv.then(|| owned(1, dims.r, 1)).flatten(),
             owned(dims.kv_b_rows, dims.r, 0),
             owned(dims.d, dims.o_cols, 0),
             (biases && lora).then(|| owned(1, dims.rq, 2)).flatten(),
-            biases.then(|| owned(1, dims.kv_a_rows, 2)).flatten(),
+            (biases && own_kv)
+                .then(|| owned(1, dims.kv_a_rows, 2))
+                .flatten(),
             biases.then(|| owned(1, dims.d, 2)).flatten(),
             match cfg.gate {
                 Gate::PerHead => owned(dims.h, dims.d, 0),
@@ -665,4 +668,122 @@ fn a_ring_truncates_while_it_holds_the_window() {
     let mut again = vec![0f32; 6 * d];
     e.forward(&layer.x[22 * d..], &mut again).unwrap();
     assert_eq!(again, out[22 * d..].to_vec());
+}
+
+#[test]
+fn a_kv_shared_layer_reads_its_producers_cache() {
+    // Producer: YaRN, biases; consumer: its own queries (learned log-position
+    // scale, sinks), kv_b_proj and o_proj over the producer's latents.
+    let n_tok = 20;
+    let pcfg = mechanism_cfg(n_tok, |c| {
+        c.rope_type = RopeType::Yarn;
+        c.rope_factor = 4.0;
+    });
+    let ccfg = Config {
+        kv_shared: true,
+        sinks: true,
+        query_scale: QueryScale::LearnedLogPos,
+        ..pcfg
+    };
+    assert_eq!(ccfg.dims().unwrap().cache_rows, 0);
+    for bf16 in [false, true] {
+        let prod = Layer::new(pcfg, 41, bf16, true, n_tok);
+        let cons = Layer::new(ccfg, 42, bf16, true, n_tok);
+        let (pw, cw) = (prod.weights(), cons.weights());
+        let d = 24;
+        for chunks in [vec![n_tok], vec![5, 1, 7, 2, 5], vec![1; n_tok]] {
+            let want = reference::forward_shared_calls(
+                &ccfg,
+                &cw,
+                &cons.x,
+                &chunks,
+                (&pcfg, &pw, &prod.x),
+            );
+            for mode in [AttnMode::Naive, AttnMode::Absorb] {
+                let (mut pb, mut cb) = (Vec::new(), Vec::new());
+                let pmem = aligned(&mut pb, Engine::memory_bytes(&pcfg).unwrap());
+                let cmem = aligned(&mut cb, Engine::memory_bytes(&ccfg).unwrap());
+                let mut p = Engine::new(&pcfg, &pw, pmem).unwrap();
+                let mut c = Engine::new(&ccfg, &cw, cmem).unwrap();
+                let (mut pout, mut out) = (vec![0f32; n_tok * d], vec![0f32; n_tok * d]);
+                let mut t0 = 0;
+                for &n in &chunks {
+                    let r = t0 * d..(t0 + n) * d;
+                    p.forward(&prod.x[r.clone()], &mut pout[r.clone()]).unwrap();
+                    c.forward_shared_mode(&p, &cons.x[r.clone()], &mut out[r], mode)
+                        .unwrap();
+                    t0 += n;
+                }
+                let e = rel_err(&out, &want);
+                assert!(e <= TOL, "shared {mode:?} {chunks:?} bf16 {bf16}: {e:e}");
+                eprintln!("kv shared {mode:?} {chunks:?} bf16 {bf16}: rel err {e:.2e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_sharing_refuses_what_it_cannot_read_and_changes_nothing() {
+    use crate::status::Status;
+    let pcfg = mechanism_cfg(8, |_| {});
+    let ccfg = Config {
+        kv_shared: true,
+        ..pcfg
+    };
+    let prod = Layer::new(pcfg, 1, false, false, 8);
+    let cons = Layer::new(ccfg, 2, false, false, 8);
+    let (pw, cw) = (prod.weights(), cons.weights());
+    let (mut pb, mut cb) = (Vec::new(), Vec::new());
+    let mut p = Engine::new(
+        &pcfg,
+        &pw,
+        aligned(&mut pb, Engine::memory_bytes(&pcfg).unwrap()),
+    )
+    .unwrap();
+    let mut c = Engine::new(
+        &ccfg,
+        &cw,
+        aligned(&mut cb, Engine::memory_bytes(&ccfg).unwrap()),
+    )
+    .unwrap();
+    let d = 24;
+    let mut out = vec![0f32; 2 * d];
+    // A kv_shared layer has no cache to run on alone.
+    let e = c.forward(&cons.x[..2 * d], &mut out).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("forward_shared"), "{}", e.message());
+    // The producer has not run these positions yet.
+    let e = c
+        .forward_shared(&p, &cons.x[..2 * d], &mut out)
+        .unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("producer holds 0"), "{}", e.message());
+    assert_eq!(c.len(), 0);
+    p.forward(&prod.x[..2 * d], &mut out).unwrap();
+    // A producer that is not one: the consumer itself has no cache; and
+    // producer/consumer swapped.
+    let e = p
+        .forward_shared(&c, &prod.x[2 * d..4 * d], &mut out)
+        .unwrap_err();
+    assert!(e.message().contains("not kv_shared"), "{}", e.message());
+    assert_eq!(p.len(), 2);
+    c.forward_shared(&p, &cons.x[..2 * d], &mut out).unwrap();
+    assert_eq!(c.len(), 2);
+    // Another rope width cannot be read.
+    let other = mechanism_cfg(8, |c| c.qk_rope_head_dim = 4);
+    let ol = Layer::new(other, 3, false, false, 8);
+    let ow = ol.weights();
+    let mut ob = Vec::new();
+    let mut o = Engine::new(
+        &other,
+        &ow,
+        aligned(&mut ob, Engine::memory_bytes(&other).unwrap()),
+    )
+    .unwrap();
+    o.forward(&ol.x[..4 * d], &mut vec![0f32; 4 * d]).unwrap();
+    let e = c
+        .forward_shared(&o, &cons.x[2 * d..4 * d], &mut out)
+        .unwrap_err();
+    assert!(e.message().contains("qk_rope_head_dim"), "{}", e.message());
+    assert_eq!(c.len(), 2);
 }
