@@ -170,3 +170,62 @@ fn count_and_place_agree_on_random_configs() {
         assert!(Engine::new(&cfg, &w, mem).is_ok(), "{what}");
     }
 }
+
+#[test]
+fn mechanism_regions_are_sized_by_their_mechanism() {
+    use mla_core::config::{Gate, QueryScale};
+    let base = Config {
+        max_seq_len: 512,
+        max_tokens_per_call: 16,
+        ..Config::tutorial()
+    };
+    let span = |cfg: &Config, region: &str| {
+        let dims = cfg.dims().unwrap();
+        let plan = Regions::count(cfg, &dims).unwrap();
+        let (_, s) = plan
+            .regions
+            .spans()
+            .find(|(n, _)| *n == region)
+            .unwrap_or_else(|| panic!("no region {region}"));
+        s.len
+    };
+    let dims = base.dims().unwrap();
+    let (t, h, v) = (16, dims.h, dims.v);
+    // Without mechanisms the new regions are empty (the recorded presets keep
+    // their sizes).
+    for region in ["q_fused", "gate", "head_params"] {
+        assert_eq!(span(&base, region), 0, "{region}");
+    }
+    let with = |f: &dyn Fn(&mut Config)| {
+        let mut c = base;
+        f(&mut c);
+        c
+    };
+    assert_eq!(span(&with(&|c| c.gate = Gate::PerHead), "gate"), t * h);
+    assert_eq!(
+        span(&with(&|c| c.gate = Gate::PerChannel), "gate"),
+        t * h * v
+    );
+    let fused = with(&|c| {
+        c.gate = Gate::FusedQ;
+        c.q_norm = true;
+    });
+    assert_eq!(span(&fused, "gate"), t * h * v);
+    assert_eq!(span(&fused, "q_fused"), t * h * (dims.qk + v));
+    assert_eq!(span(&fused, "q_latent"), t * 2 * dims.rq);
+    assert_eq!(span(&with(&|c| c.sinks = true), "head_params"), 3 * h);
+    let learned = with(&|c| c.query_scale = QueryScale::LearnedLogPos);
+    assert_eq!(span(&learned, "head_params"), 3 * h);
+    // A sliding window holds a ring of W - 1 + T rows; a kv_shared layer none.
+    let row_bytes = dims.cache_row * 4;
+    let window = with(&|c| c.sliding_window = 100);
+    assert_eq!(span(&window, "cache"), (99 + t) * row_bytes);
+    assert_eq!(
+        span(&with(&|c| c.sliding_window = 600), "cache"),
+        512 * row_bytes
+    );
+    assert_eq!(span(&with(&|c| c.kv_shared = true), "cache"), 0);
+    // memory_bytes follows: the windowed engine is smaller by the rows it drops.
+    let saved = Engine::memory_bytes(&base).unwrap() - Engine::memory_bytes(&window).unwrap();
+    assert_eq!(saved, (512 - 115) * row_bytes);
+}
