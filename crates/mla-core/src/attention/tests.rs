@@ -787,3 +787,50 @@ fn kv_sharing_refuses_what_it_cannot_read_and_changes_nothing() {
     assert!(e.message().contains("qk_rope_head_dim"), "{}", e.message());
     assert_eq!(c.len(), 2);
 }
+
+#[test]
+#[cfg_attr(miri, ignore)] // threads per task: slow under Miri
+fn every_mechanism_is_bitwise_the_same_on_threads() {
+    use crate::parallel::ParallelFor;
+    /// Every task on its own scoped thread, last index first.
+    struct Threads;
+    impl ParallelFor for Threads {
+        fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                for i in (0..n_tasks).rev() {
+                    s.spawn(move || task(i));
+                }
+            });
+        }
+    }
+    let n_tok = 20;
+    for (seed, (name, set)) in mechanisms().into_iter().enumerate() {
+        let cfg = mechanism_cfg(n_tok, &*set);
+        let layer = Layer::new(cfg, 500 + seed as u64, false, true, n_tok);
+        let w = layer.weights();
+        for mode in [AttnMode::Naive, AttnMode::Absorb] {
+            let mut outs = Vec::new();
+            for threads in [false, true] {
+                let mut buf = Vec::new();
+                let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+                let mut e = Engine::new(&cfg, &w, mem).unwrap();
+                let pool = Threads;
+                if threads {
+                    e.set_parallel(Some(&pool));
+                    e.set_parallel_min_work(0);
+                }
+                let mut out = vec![0f32; layer.x.len()];
+                let d = 24;
+                for (a, b) in [(0, 7), (7, 8), (8, 20)] {
+                    e.forward_mode(&layer.x[a * d..b * d], &mut out[a * d..b * d], mode)
+                        .unwrap();
+                }
+                outs.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert!(
+                outs[0] == outs[1],
+                "{name} {mode:?}: threads change the bits"
+            );
+        }
+    }
+}
