@@ -229,9 +229,15 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// dtype). For restoring a saved prompt cache, and for benchmarks that need a
     /// long context without running its prefill.
     ///
-    /// Errors (nothing changes): `InvalidArgument` (length not a positive
+    /// Errors (nothing changes): `InvalidArgument` (a kv_shared layer; length not a positive
     /// multiple of the row), `CacheFull`, `NonFinite`.
     pub fn append_cache_rows(&mut self, rows: &[f32]) -> Result<()> {
+        if self.cfg.kv_shared {
+            return Err(err(
+                Status::InvalidArgument,
+                "append_cache_rows: a kv_shared layer has no cache of its own",
+            ));
+        }
         let row = self.dims.cache_row.max(1);
         if rows.is_empty() || rows.len().checked_rem(row) != Some(0) {
             return Err(err(Status::InvalidArgument, "rows: length ")

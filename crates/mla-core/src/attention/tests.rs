@@ -752,6 +752,8 @@ fn kv_sharing_refuses_what_it_cannot_read_and_changes_nothing() {
     let e = c.forward(&cons.x[..2 * d], &mut out).unwrap_err();
     assert_eq!(e.status(), Status::InvalidArgument);
     assert!(e.message().contains("forward_shared"), "{}", e.message());
+    let e = c.append_cache_rows(&[0.0; 24]).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
     // The producer has not run these positions yet.
     let e = c
         .forward_shared(&p, &cons.x[..2 * d], &mut out)
