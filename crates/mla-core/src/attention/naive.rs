@@ -125,6 +125,17 @@ fn naive_head(
         let cnt = block.min(total - b0).min(inp.cache.contiguous(b0)).max(1);
         // First query token that sees row b0 (pos = start + t >= b0); < n_tok.
         let t0 = b0.saturating_sub(inp.start);
+        // One past the last query token that sees any row of the block: with a
+        // window W, pos - W < b0 + cnt - 1 (later queries skip the block).
+        let t_end = if inp.window > 0 {
+            n_tok.min((b0 + cnt - 1 + inp.window).saturating_sub(inp.start))
+        } else {
+            n_tok
+        };
+        if t_end <= t0 {
+            b0 += cnt;
+            continue;
+        }
         let rows = inp.cache.rows(b0, cnt, widened_rows);
         let latents = Mat::new(rows, cnt, r, c).ok_or(Fault::Cache)?;
         let (Some(mut k_out), Some(mut v_out)) = (
@@ -145,7 +156,7 @@ fn naive_head(
             };
             dst.copy_from_slice(src);
         }
-        let nq = n_tok - t0;
+        let nq = t_end - t0;
         let q_head = inp
             .q
             .get(t0 * dims.q_width + h * qk..)
@@ -166,7 +177,7 @@ fn naive_head(
             &mut s_out,
             Some(&mut *pack),
         )?;
-        for t in t0..n_tok {
+        for t in t0..t_end {
             let pos = inp.start + t;
             let valid = cnt.min(pos + 1 - b0);
             let (Some(score_row), Some(max_t), Some(sum_t)) = (
@@ -176,8 +187,9 @@ fn naive_head(
             ) else {
                 return Err(Fault::Slot);
             };
-            // Keys before the query's window: masked; a block wholly before it
-            // adds nothing (zero weights, running max and sum unchanged).
+            // Keys before the query's window: masked. (A block wholly before it
+            // is past t_end; should one get here, it adds nothing: zero
+            // weights, running max and sum unchanged.)
             let first = inp.first_key(pos);
             if first > b0 {
                 let masked = first - b0;

@@ -836,3 +836,20 @@ fn every_mechanism_is_bitwise_the_same_on_threads() {
         }
     }
 }
+
+#[test]
+#[cfg_attr(miri, ignore)] // 100 tokens on every ISA: slow under Miri
+fn a_long_prefill_with_a_small_window_matches_the_reference() {
+    // W 3 over 100 tokens in naive blocks of 64: the later queries skip the
+    // first block, the earlier ones the second.
+    let n_tok = 100;
+    let cfg = mechanism_cfg(n_tok, |c| c.sliding_window = 3);
+    let layer = Layer::new(cfg, 77, false, true, n_tok);
+    let worst = check_worst(
+        &layer,
+        &[AttnMode::Naive, AttnMode::Absorb],
+        &[vec![n_tok], vec![40, 1, 59]],
+        "long window",
+    );
+    eprintln!("window 3 over 100 tokens: worst rel err {worst:.2e}");
+}
