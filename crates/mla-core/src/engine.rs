@@ -663,7 +663,8 @@ impl<'w, 'm> Engine<'w, 'm> {
             AttnMode::Naive => false,
             AttnMode::Absorb => true,
             AttnMode::Auto => {
-                let (naive, absorbed) = attention::cost(&dims, start, t);
+                let window = self.cfg.sliding_window as usize;
+                let (naive, absorbed) = attention::cost(&dims, start, t, window);
                 absorbed <= naive
             }
         };

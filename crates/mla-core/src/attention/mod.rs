@@ -297,8 +297,8 @@ impl Default for FirstFault {
 }
 
 /// Estimated multiply-adds of each path for a call; auto mode takes the cheaper.
-/// Returns `(naive, absorbed)`.
-pub fn cost(dims: &Dims, start: usize, n_tok: usize) -> (u64, u64) {
+/// `window`: the sliding window (0 = none). Returns `(naive, absorbed)`.
+pub fn cost(dims: &Dims, start: usize, n_tok: usize, window: usize) -> (u64, u64) {
     let (h, r, n, p, v) = (
         dims.h as u64,
         dims.r as u64,
@@ -306,10 +306,16 @@ pub fn cost(dims: &Dims, start: usize, n_tok: usize) -> (u64, u64) {
         dims.p as u64,
         dims.v as u64,
     );
-    let total = (start + n_tok) as u64;
+    // Rows the naive path decompresses, and keys attended summed over the
+    // call's tokens (causal, within the window).
+    let first = crate::engine::window_start(window, start) as u64;
+    let total = (start + n_tok) as u64 - first;
     let t = n_tok as u64;
-    // Keys attended, summed over the call's tokens (causal).
-    let pairs = t * start as u64 + t * (t + 1) / 2;
+    let pairs = if window == 0 {
+        t * start as u64 + t * (t + 1) / 2
+    } else {
+        (0..n_tok).map(|i| (start + i + 1).min(window) as u64).sum()
+    };
     let naive = total * h * (n + v) * r + pairs * h * (n + p + v);
     let absorbed = t * h * (n + v) * r + pairs * h * (2 * r + p);
     (naive, absorbed)
