@@ -1047,9 +1047,10 @@ mla_status mla_weights_from_checkpoint(const void *bytes,
  * `start_pos + n_pos` exceeds original_max_position; NoPE: cos 1, sin 0).
  * Angles are computed in double precision.
  * Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
- * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
- * (n_pos = 0, qk_rope_head_dim = 0, overflow, or `cos` and `sin` overlap).
- * Nothing is written on error.
+ * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT
+ * (n_pos = 0, qk_rope_head_dim = 0, overflow, or `cos` and `sin` overlap) or
+ * MLA_ERR_UNSUPPORTED (LeRoPE: its frequencies come from weights). Nothing is
+ * written on error.
  *
  * # Safety
  * `c` is NULL or points to an `mla_config`; `cos` and `sin` are NULL or each hold
@@ -1067,8 +1068,9 @@ mla_status mla_rope_tables(const struct mla_config *c,
  * k of `cos` and `sin` (`[n_pos][p/2]`, from [`mla_rope_tables`]) in the config's
  * pair layout (interleaved or half).
  * Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
- * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
- * (a count of 0, overflow, or `x` overlapping a table). Nothing is written on error.
+ * MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (a count
+ * of 0, qk_rope_head_dim = 0, overflow, or `x` overlapping a table) or
+ * MLA_ERR_UNSUPPORTED (LeRoPE). Nothing is written on error.
  *
  * # Safety
  * `c` is NULL or points to an `mla_config`; `x` is NULL or holds

@@ -22,9 +22,10 @@ use crate::types::{mla_config, mla_status, read_config};
 /// `start_pos + n_pos` exceeds original_max_position; NoPE: cos 1, sin 0).
 /// Angles are computed in double precision.
 /// Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
-/// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
-/// (n_pos = 0, qk_rope_head_dim = 0, overflow, or `cos` and `sin` overlap).
-/// Nothing is written on error.
+/// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT
+/// (n_pos = 0, qk_rope_head_dim = 0, overflow, or `cos` and `sin` overlap) or
+/// MLA_ERR_UNSUPPORTED (LeRoPE: its frequencies come from weights). Nothing is
+/// written on error.
 ///
 /// # Safety
 /// `c` is NULL or points to an `mla_config`; `cos` and `sin` are NULL or each hold
@@ -75,12 +76,18 @@ pub unsafe extern "C" fn mla_rope_tables(
 
 /// `InvalidArgument` for a config without a rope slot (NoPE with
 /// `qk_rope_head_dim` 0: there are no tables, and `p/2` floats per position would
-/// be 0).
+/// be 0); `Unsupported` for LeRoPE (its frequencies come from weights).
 fn rotary_dim(cfg: &mla_core::Config) -> Result<()> {
     if cfg.qk_rope_head_dim == 0 {
         return Err(err(
             Status::InvalidArgument,
             "qk_rope_head_dim is 0 (NoPE without a rope slot): no RoPE tables",
+        ));
+    }
+    if cfg.rope_freq_alpha {
+        return Err(err(
+            Status::Unsupported,
+            "rope_freq_alpha (LeRoPE): its frequencies need the alpha weights, which these tables do not take",
         ));
     }
     Ok(())
@@ -104,8 +111,9 @@ fn rope_floats(n_pos: u32, half: usize) -> Result<usize> {
 /// k of `cos` and `sin` (`[n_pos][p/2]`, from [`mla_rope_tables`]) in the config's
 /// pair layout (interleaved or half).
 /// Returns MLA_OK, MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH,
-/// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED or MLA_ERR_INVALID_ARGUMENT
-/// (a count of 0, overflow, or `x` overlapping a table). Nothing is written on error.
+/// MLA_ERR_INVALID_CONFIG, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (a count
+/// of 0, qk_rope_head_dim = 0, overflow, or `x` overlapping a table) or
+/// MLA_ERR_UNSUPPORTED (LeRoPE). Nothing is written on error.
 ///
 /// # Safety
 /// `c` is NULL or points to an `mla_config`; `x` is NULL or holds
