@@ -863,7 +863,9 @@ mla_status mla_engine_size(const struct mla_config *c, size_t *bytes);
  * Nothing needs freeing: stop using the engine, then reuse or free `mem`.
  * Errors: MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH, MLA_ERR_INVALID_CONFIG,
  * MLA_ERR_WEIGHT_SHAPE, MLA_ERR_WEIGHT_DTYPE, MLA_ERR_MISALIGNED,
- * MLA_ERR_BUFFER_TOO_SMALL (`*out` is written only on success).
+ * MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built: sparse
+ * attention; `kv_shared`, not wired through this API yet) (`*out` is written
+ * only on success).
  *
  * # Safety
  * Non-NULL pointers point to what their types say; `mem` holds `mem_len` writable bytes;

@@ -74,7 +74,9 @@ pub(crate) fn engine_size(cfg: &Config) -> Result<usize> {
 /// Nothing needs freeing: stop using the engine, then reuse or free `mem`.
 /// Errors: MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH, MLA_ERR_INVALID_CONFIG,
 /// MLA_ERR_WEIGHT_SHAPE, MLA_ERR_WEIGHT_DTYPE, MLA_ERR_MISALIGNED,
-/// MLA_ERR_BUFFER_TOO_SMALL (`*out` is written only on success).
+/// MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built: sparse
+/// attention; `kv_shared`, not wired through this API yet) (`*out` is written
+/// only on success).
 ///
 /// # Safety
 /// Non-NULL pointers point to what their types say; `mem` holds `mem_len` writable bytes;
@@ -142,6 +144,14 @@ unsafe fn place(
     // SAFETY: the engine's part, after the handle (so the two never overlap), is
     // writable and ours while the engine lives ('static: the caller keeps `mem`).
     let region = unsafe { boundary::slice_mut(region, engine_bytes) }.ok_or_else(internal)?;
+    if cfg.kv_shared {
+        // The core runs it (Engine::forward_shared, the producer passed per
+        // call); this handle does not keep a producer yet.
+        return Err(err(
+            Status::Unsupported,
+            "kv_shared: KV sharing is not wired through the C API yet",
+        ));
+    }
     let engine = Engine::new(cfg, weights, region)?;
     let handle = base.cast::<mla_engine>();
     // SAFETY: `base` is 64-aligned (>= align_of::<mla_engine>()) and its first

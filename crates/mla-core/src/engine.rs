@@ -274,10 +274,12 @@ impl<'w, 'm> Engine<'w, 'm> {
         self.cache.reset();
     }
 
-    /// KV sharing (`kv_shared` layers, mistral_large4's `kv_source_layers`): this
-    /// engine attends over `producer`'s latent cache and writes none of its own.
-    /// Not built yet: always `Unsupported`, nothing changes (a `kv_shared` config
-    /// is refused by [`Config::check_supported`] before an engine exists).
+    /// KV sharing as a standing link (`mla_engine_share_cache`): not built, always
+    /// `Unsupported`, nothing changes. In Rust a `kv_shared` engine passes its
+    /// producer per call to [`Engine::forward_shared`] (checked by
+    /// [`Engine::check_share`]); the C handle would have to keep the producer
+    /// pointer to do the same, and `mla_engine_init` refuses `kv_shared` until it
+    /// does.
     pub fn share_cache(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
         let _ = producer;
         Err(err(
