@@ -1,0 +1,228 @@
+//! DeepSeek Sparse Attention (DSA): the lightning indexer, its key cache and
+//! the top-k selection.
+//!
+//! Per query token at position `pos` (Hi heads of Di values, `K` = index_topk):
+//!
+//! 1. query `qI = index_wq_b u` viewed `[Hi][Di]` (`u` the normalised q latent,
+//!    or `LayerNorm(x)`), RoPE on `p` of the Di dims ([`IndexShape::rotate`]);
+//! 2. key `kI = LayerNorm(index_wk x)` ([`layer_norm`]), the same RoPE, cached
+//!    per token in an [`IndexCache`] (f32, bf16, or FP8 E4M3 with one f32 scale
+//!    per token);
+//! 3. head weights `w = index_weights_proj x * Hi^-0.5`;
+//! 4. score of cached token `t <= pos`:
+//!    `I(t) = sum_h w_h ReLU(qI_h . kI(t) * Di^-0.5)`, in f32 ([`score_block`]);
+//! 5. selection: the `K` tokens with the largest `I(t)` ([`select_topk`]); all
+//!    of them when `pos + 1 <= K`.
+//!
+//! **Tie rule**: the order is "higher score first, then lower position first"
+//! (a strict total order: NaN counts as `-inf`, `-0.0` equals `0.0`), so equal
+//! scores keep the earlier token. The selection is returned in ascending
+//! position order and does not depend on the thread count or on how the scores
+//! were computed in blocks.
+
+mod store;
+mod topk;
+
+pub use store::{row_bytes, IndexCache, IndexDType};
+pub use topk::select_topk;
+
+use crate::config::{IndexRope, RopeLayout};
+use crate::kernels::{self, Isa, Mat, MatE, MatMut};
+use crate::rope;
+
+/// Shape of one layer's indexer: heads, head dim and which dims are rotated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IndexShape {
+    /// `Hi`.
+    pub heads: usize,
+    /// `Di`.
+    pub dim: usize,
+    /// Rotated dims (`qk_rope_head_dim`; 0 = none).
+    pub rope_dims: usize,
+    /// Which `rope_dims` of the `Di` are rotated.
+    pub rope: IndexRope,
+    /// Layout of the rotation.
+    pub layout: RopeLayout,
+}
+
+impl IndexShape {
+    /// The rotated part of one `Di` vector, or `None` (no rope, or out of range).
+    fn rope_part<'a>(&self, v: &'a mut [f32]) -> Option<&'a mut [f32]> {
+        let p = self.rope_dims;
+        if p == 0 {
+            return None;
+        }
+        match self.rope {
+            IndexRope::First => v.get_mut(..p),
+            IndexRope::Last => v.get_mut(self.dim.checked_sub(p)?..self.dim),
+            IndexRope::None => None,
+        }
+    }
+
+    /// Rotates `v` (one key or query head, `Di` values) by one position's
+    /// `cos`/`sin` (`p/2` each).
+    pub fn rotate(&self, v: &mut [f32], cos: &[f32], sin: &[f32]) {
+        if let Some(part) = self.rope_part(v) {
+            rope::rotate(part, cos, sin, self.layout);
+        }
+    }
+
+    /// `Di^-0.5`, the score scale.
+    pub fn score_scale(&self) -> f32 {
+        1.0 / libm::sqrtf(self.dim.max(1) as f32)
+    }
+
+    /// `Hi^-0.5`, the head-weight scale.
+    pub fn weights_scale(&self) -> f32 {
+        1.0 / libm::sqrtf(self.heads.max(1) as f32)
+    }
+}
+
+/// LayerNorm of `x` in place, in f32: `(x - mean) / sqrt(var + eps) * w + b`
+/// (biased variance; `w`, `b` as long as `x`).
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + eps);
+    for ((v, &wi), &bi) in x.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * wi + bi;
+    }
+}
+
+/// Finishes one token's indexer key in place: `k = rotate(LayerNorm(k))`
+/// (`k` holds `index_wk x`, `Di` values).
+#[allow(clippy::too_many_arguments)]
+pub fn finish_key(
+    shape: &IndexShape,
+    k: &mut [f32],
+    norm_w: &[f32],
+    norm_b: &[f32],
+    eps: f32,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    layer_norm(k, norm_w, norm_b, eps);
+    shape.rotate(k, cos, sin);
+}
+
+/// Finishes one token's indexer query `[Hi][Di]` in place: every head rotated,
+/// then (mistral_large4) head `h` times `s_h ln(pos + 1) + b_h` when
+/// `log_scale` is `Some((s, b))`. Also scales the head weights `w` (`[Hi]`,
+/// holding `index_weights_proj x`) by `Hi^-0.5`.
+pub fn finish_query(
+    shape: &IndexShape,
+    q: &mut [f32],
+    w: &mut [f32],
+    pos: usize,
+    log_scale: Option<(&[f32], &[f32])>,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    let ln = libm::logf(pos as f32 + 1.0);
+    for (h, qh) in q
+        .chunks_exact_mut(shape.dim.max(1))
+        .take(shape.heads)
+        .enumerate()
+    {
+        shape.rotate(qh, cos, sin);
+        if let Some((s, b)) = log_scale {
+            if let (Some(&s), Some(&b)) = (s.get(h), b.get(h)) {
+                kernels::scale(qh, s * ln + b);
+            }
+        }
+    }
+    let ws = shape.weights_scale();
+    w.iter_mut().for_each(|v| *v *= ws);
+}
+
+/// Index scores of a block of `cnt` keys: `out[t] = sum_h w[h] *
+/// ReLU(q_h . keys[t] * Di^-0.5)`. `q` is `[Hi][Di]`, `w` `[Hi]` (already times
+/// `Hi^-0.5`), `keys` `[cnt][Di]`, `dots` scratch `[cnt][Hi]`, `out` `[cnt]`.
+/// The dot products are one product `keys q^T`; the sum over heads runs in head
+/// order. Returns false (nothing defined written) if a length disagrees.
+#[allow(clippy::too_many_arguments)]
+pub fn score_block(
+    isa: Isa,
+    shape: &IndexShape,
+    q: &[f32],
+    w: &[f32],
+    keys: &[f32],
+    cnt: usize,
+    dots: &mut [f32],
+    out: &mut [f32],
+) -> bool {
+    let (hi, di) = (shape.heads, shape.dim);
+    let (Some(q), Some(w), Some(keys), Some(dots), Some(out)) = (
+        q.get(..hi.saturating_mul(di)),
+        w.get(..hi),
+        keys.get(..cnt.saturating_mul(di)),
+        dots.get_mut(..cnt.saturating_mul(hi)),
+        out.get_mut(..cnt),
+    ) else {
+        return false;
+    };
+    if cnt == 0 || hi == 0 {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        return true;
+    }
+    let (Some(a), Some(b), Some(mut c)) = (
+        Mat::new(keys, cnt, di, di),
+        Mat::new(q, hi, di, di),
+        MatMut::new(dots, cnt, hi, hi),
+    ) else {
+        return false;
+    };
+    if !kernels::gemm_nt_with(isa, &a, &MatE::F32(b), &mut c) {
+        return false;
+    }
+    let scale = shape.score_scale();
+    for (o, row) in out.iter_mut().zip(dots.chunks_exact(hi)) {
+        let mut s = 0.0f32;
+        for (&d, &wh) in row.iter().zip(w) {
+            let v = d * scale;
+            if v > 0.0 {
+                s += wh * v;
+            }
+        }
+        *o = s;
+    }
+    true
+}
+
+/// Keys scored per block by [`score_cache`].
+pub const SCORE_BLOCK: usize = 64;
+
+/// Index scores of cached keys `0..n_keys` into `out[..n_keys]`, by blocks of
+/// [`SCORE_BLOCK`]: `widen` is scratch `[SCORE_BLOCK][Di]` (rows of a bf16 or
+/// FP8 cache are widened there), `dots` `[SCORE_BLOCK][Hi]`. False if a length
+/// disagrees or rows lie outside the cache.
+#[allow(clippy::too_many_arguments)]
+pub fn score_cache(
+    isa: Isa,
+    shape: &IndexShape,
+    cache: &IndexCache,
+    n_keys: usize,
+    q: &[f32],
+    w: &[f32],
+    widen: &mut [f32],
+    dots: &mut [f32],
+    out: &mut [f32],
+) -> bool {
+    let mut b0 = 0;
+    while b0 < n_keys {
+        let cnt = SCORE_BLOCK.min(n_keys - b0);
+        let Some(o) = out.get_mut(b0..b0 + cnt) else {
+            return false;
+        };
+        let keys = cache.rows(b0, cnt, widen);
+        if keys.is_empty() || !score_block(isa, shape, q, w, keys, cnt, dots, o) {
+            return false;
+        }
+        b0 += cnt;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;
