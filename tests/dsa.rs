@@ -5,6 +5,7 @@
 
 use mla_core::config::{IndexRope, RopeLayout};
 use mla_core::dsa::{self, IndexCache, IndexDType, IndexShape, SCORE_BLOCK};
+use mla_core::dtype::Elems;
 use mla_core::kernels::isa;
 use mla_core::safetensors::SafeTensors;
 use mla_testkit::st_file::AlignedBytes;
@@ -193,7 +194,7 @@ impl IndexerLayer {
                 let eps = num(dsa_spec, "q_norm_eps").unwrap() as f32;
                 let mut u = x.clone();
                 u.chunks_exact_mut(d)
-                    .for_each(|r| dsa::layer_norm(r, &g, &b, eps));
+                    .for_each(|r| dsa::layer_norm(r, Elems::F32(&g), Elems::F32(&b), eps));
                 u
             }
             Some(q) => {
@@ -248,8 +249,8 @@ impl IndexerLayer {
             dsa::finish_key(
                 &shape,
                 &mut k[pos * di..(pos + 1) * di],
-                &kg,
-                &kb,
+                Elems::F32(&kg),
+                Elems::F32(&kb),
                 keps,
                 &cos,
                 &sin,
@@ -259,7 +260,9 @@ impl IndexerLayer {
                 &mut q[pos * hi * di..(pos + 1) * hi * di],
                 &mut w[pos * hi..(pos + 1) * hi],
                 pos,
-                log_scale.as_ref().map(|(s, b)| (&s[..], &b[..])),
+                log_scale
+                    .as_ref()
+                    .map(|(s, b)| (Elems::F32(s), Elems::F32(b))),
                 &cos,
                 &sin,
             );

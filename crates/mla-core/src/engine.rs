@@ -10,9 +10,12 @@
 //! row blocks and attention into head groups and cached-row ranges (see
 //! [`crate::parallel`]); results do not depend on the thread count.
 
-use crate::attention::{self, Inputs, Scratch};
+use crate::attention::{self, Inputs, Scratch, Selection};
 use crate::cache::LatentCache;
+use crate::config::Dsa;
 use crate::config::{AttnMode, Config, Dims};
+use crate::dsa::run::{index_tokens, IndexCall, IndexWork};
+use crate::dsa::{IndexCache, IndexDType, IndexerWeights};
 use crate::kernels::{self, linear_par, rmsnorm, Isa};
 use crate::parallel::{HostParallelFor, Parallel, ParallelFor};
 use crate::plan::{self, Place, Regions};
@@ -30,6 +33,8 @@ pub struct Engine<'w, 'm> {
     scale: f32,
     rope_scaling: f64,
     cache: LatentCache<'m>,
+    /// DSA `Full`: the indexer's tensors and key cache (same length as `cache`).
+    indexer: Option<(IndexerWeights<'w>, IndexCache<'m>)>,
     /// The memory plan's regions; `work.cache` is empty (its bytes are `cache`'s).
     work: Regions<Place<'m>>,
     par: Parallel<'m>,
@@ -67,6 +72,17 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// tensor), `Misaligned` (`mem` not 64-byte aligned), `BufferTooSmall`
     /// (`mem.len() < memory_bytes(cfg)`).
     pub fn new(cfg: &Config, weights: &Weights<'w>, mem: &'m mut [u8]) -> Result<Self> {
+        Self::with_indexer(cfg, weights, None, mem)
+    }
+
+    /// [`Engine::new`] with the indexer tensors of a DSA `Full` layer given
+    /// apart (`None`: from `weights`).
+    pub(crate) fn with_indexer(
+        cfg: &Config,
+        weights: &Weights<'w>,
+        index_weights: Option<IndexerWeights<'w>>,
+        mem: &'m mut [u8],
+    ) -> Result<Self> {
         let dims = weights.check(cfg)?;
         cfg.check_supported()?;
         let need = Self::memory_bytes(cfg)?;
@@ -104,6 +120,30 @@ impl<'w, 'm> Engine<'w, 'm> {
                 "memory plan: region cache does not hold the cache",
             )
         })?;
+        let indexer = match cfg.dsa {
+            Dsa::Full => {
+                let iw = match index_weights {
+                    Some(iw) => iw,
+                    None => indexer_weights(weights)?,
+                };
+                let dt = IndexDType::from_dtype(cfg.index_cache_dtype)
+                    .ok_or_else(|| err(Status::Unsupported, "index_cache_dtype: not built"))?;
+                let ic = IndexCache::new(
+                    core::mem::take(&mut work.index_cache),
+                    dt,
+                    dims.index_dim,
+                    dims.max_seq,
+                )
+                .ok_or_else(|| {
+                    err(
+                        Status::Internal,
+                        "memory plan: region index_cache does not hold the index cache",
+                    )
+                })?;
+                Some((iw, ic))
+            }
+            Dsa::None | Dsa::Shared => None,
+        };
         let rope_params = RopeParams::from_config(cfg);
         rope_params.inv_freqs(work.rope_inv_freq);
         Ok(Engine {
@@ -113,6 +153,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             scale: rope::softmax_scale(cfg),
             rope_scaling: rope_params.attention_scaling(),
             cache,
+            indexer,
             work,
             par: Parallel::SEQUENTIAL,
             par_min_work: crate::parallel::MIN_PARALLEL_WORK,
@@ -196,6 +237,12 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Errors (nothing changes): `InvalidArgument` (length not a positive
     /// multiple of the row), `CacheFull`, `NonFinite`.
     pub fn append_cache_rows(&mut self, rows: &[f32]) -> Result<()> {
+        if self.indexer.is_some() {
+            return Err(err(
+                Status::Unsupported,
+                "append_cache_rows: a dsa full layer also needs the rows' indexer keys",
+            ));
+        }
         let row = self.dims.cache_row.max(1);
         if rows.is_empty() || rows.len().checked_rem(row) != Some(0) {
             return Err(err(Status::InvalidArgument, "rows: length ")
@@ -398,7 +445,50 @@ impl<'w, 'm> Engine<'w, 'm> {
             self.cache.write_row(pos, kv);
         }
 
-        // 4. Attention o[T][H][v] over cache rows 0 .. start + T.
+        // 3b. DSA: the indexer keys of the call's tokens (slots >= len, not yet
+        //     state) and each token's top-k.
+        let selection = match self.indexer.as_mut() {
+            Some((iw, ic)) => {
+                let call = IndexCall {
+                    cfg: &self.cfg,
+                    dims: &dims,
+                    iw,
+                    x,
+                    q_latent: work.q_latent,
+                    t,
+                    start,
+                    inv_freq: work.rope_inv_freq,
+                    rope_scaling: self.rope_scaling,
+                    par,
+                    isa: self.isa,
+                    slots: attention::n_slots(&dims),
+                };
+                let scratch = IndexWork {
+                    x_norm: &mut *work.index_x,
+                    q: &mut *work.index_q,
+                    w: &mut *work.index_w,
+                    k: &mut *work.index_k,
+                    scores: &mut *work.index_scores,
+                    widen: &mut *work.index_widen,
+                    dots: &mut *work.index_dots,
+                    cos: &mut *work.rope_cos,
+                    sin: &mut *work.rope_sin,
+                    pack: &mut *pack,
+                    sel: &mut *work.selection,
+                    sel_len: &mut *work.selection_len,
+                };
+                index_tokens(&call, ic, scratch)?;
+                Some(Selection {
+                    rows: &*work.selection,
+                    lens: &*work.selection_len,
+                    k: dims.index_topk,
+                })
+            }
+            None => None,
+        };
+
+        // 4. Attention o[T][H][v] over cache rows 0 .. start + T (DSA: each
+        //    token's selected rows).
         let inputs = Inputs {
             dims: &dims,
             q: work.q,
@@ -410,6 +500,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             n_tok: t,
             isa: self.isa,
             par,
+            selection,
         };
         let absorb = match mode {
             AttnMode::Naive => false,
@@ -450,6 +541,14 @@ impl<'w, 'm> Engine<'w, 'm> {
         }
         Ok(())
     }
+}
+
+/// The indexer tensors of a DSA `Full` layer from its weights.
+fn indexer_weights<'w>(_w: &Weights<'w>) -> Result<IndexerWeights<'w>> {
+    Err(err(
+        Status::Unsupported,
+        "dsa full: the indexer tensors are not carried by Weights in this version",
+    ))
 }
 
 /// The `Internal` error for an attention fault (a planning bug).

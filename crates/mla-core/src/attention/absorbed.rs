@@ -2,7 +2,8 @@
 //! after the latent sum, every cached row read once for all heads.
 
 use super::{
-    blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, Scratch, SPLIT_ROWS,
+    blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, RowSet, Scratch,
+    SPLIT_ROWS,
 };
 use crate::config::RopeKey;
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
@@ -49,7 +50,8 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
         ) else {
             return Err(Fault::Rows);
         };
-        let len = inp.start + t + 1;
+        let set = inp.row_set(t)?;
+        let len = set.len();
         // (a) q~_h = W_UK_h^T q_nope_h, by head groups.
         {
             let rows = SharedMut::new(&mut *absorbed_q);
@@ -105,7 +107,7 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
                     let slot = unsafe { slots.slice(si * slot_len, slot_len) };
                     fault.record(
                         slot.ok_or(Fault::Scratch)
-                            .and_then(|slot| split_rows(isa, inp, qa, qat, lo, hi, slot)),
+                            .and_then(|slot| split_rows(isa, inp, set, qa, qat, lo, hi, slot)),
                     );
                 },
             );
@@ -180,10 +182,12 @@ fn absorb_query(
 /// One row range `lo..hi` of the absorbed path into a slot: partial max, sum and
 /// accumulator per head. Per block of cached rows: scores `S^T [rows][H]` =
 /// rows x `qat` (the rows broadcast, heads in vectors), online softmax down the
-/// columns, then `acc_h = alpha_h acc_h + P_h rows`.
+/// columns, then `acc_h = alpha_h acc_h + P_h rows`. `lo..hi` index `set`.
+#[allow(clippy::too_many_arguments)]
 fn split_rows(
     isa: Isa,
     inp: &Inputs,
+    set: RowSet,
     qa: &[f32],
     qat: &[f32],
     lo: usize,
@@ -219,7 +223,7 @@ fn split_rows(
     let mut b0 = lo;
     while b0 < hi {
         let cnt = ab.min(hi - b0);
-        let rows = inp.cache.rows(b0, cnt, widened_rows);
+        let rows = inp.read_rows(set, b0, cnt, widened_rows);
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;
         let mut scores = MatMut::new(scores_t, cnt, hp, hp).ok_or(Fault::Slot)?;

@@ -20,6 +20,7 @@
 //! position order and does not depend on the thread count or on how the scores
 //! were computed in blocks.
 
+pub(crate) mod run;
 mod store;
 mod topk;
 
@@ -27,8 +28,38 @@ pub use store::{row_bytes, IndexCache, IndexDType};
 pub use topk::select_topk;
 
 use crate::config::{IndexRope, RopeLayout};
+use crate::dtype::Elems;
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
 use crate::rope;
+use crate::weights::Tensor;
+
+/// The indexer's tensors of one DSA `Full` layer (row-major `[out][in]`).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexerWeights<'w> {
+    /// `[Hi*Di][r_q]` (query latent input) or `[Hi*Di][d]` (LayerNorm(x)).
+    pub wq_b: Tensor<'w>,
+    /// `[Di][d]`.
+    pub wk: Tensor<'w>,
+    /// `[1][Di]` LayerNorm weight of the key.
+    pub k_norm: Tensor<'w>,
+    /// `[1][Di]` LayerNorm bias of the key.
+    pub k_norm_bias: Tensor<'w>,
+    /// `[Hi][d]`.
+    pub weights_proj: Tensor<'w>,
+    /// `[1][d]` weight and bias of `LayerNorm(x)` (`index_q_input` hidden LayerNorm).
+    pub q_norm: Option<(Tensor<'w>, Tensor<'w>)>,
+    /// `[1][Hi]` learned log-position query scale `s`, `b` (`index_query_scale`).
+    pub query_scale: Option<(Tensor<'w>, Tensor<'w>)>,
+}
+
+/// Element `i` of `e` as f32 (0 out of range).
+fn at(e: Elems, i: usize) -> f32 {
+    let mut v = [0f32];
+    if let Some(s) = e.slice(i, 1) {
+        s.widen_into(&mut v);
+    }
+    v[0]
+}
 
 /// Shape of one layer's indexer: heads, head dim and which dims are rotated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,13 +111,13 @@ impl IndexShape {
 
 /// LayerNorm of `x` in place, in f32: `(x - mean) / sqrt(var + eps) * w + b`
 /// (biased variance; `w`, `b` as long as `x`).
-pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+pub fn layer_norm(x: &mut [f32], w: Elems, b: Elems, eps: f32) {
     let n = x.len().max(1) as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
     let inv = 1.0 / libm::sqrtf(var + eps);
-    for ((v, &wi), &bi) in x.iter_mut().zip(w).zip(b) {
-        *v = (*v - mean) * inv * wi + bi;
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (*v - mean) * inv * at(w, i) + at(b, i);
     }
 }
 
@@ -96,8 +127,8 @@ pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
 pub fn finish_key(
     shape: &IndexShape,
     k: &mut [f32],
-    norm_w: &[f32],
-    norm_b: &[f32],
+    norm_w: Elems,
+    norm_b: Elems,
     eps: f32,
     cos: &[f32],
     sin: &[f32],
@@ -115,7 +146,7 @@ pub fn finish_query(
     q: &mut [f32],
     w: &mut [f32],
     pos: usize,
-    log_scale: Option<(&[f32], &[f32])>,
+    log_scale: Option<(Elems, Elems)>,
     cos: &[f32],
     sin: &[f32],
 ) {
@@ -127,9 +158,7 @@ pub fn finish_query(
     {
         shape.rotate(qh, cos, sin);
         if let Some((s, b)) = log_scale {
-            if let (Some(&s), Some(&b)) = (s.get(h), b.get(h)) {
-                kernels::scale(qh, s * ln + b);
-            }
+            kernels::scale(qh, at(s, h) * ln + at(b, h));
         }
     }
     let ws = shape.weights_scale();
@@ -224,5 +253,7 @@ pub fn score_cache(
     true
 }
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod tests;

@@ -155,7 +155,7 @@ fn layer_norm_matches_f64() {
     let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mean = xd.iter().sum::<f64>() / 16.0;
     let var = xd.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 16.0;
-    layer_norm(&mut x, &w, &b, 1e-6);
+    layer_norm(&mut x, Elems::F32(&w), Elems::F32(&b), 1e-6);
     for i in 0..16 {
         let want = (xd[i] - mean) / (var + 1e-6).sqrt() * w[i] as f64 + b[i] as f64;
         assert!((x[i] as f64 - want).abs() < 1e-5);

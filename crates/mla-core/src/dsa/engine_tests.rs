@@ -1,0 +1,269 @@
+//! The engine with DSA layers against the golden cases of tests/data/families
+//! whose layers need nothing beyond DESIGN 2.1 and the indexer (deepseek_v32,
+//! glm_moe_dsa's full layers); configs built by hand from the golden metadata.
+
+use crate::attention::tests::aligned;
+use crate::config::{AttnMode, Config, Dsa, IndexRope, RopeLayout};
+use crate::dsa::IndexerWeights;
+use crate::engine::Engine;
+use crate::parallel::ParallelFor;
+use crate::safetensors::SafeTensors;
+use crate::weights::{Tensor, Weights};
+use crate::DType;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// f32 tensors of a safetensors file by name: (values, shape).
+fn load(path: PathBuf) -> HashMap<String, (Vec<f32>, Vec<usize>)> {
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let st = SafeTensors::parse(&bytes).unwrap();
+    st.iter()
+        .filter(|(_, t)| t.dtype.name() == "F32")
+        .map(|(name, t)| {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name.as_str().unwrap().to_owned(), (v, t.dims().to_vec()))
+        })
+        .collect()
+}
+
+struct Case {
+    model: HashMap<String, (Vec<f32>, Vec<usize>)>,
+    golden: HashMap<String, (Vec<f32>, Vec<usize>)>,
+    layout: RopeLayout,
+}
+
+const T: usize = 64;
+const P: usize = 40;
+const D: usize = 64;
+
+impl Case {
+    fn load(case: &str, layout: RopeLayout) -> Case {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/families")
+            .join(case);
+        Case {
+            model: load(dir.join("model.safetensors")),
+            golden: load(dir.join("golden.safetensors")),
+            layout,
+        }
+    }
+
+    /// The layer's config (golden metadata: d 64, H 4, r_q 24, r 16, n p v 8,
+    /// interleaved default RoPE, latent eps 1e-6; indexer Hi 8, Di 16, K 16,
+    /// k_norm eps 1e-6, RoPE on the first p dims).
+    fn config(&self, dsa: Dsa) -> Config {
+        Config {
+            hidden_size: 64,
+            num_heads: 4,
+            q_lora_rank: 24,
+            kv_lora_rank: 16,
+            qk_nope_head_dim: 8,
+            qk_rope_head_dim: 8,
+            v_head_dim: 8,
+            max_seq_len: T as u32,
+            max_tokens_per_call: T as u32,
+            q_norm: true,
+            rms_norm_eps: 1e-6,
+            dsa,
+            index_n_heads: 8,
+            index_head_dim: 16,
+            index_topk: 16,
+            index_rope: IndexRope::First,
+            index_rope_layout: self.layout,
+            ..Config::plain()
+        }
+    }
+
+    fn t(&self, layer: usize, name: &str) -> Tensor<'_> {
+        let key = format!("model.layers.{layer}.self_attn.{name}");
+        let (v, shape) = self.model.get(&key).unwrap_or_else(|| panic!("no {key}"));
+        let (rows, cols) = match shape[..] {
+            [r, c] => (r, c),
+            [c] => (1, c),
+            _ => panic!("{key}"),
+        };
+        Tensor::f32(v, rows, cols).unwrap()
+    }
+
+    fn weights(&self, layer: usize) -> (Weights<'_>, IndexerWeights<'_>) {
+        let w = Weights {
+            q_proj: None,
+            q_a_proj: Some(self.t(layer, "q_a_proj.weight")),
+            q_a_layernorm: Some(self.t(layer, "q_a_layernorm.weight")),
+            q_b_proj: Some(self.t(layer, "q_b_proj.weight")),
+            kv_a_proj_with_mqa: self.t(layer, "kv_a_proj_with_mqa.weight"),
+            kv_a_layernorm: self.t(layer, "kv_a_layernorm.weight"),
+            kv_b_proj: self.t(layer, "kv_b_proj.weight"),
+            o_proj: self.t(layer, "o_proj.weight"),
+            q_a_proj_bias: None,
+            kv_a_proj_bias: None,
+            o_proj_bias: None,
+        };
+        let iw = IndexerWeights {
+            wq_b: self.t(layer, "indexer.wq_b.weight"),
+            wk: self.t(layer, "indexer.wk.weight"),
+            k_norm: self.t(layer, "indexer.k_norm.weight"),
+            k_norm_bias: self.t(layer, "indexer.k_norm.bias"),
+            weights_proj: self.t(layer, "indexer.weights_proj.weight"),
+            q_norm: None,
+            query_scale: None,
+        };
+        (w, iw)
+    }
+
+    fn golden(&self, name: &str) -> &[f32] {
+        &self
+            .golden
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .0
+    }
+
+    /// The layer over `chunks` of its inputs, on `par` when given.
+    fn run(
+        &self,
+        layer: usize,
+        cfg: &Config,
+        chunks: &[usize],
+        mode: AttnMode,
+        par: Option<&dyn ParallelFor>,
+    ) -> Vec<f32> {
+        let (w, iw) = self.weights(layer);
+        let mut buf = Vec::new();
+        let mem = aligned(&mut buf, Engine::memory_bytes(cfg).unwrap());
+        let mut e = Engine::with_indexer(cfg, &w, Some(iw), mem).unwrap();
+        e.set_parallel(par);
+        if par.is_some() {
+            e.set_parallel_min_work(0);
+        }
+        let x = self.golden(&format!("layer.{layer}.inputs"));
+        let mut out = vec![0f32; T * D];
+        let mut at = 0;
+        for &n in chunks {
+            e.forward_mode(
+                &x[at * D..(at + n) * D],
+                &mut out[at * D..(at + n) * D],
+                mode,
+            )
+            .unwrap();
+            at += n;
+        }
+        assert_eq!(e.len(), T);
+        out
+    }
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |e, (x, y)| e.max((x - y).abs())) / m
+}
+
+fn decode_chunks() -> Vec<usize> {
+    let mut c = vec![P];
+    c.extend(std::iter::repeat_n(1, T - P));
+    c
+}
+
+const CASES: [(&str, RopeLayout, [usize; 2]); 2] = [
+    ("deepseek_v32", RopeLayout::Half, [0, 1]),
+    ("glm_moe_dsa", RopeLayout::Interleaved, [0, 3]),
+];
+
+#[test]
+fn dsa_layers_match_the_golden_prefill_and_decode_in_both_paths() {
+    for (case, layout, layers) in CASES {
+        let c = Case::load(case, layout);
+        let cfg = c.config(Dsa::Full);
+        for layer in layers {
+            let prefill = c.golden(&format!("layer.{layer}.prefill"));
+            let decode = c.golden(&format!("layer.{layer}.decode"));
+            for mode in [AttnMode::Naive, AttnMode::Absorb] {
+                let got = c.run(layer, &cfg, &[T], mode, None);
+                let e = rel_err(&got, prefill);
+                eprintln!("{case} layer {layer} prefill {mode:?}: {e:.2e}");
+                assert!(e <= 1e-5, "{case} layer {layer} prefill {mode:?}: {e}");
+                let got = c.run(layer, &cfg, &decode_chunks(), mode, None);
+                let e = rel_err(&got, decode);
+                eprintln!("{case} layer {layer} decode {mode:?}: {e:.2e}");
+                assert!(e <= 1e-5, "{case} layer {layer} decode {mode:?}: {e}");
+            }
+            // Dense attention is far from the sparse reference.
+            let dense = c.run(layer, &c.config(Dsa::None), &[T], AttnMode::Naive, None);
+            let e = rel_err(&dense, prefill);
+            eprintln!("{case} layer {layer} dense vs sparse reference: {e:.2e}");
+            assert!(
+                e > 1e-3,
+                "{case} layer {layer}: dense is within {e} of sparse"
+            );
+        }
+    }
+}
+
+/// Every task on its own scoped thread, last index first.
+struct Threads;
+
+impl ParallelFor for Threads {
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for i in (0..n_tasks).rev() {
+                s.spawn(move || task(i));
+            }
+        });
+    }
+}
+
+#[test]
+fn dsa_chunking_and_threads_do_not_change_the_result() {
+    let c = Case::load("deepseek_v32", RopeLayout::Half);
+    let cfg = c.config(Dsa::Full);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for mode in [AttnMode::Naive, AttnMode::Absorb] {
+        let one = c.run(0, &cfg, &[T], mode, None);
+        let threaded = c.run(0, &cfg, &[T], mode, Some(&Threads));
+        assert_eq!(
+            bits(&one),
+            bits(&threaded),
+            "{mode:?}: threads changed bits"
+        );
+        let chunked = c.run(0, &cfg, &[5, 11, 1, 30, 17], mode, None);
+        assert!(rel_err(&chunked, &one) <= 1e-6, "{mode:?}: chunked differs");
+        let dec = c.run(0, &cfg, &decode_chunks(), mode, None);
+        let dec_threaded = c.run(0, &cfg, &decode_chunks(), mode, Some(&Threads));
+        assert_eq!(
+            bits(&dec),
+            bits(&dec_threaded),
+            "{mode:?}: threads changed bits"
+        );
+    }
+}
+
+#[test]
+fn dsa_truncate_keeps_the_index_cache_in_step() {
+    let c = Case::load("deepseek_v32", RopeLayout::Half);
+    let cfg = c.config(Dsa::Full);
+    let (w, iw) = c.weights(1);
+    let mut buf = Vec::new();
+    let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+    let mut e = Engine::with_indexer(&cfg, &w, Some(iw), mem).unwrap();
+    let x = c.golden("layer.1.inputs");
+    let want = c.golden("layer.1.prefill");
+    let mut out = vec![0f32; T * D];
+    // 50 tokens, back to 30, then the rest: as one call.
+    e.forward(&x[..50 * D], &mut out[..50 * D]).unwrap();
+    e.truncate(30).unwrap();
+    e.forward(&x[30 * D..], &mut out[30 * D..]).unwrap();
+    assert!(rel_err(&out, want) <= 1e-5);
+    // Reset, then again.
+    e.reset();
+    e.forward(x, &mut out).unwrap();
+    assert!(rel_err(&out, want) <= 1e-5);
+    // A bf16 index cache changes little here.
+    let mut bcfg = cfg;
+    bcfg.index_cache_dtype = DType::BF16;
+    let got = c.run(1, &bcfg, &[T], AttnMode::Absorb, None);
+    eprintln!("bf16 index cache: {:.2e}", rel_err(&got, want));
+}
