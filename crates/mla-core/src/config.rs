@@ -961,10 +961,6 @@ impl Config {
         if self.kv_shared {
             return unsupported("kv_shared (cross-layer KV sharing)");
         }
-        match self.dsa {
-            Dsa::None | Dsa::Full => {}
-            Dsa::Shared => return unsupported("dsa shared (share_topk)"),
-        }
         if self.dsa == Dsa::Full && self.index_kpool > 0 {
             return unsupported("index_kpool (pooled indexer keys)");
         }

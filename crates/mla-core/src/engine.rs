@@ -35,6 +35,9 @@ pub struct Engine<'w, 'm> {
     cache: LatentCache<'m>,
     /// DSA `Full`: the indexer's tensors and key cache (same length as `cache`).
     indexer: Option<(IndexerWeights<'w>, IndexCache<'m>)>,
+    /// Positions `start..start + n` whose selection `work.selection` holds
+    /// (the last successful call of a DSA layer; `n` = 0: none).
+    last_selection: (usize, usize),
     /// The memory plan's regions; `work.cache` is empty (its bytes are `cache`'s).
     work: Regions<Place<'m>>,
     par: Parallel<'m>,
@@ -154,6 +157,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             rope_scaling: rope_params.attention_scaling(),
             cache,
             indexer,
+            last_selection: (0, 0),
             work,
             par: Parallel::SEQUENTIAL,
             par_min_work: crate::parallel::MIN_PARALLEL_WORK,
@@ -219,6 +223,7 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Rolls the cache back to `len` tokens; `InvalidArgument` if `len > self.len()`.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if self.cache.truncate(len) {
+            self.last_selection = (0, 0);
             Ok(())
         } else {
             Err(err(Status::InvalidArgument, "truncate: len ")
@@ -277,6 +282,78 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Empties the cache.
     pub fn reset(&mut self) {
         self.cache.reset();
+        self.last_selection = (0, 0);
+    }
+
+    /// Checks that `producer` can lend its top-k selection to this engine
+    /// (`dsa = Shared` here, `Full` or `Shared` there, the same `index_topk`
+    /// and `max_tokens_per_call`): `InvalidArgument` naming the mismatch
+    /// otherwise. For hosts that register the pair once (`mla_engine_share_topk`).
+    pub fn check_share_topk(&self, producer: &Engine) -> Result<()> {
+        let bad = |what: &str| Err(err(Status::InvalidArgument, "share_topk: ").s(what));
+        if self.cfg.dsa != Dsa::Shared {
+            return bad("the consumer's dsa is not shared");
+        }
+        if producer.cfg.dsa == Dsa::None {
+            return bad("the producer has no sparse attention (dsa none)");
+        }
+        if producer.dims.index_topk != self.dims.index_topk {
+            return Err(err(Status::InvalidArgument, "share_topk: index_topk ")
+                .n(self.dims.index_topk)
+                .s(" differs from the producer's ")
+                .n(producer.dims.index_topk));
+        }
+        if producer.dims.max_tok < self.dims.max_tok {
+            return bad("the producer's max_tokens_per_call is smaller");
+        }
+        Ok(())
+    }
+
+    /// [`Engine::forward_mode`] for a `dsa = Shared` layer: attends over the
+    /// rows `producer` selected in its last call for the same positions (run
+    /// the producer first on the same tokens). Errors (nothing changes):
+    /// [`Engine::check_share_topk`]'s, and `InvalidArgument` when the
+    /// producer's last call did not cover this call's positions.
+    pub fn forward_shared_topk(
+        &mut self,
+        producer: &Engine,
+        x: &[f32],
+        out: &mut [f32],
+        mode: AttnMode,
+    ) -> Result<()> {
+        self.check_share_topk(producer)?;
+        let t = self.check_call(x, out)?;
+        let start = self.len();
+        let (p0, pn) = producer.last_selection;
+        if start < p0 || start + t > p0 + pn {
+            return Err(err(Status::InvalidArgument, "share_topk: positions ")
+                .n(start)
+                .s("..")
+                .n(start + t)
+                .s(" are not those of the producer's last call (")
+                .n(p0)
+                .s("..")
+                .n(p0 + pn)
+                .s(")"));
+        }
+        let k = self.dims.index_topk;
+        let off = start - p0;
+        // The selection region is about to hold this call's rows.
+        self.last_selection = (0, 0);
+        let (Some(rows), Some(lens), Some(dst_rows), Some(dst_lens)) = (
+            producer.work.selection.get(off * k..(off + t) * k),
+            producer.work.selection_len.get(off..off + t),
+            self.work.selection.get_mut(..t * k),
+            self.work.selection_len.get_mut(..t),
+        ) else {
+            return Err(err(
+                Status::Internal,
+                "share_topk: selection sizes disagree with the memory plan",
+            ));
+        };
+        dst_rows.copy_from_slice(rows);
+        dst_lens.copy_from_slice(lens);
+        self.forward_inner(x, out, mode, t)
     }
 
     /// KV sharing (`kv_shared` layers, mistral_large4's `kv_source_layers`): this
@@ -352,6 +429,27 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// [`Engine::forward`] with an explicit attention mode for this call.
     pub fn forward_mode(&mut self, x: &[f32], out: &mut [f32], mode: AttnMode) -> Result<()> {
         let t = self.check_call(x, out)?;
+        if self.cfg.dsa == Dsa::Shared {
+            return Err(err(
+                Status::InvalidArgument,
+                "forward: a dsa shared layer runs with its producer's selection (forward_shared_topk)",
+            ));
+        }
+        self.forward_inner(x, out, mode, t)
+    }
+
+    /// The forward pass of `t` checked tokens (a `Shared` layer's selection
+    /// already in `work.selection`).
+    fn forward_inner(
+        &mut self,
+        x: &[f32],
+        out: &mut [f32],
+        mode: AttnMode,
+        t: usize,
+    ) -> Result<()> {
+        // Until this call succeeds, no selection is lent to consumers (the
+        // selection region is rewritten below).
+        self.last_selection = (0, 0);
         let dims = self.dims;
         let (d, r, p) = (dims.d, dims.r, dims.p);
         let start = self.cache.len();
@@ -484,6 +582,11 @@ impl<'w, 'm> Engine<'w, 'm> {
                     k: dims.index_topk,
                 })
             }
+            None if self.cfg.dsa == Dsa::Shared => Some(Selection {
+                rows: &*work.selection,
+                lens: &*work.selection_len,
+                k: dims.index_topk,
+            }),
             None => None,
         };
 
@@ -539,6 +642,7 @@ impl<'w, 'm> Engine<'w, 'm> {
         if !self.cache.commit(t) {
             return Err(err(Status::Internal, "cache commit failed"));
         }
+        self.last_selection = (start, t);
         Ok(())
     }
 }

@@ -90,7 +90,11 @@ impl Case {
     }
 
     fn weights(&self, layer: usize) -> (Weights<'_>, IndexerWeights<'_>) {
-        let w = Weights {
+        (self.dense_weights(layer), self.indexer(layer))
+    }
+
+    fn dense_weights(&self, layer: usize) -> Weights<'_> {
+        Weights {
             q_proj: None,
             q_a_proj: Some(self.t(layer, "q_a_proj.weight")),
             q_a_layernorm: Some(self.t(layer, "q_a_layernorm.weight")),
@@ -102,8 +106,11 @@ impl Case {
             q_a_proj_bias: None,
             kv_a_proj_bias: None,
             o_proj_bias: None,
-        };
-        let iw = IndexerWeights {
+        }
+    }
+
+    fn indexer(&self, layer: usize) -> IndexerWeights<'_> {
+        IndexerWeights {
             wq_b: self.t(layer, "indexer.wq_b.weight"),
             wk: self.t(layer, "indexer.wk.weight"),
             k_norm: self.t(layer, "indexer.k_norm.weight"),
@@ -111,8 +118,7 @@ impl Case {
             weights_proj: self.t(layer, "indexer.weights_proj.weight"),
             q_norm: None,
             query_scale: None,
-        };
-        (w, iw)
+        }
     }
 
     fn golden(&self, name: &str) -> &[f32] {
@@ -266,4 +272,94 @@ fn dsa_truncate_keeps_the_index_cache_in_step() {
     bcfg.index_cache_dtype = DType::BF16;
     let got = c.run(1, &bcfg, &[T], AttnMode::Absorb, None);
     eprintln!("bf16 index cache: {:.2e}", rel_err(&got, want));
+}
+
+#[test]
+fn shared_topk_layers_match_the_golden_and_bad_pairs_change_nothing() {
+    // glm_moe_dsa: layers 1 and 2 attend over layer 0's selection.
+    let c = Case::load("glm_moe_dsa", RopeLayout::Interleaved);
+    let (full, shared) = (c.config(Dsa::Full), c.config(Dsa::Shared));
+    let (w0, iw0) = c.weights(0);
+    let w1 = c.dense_weights(1);
+    let w2 = c.dense_weights(2);
+    for (schedule, chunks) in [("prefill", vec![T]), ("decode", decode_chunks())] {
+        for mode in [AttnMode::Naive, AttnMode::Absorb] {
+            let (mut b0, mut b1, mut b2) = (Vec::new(), Vec::new(), Vec::new());
+            let mut e0 = Engine::with_indexer(
+                &full,
+                &w0,
+                Some(iw0),
+                aligned(&mut b0, Engine::memory_bytes(&full).unwrap()),
+            )
+            .unwrap();
+            let bytes = Engine::memory_bytes(&shared).unwrap();
+            let mut e1 = Engine::new(&shared, &w1, aligned(&mut b1, bytes)).unwrap();
+            let mut e2 = Engine::new(&shared, &w2, aligned(&mut b2, bytes)).unwrap();
+            let (x0, x1, x2) = (
+                c.golden("layer.0.inputs"),
+                c.golden("layer.1.inputs"),
+                c.golden("layer.2.inputs"),
+            );
+            let mut outs = vec![vec![0f32; T * D]; 3];
+            let mut at = 0;
+            for &n in &chunks {
+                let r = at * D..(at + n) * D;
+                // Before the producer ran these positions: a clear error.
+                if at > 0 {
+                    let err = e1
+                        .forward_shared_topk(&e0, &x1[r.clone()], &mut outs[1][r.clone()], mode)
+                        .unwrap_err();
+                    assert_eq!(err.status(), crate::Status::InvalidArgument);
+                    assert_eq!(e1.len(), at);
+                }
+                e0.forward_mode(&x0[r.clone()], &mut outs[0][r.clone()], mode)
+                    .unwrap();
+                e1.forward_shared_topk(&e0, &x1[r.clone()], &mut outs[1][r.clone()], mode)
+                    .unwrap();
+                // Layer 2 takes it from layer 1 (shared layers pass theirs on).
+                e2.forward_shared_topk(&e1, &x2[r.clone()], &mut outs[2][r.clone()], mode)
+                    .unwrap();
+                at += n;
+            }
+            for (layer, got) in outs.iter().enumerate() {
+                let want = c.golden(&format!("layer.{layer}.{schedule}"));
+                let e = rel_err(got, want);
+                eprintln!("glm_moe_dsa layer {layer} {schedule} {mode:?}: {e:.2e}");
+                assert!(e <= 1e-5, "layer {layer} {schedule} {mode:?}: {e}");
+            }
+        }
+    }
+    // Bad pairs: a shared layer alone, a mismatched top-k, a dense producer.
+    let mut b1 = Vec::new();
+    let bytes = Engine::memory_bytes(&shared).unwrap();
+    let mut e1 = Engine::new(&shared, &w1, aligned(&mut b1, bytes)).unwrap();
+    let x1 = c.golden("layer.1.inputs");
+    let mut out = vec![0f32; 4 * D];
+    let err = e1.forward(&x1[..4 * D], &mut out).unwrap_err();
+    assert_eq!(err.status(), crate::Status::InvalidArgument);
+    let mut other = full;
+    other.index_topk = 8;
+    let mut b0 = Vec::new();
+    let e0 = Engine::with_indexer(
+        &other,
+        &w0,
+        Some(iw0),
+        aligned(&mut b0, Engine::memory_bytes(&other).unwrap()),
+    )
+    .unwrap();
+    let err = e1
+        .forward_shared_topk(&e0, &x1[..4 * D], &mut out, AttnMode::Auto)
+        .unwrap_err();
+    assert_eq!(err.status(), crate::Status::InvalidArgument);
+    assert!(err.message().contains("index_topk"), "{}", err.message());
+    let dense = c.config(Dsa::None);
+    let mut bd = Vec::new();
+    let ed = Engine::new(
+        &dense,
+        &w0,
+        aligned(&mut bd, Engine::memory_bytes(&dense).unwrap()),
+    )
+    .unwrap();
+    assert!(e1.check_share_topk(&ed).is_err());
+    assert_eq!(e1.len(), 0);
 }
