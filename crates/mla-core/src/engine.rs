@@ -79,8 +79,8 @@ impl<'w, 'm> Engine<'w, 'm> {
     }
 
     /// [`Engine::new`] with the indexer tensors of a DSA `Full` layer given
-    /// apart (`None`: from `weights`).
-    pub(crate) fn with_indexer(
+    /// apart (`None`: from `weights`). Errors as [`Engine::new`].
+    pub fn with_indexer(
         cfg: &Config,
         weights: &Weights<'w>,
         index_weights: Option<IndexerWeights<'w>>,
@@ -220,6 +220,11 @@ impl<'w, 'm> Engine<'w, 'm> {
         &self.cache
     }
 
+    /// The indexer key cache of a DSA `Full` layer (rows `0..len()` valid).
+    pub fn index_cache(&self) -> Option<&IndexCache<'m>> {
+        self.indexer.as_ref().map(|(_, ic)| ic)
+    }
+
     /// Rolls the cache back to `len` tokens; `InvalidArgument` if `len > self.len()`.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if self.cache.truncate(len) {
@@ -244,10 +249,30 @@ impl<'w, 'm> Engine<'w, 'm> {
     pub fn append_cache_rows(&mut self, rows: &[f32]) -> Result<()> {
         if self.indexer.is_some() {
             return Err(err(
-                Status::Unsupported,
-                "append_cache_rows: a dsa full layer also needs the rows' indexer keys",
+                Status::InvalidArgument,
+                "append_cache_rows: a dsa full layer also needs the rows' indexer keys (append_indexed_rows)",
             ));
         }
+        self.append_rows(rows, &[])
+    }
+
+    /// [`Engine::append_cache_rows`] for a DSA `Full` layer: `index_keys` is
+    /// `[n][index_head_dim]`, the finished indexer key of each row (after its
+    /// LayerNorm and RoPE), stored in the index cache dtype. Errors (nothing
+    /// changes): those of `append_cache_rows`, and `InvalidArgument` when the
+    /// layer has no indexer or `index_keys` does not hold `n` keys.
+    pub fn append_indexed_rows(&mut self, rows: &[f32], index_keys: &[f32]) -> Result<()> {
+        if self.indexer.is_none() {
+            return Err(err(
+                Status::InvalidArgument,
+                "append_indexed_rows: the layer has no indexer (dsa is not full)",
+            ));
+        }
+        self.append_rows(rows, index_keys)
+    }
+
+    /// Appends cache rows and (DSA full) their indexer keys.
+    fn append_rows(&mut self, rows: &[f32], index_keys: &[f32]) -> Result<()> {
         let row = self.dims.cache_row.max(1);
         if rows.is_empty() || rows.len().checked_rem(row) != Some(0) {
             return Err(err(Status::InvalidArgument, "rows: length ")
@@ -268,6 +293,28 @@ impl<'w, 'm> Engine<'w, 'm> {
             return Err(err(Status::NonFinite, "rows: row ")
                 .n(i / row)
                 .s(" is not finite"));
+        }
+        let di = self.dims.index_dim;
+        if let Some((_, ic)) = self.indexer.as_mut() {
+            if Some(index_keys.len()) != n.checked_mul(di) {
+                return Err(err(Status::InvalidArgument, "index_keys: length ")
+                    .n(index_keys.len())
+                    .s(" is not ")
+                    .n(n)
+                    .s(" rows x index_head_dim ")
+                    .n(di));
+            }
+            if let Some(i) = index_keys.iter().position(|v| !v.is_finite()) {
+                return Err(err(Status::NonFinite, "index_keys: row ")
+                    .n(i / di.max(1))
+                    .s(" is not finite"));
+            }
+            let start = self.cache.len();
+            for (i, k) in index_keys.chunks_exact(di.max(1)).enumerate() {
+                if !ic.write(start + i, k) {
+                    return Err(err(Status::Internal, "index cache write failed"));
+                }
+            }
         }
         let start = self.len();
         for (i, r) in rows.chunks_exact(row).enumerate() {

@@ -363,3 +363,33 @@ fn shared_topk_layers_match_the_golden_and_bad_pairs_change_nothing() {
     assert!(e1.check_share_topk(&ed).is_err());
     assert_eq!(e1.len(), 0);
 }
+
+#[test]
+fn appended_indexed_rows_continue_like_the_prefill_that_made_them() {
+    let c = Case::load("deepseek_v32", RopeLayout::Half);
+    let cfg = c.config(Dsa::Full);
+    let (w, iw) = c.weights(0);
+    let x = c.golden("layer.0.inputs");
+    let bytes = Engine::memory_bytes(&cfg).unwrap();
+    let (mut ba, mut bb) = (Vec::new(), Vec::new());
+    let mut a = Engine::with_indexer(&cfg, &w, Some(iw), aligned(&mut ba, bytes)).unwrap();
+    let mut b = Engine::with_indexer(&cfg, &w, Some(iw), aligned(&mut bb, bytes)).unwrap();
+    let mut out = vec![0f32; T * D];
+    a.forward(&x[..P * D], &mut out[..P * D]).unwrap();
+    let mut widen = vec![0f32; P * a.dims().cache_row];
+    let rows = a.cache().rows(0, P, &mut widen).to_vec();
+    let mut kw = vec![0f32; P * 16];
+    let keys = a.index_cache().unwrap().rows(0, P, &mut kw).to_vec();
+    // Wrong key count, a dense append: errors, nothing changes.
+    assert!(b.append_indexed_rows(&rows, &keys[16..]).is_err());
+    assert!(b.append_cache_rows(&rows).is_err());
+    assert_eq!(b.len(), 0);
+    b.append_indexed_rows(&rows, &keys).unwrap();
+    let mut out_b = vec![0f32; T * D];
+    for t in P..T {
+        let r = t * D..(t + 1) * D;
+        a.forward(&x[r.clone()], &mut out[r.clone()]).unwrap();
+        b.forward(&x[r.clone()], &mut out_b[r.clone()]).unwrap();
+    }
+    assert_eq!(&out[P * D..], &out_b[P * D..]);
+}
