@@ -286,15 +286,21 @@ impl IndexerLayer {
             IndexCache::new(bytemuck::cast_slice_mut(&mut mem), dtype, di, self.t).unwrap();
         let (mut widen, mut dots) = (vec![0f32; SCORE_BLOCK * di], vec![0f32; SCORE_BLOCK * hi]);
         let (mut sels, mut all_scores) = (vec![], vec![]);
+        let mut q_t = vec![0f32; hi * di];
         for pos in 0..self.t {
             assert!(cache.write(pos, &self.k[pos * di..(pos + 1) * di]));
+            assert!(dsa::transpose_query(
+                &self.shape,
+                &self.q[pos * hi * di..(pos + 1) * hi * di],
+                &mut q_t
+            ));
             let mut scores = vec![0f32; pos + 1];
             assert!(dsa::score_cache(
                 isa(),
                 &self.shape,
                 &cache,
                 pos + 1,
-                &self.q[pos * hi * di..(pos + 1) * hi * di],
+                &q_t,
                 &self.w[pos * hi..(pos + 1) * hi],
                 &mut widen,
                 &mut dots,

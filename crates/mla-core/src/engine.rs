@@ -611,6 +611,7 @@ impl<'w, 'm> Engine<'w, 'm> {
                 let scratch = IndexWork {
                     x_norm: &mut *work.index_x,
                     q: &mut *work.index_q,
+                    q_t: &mut *work.index_qt,
                     w: &mut *work.index_w,
                     k: &mut *work.index_k,
                     scores: &mut *work.index_scores,

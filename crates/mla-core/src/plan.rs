@@ -54,6 +54,7 @@
 //! | `o`             | f32  | `[T][H][v]`                            | attention output per head              |
 //! | `index_x`       | f32  | `[T][d]` (DSA full, LayerNorm(x) input) | indexer query input                   |
 //! | `index_q`, `index_w`, `index_k` | f32 | `[T][Hi][Di]`, `[T][Hi]`, `[T][Di]` (DSA full) | indexer queries, head weights, new keys |
+//! | `index_qt`      | f32  | `[Di][Hi]` (DSA full)                  | one token's indexer query, transposed  |
 //! | `index_scores`  | f32  | `[max_seq_len]` (DSA full)             | index scores of one query token        |
 //! | `index_widen`, `index_dots` | f32 | `[n_slots][64][Di]`, `[n_slots][64][Hi]` (DSA full) | per scoring task: widened keys, dot products |
 //! | `selection`, `selection_len` | u32 | `[T][index_topk]`, `[T]` (DSA) | each token's selected rows             |
@@ -414,6 +415,8 @@ layout! {
         index_x: [f32; index_x],
         /// DSA `Full`: `[T][Hi][Di]` indexer queries.
         index_q: [f32; prod(&[t, dims.index_width])],
+        /// DSA `Full`: `[Di][Hi]` one token's indexer query, transposed.
+        index_qt: [f32; Some(dims.index_width)],
         /// DSA `Full`: `[T][Hi]` indexer head weights.
         index_w: [f32; prod(&[t, dims.index_heads])],
         /// DSA `Full`: `[T][Di]` new indexer keys.

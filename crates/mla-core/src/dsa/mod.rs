@@ -165,16 +165,36 @@ pub fn finish_query(
     w.iter_mut().for_each(|v| *v *= ws);
 }
 
+/// The query `[Hi][Di]` transposed into `q_t` `[Di][Hi]` (the layout the
+/// scoring product reads); false if a length disagrees.
+pub fn transpose_query(shape: &IndexShape, q: &[f32], q_t: &mut [f32]) -> bool {
+    let (hi, di) = (shape.heads, shape.dim);
+    let n = hi.saturating_mul(di);
+    let (Some(q), Some(q_t)) = (q.get(..n), q_t.get_mut(..n)) else {
+        return false;
+    };
+    for (h, row) in q.chunks_exact(di.max(1)).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            if let Some(d) = q_t.get_mut(j * hi + h) {
+                *d = v;
+            }
+        }
+    }
+    true
+}
+
 /// Index scores of a block of `cnt` keys: `out[t] = sum_h w[h] *
-/// ReLU(q_h . keys[t] * Di^-0.5)`. `q` is `[Hi][Di]`, `w` `[Hi]` (already times
-/// `Hi^-0.5`), `keys` `[cnt][Di]`, `dots` scratch `[cnt][Hi]`, `out` `[cnt]`.
-/// The dot products are one product `keys q^T`; the sum over heads runs in head
-/// order. Returns false (nothing defined written) if a length disagrees.
+/// ReLU(q_h . keys[t] * Di^-0.5)`. `q_t` is the query transposed, `[Di][Hi]`
+/// ([`transpose_query`]), `w` `[Hi]` (already times `Hi^-0.5`), `keys`
+/// `[cnt][Di]`, `dots` scratch `[cnt][Hi]`, `out` `[cnt]`. The dot products
+/// are one product `keys q^T` (each key read once for all heads); the sum over
+/// heads runs in head order. Returns false (nothing defined written) if a
+/// length disagrees.
 #[allow(clippy::too_many_arguments)]
 pub fn score_block(
     isa: Isa,
     shape: &IndexShape,
-    q: &[f32],
+    q_t: &[f32],
     w: &[f32],
     keys: &[f32],
     cnt: usize,
@@ -182,8 +202,8 @@ pub fn score_block(
     out: &mut [f32],
 ) -> bool {
     let (hi, di) = (shape.heads, shape.dim);
-    let (Some(q), Some(w), Some(keys), Some(dots), Some(out)) = (
-        q.get(..hi.saturating_mul(di)),
+    let (Some(q_t), Some(w), Some(keys), Some(dots), Some(out)) = (
+        q_t.get(..hi.saturating_mul(di)),
         w.get(..hi),
         keys.get(..cnt.saturating_mul(di)),
         dots.get_mut(..cnt.saturating_mul(hi)),
@@ -195,14 +215,15 @@ pub fn score_block(
         out.iter_mut().for_each(|v| *v = 0.0);
         return true;
     }
+    dots.iter_mut().for_each(|v| *v = 0.0);
     let (Some(a), Some(b), Some(mut c)) = (
         Mat::new(keys, cnt, di, di),
-        Mat::new(q, hi, di, di),
+        Mat::new(q_t, di, hi, hi),
         MatMut::new(dots, cnt, hi, hi),
     ) else {
         return false;
     };
-    if !kernels::gemm_nt_with(isa, &a, &MatE::F32(b), &mut c) {
+    if !kernels::gemm_nn_with(isa, &a, &MatE::F32(b), &mut c) {
         return false;
     }
     let scale = shape.score_scale();
@@ -222,7 +243,8 @@ pub fn score_block(
 /// Keys scored per block by [`score_cache`].
 pub const SCORE_BLOCK: usize = 64;
 
-/// Index scores of cached keys `0..n_keys` into `out[..n_keys]`, by blocks of
+/// Index scores of cached keys `0..n_keys` into `out[..n_keys]` (`q_t` the
+/// transposed query, see [`score_block`]), by blocks of
 /// [`SCORE_BLOCK`]: `widen` is scratch `[SCORE_BLOCK][Di]` (rows of a bf16 or
 /// FP8 cache are widened there), `dots` `[SCORE_BLOCK][Hi]`. False if a length
 /// disagrees or rows lie outside the cache.
@@ -232,7 +254,7 @@ pub fn score_cache(
     shape: &IndexShape,
     cache: &IndexCache,
     n_keys: usize,
-    q: &[f32],
+    q_t: &[f32],
     w: &[f32],
     widen: &mut [f32],
     dots: &mut [f32],
@@ -245,7 +267,7 @@ pub fn score_cache(
             return false;
         };
         let keys = cache.rows(b0, cnt, widen);
-        if keys.is_empty() || !score_block(isa, shape, q, w, keys, cnt, dots, o) {
+        if keys.is_empty() || !score_block(isa, shape, q_t, w, keys, cnt, dots, o) {
             return false;
         }
         b0 += cnt;

@@ -1,7 +1,7 @@
 //! The indexer step of a forward call (DSA `Full`): the call's keys join the
 //! index cache, every query token gets its top-k.
 
-use super::{finish_key, finish_query, layer_norm, select_topk, IndexCache};
+use super::{finish_key, finish_query, layer_norm, select_topk, transpose_query, IndexCache};
 use super::{IndexShape, IndexerWeights, SCORE_BLOCK};
 use crate::config::{Config, Dims, IndexQInput, IndexRope};
 use crate::kernels::{linear_par, Isa};
@@ -36,6 +36,8 @@ pub(crate) struct IndexCall<'a, 'w, 'p> {
 pub(crate) struct IndexWork<'a> {
     pub x_norm: &'a mut [f32],
     pub q: &'a mut [f32],
+    /// `[Di][Hi]` one token's query, transposed.
+    pub q_t: &'a mut [f32],
     pub w: &'a mut [f32],
     pub k: &'a mut [f32],
     pub scores: &'a mut [f32],
@@ -161,11 +163,14 @@ pub(crate) fn index_tokens(
             .get_mut(..n)
             .ok_or_else(|| internal("index_scores"))?;
         if n > k {
+            if !transpose_query(&shape, qi, work.q_t) {
+                return Err(internal("index_qt"));
+            }
             score_split(
                 call,
                 &shape,
                 cache,
-                qi,
+                work.q_t,
                 wi,
                 &mut *work.widen,
                 &mut *work.dots,

@@ -94,10 +94,12 @@ fn score_block_is_the_formula() {
     let keys = rand_vec(13, cnt * di);
     let mut dots = vec![0f32; cnt * hi];
     let mut out = vec![0f32; cnt];
+    let mut q_t = vec![0f32; hi * di];
+    assert!(transpose_query(&sh, &q, &mut q_t));
     assert!(score_block(
         isa(),
         &sh,
-        &q,
+        &q_t,
         &w,
         &keys,
         cnt,
@@ -122,7 +124,7 @@ fn score_block_is_the_formula() {
     assert!(!score_block(
         isa(),
         &sh,
-        &q[1..],
+        &q_t[1..],
         &w,
         &keys,
         cnt,
@@ -224,6 +226,9 @@ fn score_cache_equals_blocks_of_any_size() {
     let keys = rand_vec(41, n * 8);
     let q = rand_vec(42, 32);
     let w = rand_vec(43, 4);
+    let mut q_t = vec![0f32; 32];
+    assert!(transpose_query(&sh, &q, &mut q_t));
+    let q = q_t;
     let mut mem = Mem([0; 8192]);
     let mut c = IndexCache::new(&mut mem.0, IndexDType::F32, 8, 200).unwrap();
     for t in 0..n {
