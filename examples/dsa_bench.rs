@@ -10,7 +10,9 @@
 //! Di 128, top-k 2048. Weights random (fixed seed), caches filled with random
 //! rows (`append_cache_rows` / `append_indexed_rows`). Per context L, the median
 //! time of one decode step (the engine at L tokens, one more token, then
-//! truncated back to L; the least of the repetitions):
+//! truncated back to L; the least of the repetitions, in thread CPU time on
+//! Linux, so that other processes on a shared machine do not count;
+//! use `--threads 1` for that to hold):
 //!
 //! - `proj`: the projections, the same for both (a step at context 1);
 //! - `dense`: dense attention (`dsa` none) = step - proj;
@@ -20,6 +22,8 @@
 //! - `indexer`: of `sparse`, the scores of the L keys and the top-k alone
 //!   (`mla_core::dsa::score_cache` + `select_topk` on the engine's own index
 //!   cache, same thread count) — the part that grows with the context;
+//! - `top-k ms`: of `indexer`, the top-k selection alone;
+//! - `(share)`: indexer / sparse;
 //! - `speedup`: dense / sparse.
 
 use mla_core::config::{Dsa, IndexRope, RopeLayout};
@@ -79,16 +83,45 @@ fn opts() -> Opts {
     o
 }
 
-/// Least seconds of `step` over at least 3 runs (until `budget` seconds): the
-/// minimum, not the median, because shared machines add noise only upward.
+/// CPU time of the calling thread in seconds (Linux: CLOCK_THREAD_CPUTIME_ID,
+/// the time it ran, not the time it waited for a core), else `None`.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn thread_cpu() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit
+    // Linux); clock_gettime writes only it.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.sec as f64 + ts.nsec as f64 * 1e-9)
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn thread_cpu() -> Option<f64> {
+    None
+}
+
+/// Least seconds of `step` over at least 3 runs (until `budget` seconds of wall
+/// time): thread CPU time where the OS reports it (single-threaded runs on a
+/// shared machine), else wall time; the minimum, as noise only adds.
 fn time_it(budget: f64, mut step: impl FnMut()) -> f64 {
     step();
     let mut t = Vec::new();
     let t0 = Instant::now();
     while t.len() < 3 || (t0.elapsed().as_secs_f64() < budget && t.len() < 100) {
-        let s = Instant::now();
+        let (c, s) = (thread_cpu(), Instant::now());
         step();
-        t.push(s.elapsed().as_secs_f64());
+        t.push(match (c, thread_cpu()) {
+            (Some(a), Some(b)) => b - a,
+            _ => s.elapsed().as_secs_f64(),
+        });
     }
     t.iter().copied().fold(f64::INFINITY, f64::min)
 }
@@ -158,8 +191,15 @@ fn main() {
         dense.truncate(0).unwrap();
     });
     println!(
-        "{:>7} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8}",
-        "context", "proj ms", "dense ms", "sparse ms", "indexer ms", "(share)", "speedup"
+        "{:>7} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}",
+        "context",
+        "proj ms",
+        "dense ms",
+        "sparse ms",
+        "indexer ms",
+        "top-k ms",
+        "(share)",
+        "speedup"
     );
     let shape = IndexShape {
         heads: hi,
@@ -207,14 +247,18 @@ fn main() {
             ));
             dsa::select_topk(&scores[..ctx], o.topk as usize, &mut sel);
         });
+        let t_topk = time_it(o.budget / 4.0, || {
+            dsa::select_topk(&scores[..ctx], o.topk as usize, &mut sel);
+        });
         let (ad, asp) = (t_dense - proj, t_sparse - proj);
         println!(
-            "{:>7} {:>9.2} {:>10.2} {:>10.2} {:>10.2} {:>8.0}% {:>7.1}x",
+            "{:>7} {:>9.2} {:>10.2} {:>10.2} {:>10.2} {:>8.2} {:>8.0}% {:>7.1}x",
             ctx,
             proj * 1e3,
             ad * 1e3,
             asp * 1e3,
             t_index * 1e3,
+            t_topk * 1e3,
             100.0 * t_index / asp,
             ad / asp
         );
