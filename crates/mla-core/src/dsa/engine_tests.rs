@@ -393,3 +393,48 @@ fn appended_indexed_rows_continue_like_the_prefill_that_made_them() {
     }
     assert_eq!(&out[P * D..], &out_b[P * D..]);
 }
+
+#[test]
+fn long_context_selection_and_output_do_not_depend_on_threads() {
+    // 2500 cached rows: the indexer splits its keys over several tasks and the
+    // absorbed path gathers 16 rows out of thousands.
+    let c = Case::load("deepseek_v32", RopeLayout::Half);
+    let mut cfg = c.config(Dsa::Full);
+    cfg.max_seq_len = 2600;
+    let (w, iw) = c.weights(0);
+    let n = 2500;
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let rows: Vec<f32> = (0..n * 24).map(|_| 1.7 * rnd()).collect();
+    let keys: Vec<f32> = (0..n * 16).map(|_| 1.7 * rnd()).collect();
+    let x = c.golden("layer.0.inputs");
+    let run = |mode: AttnMode, par: Option<&dyn ParallelFor>| {
+        let mut buf = Vec::new();
+        let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+        let mut e = Engine::with_indexer(&cfg, &w, Some(iw), mem).unwrap();
+        e.set_parallel(par);
+        e.set_parallel_min_work(0);
+        e.append_indexed_rows(&rows, &keys).unwrap();
+        let mut out = vec![0f32; 8 * D];
+        e.forward_mode(&x[..4 * D], &mut out[..4 * D], mode)
+            .unwrap();
+        for t in 4..8 {
+            e.forward_mode(&x[t * D..(t + 1) * D], &mut out[t * D..(t + 1) * D], mode)
+                .unwrap();
+        }
+        out
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for mode in [AttnMode::Naive, AttnMode::Absorb] {
+        let one = run(mode, None);
+        let many = run(mode, Some(&Threads));
+        assert_eq!(bits(&one), bits(&many), "{mode:?}");
+    }
+    let (naive, absorbed) = (run(AttnMode::Naive, None), run(AttnMode::Absorb, None));
+    assert!(rel_err(&absorbed, &naive) < 1e-5);
+}
