@@ -657,7 +657,9 @@ impl<'w, 'm> Engine<'w, 'm> {
             AttnMode::Naive => false,
             AttnMode::Absorb => true,
             AttnMode::Auto => {
-                let (naive, absorbed) = attention::cost(&dims, start, t);
+                let sparse = self.cfg.dsa != Dsa::None;
+                let k = if sparse { Some(dims.index_topk) } else { None };
+                let (naive, absorbed) = attention::cost_sparse(&dims, start, t, k);
                 absorbed <= naive
             }
         };

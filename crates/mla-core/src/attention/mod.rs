@@ -375,3 +375,26 @@ pub fn cost(dims: &Dims, start: usize, n_tok: usize) -> (u64, u64) {
     let absorbed = t * h * (n + v) * r + pairs * h * (2 * r + p);
     (naive, absorbed)
 }
+
+/// [`cost`] for a sparse layer attending to at most `k` rows per token
+/// (`None`: dense): the naive path masks (it still scores every causal row),
+/// the absorbed path reads only the selected rows.
+pub fn cost_sparse(dims: &Dims, start: usize, n_tok: usize, k: Option<usize>) -> (u64, u64) {
+    let (naive, absorbed) = cost(dims, start, n_tok);
+    let Some(k) = k else {
+        return (naive, absorbed);
+    };
+    let (h, r, n, p, v) = (
+        dims.h as u64,
+        dims.r as u64,
+        dims.n as u64,
+        dims.p as u64,
+        dims.v as u64,
+    );
+    let t = n_tok as u64;
+    let rows = ((start + n_tok) as u64).min(k as u64);
+    (
+        naive,
+        absorbed.min(t * h * (n + v) * r + t * rows * h * (2 * r + p)),
+    )
+}

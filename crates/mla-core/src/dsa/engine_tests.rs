@@ -187,7 +187,7 @@ fn dsa_layers_match_the_golden_prefill_and_decode_in_both_paths() {
         for layer in layers {
             let prefill = c.golden(&format!("layer.{layer}.prefill"));
             let decode = c.golden(&format!("layer.{layer}.decode"));
-            for mode in [AttnMode::Naive, AttnMode::Absorb] {
+            for mode in [AttnMode::Naive, AttnMode::Absorb, AttnMode::Auto] {
                 let got = c.run(layer, &cfg, &[T], mode, None);
                 let e = rel_err(&got, prefill);
                 eprintln!("{case} layer {layer} prefill {mode:?}: {e:.2e}");
