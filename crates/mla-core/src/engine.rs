@@ -129,6 +129,7 @@ impl<'w, 'm> Engine<'w, 'm> {
                     Some(iw) => iw,
                     None => indexer_weights(weights)?,
                 };
+                iw.check(cfg, &dims)?;
                 let dt = IndexDType::from_dtype(cfg.index_cache_dtype)
                     .ok_or_else(|| err(Status::Unsupported, "index_cache_dtype: not built"))?;
                 let ic = IndexCache::new(

@@ -438,3 +438,26 @@ fn long_context_selection_and_output_do_not_depend_on_threads() {
     let (naive, absorbed) = (run(AttnMode::Naive, None), run(AttnMode::Absorb, None));
     assert!(rel_err(&absorbed, &naive) < 1e-5);
 }
+
+#[test]
+fn indexer_tensors_of_the_wrong_shape_are_refused() {
+    let c = Case::load("deepseek_v32", RopeLayout::Half);
+    let cfg = c.config(Dsa::Full);
+    let (w, iw) = c.weights(0);
+    let bytes = Engine::memory_bytes(&cfg).unwrap();
+    let mut buf = Vec::new();
+    let mut bad = iw;
+    bad.wk = iw.weights_proj;
+    let e = Engine::with_indexer(&cfg, &w, Some(bad), aligned(&mut buf, bytes));
+    let err = e.err().unwrap();
+    assert_eq!(err.status(), crate::Status::WeightShape);
+    assert_eq!(err.message(), "index_wk: 8 x 64, expected 16 x 64");
+    let mut extra = iw;
+    extra.query_scale = Some((iw.k_norm, iw.k_norm));
+    let e = Engine::with_indexer(&cfg, &w, Some(extra), aligned(&mut buf, bytes));
+    assert_eq!(e.err().unwrap().status(), crate::Status::WeightShape);
+    // Exactly memory_bytes fits; one 64-byte block less does not.
+    assert!(Engine::with_indexer(&cfg, &w, Some(iw), aligned(&mut buf, bytes)).is_ok());
+    let e = Engine::with_indexer(&cfg, &w, Some(iw), aligned(&mut buf, bytes - 64));
+    assert_eq!(e.err().unwrap().status(), crate::Status::BufferTooSmall);
+}
