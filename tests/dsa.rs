@@ -139,8 +139,14 @@ struct IndexerLayer {
     q: Vec<f32>,
     w: Vec<f32>,
     k: Vec<f32>,
-    /// `[T][K]` reference selection (-1 padded).
+    /// `[T][K']` reference selection (-1 padded).
     selected: Vec<i32>,
+    /// glm5_next: pool size (0: none), always-select-tail, `[T][Di]` gate
+    /// logits `index_kpool_gate x`, `[P][Di]` ape.
+    kpool: usize,
+    tail: bool,
+    gates: Vec<f32>,
+    ape: Vec<f32>,
 }
 
 impl IndexerLayer {
@@ -267,6 +273,15 @@ impl IndexerLayer {
                 &sin,
             );
         }
+        let kpool = num(dsa_spec, "kpool").unwrap_or(0.0) as usize;
+        let (gates, ape) = if kpool > 0 {
+            (
+                linear(&tensor("idx.kpool_gate"), &x, d),
+                tensor("idx.kpool_ape"),
+            )
+        } else {
+            (vec![], vec![])
+        };
         IndexerLayer {
             shape,
             topk,
@@ -275,6 +290,10 @@ impl IndexerLayer {
             w,
             k,
             selected: golden.i32s(&format!("layer.{layer}.selected")),
+            kpool,
+            tail: after(dsa_spec, "always_select_tail").is_some_and(|v| v.starts_with("true")),
+            gates,
+            ape,
         }
     }
 
@@ -316,7 +335,8 @@ impl IndexerLayer {
     }
 
     fn reference(&self, pos: usize) -> Vec<u32> {
-        self.selected[pos * self.topk..(pos + 1) * self.topk]
+        let width = self.selected.len() / self.t;
+        self.selected[pos * width..(pos + 1) * width]
             .iter()
             .filter(|&&v| v >= 0)
             .map(|&v| v as u32)
@@ -384,5 +404,57 @@ fn quantised_index_caches_against_f32() {
             }
             _ => assert!(overlap > 0.9 && worst < 0.1, "{overlap} {worst}"),
         }
+    }
+}
+
+#[test]
+fn pooled_selection_equals_the_reference_on_every_query_row() {
+    // glm5_next layer 1: pools of 4 keys, the best 16 / 4 complete pools plus
+    // the query's own incomplete pool.
+    let l = IndexerLayer::load("glm5_next", 1);
+    let (hi, di, p) = (l.shape.heads, l.shape.dim, l.kpool);
+    assert_eq!((p, l.tail), (4, true));
+    let npool = l.t / p;
+    let mut pool_keys = vec![0f32; npool * di];
+    for j in 0..npool {
+        assert!(dsa::pool_key(
+            &l.k[j * p * di..(j + 1) * p * di],
+            &l.gates[j * p * di..(j + 1) * p * di],
+            Elems::F32(&l.ape),
+            p,
+            &mut pool_keys[j * di..(j + 1) * di],
+        ));
+    }
+    let mut q_t = vec![0f32; hi * di];
+    let mut dots = vec![0f32; npool * hi];
+    let mut scores = vec![0f32; npool];
+    let (mut chosen, mut out) = (vec![0u32; l.topk / p], vec![0u32; l.topk + p - 1]);
+    for pos in 0..l.t {
+        assert!(dsa::transpose_query(
+            &l.shape,
+            &l.q[pos * hi * di..(pos + 1) * hi * di],
+            &mut q_t
+        ));
+        let visible = (pos + 1) / p;
+        assert!(dsa::score_block(
+            isa(),
+            &l.shape,
+            &q_t,
+            &l.w[pos * hi..(pos + 1) * hi],
+            &pool_keys,
+            visible,
+            &mut dots,
+            &mut scores,
+        ));
+        let n = dsa::pooled_select(
+            &scores[..visible],
+            l.topk,
+            p,
+            pos,
+            l.tail,
+            &mut chosen,
+            &mut out,
+        );
+        assert_eq!(&out[..n], &l.reference(pos)[..], "glm5_next query {pos}");
     }
 }

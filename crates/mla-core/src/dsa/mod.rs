@@ -298,6 +298,74 @@ pub fn score_block(
     true
 }
 
+/// Pooled indexer (glm5_next): the key of one pool of `P` consecutive tokens,
+/// `out[c] = sum_u softmax_u(gates[u][c] + ape[u][c]) keys[u][c]` (a softmax
+/// over the pool's tokens per channel, in f32). `keys`, `gates` are `[P][Di]`
+/// (`gates` = `index_kpool_gate x`), `ape` `[P][Di]`, `out` `[Di]`. False if a
+/// length disagrees.
+pub fn pool_key(keys: &[f32], gates: &[f32], ape: Elems, pool: usize, out: &mut [f32]) -> bool {
+    let di = out.len();
+    let n = pool.saturating_mul(di);
+    if keys.len() < n || gates.len() < n || ape.len() < n || pool == 0 {
+        return false;
+    }
+    for (c, o) in out.iter_mut().enumerate() {
+        let logit = |u: usize| gates.get(u * di + c).copied().unwrap_or(0.0) + at(ape, u * di + c);
+        let m = (0..pool).map(logit).fold(f32::NEG_INFINITY, f32::max);
+        let (mut num, mut den) = (0.0f32, 0.0f32);
+        for u in 0..pool {
+            let e = libm::expf(logit(u) - m);
+            den += e;
+            num += e * keys.get(u * di + c).copied().unwrap_or(0.0);
+        }
+        *o = num / den;
+    }
+    true
+}
+
+/// Pooled selection (glm5_next) for the query at `pos`: the best
+/// `index_topk / P` of the `pool_scores` of its complete pools (all when fewer;
+/// the tie rule of [`select_topk`]), expanded to their tokens, then (with
+/// `tail`) the query's own incomplete pool `floor((pos+1)/P)*P ..= pos`.
+/// `pool_scores` holds the scores of pools `0..(pos+1)/P`; `chosen` is scratch
+/// of `index_topk / P` entries; `out` gets the tokens in ascending order (at
+/// most `index_topk + P - 1`). Returns how many were written.
+pub fn pooled_select(
+    pool_scores: &[f32],
+    index_topk: usize,
+    pool: usize,
+    pos: usize,
+    tail: bool,
+    chosen: &mut [u32],
+    out: &mut [u32],
+) -> usize {
+    let pool = pool.max(1);
+    let visible = ((pos + 1) / pool).min(pool_scores.len());
+    let picked = select_topk(
+        pool_scores.get(..visible).unwrap_or(&[]),
+        index_topk / pool,
+        chosen,
+    );
+    let mut w = 0;
+    let mut push = |t: usize, w: &mut usize| {
+        if let Some(o) = out.get_mut(*w) {
+            *o = t as u32;
+            *w += 1;
+        }
+    };
+    for &j in chosen.iter().take(picked) {
+        for u in 0..pool {
+            push(j as usize * pool + u, &mut w);
+        }
+    }
+    if tail {
+        for t in visible * pool..=pos {
+            push(t, &mut w);
+        }
+    }
+    w
+}
+
 /// Keys scored per block by [`score_cache`].
 pub const SCORE_BLOCK: usize = 64;
 
