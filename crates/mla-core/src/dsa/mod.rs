@@ -64,21 +64,6 @@ impl IndexerWeights<'_> {
         } else {
             dims.rq
         };
-        let shape = |name: &str, t: &Tensor, rows: usize, cols: usize| -> Result<()> {
-            if t.rows == rows && t.cols == cols {
-                Ok(())
-            } else {
-                Err(err(Status::WeightShape, name)
-                    .s(": ")
-                    .n(t.rows)
-                    .s(" x ")
-                    .n(t.cols)
-                    .s(", expected ")
-                    .n(rows)
-                    .s(" x ")
-                    .n(cols))
-            }
-        };
         shape("index_wq_b", &self.wq_b, hi * di, q_in)?;
         shape("index_wk", &self.wk, di, d)?;
         shape("index_k_norm", &self.k_norm, 1, di)?;
@@ -108,6 +93,25 @@ impl IndexerWeights<'_> {
             cfg.index_query_scale,
             hi,
         )
+    }
+}
+
+/// `WeightShape` unless `t` is `rows x cols` (one copy of the message code:
+/// firmware counts bytes).
+#[inline(never)]
+fn shape(name: &str, t: &Tensor, rows: usize, cols: usize) -> Result<()> {
+    if t.rows == rows && t.cols == cols {
+        Ok(())
+    } else {
+        Err(err(Status::WeightShape, name)
+            .s(": ")
+            .n(t.rows)
+            .s(" x ")
+            .n(t.cols)
+            .s(", expected ")
+            .n(rows)
+            .s(" x ")
+            .n(cols))
     }
 }
 
