@@ -21,7 +21,7 @@ use crate::parallel::{HostParallelFor, Parallel, ParallelFor};
 use crate::plan::{self, Place, Regions};
 use crate::rope::{self, RopeParams};
 use crate::status::{err, Error, Result, Status};
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// An MLA layer with its latent cache, living in caller memory.
 ///
@@ -79,13 +79,25 @@ impl<'w, 'm> Engine<'w, 'm> {
     }
 
     /// [`Engine::new`] with the indexer tensors of a DSA `Full` layer given
-    /// apart (`None`: from `weights`). Errors as [`Engine::new`].
+    /// apart (they replace `weights`' `index_*` tensors; `None`: `weights`'
+    /// own). Errors as [`Engine::new`].
     pub fn with_indexer(
         cfg: &Config,
         weights: &Weights<'w>,
         index_weights: Option<IndexerWeights<'w>>,
         mem: &'m mut [u8],
     ) -> Result<Self> {
+        let mut merged = *weights;
+        if let Some(iw) = index_weights {
+            merged.index_wq_b = Some(iw.wq_b);
+            merged.index_wk = Some(iw.wk);
+            merged.index_k_norm = Some(iw.k_norm);
+            merged.index_k_norm_bias = Some(iw.k_norm_bias);
+            merged.index_weights_proj = Some(iw.weights_proj);
+            (merged.index_q_norm, merged.index_q_norm_bias) = iw.q_norm.unzip();
+            (merged.index_query_scale_s, merged.index_query_scale_b) = iw.query_scale.unzip();
+        }
+        let weights = &merged;
         let dims = weights.check(cfg)?;
         cfg.check_supported()?;
         let need = Self::memory_bytes(cfg)?;
@@ -125,11 +137,8 @@ impl<'w, 'm> Engine<'w, 'm> {
         })?;
         let indexer = match cfg.dsa {
             Dsa::Full => {
-                let iw = match index_weights {
-                    Some(iw) => iw,
-                    None => indexer_weights(weights)?,
-                };
-                iw.check(cfg, &dims)?;
+                // Shapes checked with the other weights (Weights::check).
+                let iw = indexer_weights(weights)?;
                 let dt = IndexDType::from_dtype(cfg.index_cache_dtype)
                     .ok_or_else(|| err(Status::Unsupported, "index_cache_dtype: not built"))?;
                 let ic = IndexCache::new(
@@ -416,14 +425,16 @@ impl<'w, 'm> Engine<'w, 'm> {
         ))
     }
 
-    /// Top-k sharing (`Dsa::Shared` layers): this engine's calls use `producer`'s
-    /// last sparse-attention selection for the same positions. Not built yet:
-    /// always `Unsupported`, nothing changes.
+    /// Top-k sharing (`Dsa::Shared` layers), registration form (the C
+    /// `mla_engine_share_topk`): checks the pair ([`Engine::check_share_topk`]'s
+    /// errors), then answers `Unsupported`, as the C ABI does not yet pass the
+    /// producer to each call. Rust callers run each call with
+    /// [`Engine::forward_shared_topk`]. Nothing changes either way.
     pub fn share_topk(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
-        let _ = producer;
+        self.check_share_topk(producer)?;
         Err(err(
             Status::Unsupported,
-            "share_topk: top-k sharing between engines is not built in this version",
+            "share_topk: registration is not wired to forward; Rust callers use Engine::forward_shared_topk",
         ))
     }
 
@@ -699,11 +710,20 @@ impl<'w, 'm> Engine<'w, 'm> {
 }
 
 /// The indexer tensors of a DSA `Full` layer from its weights.
-fn indexer_weights<'w>(_w: &Weights<'w>) -> Result<IndexerWeights<'w>> {
-    Err(err(
-        Status::Unsupported,
-        "dsa full: the indexer tensors are not carried by Weights in this version",
-    ))
+fn indexer_weights<'w>(w: &Weights<'w>) -> Result<IndexerWeights<'w>> {
+    let need = |t: Option<Tensor<'w>>, name: &str| {
+        t.ok_or_else(|| err(Status::WeightShape, name).s(": missing (dsa full)"))
+    };
+    let pair = |a: Option<Tensor<'w>>, b: Option<Tensor<'w>>| a.zip(b);
+    Ok(IndexerWeights {
+        wq_b: need(w.index_wq_b, "index_wq_b")?,
+        wk: need(w.index_wk, "index_wk")?,
+        k_norm: need(w.index_k_norm, "index_k_norm")?,
+        k_norm_bias: need(w.index_k_norm_bias, "index_k_norm_bias")?,
+        weights_proj: need(w.index_weights_proj, "index_weights_proj")?,
+        q_norm: pair(w.index_q_norm, w.index_q_norm_bias),
+        query_scale: pair(w.index_query_scale_s, w.index_query_scale_b),
+    })
 }
 
 /// The `Internal` error for an attention fault (a planning bug).

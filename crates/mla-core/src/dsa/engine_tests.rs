@@ -95,17 +95,28 @@ impl Case {
 
     fn dense_weights(&self, layer: usize) -> Weights<'_> {
         Weights {
-            q_proj: None,
             q_a_proj: Some(self.t(layer, "q_a_proj.weight")),
             q_a_layernorm: Some(self.t(layer, "q_a_layernorm.weight")),
             q_b_proj: Some(self.t(layer, "q_b_proj.weight")),
-            kv_a_proj_with_mqa: self.t(layer, "kv_a_proj_with_mqa.weight"),
-            kv_a_layernorm: self.t(layer, "kv_a_layernorm.weight"),
-            kv_b_proj: self.t(layer, "kv_b_proj.weight"),
-            o_proj: self.t(layer, "o_proj.weight"),
-            q_a_proj_bias: None,
-            kv_a_proj_bias: None,
-            o_proj_bias: None,
+            kv_a_proj_with_mqa: Some(self.t(layer, "kv_a_proj_with_mqa.weight")),
+            kv_a_layernorm: Some(self.t(layer, "kv_a_layernorm.weight")),
+            ..Weights::new(
+                self.t(layer, "kv_b_proj.weight"),
+                self.t(layer, "o_proj.weight"),
+            )
+        }
+    }
+
+    /// The layer's weights with its indexer tensors inside (`Engine::new`).
+    fn full_weights(&self, layer: usize) -> Weights<'_> {
+        let iw = self.indexer(layer);
+        Weights {
+            index_wq_b: Some(iw.wq_b),
+            index_wk: Some(iw.wk),
+            index_k_norm: Some(iw.k_norm),
+            index_k_norm_bias: Some(iw.k_norm_bias),
+            index_weights_proj: Some(iw.weights_proj),
+            ..self.dense_weights(layer)
         }
     }
 
@@ -141,7 +152,8 @@ impl Case {
         let (w, iw) = self.weights(layer);
         let mut buf = Vec::new();
         let mem = aligned(&mut buf, Engine::memory_bytes(cfg).unwrap());
-        let mut e = Engine::with_indexer(cfg, &w, Some(iw), mem).unwrap();
+        let iw = (cfg.dsa == Dsa::Full).then_some(iw);
+        let mut e = Engine::with_indexer(cfg, &w, iw, mem).unwrap();
         e.set_parallel(par);
         if par.is_some() {
             e.set_parallel_min_work(0);
@@ -451,7 +463,7 @@ fn indexer_tensors_of_the_wrong_shape_are_refused() {
     let e = Engine::with_indexer(&cfg, &w, Some(bad), aligned(&mut buf, bytes));
     let err = e.err().unwrap();
     assert_eq!(err.status(), crate::Status::WeightShape);
-    assert_eq!(err.message(), "index_wk: 8 x 64, expected 16 x 64");
+    assert_eq!(err.message(), "index_wk: expected 16 x 64, got 8 x 64");
     let mut extra = iw;
     extra.query_scale = Some((iw.k_norm, iw.k_norm));
     let e = Engine::with_indexer(&cfg, &w, Some(extra), aligned(&mut buf, bytes));
@@ -460,4 +472,23 @@ fn indexer_tensors_of_the_wrong_shape_are_refused() {
     assert!(Engine::with_indexer(&cfg, &w, Some(iw), aligned(&mut buf, bytes)).is_ok());
     let e = Engine::with_indexer(&cfg, &w, Some(iw), aligned(&mut buf, bytes - 64));
     assert_eq!(e.err().unwrap().status(), crate::Status::BufferTooSmall);
+}
+
+#[test]
+fn engine_new_takes_the_indexer_from_the_weights() {
+    let c = Case::load("deepseek_v32", RopeLayout::Half);
+    let cfg = c.config(Dsa::Full);
+    let w = c.full_weights(1);
+    let mut buf = Vec::new();
+    let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+    let mut e = Engine::new(&cfg, &w, mem).unwrap();
+    let mut out = vec![0f32; T * D];
+    e.forward(c.golden("layer.1.inputs"), &mut out).unwrap();
+    assert!(rel_err(&out, c.golden("layer.1.prefill")) <= 1e-5);
+    // Without them: a precise error.
+    let bare = c.dense_weights(1);
+    let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
+    let err = Engine::new(&cfg, &bare, mem).err().unwrap();
+    assert_eq!(err.status(), crate::Status::WeightShape);
+    assert!(err.message().contains("index_"), "{}", err.message());
 }

@@ -27,11 +27,10 @@ mod topk;
 pub use store::{row_bytes, IndexCache, IndexDType};
 pub use topk::select_topk;
 
-use crate::config::{Config, Dims, IndexQInput, IndexRope, RopeLayout};
+use crate::config::{IndexRope, RopeLayout};
 use crate::dtype::Elems;
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
 use crate::rope;
-use crate::status::{err, Result, Status};
 use crate::weights::Tensor;
 
 /// The indexer's tensors of one DSA `Full` layer (row-major `[out][in]`).
@@ -51,68 +50,6 @@ pub struct IndexerWeights<'w> {
     pub q_norm: Option<(Tensor<'w>, Tensor<'w>)>,
     /// `[1][Hi]` learned log-position query scale `s`, `b` (`index_query_scale`).
     pub query_scale: Option<(Tensor<'w>, Tensor<'w>)>,
-}
-
-impl IndexerWeights<'_> {
-    /// Checks every tensor's shape against the layer (`WeightShape` naming the
-    /// first that is wrong or missing, `WeightShape` too for one the config
-    /// does not use).
-    pub fn check(&self, cfg: &Config, dims: &Dims) -> Result<()> {
-        let (d, hi, di) = (dims.d, dims.index_heads, dims.index_dim);
-        let q_in = if cfg.index_q_input == IndexQInput::HiddenLayerNorm {
-            d
-        } else {
-            dims.rq
-        };
-        shape("index_wq_b", &self.wq_b, hi * di, q_in)?;
-        shape("index_wk", &self.wk, di, d)?;
-        shape("index_k_norm", &self.k_norm, 1, di)?;
-        shape("index_k_norm_bias", &self.k_norm_bias, 1, di)?;
-        shape("index_weights_proj", &self.weights_proj, hi, d)?;
-        let pair =
-            |name: &str, p: Option<(Tensor, Tensor)>, used: bool, cols: usize| match (p, used) {
-                (Some((a, b)), true) => {
-                    shape(name, &a, 1, cols)?;
-                    shape(name, &b, 1, cols)
-                }
-                (None, false) => Ok(()),
-                (None, true) => Err(err(Status::WeightShape, name).s(": missing")),
-                (Some(_), false) => {
-                    Err(err(Status::WeightShape, name).s(": not used by this config"))
-                }
-            };
-        pair(
-            "index_q_norm",
-            self.q_norm,
-            cfg.index_q_input == IndexQInput::HiddenLayerNorm,
-            d,
-        )?;
-        pair(
-            "index_query_scale",
-            self.query_scale,
-            cfg.index_query_scale,
-            hi,
-        )
-    }
-}
-
-/// `WeightShape` unless `t` is `rows x cols` (one copy of the message code:
-/// firmware counts bytes).
-#[inline(never)]
-fn shape(name: &str, t: &Tensor, rows: usize, cols: usize) -> Result<()> {
-    if t.rows == rows && t.cols == cols {
-        Ok(())
-    } else {
-        Err(err(Status::WeightShape, name)
-            .s(": ")
-            .n(t.rows)
-            .s(" x ")
-            .n(t.cols)
-            .s(", expected ")
-            .n(rows)
-            .s(" x ")
-            .n(cols))
-    }
 }
 
 /// Element `i` of `e` as f32 (0 out of range).
