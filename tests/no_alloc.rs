@@ -51,3 +51,74 @@ fn engine_calls_allocate_nothing() {
     assert_eq!(after - before, 0, "the core allocated");
     assert_eq!(bad.status(), mla_core::Status::InvalidArgument);
 }
+
+#[test]
+fn sparse_attention_allocates_nothing() {
+    use mla_core::config::Dsa;
+    use mla_core::dsa::IndexerWeights;
+    use mla_testkit::random::Init;
+    let dense = mla_core::Config {
+        max_seq_len: 300,
+        max_tokens_per_call: 64,
+        ..configs::tiny_qlora()
+    };
+    let full = mla_core::Config {
+        dsa: Dsa::Full,
+        index_n_heads: 4,
+        index_head_dim: 16,
+        index_topk: 16,
+        ..dense
+    };
+    let shared = mla_core::Config {
+        dsa: Dsa::Shared,
+        ..full
+    };
+    let dm = full.dims().unwrap();
+    let rw = RandomWeights::new(&dense, mla_core::DType::F32, 3);
+    let w = rw.weights();
+    let rng = &mut Rng::new(5);
+    let f32 = mla_core::DType::F32;
+    let mats = [
+        Mat::random(rng, "wq_b", (64, dm.rq), f32, Init::Linear),
+        Mat::random(rng, "wk", (16, dm.d), f32, Init::Linear),
+        Mat::random(rng, "k_norm", (1, 16), f32, Init::Norm),
+        Mat::random(rng, "k_norm_bias", (1, 16), f32, Init::Bias),
+        Mat::random(rng, "weights_proj", (4, dm.d), f32, Init::Linear),
+    ];
+    let iw = IndexerWeights {
+        wq_b: mats[0].tensor(),
+        wk: mats[1].tensor(),
+        k_norm: mats[2].tensor(),
+        k_norm_bias: mats[3].tensor(),
+        weights_proj: mats[4].tensor(),
+        q_norm: None,
+        query_scale: None,
+    };
+    let d = dm.d;
+    let x: Vec<f32> = (0..100 * d).map(|_| rng.uniform()).collect();
+    let mut out = vec![0f32; x.len()];
+    let (mut a0, mut a1) = (
+        Arena::new(Engine::memory_bytes(&full).unwrap()),
+        Arena::new(Engine::memory_bytes(&shared).unwrap()),
+    );
+    let (m0, m1) = (a0.get(), a1.get());
+
+    let before = ALLOCS.load(Ordering::SeqCst);
+    let mut p = Engine::with_indexer(&full, &w, Some(iw), m0).unwrap();
+    let mut c = Engine::new(&shared, &w, m1).unwrap();
+    p.forward_mode(&x[..64 * d], &mut out[..64 * d], AttnMode::Naive)
+        .unwrap();
+    c.forward_shared_topk(&p, &x[..64 * d], &mut out[..64 * d], AttnMode::Naive)
+        .unwrap();
+    for i in 64..100 {
+        let (xi, oi) = (&x[i * d..(i + 1) * d], &mut out[i * d..(i + 1) * d]);
+        p.forward_mode(xi, oi, AttnMode::Absorb).unwrap();
+        c.forward_shared_topk(&p, xi, oi, AttnMode::Absorb).unwrap();
+    }
+    p.truncate(50).unwrap();
+    let bad = c.forward(&x[..d], &mut out[..d]).unwrap_err();
+    p.reset();
+    let after = ALLOCS.load(Ordering::SeqCst);
+    assert_eq!(after - before, 0, "the core allocated");
+    assert_eq!(bad.status(), mla_core::Status::InvalidArgument);
+}

@@ -1397,8 +1397,9 @@ static void test_hf_checkpoint(void) {
         if (eng_init(&b, &c, &w)) {
             EXPECT(mla_engine_share_cache(b.e, a.e), MLA_ERR_UNSUPPORTED);
             CHECK(strstr(mla_last_error(b.e), "not built in this version") != NULL);
-            EXPECT(mla_engine_share_topk(b.e, a.e), MLA_ERR_UNSUPPORTED);
-            CHECK(strstr(mla_last_error(b.e), "share_topk") != NULL);
+            /* Two dense layers: not a top-k pair. */
+            EXPECT(mla_engine_share_topk(b.e, a.e), MLA_ERR_INVALID_ARGUMENT);
+            CHECK(strstr(mla_last_error(b.e), "share_topk: the consumer's dsa is not shared") != NULL);
             EXPECT(mla_engine_share_cache(a.e, a.e), MLA_ERR_INVALID_ARGUMENT);
             EXPECT(mla_engine_share_topk(b.e, NULL), MLA_ERR_NULL_POINTER);
             EXPECT(mla_engine_share_cache(NULL, a.e), MLA_ERR_NULL_POINTER);

@@ -182,6 +182,28 @@ impl<'m> LatentCache<'m> {
     }
 }
 
+impl LatentCache<'_> {
+    /// The rows at slots `idx` (in that order) as f32 `[idx.len()][row]`,
+    /// copied (widened) into `widen`; empty when a slot or `widen` is out of
+    /// range. Sparse attention reads only its selected rows this way.
+    pub fn gather<'s>(&'s self, idx: &[u32], widen: &'s mut [f32]) -> &'s [f32] {
+        let row = self.row;
+        let Some(dst) = idx.len().checked_mul(row).and_then(|n| widen.get_mut(..n)) else {
+            return &[];
+        };
+        for (d, &slot) in dst.chunks_exact_mut(row.max(1)).zip(idx) {
+            let src = (slot as usize)
+                .checked_mul(row)
+                .and_then(|first| self.data.as_elems().slice(first, row));
+            match src {
+                Some(src) if (slot as usize) < self.capacity => src.widen_into(d),
+                _ => return &[],
+            }
+        }
+        dst
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

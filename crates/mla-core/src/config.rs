@@ -924,8 +924,8 @@ impl Config {
         let unsupported = |what: &str| -> Result<()> {
             Err(err(Status::Unsupported, what).s(": not built in this version of the engine"))
         };
-        if self.dsa != Dsa::None {
-            return unsupported("dsa (sparse attention)");
+        if self.dsa == Dsa::Full && self.index_kpool > 0 {
+            return unsupported("index_kpool (pooled indexer keys)");
         }
         Ok(())
     }

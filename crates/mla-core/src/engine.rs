@@ -10,16 +10,18 @@
 //! row blocks and attention into head groups and cached-row ranges (see
 //! [`crate::parallel`]); results do not depend on the thread count.
 
-use crate::attention::{self, Inputs, Scratch};
+use crate::attention::{self, Inputs, Scratch, Selection};
 use crate::cache::LatentCache;
-use crate::config::{AttnMode, Config, Dims, Gate, QueryScale};
+use crate::config::{AttnMode, Config, Dims, Dsa, Gate, QueryScale};
+use crate::dsa::run::{index_tokens, IndexCall, IndexWork};
+use crate::dsa::{IndexCache, IndexDType, IndexerWeights};
 use crate::dtype::Elems;
 use crate::kernels::{self, linear_par, rmsnorm, Isa};
 use crate::parallel::{HostParallelFor, Parallel, ParallelFor};
 use crate::plan::{self, Place, Regions};
 use crate::rope::{self, RopeParams};
 use crate::status::{err, Error, Result, Status};
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// An MLA layer with its latent cache, living in caller memory.
 ///
@@ -32,6 +34,11 @@ pub struct Engine<'w, 'm> {
     rope: RopeParams,
     rope_scaling: f64,
     cache: LatentCache<'m>,
+    /// DSA `Full`: the indexer's tensors and key cache (same length as `cache`).
+    indexer: Option<(IndexerWeights<'w>, IndexCache<'m>)>,
+    /// Positions `start..start + n` whose selection `work.selection` holds
+    /// (the last successful call of a DSA layer; `n` = 0: none).
+    last_selection: (usize, usize),
     /// The memory plan's regions; `work.cache` is empty (its bytes are `cache`'s).
     work: Regions<Place<'m>>,
     par: Parallel<'m>,
@@ -69,6 +76,29 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// tensor), `Misaligned` (`mem` not 64-byte aligned), `BufferTooSmall`
     /// (`mem.len() < memory_bytes(cfg)`).
     pub fn new(cfg: &Config, weights: &Weights<'w>, mem: &'m mut [u8]) -> Result<Self> {
+        Self::with_indexer(cfg, weights, None, mem)
+    }
+
+    /// [`Engine::new`] with the indexer tensors of a DSA `Full` layer given
+    /// apart (they replace `weights`' `index_*` tensors; `None`: `weights`'
+    /// own). Errors as [`Engine::new`].
+    pub fn with_indexer(
+        cfg: &Config,
+        weights: &Weights<'w>,
+        index_weights: Option<IndexerWeights<'w>>,
+        mem: &'m mut [u8],
+    ) -> Result<Self> {
+        let mut merged = *weights;
+        if let Some(iw) = index_weights {
+            merged.index_wq_b = Some(iw.wq_b);
+            merged.index_wk = Some(iw.wk);
+            merged.index_k_norm = Some(iw.k_norm);
+            merged.index_k_norm_bias = Some(iw.k_norm_bias);
+            merged.index_weights_proj = Some(iw.weights_proj);
+            (merged.index_q_norm, merged.index_q_norm_bias) = iw.q_norm.unzip();
+            (merged.index_query_scale_s, merged.index_query_scale_b) = iw.query_scale.unzip();
+        }
+        let weights = &merged;
         let dims = weights.check(cfg)?;
         cfg.check_supported()?;
         let need = Self::memory_bytes(cfg)?;
@@ -107,6 +137,28 @@ impl<'w, 'm> Engine<'w, 'm> {
                 "memory plan: region cache does not hold the cache",
             )
         })?;
+        let indexer = match cfg.dsa {
+            Dsa::Full => {
+                // Shapes checked with the other weights (Weights::check).
+                let iw = indexer_weights(weights)?;
+                let dt = IndexDType::from_dtype(cfg.index_cache_dtype)
+                    .ok_or_else(|| err(Status::Unsupported, "index_cache_dtype: not built"))?;
+                let ic = IndexCache::new(
+                    core::mem::take(&mut work.index_cache),
+                    dt,
+                    dims.index_dim,
+                    dims.max_seq,
+                )
+                .ok_or_else(|| {
+                    err(
+                        Status::Internal,
+                        "memory plan: region index_cache does not hold the index cache",
+                    )
+                })?;
+                Some((iw, ic))
+            }
+            Dsa::None | Dsa::Shared => None,
+        };
         let rope_params = RopeParams::from_config(cfg);
         rope_params.inv_freqs(work.rope_inv_freq);
         lerope(weights, work.rope_inv_freq, work.rope_cos);
@@ -130,6 +182,8 @@ impl<'w, 'm> Engine<'w, 'm> {
             rope: rope_params,
             rope_scaling: rope_params.attention_scaling(),
             cache,
+            indexer,
+            last_selection: (0, 0),
             work,
             par: Parallel::SEQUENTIAL,
             par_min_work: crate::parallel::MIN_PARALLEL_WORK,
@@ -192,6 +246,11 @@ impl<'w, 'm> Engine<'w, 'm> {
         &self.cache
     }
 
+    /// The indexer key cache of a DSA `Full` layer (rows `0..len()` valid).
+    pub fn index_cache(&self) -> Option<&IndexCache<'m>> {
+        self.indexer.as_ref().map(|(_, ic)| ic)
+    }
+
     /// Rolls the cache back to `len` tokens; `InvalidArgument` if `len > self.len()`.
     ///
     /// With a sliding window of `W` the cache is a ring of
@@ -217,6 +276,7 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .s(")"));
         }
         if self.cache.truncate(len) {
+            self.last_selection = (0, 0);
             Ok(())
         } else {
             Err(err(Status::Internal, "truncate: cache refused"))
@@ -238,6 +298,32 @@ impl<'w, 'm> Engine<'w, 'm> {
                 "append_cache_rows: a kv_shared layer has no cache of its own",
             ));
         }
+        if self.indexer.is_some() {
+            return Err(err(
+                Status::InvalidArgument,
+                "append_cache_rows: a dsa full layer also needs the rows' indexer keys (append_indexed_rows)",
+            ));
+        }
+        self.append_rows(rows, &[])
+    }
+
+    /// [`Engine::append_cache_rows`] for a DSA `Full` layer: `index_keys` is
+    /// `[n][index_head_dim]`, the finished indexer key of each row (after its
+    /// LayerNorm and RoPE), stored in the index cache dtype. Errors (nothing
+    /// changes): those of `append_cache_rows`, and `InvalidArgument` when the
+    /// layer has no indexer or `index_keys` does not hold `n` keys.
+    pub fn append_indexed_rows(&mut self, rows: &[f32], index_keys: &[f32]) -> Result<()> {
+        if self.indexer.is_none() {
+            return Err(err(
+                Status::InvalidArgument,
+                "append_indexed_rows: the layer has no indexer (dsa is not full)",
+            ));
+        }
+        self.append_rows(rows, index_keys)
+    }
+
+    /// Appends cache rows and (DSA full) their indexer keys.
+    fn append_rows(&mut self, rows: &[f32], index_keys: &[f32]) -> Result<()> {
         let row = self.dims.cache_row.max(1);
         if rows.is_empty() || rows.len().checked_rem(row) != Some(0) {
             return Err(err(Status::InvalidArgument, "rows: length ")
@@ -259,6 +345,28 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .n(i / row)
                 .s(" is not finite"));
         }
+        let di = self.dims.index_dim;
+        if let Some((_, ic)) = self.indexer.as_mut() {
+            if Some(index_keys.len()) != n.checked_mul(di) {
+                return Err(err(Status::InvalidArgument, "index_keys: length ")
+                    .n(index_keys.len())
+                    .s(" is not ")
+                    .n(n)
+                    .s(" rows x index_head_dim ")
+                    .n(di));
+            }
+            if let Some(i) = index_keys.iter().position(|v| !v.is_finite()) {
+                return Err(err(Status::NonFinite, "index_keys: row ")
+                    .n(i / di.max(1))
+                    .s(" is not finite"));
+            }
+            let start = self.cache.len();
+            for (i, k) in index_keys.chunks_exact(di.max(1)).enumerate() {
+                if !ic.write(start + i, k) {
+                    return Err(err(Status::Internal, "index cache write failed"));
+                }
+            }
+        }
         let start = self.len();
         for (i, r) in rows.chunks_exact(row).enumerate() {
             self.cache.write_row(start + i, r);
@@ -272,6 +380,78 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// Empties the cache.
     pub fn reset(&mut self) {
         self.cache.reset();
+        self.last_selection = (0, 0);
+    }
+
+    /// Checks that `producer` can lend its top-k selection to this engine
+    /// (`dsa = Shared` here, `Full` or `Shared` there, the same `index_topk`
+    /// and `max_tokens_per_call`): `InvalidArgument` naming the mismatch
+    /// otherwise. For hosts that register the pair once (`mla_engine_share_topk`).
+    pub fn check_share_topk(&self, producer: &Engine) -> Result<()> {
+        let bad = |what: &str| Err(err(Status::InvalidArgument, "share_topk: ").s(what));
+        if self.cfg.dsa != Dsa::Shared {
+            return bad("the consumer's dsa is not shared");
+        }
+        if producer.cfg.dsa == Dsa::None {
+            return bad("the producer has no sparse attention (dsa none)");
+        }
+        if producer.dims.index_topk != self.dims.index_topk {
+            return Err(err(Status::InvalidArgument, "share_topk: index_topk ")
+                .n(self.dims.index_topk)
+                .s(" differs from the producer's ")
+                .n(producer.dims.index_topk));
+        }
+        if producer.dims.max_tok < self.dims.max_tok {
+            return bad("the producer's max_tokens_per_call is smaller");
+        }
+        Ok(())
+    }
+
+    /// [`Engine::forward_mode`] for a `dsa = Shared` layer: attends over the
+    /// rows `producer` selected in its last call for the same positions (run
+    /// the producer first on the same tokens). Errors (nothing changes):
+    /// [`Engine::check_share_topk`]'s, and `InvalidArgument` when the
+    /// producer's last call did not cover this call's positions.
+    pub fn forward_shared_topk(
+        &mut self,
+        producer: &Engine,
+        x: &[f32],
+        out: &mut [f32],
+        mode: AttnMode,
+    ) -> Result<()> {
+        self.check_share_topk(producer)?;
+        let t = self.check_call(x, out)?;
+        let start = self.len();
+        let (p0, pn) = producer.last_selection;
+        if start < p0 || start + t > p0 + pn {
+            return Err(err(Status::InvalidArgument, "share_topk: positions ")
+                .n(start)
+                .s("..")
+                .n(start + t)
+                .s(" are not those of the producer's last call (")
+                .n(p0)
+                .s("..")
+                .n(p0 + pn)
+                .s(")"));
+        }
+        let k = self.dims.index_topk;
+        let off = start - p0;
+        // The selection region is about to hold this call's rows.
+        self.last_selection = (0, 0);
+        let (Some(rows), Some(lens), Some(dst_rows), Some(dst_lens)) = (
+            producer.work.selection.get(off * k..(off + t) * k),
+            producer.work.selection_len.get(off..off + t),
+            self.work.selection.get_mut(..t * k),
+            self.work.selection_len.get_mut(..t),
+        ) else {
+            return Err(err(
+                Status::Internal,
+                "share_topk: selection sizes disagree with the memory plan",
+            ));
+        };
+        dst_rows.copy_from_slice(rows);
+        dst_lens.copy_from_slice(lens);
+        self.forward_inner(None, x, out, mode, t)
     }
 
     /// KV sharing as a standing link (`mla_engine_share_cache`): not built, always
@@ -288,14 +468,16 @@ impl<'w, 'm> Engine<'w, 'm> {
         ))
     }
 
-    /// Top-k sharing (`Dsa::Shared` layers): this engine's calls use `producer`'s
-    /// last sparse-attention selection for the same positions. Not built yet:
-    /// always `Unsupported`, nothing changes.
+    /// Top-k sharing (`Dsa::Shared` layers), registration form (the C
+    /// `mla_engine_share_topk`): checks the pair ([`Engine::check_share_topk`]'s
+    /// errors), then answers `Unsupported`, as the C ABI does not yet pass the
+    /// producer to each call. Rust callers run each call with
+    /// [`Engine::forward_shared_topk`]. Nothing changes either way.
     pub fn share_topk(&mut self, producer: &Engine<'_, '_>) -> Result<()> {
-        let _ = producer;
+        self.check_share_topk(producer)?;
         Err(err(
             Status::Unsupported,
-            "share_topk: top-k sharing between engines is not built in this version",
+            "share_topk: registration is not wired to forward; Rust callers use Engine::forward_shared_topk",
         ))
     }
 
@@ -354,7 +536,14 @@ impl<'w, 'm> Engine<'w, 'm> {
                 "forward: a kv_shared layer has no cache of its own; call forward_shared with the engine of the layer whose cache it reads",
             ));
         }
-        self.forward_inner(None, x, out, mode)
+        let t = self.check_call(x, out)?;
+        if self.cfg.dsa == Dsa::Shared {
+            return Err(err(
+                Status::InvalidArgument,
+                "forward: a dsa shared layer runs with its producer's selection (forward_shared_topk)",
+            ));
+        }
+        self.forward_inner(None, x, out, mode, t)
     }
 
     /// Cross-layer KV sharing (`kv_shared` layers, mistral_large4): like
@@ -398,7 +587,7 @@ impl<'w, 'm> Engine<'w, 'm> {
             .n(self.len() + t)
             .s(" (run the producer's call first)"));
         }
-        self.forward_inner(Some(&producer.cache), x, out, mode)
+        self.forward_inner(Some(&producer.cache), x, out, mode, t)
     }
 
     /// `Ok` when this engine (a `kv_shared` layer) can read `producer`'s cache:
@@ -434,16 +623,20 @@ impl<'w, 'm> Engine<'w, 'm> {
         Ok(())
     }
 
-    /// The forward pass over this engine's cache (`shared` None) or another
-    /// engine's (`kv_shared` layers: no cache rows are made or written).
+    /// The forward pass of `t` checked tokens over this engine's cache (`shared`
+    /// None) or another engine's (`kv_shared` layers: no cache rows are made or
+    /// written); a DSA `Shared` layer's selection is already in `work.selection`.
     fn forward_inner(
         &mut self,
         shared: Option<&LatentCache<'_>>,
         x: &[f32],
         out: &mut [f32],
         mode: AttnMode,
+        t: usize,
     ) -> Result<()> {
-        let t = self.check_call(x, out)?;
+        // Until this call succeeds, no selection is lent to consumers (the
+        // selection region is rewritten below).
+        self.last_selection = (0, 0);
         let own = shared.is_none();
         let dims = self.dims;
         let (d, r, p) = (dims.d, dims.r, dims.p);
@@ -642,7 +835,56 @@ impl<'w, 'm> Engine<'w, 'm> {
             }
         }
 
-        // 4. Attention o[T][H][v] over cache rows 0 .. start + T.
+        // 3b. DSA: the indexer keys of the call's tokens (slots >= len, not yet
+        //     state) and each token's top-k.
+        let selection = match self.indexer.as_mut() {
+            Some((iw, ic)) => {
+                let call = IndexCall {
+                    cfg: &self.cfg,
+                    dims: &dims,
+                    iw,
+                    x,
+                    q_latent: work.q_latent,
+                    t,
+                    start,
+                    inv_freq: work.rope_inv_freq,
+                    rope_scaling: self.rope_scaling,
+                    par,
+                    isa: self.isa,
+                    slots: attention::n_slots(&dims),
+                };
+                let scratch = IndexWork {
+                    x_norm: &mut *work.index_x,
+                    q: &mut *work.index_q,
+                    q_t: &mut *work.index_qt,
+                    w: &mut *work.index_w,
+                    k: &mut *work.index_k,
+                    scores: &mut *work.index_scores,
+                    widen: &mut *work.index_widen,
+                    dots: &mut *work.index_dots,
+                    cos: &mut *work.rope_cos,
+                    sin: &mut *work.rope_sin,
+                    pack: &mut *pack,
+                    sel: &mut *work.selection,
+                    sel_len: &mut *work.selection_len,
+                };
+                index_tokens(&call, ic, scratch)?;
+                Some(Selection {
+                    rows: &*work.selection,
+                    lens: &*work.selection_len,
+                    k: dims.index_topk,
+                })
+            }
+            None if self.cfg.dsa == Dsa::Shared => Some(Selection {
+                rows: &*work.selection,
+                lens: &*work.selection_len,
+                k: dims.index_topk,
+            }),
+            None => None,
+        };
+
+        // 4. Attention o[T][H][v] over cache rows 0 .. start + T (DSA: each
+        //    token's selected rows).
         let inputs = Inputs {
             dims: &dims,
             q: work.q,
@@ -660,13 +902,16 @@ impl<'w, 'm> Engine<'w, 'm> {
             n_tok: t,
             isa: self.isa,
             par,
+            selection,
         };
         let absorb = match mode {
             AttnMode::Naive => false,
             AttnMode::Absorb => true,
             AttnMode::Auto => {
                 let window = self.cfg.sliding_window as usize;
-                let (naive, absorbed) = attention::cost(&dims, start, t, window);
+                let sparse = self.cfg.dsa != Dsa::None;
+                let k = if sparse { Some(dims.index_topk) } else { None };
+                let (naive, absorbed) = attention::cost_sparse(&dims, start, t, window, k);
                 absorbed <= naive
             }
         };
@@ -705,6 +950,7 @@ impl<'w, 'm> Engine<'w, 'm> {
         if !self.cache.commit(t) {
             return Err(err(Status::Internal, "cache commit failed"));
         }
+        self.last_selection = (start, t);
         Ok(())
     }
 }
@@ -810,6 +1056,23 @@ fn query_scale(cfg: &Config, pos: usize) -> Option<f32> {
         }
         QueryScale::None | QueryScale::LearnedLogPos => None,
     }
+}
+
+/// The indexer tensors of a DSA `Full` layer from its weights.
+fn indexer_weights<'w>(w: &Weights<'w>) -> Result<IndexerWeights<'w>> {
+    let need = |t: Option<Tensor<'w>>, name: &str| {
+        t.ok_or_else(|| err(Status::WeightShape, name).s(": missing (dsa full)"))
+    };
+    let pair = |a: Option<Tensor<'w>>, b: Option<Tensor<'w>>| a.zip(b);
+    Ok(IndexerWeights {
+        wq_b: need(w.index_wq_b, "index_wq_b")?,
+        wk: need(w.index_wk, "index_wk")?,
+        k_norm: need(w.index_k_norm, "index_k_norm")?,
+        k_norm_bias: need(w.index_k_norm_bias, "index_k_norm_bias")?,
+        weights_proj: need(w.index_weights_proj, "index_weights_proj")?,
+        q_norm: pair(w.index_q_norm, w.index_q_norm_bias),
+        query_scale: pair(w.index_query_scale_s, w.index_query_scale_b),
+    })
 }
 
 /// The `Internal` error for an attention fault (a planning bug).

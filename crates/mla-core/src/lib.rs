@@ -92,6 +92,7 @@ pub mod attention;
 pub mod cache;
 pub mod config;
 mod decimal;
+pub mod dsa;
 pub mod dtype;
 pub mod engine;
 pub mod fp8;

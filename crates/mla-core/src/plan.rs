@@ -44,6 +44,7 @@
 //! | region          | type | shape                                  | what                                   |
 //! |-----------------|------|----------------------------------------|----------------------------------------|
 //! | `cache`         | u8   | `[cache_rows][cache_row]` of `cache_dtype` | latent `c` and rope key(s) per token (a ring with a window) |
+//! | `index_cache`   | u8   | `[max_seq_len][row_bytes(index_cache_dtype, Di)]` (DSA full) | indexer key per token |
 //! | `rope_inv_freq` | f64  | `[p/2]`                                | RoPE inverse frequencies (YaRN applied)|
 //! | `rope_cos`      | f32  | `[p/2]`                                | one position's rotation                |
 //! | `rope_sin`      | f32  | `[p/2]`                                | one position's rotation                |
@@ -54,6 +55,12 @@
 //! | `q`             | f32  | `[T][H][n+p]`                          | queries, `q_pe` rotated in place       |
 //! | `kv_new`        | f32  | `[T][cache_row]`                       | new cache rows before storage rounding |
 //! | `o`             | f32  | `[T][H][v]`                            | attention output per head              |
+//! | `index_x`       | f32  | `[T][d]` (DSA full, LayerNorm(x) input) | indexer query input                   |
+//! | `index_q`, `index_w`, `index_k` | f32 | `[T][Hi][Di]`, `[T][Hi]`, `[T][Di]` (DSA full) | indexer queries, head weights, new keys |
+//! | `index_qt`      | f32  | `[Di][Hi]` (DSA full)                  | one token's indexer query, transposed  |
+//! | `index_scores`  | f32  | `[max_seq_len]` (DSA full)             | index scores of one query token        |
+//! | `index_widen`, `index_dots` | f32 | `[n_slots][64][Di]`, `[n_slots][64][Hi]` (DSA full) | per scoring task: widened keys, dot products |
+//! | `selection`, `selection_len` | u32 | `[T][index_topk]`, `[T]` (DSA) | each token's selected rows             |
 //! | `absorbed_q`    | f32  | `[H][r+p]`                             | `[W_UK_h^T q_nope_h \| q_pe_h]` of one token |
 //! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
 //! | `latent_sum`    | f32  | `[H][r]`                               | combined latent sums of one token      |
@@ -67,14 +74,15 @@
 //! | `latent_acc`                | `[H][r]`        | `keys`                | `[nb][n+p]`       |
 //! | `max`, `sum`                | `[Hp]` each     | `values`              | `[nb][v]`         |
 //! | `weights`                   | `[H][ab]`       | `scores`              | `[T][nb]`         |
-//! | `rows` (f16/bf16 cache)     | `[ab][cache_row]` | `max`, `sum`        | `[T]` each        |
-//! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16 cache) | `[nb][cache_row]` |
+//! | `rows` (f16/bf16 or DSA)    | `[ab][cache_row]` | `max`, `sum`        | `[T]` each        |
+//! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16 or DSA)| `[nb][cache_row]` |
 //! | `rescale`                   | `[Hp]`          | packing scratch: the rest of the slot | at least `[pack_len(max(n+p, r))]` when `T >= 16` |
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
 use crate::attention::{blocks, n_slots};
-use crate::config::{Config, Dims, Gate, QueryScale};
+use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
+use crate::dsa::{row_bytes, IndexDType, SCORE_BLOCK};
 use crate::dtype::DType;
 use crate::kernels::{pack_len, PACK_MIN_ROWS, PACK_SLOTS};
 use core::marker::PhantomData;
@@ -368,8 +376,19 @@ layout! {
         let Some(heads_padded) = round16(dims.h) else {
             return Err("absorbed_q_t");
         };
-        let Some(slot) = task_slot_bytes(dims, !matches!(cfg.cache_dtype, DType::F32)) else {
+        let Some(slot) = task_slot_bytes(dims, widened_rows(cfg)) else {
             return Err("task_slots");
+        };
+        let full = matches!(cfg.dsa, Dsa::Full);
+        let sparse = !matches!(cfg.dsa, Dsa::None);
+        let index_row = match IndexDType::from_dtype(cfg.index_cache_dtype) {
+            Some(dt) if full => row_bytes(dt, dims.index_dim),
+            _ => Some(0),
+        };
+        let index_x = if full && matches!(cfg.index_q_input, IndexQInput::HiddenLayerNorm) {
+            prod(&[t, dims.d])
+        } else {
+            Some(0)
         };
         let pack_cols = max(dims.d, max(dims.q_b_cols, dims.o_cols));
         let gate_width = match cfg.gate {
@@ -387,6 +406,12 @@ layout! {
         /// `[cache_rows][cache_row]` elements of `cache_dtype`, as bytes
         /// (`cache_rows`: `max_seq_len`, or the ring of a sliding window).
         cache: [u8; prod(&[dims.cache_rows, dims.cache_row, cfg.cache_dtype.size()])],
+        /// DSA `Full`: `[max_seq_len]` indexer keys of `index_cache_dtype`
+        /// ([`crate::dsa::row_bytes`] each), as bytes.
+        index_cache: [u8; match index_row {
+            Some(row) => prod(&[dims.max_seq, row]),
+            None => None,
+        }],
         /// `[p/2]` RoPE inverse frequencies (YaRN applied).
         rope_inv_freq: [f64; Some(dims.p / 2)],
         /// `[p/2]` cosines of one position.
@@ -409,6 +434,26 @@ layout! {
         kv_new: [f32; prod(&[t, dims.kv_a_rows])],
         /// `[T][H][v]` attention output.
         o: [f32; prod(&[t, dims.o_cols])],
+        /// DSA `Full`, `index_q_input` hidden LayerNorm: `[T][d]` `LayerNorm(x)`.
+        index_x: [f32; index_x],
+        /// DSA `Full`: `[T][Hi][Di]` indexer queries.
+        index_q: [f32; prod(&[t, dims.index_width])],
+        /// DSA `Full`: `[Di][Hi]` one token's indexer query, transposed.
+        index_qt: [f32; Some(dims.index_width)],
+        /// DSA `Full`: `[T][Hi]` indexer head weights.
+        index_w: [f32; prod(&[t, dims.index_heads])],
+        /// DSA `Full`: `[T][Di]` new indexer keys.
+        index_k: [f32; prod(&[t, dims.index_dim])],
+        /// DSA `Full`: `[max_seq_len]` index scores of one query token.
+        index_scores: [f32; if full { Some(dims.max_seq) } else { Some(0) }],
+        /// DSA `Full`: `[n_slots][SCORE_BLOCK][Di]` widened indexer keys of a block, per scoring task.
+        index_widen: [f32; prod(&[n_slots(dims), SCORE_BLOCK, dims.index_dim])],
+        /// DSA `Full`: `[n_slots][SCORE_BLOCK][Hi]` dot products of a block, per scoring task.
+        index_dots: [f32; prod(&[n_slots(dims), SCORE_BLOCK, dims.index_heads])],
+        /// DSA: `[T][index_topk]` selected positions of the call's tokens.
+        selection: [u32; if sparse { prod(&[t, dims.index_topk]) } else { Some(0) }],
+        /// DSA: `[T]` how many of each token's `index_topk` are used.
+        selection_len: [u32; if sparse { Some(t) } else { Some(0) }],
         /// `[H][r+p]` absorbed queries of one token.
         absorbed_q: [f32; prod(&[dims.h, dims.absorbed_width])],
         /// `[r+p][Hp]` the same, transposed.
@@ -473,6 +518,12 @@ layout! {
         /// `[nb][cache_row]` a block of cache rows widened to f32.
         widened_rows: [f32; if widen { prod(&[nb, dims.cache_row]) } else { Some(0) }],
     }
+}
+
+/// True when attention copies cache rows to f32 scratch: the cache is f16/bf16
+/// (widened per block) or the layer is sparse (its selected rows are gathered).
+pub const fn widened_rows(cfg: &Config) -> bool {
+    !matches!(cfg.cache_dtype, DType::F32) || !matches!(cfg.dsa, Dsa::None)
 }
 
 /// f32 of packing scratch the naive path needs after its slot layout:

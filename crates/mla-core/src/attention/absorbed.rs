@@ -2,7 +2,8 @@
 //! after the latent sum, every cached row read once for all heads.
 
 use super::{
-    blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, Scratch, SPLIT_ROWS,
+    blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, RowSet, Scratch,
+    SPLIT_ROWS,
 };
 use crate::config::RopeKey;
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
@@ -49,7 +50,8 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
         ) else {
             return Err(Fault::Rows);
         };
-        let len = inp.start + t + 1;
+        let set = inp.row_set(t)?;
+        let len = set.len();
         // (a) q~_h = W_UK_h^T q_nope_h, by head groups.
         {
             let rows = SharedMut::new(&mut *absorbed_q);
@@ -107,7 +109,7 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
                     let slot = unsafe { slots.slice(si * slot_len, slot_len) };
                     fault.record(
                         slot.ok_or(Fault::Scratch)
-                            .and_then(|slot| split_rows(isa, inp, qa, qat, lo, hi, slot)),
+                            .and_then(|slot| split_rows(isa, inp, set, qa, qat, lo, hi, slot)),
                     );
                 },
             );
@@ -182,10 +184,12 @@ fn absorb_query(
 /// One row range `lo..hi` of the absorbed path into a slot: partial max, sum and
 /// accumulator per head. Per block of cached rows: scores `S^T [rows][H]` =
 /// rows x `qat` (the rows broadcast, heads in vectors), online softmax down the
-/// columns, then `acc_h = alpha_h acc_h + P_h rows`.
+/// columns, then `acc_h = alpha_h acc_h + P_h rows`. `lo..hi` index `set`.
+#[allow(clippy::too_many_arguments)]
 fn split_rows(
     isa: Isa,
     inp: &Inputs,
+    set: RowSet,
     qa: &[f32],
     qat: &[f32],
     lo: usize,
@@ -220,9 +224,13 @@ fn split_rows(
     let bq = Mat::new(qat, k_score, hp, hp).ok_or(Fault::Scratch)?;
     let mut b0 = lo;
     while b0 < hi {
-        // (A block stops at the end of a ring.)
-        let cnt = ab.min(hi - b0).min(inp.cache.contiguous(b0)).max(1);
-        let rows = inp.cache.rows(b0, cnt, widened_rows);
+        // A block stops at the end of a ring (a window's cache); a gathered
+        // row set (sparse attention) is read through its list.
+        let cnt = match set {
+            RowSet::Prefix(_) => ab.min(hi - b0).min(inp.cache.contiguous(b0)).max(1),
+            RowSet::List(_) => ab.min(hi - b0),
+        };
+        let rows = inp.read_rows(set, b0, cnt, widened_rows);
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;
         let mut scores = MatMut::new(scores_t, cnt, hp, hp).ok_or(Fault::Slot)?;

@@ -135,9 +135,58 @@ pub struct Inputs<'a, 'w, 'm> {
     pub isa: Isa,
     /// The parallel-for of the tasks.
     pub par: &'a Parallel<'m>,
+    /// Sparse attention (DSA): the cached rows each query token attends to;
+    /// `None`: every cached row up to the token's position.
+    pub selection: Option<Selection<'a>>,
 }
 
-impl Inputs<'_, '_, '_> {
+/// The rows each query token of a call attends to (DSA top-k): token `t`'s
+/// rows are `rows[t*k .. t*k + lens[t]]`, ascending positions `<= start + t`.
+#[derive(Clone, Copy, Debug)]
+pub struct Selection<'a> {
+    /// `[n_tok][k]` selected positions.
+    pub rows: &'a [u32],
+    /// `[n_tok]` how many of each token's `k` are used.
+    pub lens: &'a [u32],
+    /// Row stride of `rows` (`index_topk`).
+    pub k: usize,
+}
+
+impl<'a> Selection<'a> {
+    /// Token `t`'s selected rows, or `None` out of range.
+    pub fn of(&self, t: usize) -> Option<&'a [u32]> {
+        let n = *self.lens.get(t)? as usize;
+        let at = t.checked_mul(self.k)?;
+        self.rows.get(at..at.checked_add(n.min(self.k))?)
+    }
+}
+
+/// The cached rows one query token reads: the kernels see positions
+/// `0..len()` of the set, which map to cache rows through [`Inputs::read_rows`].
+#[derive(Clone, Copy, Debug)]
+pub enum RowSet<'a> {
+    /// Cache rows `0..n` (dense attention).
+    Prefix(usize),
+    /// These cache rows, ascending (sparse attention).
+    List(&'a [u32]),
+}
+
+impl RowSet<'_> {
+    /// Rows in the set.
+    pub fn len(&self) -> usize {
+        match self {
+            RowSet::Prefix(n) => *n,
+            RowSet::List(l) => l.len(),
+        }
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> Inputs<'a, '_, '_> {
     /// Offset of head `h`'s rope key inside a cache row.
     #[inline]
     fn kpe_offset(&self, h: usize) -> usize {
@@ -163,9 +212,45 @@ impl Inputs<'_, '_, '_> {
         }
     }
 
-    /// True when cache rows are widened to f32 in scratch (f16/bf16 cache).
+    /// True when cache rows are copied to f32 scratch: widened (f16/bf16
+    /// cache) or gathered (sparse attention). Matches [`crate::plan::widened_rows`].
     fn widen(&self) -> bool {
-        self.cache.dtype() != crate::dtype::DType::F32
+        self.cache.dtype() != crate::dtype::DType::F32 || self.selection.is_some()
+    }
+
+    /// The rows query token `t` (of this call) attends to.
+    fn row_set(&self, t: usize) -> Result<RowSet<'a>, Fault> {
+        match &self.selection {
+            None => Ok(RowSet::Prefix(self.start + t + 1)),
+            Some(sel) => sel.of(t).map(RowSet::List).ok_or(Fault::Rows),
+        }
+    }
+
+    /// Token `t`'s selected rows (`None`: dense).
+    fn selected(&self, t: usize) -> Result<Option<&'a [u32]>, Fault> {
+        match &self.selection {
+            None => Ok(None),
+            Some(sel) => sel.of(t).map(Some).ok_or(Fault::Rows),
+        }
+    }
+
+    /// Rows `b0..b0 + cnt` of `set` as f32 `[cnt][cache_row]`: borrowed from
+    /// an f32 cache for a prefix, else widened or gathered into `widen`; empty
+    /// when out of range.
+    fn read_rows<'s>(
+        &'s self,
+        set: RowSet<'_>,
+        b0: usize,
+        cnt: usize,
+        widen: &'s mut [f32],
+    ) -> &'s [f32] {
+        match set {
+            RowSet::Prefix(_) => self.cache.rows(b0, cnt, widen),
+            RowSet::List(list) => match b0.checked_add(cnt).and_then(|e| list.get(b0..e)) {
+                Some(ix) => self.cache.gather(ix, widen),
+                None => &[],
+            },
+        }
     }
 
     /// f32 per task slot.
@@ -319,4 +404,33 @@ pub fn cost(dims: &Dims, start: usize, n_tok: usize, window: usize) -> (u64, u64
     let naive = total * h * (n + v) * r + pairs * h * (n + p + v);
     let absorbed = t * h * (n + v) * r + pairs * h * (2 * r + p);
     (naive, absorbed)
+}
+
+/// [`cost`] for a sparse layer attending to at most `k` rows per token
+/// (`None`: dense): the naive path masks (it still scores every causal row),
+/// the absorbed path reads only the selected rows.
+pub fn cost_sparse(
+    dims: &Dims,
+    start: usize,
+    n_tok: usize,
+    window: usize,
+    k: Option<usize>,
+) -> (u64, u64) {
+    let (naive, absorbed) = cost(dims, start, n_tok, window);
+    let Some(k) = k else {
+        return (naive, absorbed);
+    };
+    let (h, r, n, p, v) = (
+        dims.h as u64,
+        dims.r as u64,
+        dims.n as u64,
+        dims.p as u64,
+        dims.v as u64,
+    );
+    let t = n_tok as u64;
+    let rows = ((start + n_tok) as u64).min(k as u64);
+    (
+        naive,
+        absorbed.min(t * h * (n + v) * r + t * rows * h * (2 * r + p)),
+    )
 }

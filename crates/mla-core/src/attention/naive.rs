@@ -201,6 +201,9 @@ fn naive_head(
                     lead.iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
                 }
             }
+            if let Some(list) = inp.selected(t)? {
+                mask_unselected(score_row.get_mut(..valid).unwrap_or(&mut []), b0, list);
+            }
             let alpha = kernels::softmax_block_with(isa, score_row, valid, inp.scale, max_t, sum_t)
                 .ok_or(Fault::Softmax)?;
             if alpha != 1.0 {
@@ -232,4 +235,19 @@ fn naive_head(
         }
     }
     Ok(())
+}
+
+/// Sparse attention in the naive path: scores of rows `b0..` not in `list`
+/// (ascending) become `-inf` (weight exactly 0 in the softmax).
+fn mask_unselected(scores: &mut [f32], b0: usize, list: &[u32]) {
+    let mut i = list.partition_point(|&r| (r as usize) < b0);
+    for (j, s) in scores.iter_mut().enumerate() {
+        let row = b0 + j;
+        while list.get(i).is_some_and(|&r| (r as usize) < row) {
+            i += 1;
+        }
+        if list.get(i).map(|&r| r as usize) != Some(row) {
+            *s = f32::NEG_INFINITY;
+        }
+    }
 }
