@@ -3,7 +3,7 @@
 //! row's top-k selection must equal the reference's (`layer.L.selected`); the
 //! bf16 and FP8 index caches are measured against the f32 one.
 
-use mla_core::config::{IndexRope, RopeLayout};
+use mla_core::config::{Dsa, IndexRope, RopeLayout};
 use mla_core::dsa::{self, IndexCache, IndexDType, IndexShape, SCORE_BLOCK};
 use mla_core::dtype::Elems;
 use mla_core::kernels::isa;
@@ -497,6 +497,11 @@ fn dsa_families_end_to_end() {
             .iter()
             .zip(arenas.iter_mut())
             .find_map(|((l, (cfg, w)), a)| {
+                if cfg.kv_shared && cfg.dsa == Dsa::Shared {
+                    return Some(format!(
+                        "layer {l} is kv_shared and dsa shared at once (not built)"
+                    ));
+                }
                 Engine::new(cfg, w, a.get())
                     .err()
                     .map(|e| format!("layer {l}: {}", e.message()))
@@ -528,9 +533,13 @@ fn dsa_families_end_to_end() {
                             Some(j) => {
                                 let p = layers.iter().position(|(m, _)| *m == j).unwrap();
                                 let (head, tail) = engines.split_at_mut(k);
-                                tail[0].forward_shared_topk(&head[p], x, out, mode).unwrap();
+                                tail[0]
+                                    .forward_shared_topk(&head[p], x, out, mode)
+                                    .unwrap_or_else(|e| panic!("{case} layer {l}: {e}"));
                             }
-                            None => engines[k].forward_mode(x, out, mode).unwrap(),
+                            None => engines[k]
+                                .forward_mode(x, out, mode)
+                                .unwrap_or_else(|e| panic!("{case} layer {l}: {e}")),
                         }
                     }
                     at += n;

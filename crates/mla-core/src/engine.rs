@@ -419,6 +419,12 @@ impl<'w, 'm> Engine<'w, 'm> {
         out: &mut [f32],
         mode: AttnMode,
     ) -> Result<()> {
+        if self.cfg.kv_shared && self.cfg.dsa == Dsa::Shared {
+            return Err(err(
+                Status::Unsupported,
+                "forward: a layer that reads another layer's cache and another layer's top-k (kv_shared with dsa shared) is not built in this version",
+            ));
+        }
         self.check_share_topk(producer)?;
         let t = self.check_call(x, out)?;
         let start = self.len();
@@ -575,6 +581,12 @@ impl<'w, 'm> Engine<'w, 'm> {
         out: &mut [f32],
         mode: AttnMode,
     ) -> Result<()> {
+        if self.cfg.kv_shared && self.cfg.dsa == Dsa::Shared {
+            return Err(err(
+                Status::Unsupported,
+                "forward: a layer that reads another layer's cache and another layer's top-k (kv_shared with dsa shared) is not built in this version",
+            ));
+        }
         self.check_share(producer)?;
         let t = self.check_call(x, out)?;
         if producer.len() != self.len() + t {

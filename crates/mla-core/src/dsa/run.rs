@@ -3,7 +3,7 @@
 
 use super::{finish_key, finish_query, layer_norm, select_topk, transpose_query, IndexCache};
 use super::{IndexShape, IndexerWeights, SCORE_BLOCK};
-use crate::config::{Config, Dims, IndexQInput, IndexRope};
+use crate::config::{Config, Dims, Gate, IndexQInput, IndexRope};
 use crate::kernels::{linear_par, Isa};
 use crate::parallel::{Parallel, SharedMut};
 use crate::plan::ceil_div;
@@ -87,6 +87,9 @@ pub(crate) fn index_tokens(
     let par = call.par;
     // Query input.
     let (u, u_cols): (&[f32], usize) = match cfg.index_q_input {
+        // With the fused query gate the latent rows were expanded in place to
+        // `[RMSNorm(c) ; c]` (2 r_q each): the indexer reads the first half.
+        IndexQInput::QLatent if cfg.gate == Gate::FusedQ => (call.q_latent, 2 * dims.rq),
         IndexQInput::QLatent => (call.q_latent, dims.rq),
         IndexQInput::HiddenLayerNorm => {
             let (g, b) = iw.q_norm.ok_or_else(|| internal("index_q_norm"))?;
