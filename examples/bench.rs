@@ -9,20 +9,29 @@
 //! What it prints (and writes as JSON lines with --json):
 //! - the machine: CPU model, cores, caches, load average, the kernels' ISA;
 //! - probes: read bandwidth (a SIMD sum over a buffer much larger than the
-//!   last-level cache) and FMA peak (independent FMA chains in registers), on
-//!   one thread and on all threads, through the same thread pool the engine uses;
+//!   last-level cache, walked as one stream, four streams, and four streams
+//!   with software prefetch; the limit is the best) and FMA peak (independent
+//!   FMA chains in registers, on the ISA the engine's kernels use), on one
+//!   thread and on all threads, through the same thread pool the engine uses;
+//!   the limit for `t` threads is the best probe with at most `t` threads;
 //! - decode: ms per step at each context length (the cache filled with random
 //!   rows by `Engine::append_cache_rows`), bytes moved per step (all weights +
-//!   the cache rows read), effective GB/s, GFLOP/s, and the ratio to the
-//!   memory roofline (bytes / measured read bandwidth, same thread count).
+//!   the cache rows read), effective GB/s, GFLOP/s, and two ratios ours /
+//!   limit: the bytes-only roofline (bytes / BW) and the compute-aware limit
+//!   `weights / BW + max(cache / BW, attention FLOPs / FMA peak)`. BW is the
+//!   read probe's best for `cold`, and the best read of a buffer the size of
+//!   the layer's working set for `hot` (it may sit in the last-level cache).
+//!   The engine's best cold step at the smallest context is checked against
+//!   the probe (it cannot read faster). Any ratio below 1 is marked `!!`,
+//!   listed at the end, and the bench exits with status 1: a limit is wrong.
 //!   `hot`: one layer run step after step (its weights stay in cache if they
 //!   fit); `cold`: enough independent layers (own weights and cache each) run
 //!   in turn that their working set is twice the last-level cache, as in a
 //!   model with many layers: the honest memory-bound figure. Times are per layer.
 //! - prefill: tokens/s for a prompt of `--prefill` tokens from an empty cache,
 //!   GFLOP/s (useful FLOPs: 2 x the multiply-adds of the projections, the
-//!   decompression of the cached rows and the causal attention) and the ratio to
-//!   the measured FMA peak (same thread count).
+//!   decompression of the cached rows and the causal attention) and the ratio
+//!   ours / limit, limit = FLOPs / FMA peak (same thread count).
 //!
 //! Weights are random (xorshift, fixed seed). Every figure is the median of the
 //! repetitions (the minimum is in the JSON). Default: configs tutorial and
@@ -240,56 +249,93 @@ fn loadavg() -> String {
 // ---------------------------------------------------------------------------
 
 mod probe {
-    /// Sums `v` with wide SIMD loads and several accumulators.
-    pub fn sum(v: &[f32]) -> f32 {
+    /// How a read probe walks its buffer.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Walk {
+        /// One sequential stream, 8 vector accumulators.
+        One,
+        /// Four independent streams (the buffer in quarters, walked at once),
+        /// two vectors per stream per step, 8 accumulators.
+        Four,
+        /// `Four` with a software prefetch 1 KiB ahead on every stream.
+        FourPrefetch,
+    }
+
+    /// Every walk the probe tries.
+    pub const WALKS: [Walk; 3] = [Walk::One, Walk::Four, Walk::FourPrefetch];
+
+    /// Sums `v` with wide SIMD loads (the widest the engine's ISA has) the way
+    /// `walk` says; returns (the sum, bytes read).
+    pub fn sum(v: &[f32], walk: Walk) -> (f32, usize) {
+        let isa = mla_core::kernels::isa().name();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            if isa == "avx512" && std::is_x86_feature_detected!("avx512f") {
                 // SAFETY: AVX-512F detected.
-                return unsafe { x86::sum512(v) };
+                return unsafe { x86::sum512(v, walk) };
             }
-            if std::is_x86_feature_detected!("avx2") {
+            if isa != "scalar" && std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 detected.
-                return unsafe { x86::sum256(v) };
+                return unsafe { x86::sum256(v, walk) };
             }
         }
         #[cfg(target_arch = "aarch64")]
         {
-            // SAFETY: NEON is part of the aarch64 base ABI.
-            return unsafe { arm::sum(v) };
-        }
-        #[allow(unreachable_code)]
-        {
-            let mut acc = [0f32; 16];
-            for c in v.chunks_exact(16) {
-                for (a, &x) in acc.iter_mut().zip(c) {
-                    *a += x;
-                }
+            if isa != "scalar" {
+                // SAFETY: NEON is part of the aarch64 base ABI.
+                return unsafe { arm::sum(v, walk) };
             }
-            acc.iter().sum()
         }
+        let _ = (isa, walk);
+        let mut acc = [0f32; 16];
+        let n = v.len() / 16 * 16;
+        for c in v[..n].chunks_exact(16) {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += x;
+            }
+        }
+        (acc.iter().sum(), n * 4)
+    }
+
+    /// Stream starts and the elements each stream reads (a multiple of `step`).
+    #[allow(dead_code)]
+    fn streams(v: &[f32], walk: Walk, step: usize) -> (Vec<*const f32>, usize) {
+        let n = match walk {
+            Walk::One => 1,
+            Walk::Four | Walk::FourPrefetch => 4,
+        };
+        let per = v.len() / n / step * step;
+        // SAFETY: s * per <= v.len() for s < n.
+        let starts = (0..n).map(|s| unsafe { v.as_ptr().add(s * per) }).collect();
+        (starts, per)
     }
 
     /// Runs `iters` rounds of independent FMA chains (at least 1); returns
     /// (a value to keep, flops).
     pub fn fma(iters: usize) -> (f32, f64) {
+        let isa = mla_core::kernels::isa().name();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            if isa == "avx512" && std::is_x86_feature_detected!("avx512f") {
                 // SAFETY: AVX-512F detected.
                 return unsafe { x86::fma512(iters) };
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if isa == "avx2"
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+            {
                 // SAFETY: AVX2 and FMA detected.
                 return unsafe { x86::fma256(iters) };
             }
         }
         #[cfg(target_arch = "aarch64")]
         {
-            // SAFETY: NEON is part of the aarch64 base ABI.
-            return unsafe { arm::fma(iters) };
+            if isa == "neon" {
+                // SAFETY: NEON is part of the aarch64 base ABI.
+                return unsafe { arm::fma(iters) };
+            }
         }
-        #[allow(unreachable_code)]
+        let _ = isa;
         {
             let mut a = [1.0f32; 16];
             for _ in 0..iters.max(1) {
@@ -305,26 +351,52 @@ mod probe {
     mod x86 {
         use std::arch::x86_64::*;
 
+        /// Bytes a prefetch runs ahead of the loads.
+        const AHEAD: usize = 1024;
+
         #[target_feature(enable = "avx512f")]
-        pub unsafe fn sum512(v: &[f32]) -> f32 {
+        pub unsafe fn sum512(v: &[f32], walk: super::Walk) -> (f32, usize) {
+            let (st, per) = super::streams(v, walk, 32);
+            let pf = matches!(walk, super::Walk::FourPrefetch);
             let mut a = [_mm512_setzero_ps(); 8];
-            for c in v.chunks_exact(128) {
-                for (j, acc) in a.iter_mut().enumerate() {
-                    // SAFETY: c has 128 elements; 16 * j + 16 <= 128.
-                    *acc = _mm512_add_ps(*acc, unsafe { _mm512_loadu_ps(c.as_ptr().add(16 * j)) });
+            let mut i = 0;
+            while i < per {
+                for (s, &p) in st.iter().enumerate() {
+                    if pf {
+                        // A prefetch never faults, whatever the address.
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + AHEAD / 4).cast::<i8>());
+                    }
+                    // SAFETY: i + 32 <= per: inside stream s.
+                    unsafe {
+                        a[2 * s] = _mm512_add_ps(a[2 * s], _mm512_loadu_ps(p.add(i)));
+                        a[2 * s + 1] = _mm512_add_ps(a[2 * s + 1], _mm512_loadu_ps(p.add(i + 16)));
+                    }
                 }
+                i += 32;
             }
-            a.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+            let sum = a.iter().map(|&x| _mm512_reduce_add_ps(x)).sum();
+            (sum, per * st.len() * 4)
         }
 
         #[target_feature(enable = "avx2")]
-        pub unsafe fn sum256(v: &[f32]) -> f32 {
+        pub unsafe fn sum256(v: &[f32], walk: super::Walk) -> (f32, usize) {
+            let (st, per) = super::streams(v, walk, 16);
+            let pf = matches!(walk, super::Walk::FourPrefetch);
             let mut a = [_mm256_setzero_ps(); 8];
-            for c in v.chunks_exact(64) {
-                for (j, acc) in a.iter_mut().enumerate() {
-                    // SAFETY: c has 64 elements; 8 * j + 8 <= 64.
-                    *acc = _mm256_add_ps(*acc, unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) });
+            let mut i = 0;
+            while i < per {
+                for (s, &p) in st.iter().enumerate() {
+                    if pf {
+                        // A prefetch never faults, whatever the address.
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + AHEAD / 4).cast::<i8>());
+                    }
+                    // SAFETY: i + 16 <= per: inside stream s.
+                    unsafe {
+                        a[2 * s] = _mm256_add_ps(a[2 * s], _mm256_loadu_ps(p.add(i)));
+                        a[2 * s + 1] = _mm256_add_ps(a[2 * s + 1], _mm256_loadu_ps(p.add(i + 8)));
+                    }
                 }
+                i += 16;
             }
             let mut out = [0f32; 8];
             let mut s = _mm256_setzero_ps();
@@ -333,7 +405,7 @@ mod probe {
             }
             // SAFETY: out has 8 floats.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
-            out.iter().sum()
+            (out.iter().sum(), per * st.len() * 4)
         }
 
         /// 16 independent chains of 512-bit FMAs in registers (inline asm, so
@@ -412,15 +484,28 @@ mod probe {
         use std::arch::aarch64::*;
 
         #[target_feature(enable = "neon")]
-        pub unsafe fn sum(v: &[f32]) -> f32 {
+        pub unsafe fn sum(v: &[f32], walk: super::Walk) -> (f32, usize) {
+            let (st, per) = super::streams(v, walk, 8);
+            let pf = matches!(walk, super::Walk::FourPrefetch);
             let mut a = [vdupq_n_f32(0.0); 8];
-            for c in v.chunks_exact(32) {
-                for (j, acc) in a.iter_mut().enumerate() {
-                    // SAFETY: c has 32 elements; 4 * j + 4 <= 32.
-                    *acc = vaddq_f32(*acc, unsafe { vld1q_f32(c.as_ptr().add(4 * j)) });
+            let mut i = 0;
+            while i < per {
+                for (s, &p) in st.iter().enumerate() {
+                    if pf {
+                        // PRFM never faults and has no architectural effect.
+                        unsafe {
+                            std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p.wrapping_add(i + 256), options(nostack, readonly, preserves_flags))
+                        };
+                    }
+                    // SAFETY: i + 8 <= per: inside stream s.
+                    unsafe {
+                        a[2 * s] = vaddq_f32(a[2 * s], vld1q_f32(p.add(i)));
+                        a[2 * s + 1] = vaddq_f32(a[2 * s + 1], vld1q_f32(p.add(i + 4)));
+                    }
                 }
+                i += 8;
             }
-            a.iter().map(|&x| vaddvq_f32(x)).sum()
+            (a.iter().map(|&x| vaddvq_f32(x)).sum(), per * st.len() * 4)
         }
 
         /// 16 independent chains of 128-bit FMLAs (inline asm).
@@ -468,22 +553,59 @@ fn run_tasks(par: Option<&dyn ParallelFor>, n: usize, f: &(dyn Fn(usize) + Sync)
     }
 }
 
-/// Read bandwidth in GB/s: the buffer split into one part per thread.
-fn probe_bw(buf: &[f32], threads: usize, par: Option<&dyn ParallelFor>, reps: usize) -> (f64, f64) {
+/// Read bandwidth in GB/s, the buffer split into one part per thread, for
+/// every walk of [`probe::WALKS`]: (median of the best walk, best time of
+/// any walk, the best walk's name).
+fn probe_bw(
+    buf: &[f32],
+    threads: usize,
+    par: Option<&dyn ParallelFor>,
+    reps: usize,
+    sweeps: usize,
+) -> (f64, f64, String) {
     let part = buf.len() / threads;
-    let mut times = Vec::new();
     let sink = std::sync::atomic::AtomicU32::new(0);
-    for _ in 0..reps {
-        let t = Instant::now();
-        run_tasks(par, threads, &|i| {
-            let s = probe::sum(&buf[i * part..(i + 1) * part]);
-            sink.fetch_add(s.to_bits() & 1, std::sync::atomic::Ordering::Relaxed);
-        });
-        times.push(t.elapsed().as_secs_f64());
+    let (mut best_med, mut best, mut name) = (0.0f64, 0.0f64, String::new());
+    for walk in probe::WALKS {
+        let mut times = Vec::new();
+        let bytes = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..reps {
+            bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+            let t = Instant::now();
+            run_tasks(par, threads, &|i| {
+                for _ in 0..sweeps {
+                    let (s, b) = probe::sum(&buf[i * part..(i + 1) * part], walk);
+                    sink.fetch_add(s.to_bits() & 1, std::sync::atomic::Ordering::Relaxed);
+                    bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let bytes = bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let (med, min) = med_min(&mut times);
+        if bytes / med > best_med {
+            best_med = bytes / med;
+            name = format!("{walk:?}");
+        }
+        best = best.max(bytes / min);
     }
-    let bytes = (part * threads * 4) as f64;
-    let (med, min) = med_min(&mut times);
-    (bytes / med / 1e9, bytes / min / 1e9)
+    (best_med / 1e9, best / 1e9, name)
+}
+
+/// Best read bandwidth (GB/s) over a buffer of `bytes` (a working set that
+/// may fit a cache: the limit of a `hot` layer) on each of `pars` (thread
+/// count, pool): the buffer swept repeatedly inside each task (at least 64 MiB
+/// in all, so that starting the tasks costs little), after one untimed pass.
+fn probe_bw_ws(bytes: usize, pars: &[(usize, Option<&dyn ParallelFor>)], reps: usize) -> f64 {
+    let n = (bytes / 4).max(64 * 1024);
+    let buf: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let sweeps = (64 << 20) / (n * 4) + 1;
+    let mut best = f64::NAN;
+    for &(t, par) in pars {
+        probe_bw(&buf, t, par, 1, 1);
+        best = best.max(probe_bw(&buf, t, par, reps, sweeps).1);
+    }
+    best
 }
 
 /// FMA peak in GFLOP/s on `threads` threads.
@@ -561,17 +683,38 @@ fn time_it(budget: f64, mut step: impl FnMut()) -> (f64, f64) {
     med_min(&mut times)
 }
 
+/// The probes' best figures per thread count (the limits: the fastest the
+/// machine went, so a ratio ours / limit below 1 means a probe is wrong), and
+/// the ratios that came out below 1 (reported loudly at the end).
 struct Limits {
     bw: Vec<(usize, f64)>,
     fma: Vec<(usize, f64)>,
+    below: std::cell::RefCell<Vec<String>>,
 }
 
 impl Limits {
+    /// Best over the probes with at most `t` threads (`t` threads can do
+    /// what fewer did; on a loaded machine the wider probe may come out lower).
+    fn best(v: &[(usize, f64)], t: usize) -> f64 {
+        v.iter()
+            .filter(|x| x.0 <= t)
+            .map(|x| x.1)
+            .fold(f64::NAN, f64::max)
+    }
     fn bw(&self, t: usize) -> f64 {
-        self.bw.iter().find(|x| x.0 == t).map_or(f64::NAN, |x| x.1)
+        Self::best(&self.bw, t)
     }
     fn fma(&self, t: usize) -> f64 {
-        self.fma.iter().find(|x| x.0 == t).map_or(f64::NAN, |x| x.1)
+        Self::best(&self.fma, t)
+    }
+    /// Checks a ratio ours / limit: below 1 is recorded (and marked "!!").
+    fn check(&self, what: String, ratio: f64) -> &'static str {
+        if ratio < 1.0 {
+            self.below.borrow_mut().push(format!("{what}: {ratio:.3}"));
+            " !! BELOW LIMIT"
+        } else {
+            ""
+        }
     }
 }
 
@@ -630,6 +773,7 @@ fn main() {
     let mut lim = Limits {
         bw: vec![],
         fma: vec![],
+        below: Default::default(),
     };
     if o.probe {
         let mib = if o.probe_mib > 0 {
@@ -638,25 +782,30 @@ fn main() {
             (2 * m.llc_bytes).max(256 << 20).min(m.mem_available / 4) >> 20
         };
         let buf: Vec<f32> = (0..(mib << 20) / 4).map(|i| (i % 7) as f32).collect();
-        println!("\nprobes (median of repetitions; read buffer {mib} MiB):");
-        println!("{:>8} {:>14} {:>16}", "threads", "read GB/s", "FMA GFLOP/s");
+        println!("\nprobes (read buffer {mib} MiB; walks: one stream, four streams, four + prefetch; limit = best):");
+        println!(
+            "{:>8} {:>16} {:>14} {:>14} {:>16} {:>16}",
+            "threads", "best walk", "read GB/s", "best GB/s", "FMA GFLOP/s", "best GFLOP/s"
+        );
         for &t in &o.threads {
             let par = par_of(t);
-            let (bw, bw_max) = probe_bw(&buf, t, par, if o.budget_s < 1.0 { 5 } else { 9 });
+            let (bw, bw_max, walk) =
+                probe_bw(&buf, t, par, if o.budget_s < 1.0 { 5 } else { 9 }, 1);
             let (fl, fl_max) = probe_fma(t, par, 7);
-            println!("{t:>8} {bw:>14.2} {fl:>16.1}");
-            lim.bw.push((t, bw));
-            lim.fma.push((t, fl));
+            println!("{t:>8} {walk:>16} {bw:>14.2} {bw_max:>14.2} {fl:>16.1} {fl_max:>16.1}");
+            lim.bw.push((t, bw_max));
+            lim.fma.push((t, fl_max));
             out.emit(format!(
-                "{{\"kind\":\"probe\",\"threads\":{t},\"read_gbps\":{bw:.3},\"read_gbps_best\":{bw_max:.3},\"fma_gflops\":{fl:.2},\"fma_gflops_best\":{fl_max:.2},\"buffer_mib\":{mib}}}"
+                "{{\"kind\":\"probe\",\"threads\":{t},\"walk\":\"{walk}\",\"read_gbps\":{bw:.3},\"read_gbps_best\":{bw_max:.3},\"fma_gflops\":{fl:.2},\"fma_gflops_best\":{fl_max:.2},\"buffer_mib\":{mib},\"isa\":\"{isa}\"}}"
             ));
         }
     }
 
     // ---- decode
-    println!("\ndecode (ms per step per layer; roofline = (weights + cache read) / read bandwidth, same threads):");
+    println!("\ndecode (ms per step per layer; roof = (weights + cache read) / BW; limit = weights / BW + max(cache / BW, attention FLOPs / FMA peak);");
+    println!("        BW: the read probe's best (cold), or the best read of a buffer the size of the layer's working set (hot); x = ours / limit >= 1):");
     println!(
-        "{:<9} {:>4} {:>5} {:>4} {:>4} {:>6} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9}",
+        "{:<9} {:>4} {:>5} {:>4} {:>4} {:>6} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>7} {:>9}",
         "config",
         "wt",
         "cache",
@@ -669,6 +818,8 @@ fn main() {
         "GB/s",
         "roof ms",
         "x roof",
+        "limit ms",
+        "x limit",
         "GFLOP/s"
     );
     for name in &o.configs {
@@ -691,8 +842,18 @@ fn main() {
             o.prefill
         );
         println!(
-            "{:<9} {:>4} {:>5} {:>4} {:>10} {:>10} {:>10} {:>9} {:>7}",
-            "config", "wt", "cache", "thr", "ms", "ms(min)", "tokens/s", "GFLOP/s", "% peak"
+            "{:<9} {:>4} {:>5} {:>4} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10} {:>7}",
+            "config",
+            "wt",
+            "cache",
+            "thr",
+            "ms",
+            "ms(min)",
+            "tokens/s",
+            "GFLOP/s",
+            "% peak",
+            "limit ms",
+            "x limit"
         );
         for name in &o.configs {
             for &wd in &o.weights {
@@ -703,6 +864,14 @@ fn main() {
         }
     }
     println!("\nload average at the end: {}", loadavg());
+    let below = lim.below.borrow();
+    if !below.is_empty() {
+        eprintln!("\n!!!!!!!! bench: {} ratio(s) ours / limit BELOW 1.0: a limit (probe) is wrong !!!!!!!!", below.len());
+        for b in below.iter() {
+            eprintln!("!!   {b}");
+        }
+        std::process::exit(1);
+    }
 }
 
 fn human(b: usize) -> String {
@@ -791,12 +960,33 @@ fn decode<'p>(
             let (med, min) = (med / n_layers as f64, min / n_layers as f64);
             let bytes = wbytes + row_bytes * (ctx + 1);
             let flops = 2.0 * (macs as f64 + (dm.h * (ctx + 1) * (2 * dm.r + dm.p)) as f64);
-            let bw = lim.bw(t);
+            let bw = if mode == "hot" && o.probe {
+                let pars: Vec<(usize, Option<&dyn ParallelFor>)> = o
+                    .threads
+                    .iter()
+                    .filter(|&&u| u <= t)
+                    .map(|&u| (u, par_of(u)))
+                    .collect();
+                probe_bw_ws(wbytes + row_bytes * (ctx + 1), &pars, 5)
+            } else {
+                lim.bw(t)
+            };
             let roof = bytes as f64 / (bw * 1e9);
+            let cache_bytes = (row_bytes * (ctx + 1)) as f64;
+            let attn_flops = 2.0 * (dm.h * (ctx + 1) * (2 * dm.r + dm.p)) as f64;
+            let limit = wbytes as f64 / (bw * 1e9)
+                + (cache_bytes / (bw * 1e9)).max(attn_flops / (lim.fma(t) * 1e9));
+            let what = format!(
+                "decode {name} {} {} {mode} t{t} ctx {ctx}",
+                dt_name(wd),
+                dt_name(cd)
+            );
+            let flag = lim.check(format!("{what} x roof"), med / roof).to_string()
+                + lim.check(format!("{what} x limit"), med / limit);
             let mut line = String::new();
             let _ = write!(
                 line,
-                "{:<9} {:>4} {:>5} {:>4} {:>4} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>8.2} {:>9.3} {:>7.2} {:>9.2}",
+                "{:<9} {:>4} {:>5} {:>4} {:>4} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>8.2} {:>9.3} {:>7.2} {:>9.3} {:>7.2} {:>9.2}{flag}",
                 name,
                 dt_name(wd),
                 dt_name(cd),
@@ -809,21 +999,43 @@ fn decode<'p>(
                 bytes as f64 / med / 1e9,
                 roof * 1e3,
                 med / roof,
+                limit * 1e3,
+                med / limit,
                 flops / med / 1e9
             );
             if mode == "cold" && ctx == o.ctx[0] {
                 let _ = write!(line, "   ({n_layers} layers)");
             }
             println!("{line}");
+            if mode == "cold" && ctx == o.ctx[0] && o.probe {
+                // Cross-check of the probe: the engine's fastest cold step
+                // cannot read memory faster than the probe's best.
+                let engine_bw = bytes as f64 / min / 1e9;
+                let ok = engine_bw <= lim.bw(t);
+                println!(
+                    "          check: engine's best cold ctx-{ctx} step reads {engine_bw:.2} GB/s, probe's best {:.2} GB/s: {}",
+                    lim.bw(t),
+                    if ok { "ok (probe >= engine)" } else { "!! PROBE BELOW ENGINE: the probe is wrong" }
+                );
+                if !ok {
+                    lim.below.borrow_mut().push(format!(
+                        "{what}: engine {engine_bw:.2} GB/s > probe {:.2} GB/s",
+                        lim.bw(t)
+                    ));
+                }
+            }
             out.emit(format!(
-                "{{\"kind\":\"decode\",\"config\":\"{name}\",\"weights\":\"{}\",\"cache\":\"{}\",\"mode\":\"{mode}\",\"layers\":{n_layers},\"threads\":{t},\"ctx\":{ctx},\"ms\":{:.5},\"ms_min\":{:.5},\"bytes\":{bytes},\"gbps\":{:.3},\"roofline_ms\":{},\"x_roofline\":{},\"gflops\":{:.3}}}",
+                "{{\"kind\":\"decode\",\"config\":\"{name}\",\"weights\":\"{}\",\"cache\":\"{}\",\"mode\":\"{mode}\",\"layers\":{n_layers},\"threads\":{t},\"ctx\":{ctx},\"ms\":{:.5},\"ms_min\":{:.5},\"bytes\":{bytes},\"gbps\":{:.3},\"bw_gbps\":{},\"roofline_ms\":{},\"x_roofline\":{},\"limit_ms\":{},\"x_limit\":{},\"gflops\":{:.3}}}",
                 dt_name(wd),
                 dt_name(cd),
                 med * 1e3,
                 min * 1e3,
                 bytes as f64 / med / 1e9,
+                jnum(bw),
                 jnum(roof * 1e3),
                 jnum(med / roof),
+                jnum(limit * 1e3),
+                jnum(med / limit),
                 flops / med / 1e9
             ));
         }
@@ -872,8 +1084,13 @@ fn prefill<'p>(
         });
         let peak = lim.fma(t);
         let gf = flops / med / 1e9;
+        let limit = flops / (peak * 1e9);
+        let flag = lim.check(
+            format!("prefill {name} {} {} t{t}", dt_name(wd), dt_name(cd)),
+            med / limit,
+        );
         println!(
-            "{:<9} {:>4} {:>5} {:>4} {:>10.2} {:>10.2} {:>10.0} {:>9.2} {:>6.1}%",
+            "{:<9} {:>4} {:>5} {:>4} {:>10.2} {:>10.2} {:>10.0} {:>9.2} {:>6.1}% {:>10.2} {:>7.2}{flag}",
             name,
             dt_name(wd),
             dt_name(cd),
@@ -882,17 +1099,21 @@ fn prefill<'p>(
             min * 1e3,
             tn as f64 / med,
             gf,
-            100.0 * gf / peak
+            100.0 * gf / peak,
+            limit * 1e3,
+            med / limit
         );
         out.emit(format!(
-            "{{\"kind\":\"prefill\",\"config\":\"{name}\",\"weights\":\"{}\",\"cache\":\"{}\",\"threads\":{t},\"tokens\":{tn},\"ms\":{:.4},\"ms_min\":{:.4},\"tok_s\":{:.1},\"gflops\":{:.3},\"peak_frac\":{}}}",
+            "{{\"kind\":\"prefill\",\"config\":\"{name}\",\"weights\":\"{}\",\"cache\":\"{}\",\"threads\":{t},\"tokens\":{tn},\"ms\":{:.4},\"ms_min\":{:.4},\"tok_s\":{:.1},\"gflops\":{:.3},\"peak_frac\":{},\"limit_ms\":{},\"x_limit\":{}}}",
             dt_name(wd),
             dt_name(cd),
             med * 1e3,
             min * 1e3,
             tn as f64 / med,
             gf,
-            jnum(gf / peak)
+            jnum(gf / peak),
+            jnum(limit * 1e3),
+            jnum(med / limit)
         ));
     }
 }
