@@ -7,8 +7,9 @@
 One row per config. Left: ms per decode step (per layer) against the context
 length, log-log; colour = weight/cache dtypes, solid = cold, dashed = hot,
 circle = 1 thread, square = more. Right: the same steps as a multiple of the
-memory roofline (bytes moved per step / read bandwidth measured in the same run);
-1 is the roofline.
+compute-aware limit, weights / BW + max(cache / BW, attention FLOPs / FMA peak),
+with the probes' best bandwidth and FMA peak of the same run (older files
+without `x_limit`: the bytes-only roofline); 1 is the limit.
 Needs matplotlib (pip install matplotlib).
 """
 
@@ -55,18 +56,19 @@ def main():
             label = "w:{} c:{} {} {}t".format(key[1], key[2], key[3], key[4])
             kw = dict(color=color, linestyle=style, marker=marker, ms=4, label=label)
             ax.plot(x, [r["ms"] for r in pts], **kw)
-            ax2.plot(x, [r["x_roofline"] if r.get("x_roofline") is not None else float("nan") for r in pts], **kw)
+            ratio = "x_limit" if any(r.get("x_limit") is not None for r in pts) else "x_roofline"
+            ax2.plot(x, [r[ratio] if r.get(ratio) is not None else float("nan") for r in pts], **kw)
         ax.set_title(f"{cfg}: ms per decode step (one layer)", fontsize=10)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context length (tokens in the cache)")
         ax.set_ylabel("ms per step")
         ax.grid(True, which="both", alpha=0.3)
-        ax2.set_title(f"{cfg}: step time / memory roofline (1 = roofline)", fontsize=10)
+        ax2.set_title(f"{cfg}: step time / compute-aware limit (1 = limit)", fontsize=10)
         ax2.set_xscale("log", base=2)
         ax2.axhline(1.0, color="k", lw=0.8)
         ax2.set_xlabel("context length")
-        ax2.set_ylabel("x roofline")
+        ax2.set_ylabel("x limit (ours / limit)")
         ax2.grid(True, which="both", alpha=0.3)
         ax2.legend(fontsize=7, loc="upper left", ncol=2)
     fig.suptitle("mla-rt decode: {} ({} CPUs, kernels {})".format(
