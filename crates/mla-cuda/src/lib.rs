@@ -1343,7 +1343,7 @@ impl Drop for CudaEngine {
 /// What the CPU engine runs but this CUDA engine does not yet: its RoPE table is
 /// precomputed for every position (no per-call longrope switch, no NoPE), it
 /// applies no latent or query scales, gates, sinks, rope-key norm or LeRoPE,
-/// and its cache is not a ring.
+/// its cache is not a ring, and it has no sparse-attention indexer.
 fn check_supported_cuda(cfg: &Config) -> Result<()> {
     use mla_core::config::{QueryScale, RopeType};
     let what = match cfg.rope_type {
@@ -1357,10 +1357,104 @@ fn check_supported_cuda(cfg: &Config) -> Result<()> {
         _ if cfg.rope_key_norm => Some("rope_key_norm"),
         _ if cfg.rope_freq_alpha => Some("rope_freq_alpha (LeRoPE)"),
         _ if cfg.kv_shared => Some("kv_shared (cross-layer KV sharing)"),
+        _ if cfg.dsa != mla_core::config::Dsa::None => Some("dsa (sparse attention)"),
         _ => None,
     };
     match what {
         Some(w) => Err(err(Status::Unsupported, w).s(": not built in the CUDA engine")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_supported_cuda;
+    use mla_core::config::{Config, Dsa, Gate, QueryScale, RopeType};
+    use mla_core::status::Status;
+
+    /// Every mechanism the CPU engine runs and this engine does not is refused
+    /// by name before any device work; the plain presets pass.
+    #[test]
+    fn mechanisms_not_built_on_the_gpu_are_unsupported() {
+        let base = Config::deepseek_v2_lite();
+        assert!(check_supported_cuda(&base).is_ok());
+        assert!(check_supported_cuda(&Config::tutorial()).is_ok());
+        let cases: [(&str, Config); 10] = [
+            (
+                "longrope",
+                Config {
+                    rope_type: RopeType::LongRope,
+                    ..base
+                },
+            ),
+            (
+                "NoPE",
+                Config {
+                    rope_type: RopeType::None,
+                    ..base
+                },
+            ),
+            (
+                "latent scales",
+                Config {
+                    kv_latent_scale: 2.0,
+                    ..base
+                },
+            ),
+            (
+                "query_scale",
+                Config {
+                    query_scale: QueryScale::Llama4,
+                    ..base
+                },
+            ),
+            (
+                "sliding_window",
+                Config {
+                    sliding_window: 8,
+                    ..base
+                },
+            ),
+            (
+                "output gates",
+                Config {
+                    gate: Gate::PerHead,
+                    ..base
+                },
+            ),
+            (
+                "attention sinks",
+                Config {
+                    sinks: true,
+                    ..base
+                },
+            ),
+            (
+                "rope_key_norm",
+                Config {
+                    rope_key_norm: true,
+                    ..base
+                },
+            ),
+            (
+                "kv_shared",
+                Config {
+                    kv_shared: true,
+                    ..base
+                },
+            ),
+            (
+                "dsa",
+                Config {
+                    dsa: Dsa::Full,
+                    ..base
+                },
+            ),
+        ];
+        for (name, cfg) in cases {
+            let e = check_supported_cuda(&cfg).unwrap_err();
+            assert_eq!(e.status(), Status::Unsupported, "{name}");
+            assert!(e.message().contains(name), "{name}: {}", e.message());
+        }
     }
 }
