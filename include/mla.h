@@ -1041,7 +1041,7 @@ mla_status mla_weights_from_checkpoint(const void *bytes,
                                        struct mla_weights *out);
 
 /**
- * RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`
+ * RoPE on its own (docs/design.md section 2): fills `cos` and `sin`, each `[n_pos][p/2]`
  * floats (p = qk_rope_head_dim), with the rotation of positions
  * `start_pos .. start_pos + n_pos` for config `*c`: `cos(pos * f_i) * m` where
  * `f_i` are the inverse frequencies of the config's rope type and `m` its cos/sin

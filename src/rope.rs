@@ -14,7 +14,7 @@ use mla_core::status::{err, Result, Status};
 use crate::boundary::{self, Slot};
 use crate::types::{mla_config, mla_status, read_config};
 
-/// RoPE on its own (DESIGN.md 2.2): fills `cos` and `sin`, each `[n_pos][p/2]`
+/// RoPE on its own (docs/design.md section 2): fills `cos` and `sin`, each `[n_pos][p/2]`
 /// floats (p = qk_rope_head_dim), with the rotation of positions
 /// `start_pos .. start_pos + n_pos` for config `*c`: `cos(pos * f_i) * m` where
 /// `f_i` are the inverse frequencies of the config's rope type and `m` its cos/sin

@@ -1,4 +1,4 @@
-//! Bad input through the Rust API of the CPU engine (DESIGN.md section 4):
+//! Bad input through the Rust API of the CPU engine (docs/design.md section 5):
 //! every `Status` that `mla_core::{Config, Weights, Tensor, Engine}` and the
 //! safetensors binder can return is provoked here, each with its status and a
 //! check of its message, and no failure may change anything.

@@ -1,6 +1,6 @@
 //! include/mla.h against the crate: version macros from Cargo.toml, numeric
 //! values of every status and enum constant, the struct field order of
-//! DESIGN.md section 3, the function list, and nothing in the header that is
+//! the C API (include/mla.h), the function list, and nothing in the header that is
 //! not `mla_`/`MLA_` prefixed. (Freshness against the sources is CI's
 //! `git diff --exit-code include/mla.h` after a build.)
 
@@ -91,7 +91,7 @@ fn status_and_enum_values_match_design() {
         ("MLA_DTYPE_F32", DType::F32 as u32, 0),
         ("MLA_DTYPE_F16", DType::F16 as u32, 1),
         ("MLA_DTYPE_BF16", DType::BF16 as u32, 2),
-        // No core FP8 dtype yet: the C value is fixed by DESIGN.
+        // No core FP8 dtype yet: the C value is fixed by the ABI (3, as safetensors numbers F8_E4M3 in DeepSeek checkpoints).
         ("MLA_DTYPE_F8_E4M3", MLA_DTYPE_F8_E4M3, 3),
         ("MLA_ROPE_TYPE_DEFAULT", RopeType::Default as u32, 0),
         ("MLA_ROPE_TYPE_YARN", RopeType::Yarn as u32, 1),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert a tutorial-MLA checkpoint to mla-rt's canonical (Hugging Face DeepSeek) layout.
 
-The tutorial module (tools/reference/tutorial_mla.py, DESIGN.md 2.3) has the tensors
+The tutorial module (tools/reference/tutorial_mla.py, docs/design.md section 2) has the tensors
   q_proj [r_q, d], q_decompress [H*hd, r_q], q_rope_proj [H*p, r_q],
   kv_proj [r, d], kv_norm.weight [r], k_rope_proj [H*p, d],
   k_decompress [H*hd, r], v_decompress [H*hd, r], o_proj [d, H*hd] (+ o_proj.bias [d]).

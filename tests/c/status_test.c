@@ -3,7 +3,7 @@
  *
  *   status_test [tests/data/tutorial.safetensors]
  *
- * Every function of DESIGN.md section 3 is called, and every status of section 4
+ * Every function of the C API (include/mla.h) is called, and every status
  * that a CPU build can produce is provoked. After each failure on an engine the
  * test checks that nothing changed:
  *   - the engine's memory (the whole arena) is byte-identical to a snapshot taken
@@ -1319,7 +1319,7 @@ static void test_hf_checkpoint(void) {
         mla_status s = mla_config_from_hf_json((const char *)json, jlen, 1, 256, 4, &c);
         if (s == MLA_ERR_UNSUPPORTED) {
             /* A field the engine does not run yet (from_hf_json sets the final RoPE
-             * factor): refused as DESIGN says, *out untouched. */
+             * factor): refused as docs/design.md says, *out untouched. */
             g_seen[MLA_ERR_UNSUPPORTED] = 1;
             CHECK(strstr(mla_last_error(NULL), "not built in this version") != NULL);
             CHECK(memcmp(&c, &sentinel, sizeof c) == 0);

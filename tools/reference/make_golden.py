@@ -8,7 +8,7 @@ config as safetensors __metadata__. See tools/reference/README.md.
 
 DeepSeek cases run transformers' DeepseekV3Attention; the tutorial case runs
 tools/reference/tutorial_mla.py and is converted with tools/convert_tutorial.py.
-Every case is also re-computed by an independent float64 implementation of DESIGN.md
+Every case is also re-computed by an independent float64 implementation of docs/design.md
 2.1/2.2 (canonical_mla below) over the canonical weights, which must agree.
 
 Deterministic: fixed seeds, one CPU thread, a byte-stable safetensors writer.
@@ -83,7 +83,7 @@ def causal_additive_mask(T, dtype):
 
 
 # --------------------------------------------------------------------------------------
-# independent float64 implementation of DESIGN.md 2.1 (naive form) over canonical weights
+# independent float64 implementation of docs/design.md section 2 (naive form) over canonical weights
 # --------------------------------------------------------------------------------------
 
 def _rms(x, w, eps):
@@ -163,7 +163,7 @@ def parse_meta(meta):
 
 
 # --------------------------------------------------------------------------------------
-# DESIGN.md 2.2 YaRN, own float64 rendering, to cross-check HF's inv_freq
+# docs/design.md section 2 YaRN, own float64 rendering, to cross-check HF's inv_freq
 # --------------------------------------------------------------------------------------
 
 def design_yarn(p, theta, s, L0, beta_fast, beta_slow):
@@ -241,7 +241,7 @@ def make_deepseek(cs):
     att_scaling = float(rotary.attention_scaling)
     scale = float(attn.scaling)
 
-    # --- the YaRN path, and DESIGN.md 2.2 against HF -----------------------------------
+    # --- the YaRN path, and docs/design.md section 2 against HF -----------------------------------
     plain = 1.0 / (THETA ** (torch.arange(0, p, 2, dtype=F32) / p))
     if cs["yarn"]:
         y = cs["yarn"]
@@ -251,8 +251,8 @@ def make_deepseek(cs):
         want_scale = (cs["n"] + p) ** -0.5 * design_mscale(s, y["mscale_all_dim"]) ** 2
         print(f"  yarn: factor {s}, L0 {L0}: corr(beta_fast)={c_fast:.4f} corr(beta_slow)={c_slow:.4f}"
               f" -> low {low}, high {high}")
-        print(f"  yarn: attention_scaling {att_scaling!r} (DESIGN {want_att!r}); "
-              f"softmax scale {scale!r} (DESIGN {want_scale!r}, plain {(cs['n'] + p) ** -0.5!r})")
+        print(f"  yarn: attention_scaling {att_scaling!r} (docs/design.md {want_att!r}); "
+              f"softmax scale {scale!r} (docs/design.md {want_scale!r}, plain {(cs['n'] + p) ** -0.5!r})")
         assert not torch.allclose(inv_freq, plain), "YaRN path not taken: inv_freq is plain"
         assert scale != (cs["n"] + p) ** -0.5, "YaRN mscale_all_dim not applied to the softmax scale"
         if y["mscale"] != y["mscale_all_dim"]:
@@ -260,7 +260,7 @@ def make_deepseek(cs):
         assert abs(att_scaling - want_att) < 1e-12, (att_scaling, want_att)
         assert abs(scale - want_scale) < 1e-12, (scale, want_scale)
         d_inv = float(((inv_freq.to(F64) - mine) / mine).abs().max())
-        print(f"  yarn: inv_freq HF (f32) vs DESIGN 2.2 (f64): max rel diff {d_inv:.2e}")
+        print(f"  yarn: inv_freq HF (f32) vs docs/design.md section 2 (f64): max rel diff {d_inv:.2e}")
         assert d_inv < 1e-6
         meta_yarn = dict(original_max_position=str(L0), rope_factor=repr(float(s)),
                          beta_fast=repr(float(y["beta_fast"])), beta_slow=repr(float(y["beta_slow"])),
@@ -297,11 +297,11 @@ def make_deepseek(cs):
         "rope_cos": cos[0].to(F32).contiguous(), "rope_sin": sin[0].to(F32).contiguous(),
     })
 
-    # --- independent check: DESIGN 2.1 in pure float64 over the stored weights --------------
+    # --- independent check: docs/design.md section 2 in pure float64 over the stored weights --------------
     w64 = {k: t.to(F64) for k, t in sd.items()}
     ref = canonical_mla(w64, parse_meta(meta), x32.to(F64), inv_freq, att_scaling, scale)
     e = rel_err(ref, out)
-    print(f"  HF (f32 softmax/RMSNorm/cos-sin inside) vs pure-f64 DESIGN 2.1: rel diff {e:.2e}")
+    print(f"  HF (f32 softmax/RMSNorm/cos-sin inside) vs pure-f64 docs/design.md section 2: rel diff {e:.2e}")
     assert e < 2e-6, e
     return tensors, meta
 
@@ -327,12 +327,12 @@ def make_tutorial(seed=106, T=16):
     scale = m.scale
     assert scale == (hd + p) ** -0.5
 
-    # the mapping is right iff DESIGN 2.1 with per-head rope keys reproduces the module
+    # the mapping is right iff docs/design.md section 2 with per-head rope keys reproduces the module
     w64 = {k: t.to(F64) for k, t in canon.items()}
     inv = m.rope.inv_freq.to(F64)
     ref = canonical_mla(w64, parse_meta(meta), x32.to(F64), inv, 1.0, scale)
     e = float((ref - out).abs().max())
-    print(f"  tutorial module vs DESIGN 2.1 (per-head rope keys) on converted weights: max abs diff {e:.2e}")
+    print(f"  tutorial module vs docs/design.md section 2 (per-head rope keys) on converted weights: max abs diff {e:.2e}")
     assert e < 1e-10, e
 
     tensors = {PREFIX + k: t.to(F32).contiguous() for k, t in canon.items()}

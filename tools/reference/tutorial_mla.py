@@ -1,6 +1,6 @@
 """The project's own PyTorch rendering of the seed tutorial's Multi-Head Latent Attention.
 
-This follows the math of /work/shared/seed/mla-tutorial.txt (DESIGN.md section 2.3);
+This follows the math of the MLA tutorial this project grew from (docs/design.md section 2);
 the code is written for this project. It is the *reference* for the tutorial variant:
 
   c_q       = q_proj(x)                      (r_q values, no query norm)

@@ -1,6 +1,6 @@
 //! The fixed-capacity latent cache.
 //!
-//! Per token it holds exactly what attention needs later (DESIGN.md 2.1):
+//! Per token it holds exactly what attention needs later (docs/design.md section 2):
 //! the normalised latent `c` (`r` values) followed by the rotated rope key(s)
 //! (`p` values shared by all heads, or `H*p` per head): one row of `r + rope_k`
 //! values, `capacity` rows, stored as f32, f16 or bf16 in caller memory.

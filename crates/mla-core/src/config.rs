@@ -1,6 +1,6 @@
 //! Engine configuration: dimensions, RoPE/YaRN parameters, cache dtype, attention mode.
 //!
-//! One [`Config`] covers both variants of DESIGN.md section 2: the DeepSeek-V2/V3
+//! One [`Config`] covers both variants of docs/design.md section 2: the DeepSeek-V2/V3
 //! attention (shared rope key, optional query LoRA with RMSNorm) and the seed
 //! tutorial's (per-head rope key taken from `x`, no query norm). [`Config::validate`]
 //! names the offending field; [`Dims`] holds the derived sizes, all checked for
@@ -43,7 +43,7 @@ pub enum AttnMode {
     Auto = 0,
     /// Decompress K and V from the latent cache, then standard attention.
     Naive = 1,
-    /// Absorb `W_UK` into the query and `W_UV` after the latent sum (DESIGN.md 2.1).
+    /// Absorb `W_UK` into the query and `W_UV` after the latent sum (docs/design.md section 2).
     Absorb = 2,
 }
 
@@ -53,7 +53,7 @@ pub enum AttnMode {
 pub enum RopeType {
     /// `f_i = theta^(-2i/p)`.
     Default = 0,
-    /// YaRN (DESIGN 2.2; `rope_factor`, `original_max_position`, betas, mscales,
+    /// YaRN (docs/design.md section 2; `rope_factor`, `original_max_position`, betas, mscales,
     /// `rope_yarn_truncate`, `rope_attention_factor`).
     Yarn = 1,
     /// Linear position interpolation: `f_i / rope_factor`.
@@ -244,7 +244,7 @@ pub struct Config {
     // ---- ABI version 2: every field below is appended to `mla_config`. ----
     /// Frequency rule of the rotary embedding.
     pub rope_type: RopeType,
-    /// Final cos/sin factor (HF `attention_scaling`); 0 derives it as DESIGN 2.2
+    /// Final cos/sin factor (HF `attention_scaling`); 0 derives it as docs/design.md section 2
     /// says for YaRN (`mscale(s, mscale) / mscale(s, mscale_all_dim)`), 1 otherwise.
     pub rope_attention_factor: f32,
     /// YaRN: floor/ceil the correction range (HF `truncate`, default true).
@@ -370,7 +370,7 @@ const fn below_u32(v: Option<usize>) -> Option<usize> {
     }
 }
 
-/// The ABI-2 fields of every preset (no mechanism beyond DESIGN 2.1).
+/// The ABI-2 fields of every preset (no mechanism beyond docs/design.md section 2).
 const PLAIN: Config = Config {
     hidden_size: 0,
     num_heads: 0,
@@ -430,7 +430,7 @@ const PLAIN: Config = Config {
 
 impl Config {
     /// A config with every field of ABI version 2 at its neutral value (no
-    /// mechanism beyond DESIGN 2.1) and zero dimensions: the base of presets and of
+    /// mechanism beyond docs/design.md section 2) and zero dimensions: the base of presets and of
     /// `from_hf_json`. Not valid as it is.
     pub const fn plain() -> Config {
         PLAIN
@@ -848,7 +848,7 @@ impl Config {
         Ok(())
     }
 
-    /// The fields of the mechanisms beyond DESIGN 2.1 (`rq`, `p`: dims).
+    /// The fields of the mechanisms beyond docs/design.md section 2 (`rq`, `p`: dims).
     const fn check_mechanisms(&self, rq: usize, p: usize) -> core::result::Result<(), ConfigFault> {
         tri!(finite_pos("q_latent_scale", self.q_latent_scale));
         tri!(finite_pos("kv_latent_scale", self.kv_latent_scale));
@@ -1044,7 +1044,7 @@ mod tests {
         ] {
             c.validate().unwrap();
         }
-        // DESIGN.md 2.1: 576 cached values per token for V3 against 40,960 for full K/V.
+        // docs/design.md section 2: 576 cached values per token for V3 against 40,960 for full K/V.
         let v3 = Config::deepseek_v3();
         assert_eq!(v3.cache_values_per_token().unwrap(), 576);
         assert_eq!(v3.full_kv_bytes_per_token().unwrap() / 4, 128 * (192 + 128));

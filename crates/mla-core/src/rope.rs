@@ -1,7 +1,7 @@
 //! Rotary position embeddings (RoPE) of every rope type, usable on their own.
 //!
 //! Frequencies `f_i = theta^(-2i/p)`, i = 0 .. p/2-1; a vector at position `pos` has
-//! its pairs rotated by `pos * f_i` (DESIGN.md 2.2). Pairs are `(x[2i], x[2i+1])`
+//! its pairs rotated by `pos * f_i` (docs/design.md section 2). Pairs are `(x[2i], x[2i+1])`
 //! in the interleaved layout and `(x[i], x[i+p/2])` in the half layout.
 //!
 //! The rope types (`RopeType`, docs/families.md 2.3) change the frequencies:
@@ -127,7 +127,7 @@ impl RopeParams {
         }
     }
 
-    /// YaRN correction range `(low, high)` over pair indices (DESIGN.md 2.2;
+    /// YaRN correction range `(low, high)` over pair indices (docs/design.md section 2;
     /// floored/ceiled when `truncate`).
     pub fn correction_range(&self) -> (f64, f64) {
         let p = self.dim as f64;
@@ -416,7 +416,7 @@ mod tests {
 
     #[test]
     fn yarn_v3_scale_matches_design() {
-        // DESIGN.md 2.2: V3 -> 192^-0.5 * 1.873854 = 0.135234.
+        // docs/design.md section 2: V3 -> 192^-0.5 * 1.873854 = 0.135234.
         let s = softmax_scale(&Config::deepseek_v3());
         assert!((s - 0.135234).abs() < 1e-6, "{s}");
         let p = RopeParams::from_config(&Config::deepseek_v3());

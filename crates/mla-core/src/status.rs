@@ -1,7 +1,7 @@
 //! Status codes and errors.
 //!
 //! Every fallible operation returns [`Result`]; the error carries a [`Status`]
-//! (the numeric code of the C ABI, DESIGN.md section 3) and a short message
+//! (the numeric code of the C ABI) and a short message
 //! naming what was wrong. Messages are built without `core::fmt` so that no
 //! formatting machinery (and none of its panic paths) is linked into firmware.
 

@@ -1,4 +1,4 @@
-// mla-rt CUDA kernels: Multi-Head Latent Attention (DESIGN.md section 2) on the GPU.
+// mla-rt CUDA kernels: Multi-Head Latent Attention (docs/design.md section 2) on the GPU.
 //
 // One source, three compilers, two architectures:
 //   - nvcc:   nvcc -ptx -arch=compute_80 -O3 mla.cu          (or -fatbin, build.rs)

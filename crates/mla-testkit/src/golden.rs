@@ -101,7 +101,7 @@ impl Golden {
     }
 }
 
-/// max |a - b| / max |b|: the relative error measure of DESIGN.md section 5
+/// max |a - b| / max |b|: the relative error measure of docs/design.md section 6
 /// (infinite when `a` holds a NaN or infinity).
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

@@ -2,7 +2,7 @@
 //! share (not published):
 //!
 //! - [`golden`]: the golden cases of `tests/data` ([`Golden`], [`cases`]) and the
-//!   error measure of DESIGN.md ([`rel_err`]);
+//!   error measure of docs/design.md ([`rel_err`]);
 //! - [`family`]: the tiny Hugging Face checkpoints of `tests/data/families`
 //!   ([`FamilyCase`]: config.json, model.safetensors, golden tensors per layer,
 //!   a layer's `(Config, Weights)` through `from_hf_json` + `bind_layer`);

@@ -51,7 +51,7 @@ const _: () = assert!(ARENA_BYTES > 0, "the planned config is invalid");
 
 /// Hidden size of the tutorial config (checked against the file).
 const D: usize = 256;
-/// f32 tolerance of DESIGN.md section 5.
+/// f32 tolerance of docs/design.md section 6.
 const TOL: f32 = 1e-5;
 
 #[entry]
@@ -170,7 +170,7 @@ fn f32_tensor<'a>(st: &SafeTensors<'a>, name: &str) -> Result<&'a [f32], Error> 
     }
 }
 
-/// max |got - want| / max |want| (DESIGN.md section 5).
+/// max |got - want| / max |want| (docs/design.md section 6).
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     let mut num = 0f32;
     let mut den = 0f32;

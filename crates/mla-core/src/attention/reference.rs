@@ -1,4 +1,4 @@
-//! The oracle of the unit tests: one MLA layer exactly as DESIGN.md section 2.1
+//! The oracle of the unit tests: one MLA layer exactly as docs/design.md section 2
 //! (and 2.2, 2.3) writes it, top to bottom, in f64.
 //!
 //! Slow and obviously right: no latent cache, no absorption, no blocking, no

@@ -1,5 +1,5 @@
 //! Both attention paths, through the engine, against the scalar reference
-//! (DESIGN.md 2.1) on small random layers: shared and per-head rope keys, query
+//! (docs/design.md section 2) on small random layers: shared and per-head rope keys, query
 //! LoRA on and off (with and without its norm), biases, YaRN, f32 and bf16
 //! weights; every instruction set this machine has; one call and uneven chunks.
 
@@ -11,7 +11,7 @@ use crate::kernels::Isa;
 use crate::weights::{Tensor, Weights};
 use half::bf16;
 
-/// Relative tolerance of DESIGN.md section 5 (f32).
+/// Relative tolerance of docs/design.md section 6 (f32).
 const TOL: f64 = 1e-5;
 
 struct Rng(u64);

@@ -1,5 +1,5 @@
 //! The engine with DSA layers against the golden cases of tests/data/families
-//! whose layers need nothing beyond DESIGN 2.1 and the indexer (deepseek_v32,
+//! whose layers need nothing beyond docs/design.md section 2 and the indexer (deepseek_v32,
 //! glm_moe_dsa's full layers); configs built by hand from the golden metadata.
 
 use crate::attention::tests::aligned;
