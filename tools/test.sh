@@ -79,6 +79,7 @@ CARGO_TARGET_DIR="$T/cuda" logged cuda bash .ci/cuda.sh
 
 step "done"
 echo "every test passed in $((SECONDS - start)) s"
+echo "$((SECONDS - start))" >"$LOGS/seconds"
 
 # ---------------------------------------------------------------- summary
 echo
@@ -99,3 +100,5 @@ echo "CUDA (no GPU): stub driver, then the CPU emulator:"
 grep -E 'CUDA tests SKIPPED' "$LOGS/cuda.log" | sed 's/^/  /'
 grep -E '^test result' "$LOGS/cuda.log" | tail -n 1 | sed 's/^/  /'
 echo "toolchain: $(rustc --version)"
+echo
+echo "python3 tools/readme_figures.py writes these figures into README.md."
