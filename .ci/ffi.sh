@@ -7,7 +7,8 @@
 #  2. compiles mla.h alone as C11 and C++17, with and without MLA_FEATURE_CUDA,
 #     and mla.hpp as C++17, with gcc and clang (-Wall -Wextra -Werror -pedantic);
 #  3. runs tests/ffi_header.rs (header values against the crate);
-#  4. builds the C and C++ demos against the static and the shared library
+#  4. builds the C and C++ demos against the static and the shared library;
+#     4b. runs ffi-examples/checkpoint.c on every layer of every family case;
 #     (ffi-examples/Makefile) and runs them on tests/data/tutorial.safetensors;
 #  5. builds tests/c/status_test.c (static and shared) and runs it;
 #  6. runs the status test and the demos under valgrind (--leak-check=full);
@@ -124,6 +125,25 @@ for p in demo_c_static demo_cpp_static; do
     ! links_to "$OUT/examples/$p" libmla ||
         { echo "ffi.sh: $p should not need libmla.so" >&2; exit 1; }
 done
+
+# --- 4b. checkpoint.c over every layer of every family case ----------------------
+step "ffi-examples/checkpoint.c: every layer of tests/data/families/*, from config.json"
+exact=0 refused=0
+for dir in tests/data/families/*/; do
+    for layer in 0 1 2 3 4 5 6 7; do
+        rc=0
+        out=$("$OUT/examples/checkpoint" "$dir" "$layer" 2>&1) || rc=$?
+        last=$(tail -n 1 <<<"$out")
+        case $rc in
+            0) exact=$((exact + 1)) ;;
+            2) refused=$((refused + 1)); echo "  refused: $(basename "$dir") $last" ;;
+            *) if grep -q "is out of range" <<<"$last"; then break; fi
+               echo "$out" >&2; echo "ffi.sh: checkpoint $dir $layer failed" >&2; exit 1 ;;
+        esac
+    done
+done
+echo "checkpoint.c: $exact layers naive = absorbed within 1e-5, $refused refused with UNSUPPORTED"
+[ "$exact" -ge 43 ] || { echo "ffi.sh: expected at least 43 layers to run (as measured when this check was written)" >&2; exit 1; }
 
 # --- 5. status test ----------------------------------------------------------
 step "status test (tests/c/status_test.c), static and shared"

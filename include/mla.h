@@ -863,8 +863,9 @@ mla_status mla_engine_size(const struct mla_config *c, size_t *bytes);
  * Nothing needs freeing: stop using the engine, then reuse or free `mem`.
  * Errors: MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH, MLA_ERR_INVALID_CONFIG,
  * MLA_ERR_WEIGHT_SHAPE, MLA_ERR_WEIGHT_DTYPE, MLA_ERR_MISALIGNED,
- * MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built: sparse
- * attention; `kv_shared`, not wired through this API yet) (`*out` is written
+ * MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built, e.g.
+ * pooled indexer keys; `kv_shared` and `dsa` shared layers, which read another
+ * layer's cache or top-k, not wired through this API yet) (`*out` is written
  * only on success).
  *
  * # Safety

@@ -74,8 +74,9 @@ pub(crate) fn engine_size(cfg: &Config) -> Result<usize> {
 /// Nothing needs freeing: stop using the engine, then reuse or free `mem`.
 /// Errors: MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH, MLA_ERR_INVALID_CONFIG,
 /// MLA_ERR_WEIGHT_SHAPE, MLA_ERR_WEIGHT_DTYPE, MLA_ERR_MISALIGNED,
-/// MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built: sparse
-/// attention; `kv_shared`, not wired through this API yet) (`*out` is written
+/// MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built, e.g.
+/// pooled indexer keys; `kv_shared` and `dsa` shared layers, which read another
+/// layer's cache or top-k, not wired through this API yet) (`*out` is written
 /// only on success).
 ///
 /// # Safety
@@ -150,6 +151,14 @@ unsafe fn place(
         return Err(err(
             Status::Unsupported,
             "kv_shared: KV sharing is not wired through the C API yet",
+        ));
+    }
+    if cfg.dsa == mla_core::config::Dsa::Shared {
+        // The core runs it (Engine::forward_shared_topk, the producer passed per
+        // call); this handle does not keep a producer yet.
+        return Err(err(
+            Status::Unsupported,
+            "dsa shared: a layer that reuses another layer's top-k is not wired through the C API yet",
         ));
     }
     let engine = Engine::new(cfg, weights, region)?;
