@@ -896,6 +896,32 @@ mla_status mla_engine_init(const struct mla_config *c,
 mla_status mla_forward(struct mla_engine *e, const float *x, uint32_t n_tokens, float *out);
 
 /**
+ * One decode step for each of `n` sequences at once: row `i` of `x`
+ * (`[n][hidden_size]` floats) is appended to `engines[i]` at `mla_len(engines[i])`,
+ * attends over that engine's cache only, and its output goes to row `i` of
+ * `out`. The engines must share one config and the same weight data (as from
+ * one `mla_weights`); every weight matrix is read once for all `n` tokens.
+ * Scratch and the parallel-for are `engines[0]`'s: `n <= max_tokens_per_call`.
+ * Results equal `n` separate `mla_forward` calls on the absorbed path, up to
+ * f32 rounding (bitwise for `n` < 16, see docs/serving.md).
+ * All or nothing: on an error no engine changes and `out` is unwritten; the
+ * text goes to `mla_last_error(engines[0])` (when that is an engine) and to
+ * `mla_last_error(NULL)`. Errors: MLA_ERR_NULL_POINTER (engines, an
+ * engines[i], x or out NULL), MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT
+ * (n 0 or > max_tokens_per_call, an engine twice, other weights/config,
+ * overlap), MLA_ERR_CACHE_FULL (any engine full), MLA_ERR_NON_FINITE.
+ *
+ * # Safety
+ * `engines` is NULL or holds `n` pointers, each NULL or an engine from
+ * `mla_engine_init`, none used by another thread during the call; `x` and
+ * `out` are NULL or hold `n * hidden_size` floats.
+ */
+mla_status mla_forward_batch(struct mla_engine *const *engines,
+                             uint32_t n,
+                             const float *x,
+                             float *out);
+
+/**
  * Tokens in the cache (the next position); 0 for NULL.
  *
  * # Safety

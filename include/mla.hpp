@@ -271,6 +271,30 @@ private:
     mla_engine *e_ = nullptr;
 };
 
+/// One decode token for each engine at once (mla_forward_batch): row i of `x`
+/// ([n][hidden_size]) goes to engines[i], its output to row i of `out`. The
+/// engines share one config and the same weights; n <= max_tokens_per_call.
+/// On error (mla::Error) no engine changed.
+inline void forward_batch(span<Engine *const> engines, span<const float> x, span<float> out) {
+    std::vector<mla_engine *> handles;
+    handles.reserve(engines.size());
+    for (Engine *e : engines) {
+        handles.push_back(e != nullptr ? e->get() : nullptr);
+    }
+    const std::size_t n = handles.size();
+    const std::size_t d = n == 0 || engines[0] == nullptr ? 0 : engines[0]->config().hidden_size;
+    if (n == 0 || n > UINT32_MAX || x.size() != n * d || out.size() != x.size()) {
+        throw Error(MLA_ERR_INVALID_ARGUMENT,
+                    "mla::forward_batch: need 1 or more engines and x, out of n * hidden_size "
+                    "floats; got n " + std::to_string(n) + ", x " + std::to_string(x.size()) +
+                        ", out " + std::to_string(out.size()));
+    }
+    const mla_status s =
+        mla_forward_batch(handles.data(), static_cast<std::uint32_t>(n), x.data(), out.data());
+    detail::check(s, "mla_forward_batch",
+                  handles[0] != nullptr ? mla_last_error(handles[0]) : mla_last_error(nullptr));
+}
+
 }  // namespace mla
 
 #endif  // MLA_HPP

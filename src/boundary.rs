@@ -26,6 +26,7 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 
 use mla_core::config::Config;
+use mla_core::engine::Engine;
 use mla_core::status::{err, Error, Result, Status, MESSAGE_CAPACITY};
 
 use crate::types::{mla_status, MLA_MESSAGE_MAX, MLA_OK};
@@ -302,6 +303,95 @@ pub(crate) unsafe fn last_error<H: CEngine>(e: *const H) -> *const c_char {
     match unsafe { e.as_ref() } {
         Some(h) => h.handle().last_error.as_c_str(),
         None => slot_text(H::SLOT),
+    }
+}
+
+/// The engines of `mla_forward_batch`: the caller's array of `n` handles,
+/// each checked non-NULL, aligned and distinct ([`cpu_batch`]), so the core
+/// may borrow any one mutably at a time.
+pub(crate) struct CpuBatch<'a> {
+    handles: &'a [*mut crate::engine::mla_engine],
+}
+
+// SAFETY: the core reads the engines through shared borrows from the
+// parallel-for's tasks (their caches only) while no mutable borrow is alive;
+// the C caller keeps every engine to this call's thread (contract of
+// mla_forward_batch), so nothing else touches them meanwhile.
+unsafe impl Sync for CpuBatch<'_> {}
+
+impl<'a> mla_core::engine::EngineBatch<'static, 'static> for CpuBatch<'a> {
+    fn count(&self) -> usize {
+        self.handles.len()
+    }
+    fn engine(&self, i: usize) -> Option<&Engine<'static, 'static>> {
+        let p = *self.handles.get(i)?;
+        // SAFETY: checked non-NULL and aligned by `cpu_batch`; a live handle
+        // (contract); handles are distinct, and a shared borrow is only taken
+        // while no mutable one is alive (the `&self` / `&mut self` receivers).
+        unsafe { p.as_ref() }.map(|h| &h.handle().engine)
+    }
+    fn engine_mut(&mut self, i: usize) -> Option<&mut Engine<'static, 'static>> {
+        let p = *self.handles.get(i)?;
+        // SAFETY: as `engine`; `&mut self` keeps this the only borrow of any
+        // engine of the batch.
+        unsafe { p.as_mut() }.map(|h| &mut h.handle_mut().engine)
+    }
+}
+
+/// The array of `n` engine handles of `mla_forward_batch`, checked: not NULL,
+/// `n` handles each non-NULL, aligned and distinct (`MLA_ERR_NULL_POINTER`,
+/// `MLA_ERR_MISALIGNED`, `MLA_ERR_INVALID_ARGUMENT` naming the index).
+///
+/// # Safety
+/// `engines` is NULL or holds `n` readable pointers, valid during `'a`.
+pub(crate) unsafe fn cpu_batch<'a>(
+    what: &str,
+    engines: *const *mut crate::engine::mla_engine,
+    n: u32,
+) -> Result<CpuBatch<'a>> {
+    if engines.is_null() {
+        return Err(err(Status::NullPointer, what).s(": engines is NULL"));
+    }
+    if n == 0 {
+        return Err(err(Status::InvalidArgument, what).s(": n is 0"));
+    }
+    // SAFETY: `n` readable pointers (contract); `slice` checks NULL,
+    // alignment and size.
+    let handles = unsafe { slice(engines, n as usize) }
+        .ok_or_else(|| err(Status::Misaligned, what).s(": engines is misaligned"))?;
+    for (i, &p) in handles.iter().enumerate() {
+        if let Some(bad) = bad_handle(p, what) {
+            return Err(err(bad.status(), what)
+                .s(": engines[")
+                .n(i)
+                .s("] is NULL or misaligned"));
+        }
+        if let Some(j) = handles.iter().take(i).position(|&q| core::ptr::eq(p, q)) {
+            return Err(err(Status::InvalidArgument, what)
+                .s(": engines[")
+                .n(i)
+                .s("] is engines[")
+                .n(j)
+                .s("] again (one token per engine)"));
+        }
+    }
+    Ok(CpuBatch { handles })
+}
+
+/// Records `r`'s failure of a batched call: in this thread's CPU slot and, when
+/// `first` is a usable handle, as its last error.
+///
+/// # Safety
+/// `first` is NULL, misaligned, or a live handle not used by another thread.
+pub(crate) unsafe fn record_batch(first: *mut crate::engine::mla_engine, r: &Result<()>) {
+    if let Err(e) = r {
+        record(Slot::Cpu, e);
+        if bad_handle(first, "").is_none() {
+            // SAFETY: not NULL, aligned, a live handle (contract).
+            if let Some(h) = unsafe { first.as_mut() } {
+                h.handle_mut().last_error.set(e);
+            }
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Engine entry points: `mla_engine_init`, `mla_forward`, `mla_len`,
+//! Engine entry points: `mla_engine_init`, `mla_forward`, `mla_forward_batch`, `mla_len`,
 //! `mla_truncate`, `mla_reset`, `mla_engine_set_parallel`, `mla_last_error`.
 //!
 //! The engine handle (`mla_engine`) lives at the start of the caller's memory
@@ -195,6 +195,55 @@ pub unsafe extern "C" fn mla_forward(
             engine.forward(xs, os)
         })
     }
+}
+
+/// One decode step for each of `n` sequences at once: row `i` of `x`
+/// (`[n][hidden_size]` floats) is appended to `engines[i]` at `mla_len(engines[i])`,
+/// attends over that engine's cache only, and its output goes to row `i` of
+/// `out`. The engines must share one config and the same weight data (as from
+/// one `mla_weights`); every weight matrix is read once for all `n` tokens.
+/// Scratch and the parallel-for are `engines[0]`'s: `n <= max_tokens_per_call`.
+/// Results equal `n` separate `mla_forward` calls on the absorbed path, up to
+/// f32 rounding (bitwise for `n` < 16, see docs/serving.md).
+/// All or nothing: on an error no engine changes and `out` is unwritten; the
+/// text goes to `mla_last_error(engines[0])` (when that is an engine) and to
+/// `mla_last_error(NULL)`. Errors: MLA_ERR_NULL_POINTER (engines, an
+/// engines[i], x or out NULL), MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT
+/// (n 0 or > max_tokens_per_call, an engine twice, other weights/config,
+/// overlap), MLA_ERR_CACHE_FULL (any engine full), MLA_ERR_NON_FINITE.
+///
+/// # Safety
+/// `engines` is NULL or holds `n` pointers, each NULL or an engine from
+/// `mla_engine_init`, none used by another thread during the call; `x` and
+/// `out` are NULL or hold `n * hidden_size` floats.
+#[no_mangle]
+pub unsafe extern "C" fn mla_forward_batch(
+    engines: *const *mut mla_engine,
+    n: u32,
+    x: *const f32,
+    out: *mut f32,
+) -> mla_status {
+    let what = "mla_forward_batch";
+    let r = boundary::guard(what, || {
+        // SAFETY: `engines` holds `n` pointers (contract).
+        let mut batch = unsafe { boundary::cpu_batch(what, engines, n) }?;
+        let cfg = *mla_core::engine::EngineBatch::engine(&batch, 0)
+            .ok_or_else(|| err(Status::Internal, what).s(": engines[0] went away"))?
+            .config();
+        // SAFETY: `x` / `out` hold n * hidden_size floats (contract); the
+        // check of n against max_tokens_per_call is forward_io's.
+        let (xs, os) = unsafe { boundary::forward_io(what, &cfg, x, n, out) }?;
+        mla_core::engine::forward_batch_in(&mut batch, xs, os)
+    });
+    let first = if engines.is_null() || n == 0 || !boundary::aligned(engines) {
+        ptr::null_mut()
+    } else {
+        // SAFETY: `engines` holds at least one pointer (n > 0, contract), aligned.
+        unsafe { *engines }
+    };
+    // SAFETY: `first` is NULL or engines[0] (contract: a live handle or NULL).
+    unsafe { boundary::record_batch(first, &r) };
+    boundary::status(&r)
 }
 
 /// Tokens in the cache (the next position); 0 for NULL.

@@ -331,6 +331,13 @@ int main(void)
 
     mla_reset(e);
     check(mla_len(e) == 0, "mla_len after reset");
+    /* Batched decode over one engine (the arena holds one): token 0. */
+    mla_engine *const pair[2] = {e, e};
+    check_status(mla_forward_batch(pair, 2, x, out), MLA_ERR_INVALID_ARGUMENT,
+                 "batch with an engine twice");
+    check_status(mla_forward_batch(pair, 1, x, out), MLA_OK, "mla_forward_batch");
+    check(rel_err(out, want, D) <= 1e-5f, "batched output");
+    mla_reset(e);
     check(mla_last_error(NULL) != NULL, "mla_last_error(NULL)");
 
 #ifdef MLA_PANIC_PROBE

@@ -1415,6 +1415,119 @@ static void test_hf_checkpoint(void) {
     free(kimi);
 }
 
+/* ------------------------------------------------------------------------- */
+/* mla_forward_batch: one token for each of three engines (contexts 0, 5 and
+ * MAXSEQ - 1) equals three mla_forward calls on the absorbed path, bitwise;
+ * every failure leaves all three arenas as they were. */
+
+static void fill_history(eng *g, unsigned len) {
+    float x[MAXTOK * D], y[MAXTOK * D];
+    unsigned done = 0, i;
+    while (done < len) {
+        unsigned k = len - done < MAXTOK ? len - done : MAXTOK;
+        for (i = 0; i < k; i++) {
+            token(x + i * D, done + i);
+        }
+        EXPECT(mla_forward(g->e, x, k, y), MLA_OK);
+        done += k;
+    }
+}
+
+/* A batch call that must fail with `want`; no arena of `g` changes (engines[0]
+ * only gets its last-error text). */
+static void batch_fails_at(mla_engine *const *engines, uint32_t n, const float *x, float *y,
+                           mla_status want, eng *g, int line) {
+    unsigned char *snap[3];
+    int i;
+    for (i = 0; i < 3; i++) {
+        snap[i] = snapshot(&g[i]);
+    }
+    expect_at(mla_forward_batch(engines, n, x, y), want, "mla_forward_batch", line);
+    check_at(mla_last_error(NULL)[0] != '\0', "mla_last_error(NULL) set", line);
+    for (i = 0; i < 3; i++) {
+        if (engines != NULL && n > 0 && engines[0] == g[i].e) {
+            expect_same_memory(&g[i], snap[i], line);
+        } else {
+            (void)VALGRIND_MAKE_MEM_DEFINED(g[i].arena, g[i].size);
+            check_at(memcmp(g[i].arena, snap[i], g[i].size) == 0,
+                     "engine memory unchanged by the failed batch", line);
+        }
+        free(snap[i]);
+    }
+}
+#define BATCH_FAILS(engines, n, x, y, want, g) \
+    batch_fails_at((engines), (n), (x), (y), (want), (g), __LINE__)
+
+static void test_forward_batch(const model *m) {
+    mla_config c = small_config();
+    mla_weights w = weights_of(m);
+    eng a[3], b[3];
+    const unsigned lens[3] = {0, 5, MAXSEQ - 1};
+    float x[3 * D], ya[3 * D], yb[3 * D], big[5 * D], big_out[5 * D];
+    mla_engine *batch[3], *dup[3], *with_null[3], *five[5];
+    int i, ok = 1;
+    printf("-- mla_forward_batch\n");
+    c.attn_mode = MLA_ATTN_ABSORB;
+    for (i = 0; i < 3; i++) {
+        ok &= eng_init(&a[i], &c, &w);
+        ok &= eng_init(&b[i], &c, &w);
+    }
+    if (!ok) {
+        return;
+    }
+    for (i = 0; i < 3; i++) {
+        fill_history(&a[i], lens[i]);
+        fill_history(&b[i], lens[i]);
+        batch[i] = a[i].e;
+        token(x + i * D, 1000u + (unsigned)i);
+    }
+    EXPECT(mla_forward_batch(batch, 3, x, ya), MLA_OK);
+    for (i = 0; i < 3; i++) {
+        EXPECT(mla_forward(b[i].e, x + i * D, 1, yb + i * D), MLA_OK);
+        CHECK(mla_len(a[i].e) == lens[i] + 1);
+    }
+    CHECK(memcmp(ya, yb, sizeof ya) == 0);
+
+    /* a[2] is full now. */
+    memset(ya, 0, sizeof ya);
+    BATCH_FAILS(batch, 3, x, ya, MLA_ERR_CACHE_FULL, a);
+    CHECK(strstr(mla_last_error(a[0].e), "engines[2] is full") != NULL);
+    EXPECT(mla_truncate(a[2].e, MAXSEQ - 2), MLA_OK);
+    BATCH_FAILS(NULL, 3, x, ya, MLA_ERR_NULL_POINTER, a);
+    BATCH_FAILS(batch, 0, x, ya, MLA_ERR_INVALID_ARGUMENT, a);
+    BATCH_FAILS(batch, 3, NULL, ya, MLA_ERR_NULL_POINTER, a);
+    BATCH_FAILS(batch, 3, x, NULL, MLA_ERR_NULL_POINTER, a);
+    dup[0] = a[0].e, dup[1] = a[1].e, dup[2] = a[0].e;
+    BATCH_FAILS(dup, 3, x, ya, MLA_ERR_INVALID_ARGUMENT, a);
+    CHECK(strstr(mla_last_error(a[0].e), "engines[2] is engines[0]") != NULL);
+    with_null[0] = a[0].e, with_null[1] = NULL, with_null[2] = a[2].e;
+    BATCH_FAILS(with_null, 3, x, ya, MLA_ERR_NULL_POINTER, a);
+    for (i = 0; i < 5; i++) {
+        five[i] = i < 3 ? a[i].e : b[i - 3].e; /* distinct, one more than MAXTOK */
+        token(big + i * D, (unsigned)i);
+    }
+    BATCH_FAILS(five, 5, big, big_out, MLA_ERR_INVALID_ARGUMENT, a);
+    CHECK(strstr(mla_last_error(a[0].e), "max_tokens_per_call") != NULL);
+    x[2 * D + 3] = NAN;
+    BATCH_FAILS(batch, 3, x, ya, MLA_ERR_NON_FINITE, a);
+    x[2 * D + 3] = 0.5f;
+    BATCH_FAILS(batch, 3, x, x, MLA_ERR_INVALID_ARGUMENT, a); /* x and out overlap */
+    for (i = 0; i < 3; i++) {
+        CHECK(ya[i * D] == 0.0f); /* out unwritten by the failures */
+    }
+    /* After all that, a batch still equals separate calls. */
+    EXPECT(mla_truncate(b[2].e, MAXSEQ - 2), MLA_OK);
+    EXPECT(mla_forward_batch(batch, 3, x, ya), MLA_OK);
+    for (i = 0; i < 3; i++) {
+        EXPECT(mla_forward(b[i].e, x + i * D, 1, yb + i * D), MLA_OK);
+    }
+    CHECK(memcmp(ya, yb, sizeof ya) == 0);
+    for (i = 0; i < 3; i++) {
+        eng_free(&a[i]);
+        eng_free(&b[i]);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *tutorial = argc > 1 ? argv[1] : "tests/data/tutorial.safetensors";
     model m;
@@ -1427,6 +1540,7 @@ int main(int argc, char **argv) {
     test_config_errors();
     test_init_errors(&m);
     test_engine_errors(&m);
+    test_forward_batch(&m);
     test_safetensors(&m, tutorial);
     test_rope();
     test_parallel(tutorial);

@@ -153,6 +153,12 @@ impl<'a> Elems<'a> {
         with_slice!(self, Elems, |s| s.len())
     }
 
+    /// Address of the first element (which data is borrowed, e.g. to tell
+    /// whether two engines share their weights).
+    pub fn as_ptr(&self) -> *const u8 {
+        with_slice!(self, Elems, |s| s.as_ptr().cast::<u8>())
+    }
+
     /// True when there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -29,8 +29,7 @@
 //!             | q_latent, q         |  projections of the call's tokens
 //!             | kv_new, o           |
 //!             +---------------------+
-//!             | absorbed_q(_t)      |  attention, one query token at a time
-//!             | latent_sum          |
+//!             | absorbed_q(_t)      |  attention, a group of query tokens
 //!             | task_slots          |  one slot per attention task
 //!             +---------------------+
 //!             | pack_panels         |  packed weight panels of the projections
@@ -39,7 +38,8 @@
 //!
 //! Every region starts at a multiple of 64 bytes. `T` = `max_tokens_per_call`,
 //! `Hp` = `H` rounded up to 16, `cache_row` = `r + rope_k` (`rope_k` = `p`
-//! shared, `H*p` per head), `(ab, nb)` = [`crate::attention::blocks`].
+//! shared, `H*p` per head), `(ab, nb)` = [`crate::attention::blocks`], `G` =
+//! [`crate::attention::absorb_tokens`] (`min(8, T)`).
 //!
 //! | region          | type | shape                                  | what                                   |
 //! |-----------------|------|----------------------------------------|----------------------------------------|
@@ -61,9 +61,8 @@
 //! | `index_scores`  | f32  | `[max_seq_len]` (DSA full)             | index scores of one query token        |
 //! | `index_widen`, `index_dots` | f32 | `[n_slots][64][Di]`, `[n_slots][64][Hi]` (DSA full) | per scoring task: widened keys, dot products |
 //! | `selection`, `selection_len` | u32 | `[T][index_topk]`, `[T]` (DSA) | each token's selected rows             |
-//! | `absorbed_q`    | f32  | `[H][r+p]`                             | `[W_UK_h^T q_nope_h \| q_pe_h]` of one token |
+//! | `absorbed_q`    | f32  | `[G][H][r+p]`                          | `[W_UK_h^T q_nope_h \| q_pe_h]` of `G` tokens, then their latent sums `[H][r]` in place |
 //! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
-//! | `latent_sum`    | f32  | `[H][r]`                               | combined latent sums of one token      |
 //! | `task_slots`    | f32  | `[n_slots][slot]`                      | the larger of the two slot layouts below |
 //! | `pack_panels`   | f32  | `[16][pack_len(max(d, q_b cols, H*v))]`, `T >= 16` | packed panels of the projections |
 //!
@@ -80,7 +79,7 @@
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
-use crate::attention::{blocks, n_slots};
+use crate::attention::{absorb_tokens, blocks, n_slots};
 use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
 use crate::dsa::{row_bytes, IndexDType, SCORE_BLOCK};
 use crate::dtype::DType;
@@ -340,6 +339,15 @@ macro_rules! layout {
             }
         }
 
+        impl Default for $name<Place<'_>> {
+            /// Every region empty (a layout taken out of its engine).
+            fn default() -> Self {
+                $name::<Place<'_>> {
+                    $($field: &mut [],)*
+                }
+            }
+        }
+
         impl<'m> $name<Place<'m>> {
             /// Every region's name and its span relative to `base` (the start of
             /// the buffer it was placed in), in placement order.
@@ -454,12 +462,10 @@ layout! {
         selection: [u32; if sparse { prod(&[t, dims.index_topk]) } else { Some(0) }],
         /// DSA: `[T]` how many of each token's `index_topk` are used.
         selection_len: [u32; if sparse { Some(t) } else { Some(0) }],
-        /// `[H][r+p]` absorbed queries of one token.
-        absorbed_q: [f32; prod(&[dims.h, dims.absorbed_width])],
+        /// `[G][H][r+p]` absorbed queries (then latent sums) of a token group.
+        absorbed_q: [f32; prod(&[absorb_tokens(dims), dims.h, dims.absorbed_width])],
         /// `[r+p][Hp]` the same, transposed.
         absorbed_q_t: [f32; prod(&[dims.absorbed_width, heads_padded])],
-        /// `[H][r]` combined latent sums of one token.
-        latent_sum: [f32; prod(&[dims.h, dims.r])],
         /// `[n_slots][slot]` attention task scratch.
         task_slots: [f32; prod(&[n_slots(dims), slot / size_of::<f32>()])],
         /// `[PACK_SLOTS][pack_len(max(d, r_q, H*v))]` packed weight panels, when

@@ -2,15 +2,18 @@
 //! after the latent sum, every cached row read once for all heads.
 
 use super::{
-    blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, RowSet, Scratch,
-    SPLIT_ROWS,
+    absorb_tokens, blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, RowSet,
+    Scratch, SPLIT_ROWS,
 };
+use crate::cache::LatentCache;
 use crate::config::RopeKey;
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
 use crate::parallel::SharedMut;
 use crate::plan::{ceil_div, round16, AbsorbedSlot, Count};
 
 /// Absorbed attention for the call's query tokens into `o` (`[n_tok][H][v]`).
+/// Tokens go in groups of [`absorb_tokens`]: per head, `W_UK_h` and `W_UV_h`
+/// are read once for the whole group (one product with a row per token).
 /// `Err`: a buffer does not match the plan (`o` then holds partial results).
 pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<(), Fault> {
     let (dims, isa, par) = (inp.dims, inp.isa, inp.par);
@@ -22,10 +25,12 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
     let (ab, _) = blocks(dims);
     let width = dims.absorbed_width;
     let n_slots = n_slots(dims);
+    let group_tokens = absorb_tokens(dims);
+    let tok_width = dims.h * width;
     // Sizes of the plan, so no product below overflows.
     let absorbed_q = scratch
         .absorbed_q
-        .get_mut(..dims.h * width)
+        .get_mut(..group_tokens * tok_width)
         .ok_or(Fault::Scratch)?;
     let absorbed_q_t = scratch
         .absorbed_q_t
@@ -35,160 +40,191 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
         .task_slots
         .get_mut(..n_slots * slot_len)
         .ok_or(Fault::Scratch)?;
-    if scratch.latent_sum.len() < dims.h * dims.r {
+    if width < dims.r || width.checked_sub(dims.r) != Some(dims.p) {
         return Err(Fault::Scratch);
     }
     let (groups, per) = inp.head_groups();
     let fault = FirstFault::new();
-    // Tokens by index: a zip of two chunk iterators keeps a division-by-zero
-    // panic path on some targets.
-    let (q_width, o_cols) = (dims.q_width, dims.o_cols);
-    for t in 0..inp.n_tok {
-        let (Some(qtok), Some(otok)) = (
-            inp.q.get(t * q_width..(t + 1) * q_width),
-            o.get_mut(t * o_cols..(t + 1) * o_cols),
-        ) else {
-            return Err(Fault::Rows);
-        };
-        let set = inp.row_set(t)?;
-        let len = set.len();
-        // (a) q~_h = W_UK_h^T q_nope_h, by head groups.
+    let o_cols = dims.o_cols;
+    let mut t0 = 0;
+    while t0 < inp.n_tok {
+        let g = group_tokens.min(inp.n_tok - t0);
+        // (a) q~_h = W_UK_h^T q_nope_h for the group's tokens, by head groups.
         {
             let rows = SharedMut::new(&mut *absorbed_q);
             par.for_each(
                 groups,
-                dims.h.saturating_mul(dims.n).saturating_mul(dims.r),
-                &|g| {
-                    for h in inp.group(g, per) {
-                        // SAFETY: head h's row; heads are disjoint across tasks.
-                        let row = unsafe { rows.slice(h * width, width) };
-                        fault.record(
-                            row.ok_or(Fault::Scratch)
-                                .and_then(|row| absorb_query(isa, inp, h, qtok, row)),
-                        );
+                g.saturating_mul(dims.h)
+                    .saturating_mul(dims.n)
+                    .saturating_mul(dims.r),
+                &|hg| {
+                    for h in inp.group(hg, per) {
+                        fault.record(absorb_queries(isa, inp, h, t0, g, &rows));
                     }
                 },
             );
         }
         fault.get()?;
-        // (b) fixed row ranges of whole blocks over the keys first..len.
-        let first = inp.first_key(len - 1);
-        let span = len - first;
-        let nblk = ceil_div(span, ab);
-        let want = ceil_div(span, SPLIT_ROWS).min(n_slots).max(1);
-        let per_split = (ceil_div(nblk, want) * ab).max(1);
-        let splits = ceil_div(span, per_split);
-        // [q~ | q_pe] transposed, [r + p][Hp]: the scores of a block of cached
-        // rows are then one product with the rows broadcast (every row read
-        // once for all heads), softmax vectorised across heads.
-        absorbed_q_t.iter_mut().for_each(|x| *x = 0.0);
-        for (h, row) in absorbed_q
-            .chunks_exact(width.max(1))
-            .take(dims.h)
-            .enumerate()
-        {
-            for (k, &v) in row.iter().enumerate() {
-                if let Some(d) = absorbed_q_t.get_mut(k * heads_padded + h) {
-                    *d = v;
+        for t in t0..t0 + g {
+            let (cache, set) = inp.token(t)?;
+            let len = set.len();
+            let tok = absorbed_q
+                .get_mut((t - t0) * tok_width..(t - t0 + 1) * tok_width)
+                .ok_or(Fault::Rows)?;
+            // (b) fixed row ranges of whole blocks over the keys first..len.
+            let first = inp.first_key(len - 1);
+            let span = len - first;
+            let nblk = ceil_div(span, ab);
+            let want = ceil_div(span, SPLIT_ROWS).min(n_slots).max(1);
+            let per_split = (ceil_div(nblk, want) * ab).max(1);
+            let splits = ceil_div(span, per_split);
+            // [q~ | q_pe] transposed, [r + p][Hp]: the scores of a block of cached
+            // rows are then one product with the rows broadcast (every row read
+            // once for all heads), softmax vectorised across heads.
+            absorbed_q_t.iter_mut().for_each(|x| *x = 0.0);
+            for (h, row) in tok.chunks_exact(width.max(1)).take(dims.h).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    if let Some(d) = absorbed_q_t.get_mut(k * heads_padded + h) {
+                        *d = v;
+                    }
                 }
             }
-        }
-        {
-            let slots = SharedMut::new(&mut *task_slots);
-            let qa: &[f32] = absorbed_q;
-            let qat: &[f32] = absorbed_q_t;
-            par.for_each(
+            {
+                let slots = SharedMut::new(&mut *task_slots);
+                let qa: &[f32] = tok;
+                let qat: &[f32] = absorbed_q_t;
+                par.for_each(
+                    splits,
+                    dims.h
+                        .saturating_mul(len)
+                        .saturating_mul(dims.r * 2 + dims.p),
+                    &|si| {
+                        let lo = first + si * per_split;
+                        let hi = len.min(lo + per_split);
+                        // SAFETY: slot si belongs to this task alone.
+                        let slot = unsafe { slots.slice(si * slot_len, slot_len) };
+                        fault.record(slot.ok_or(Fault::Scratch).and_then(|slot| {
+                            split_rows(isa, inp, cache, set, qa, qat, lo, hi, slot)
+                        }));
+                    },
+                );
+            }
+            fault.get()?;
+            // (c) combine the ranges in order into the token's latent sums,
+            // which replace its q~ (read by (b) only).
+            let slots: &[u8] = bytemuck::try_cast_slice(&*task_slots).map_err(|_| Fault::Slot)?;
+            let parts = Parts {
+                slots,
+                slot_bytes: slot_len * core::mem::size_of::<f32>(),
                 splits,
-                dims.h
-                    .saturating_mul(len)
-                    .saturating_mul(dims.r * 2 + dims.p),
-                &|si| {
-                    let lo = first + si * per_split;
-                    let hi = len.min(lo + per_split);
-                    // SAFETY: slot si belongs to this task alone.
-                    let slot = unsafe { slots.slice(si * slot_len, slot_len) };
-                    fault.record(
-                        slot.ok_or(Fault::Scratch)
-                            .and_then(|slot| split_rows(isa, inp, set, qa, qat, lo, hi, slot)),
-                    );
+                layout: &layout,
+            };
+            for (h, row) in tok.chunks_exact_mut(width.max(1)).take(dims.h).enumerate() {
+                let acc_h = row.get_mut(..dims.r).ok_or(Fault::Scratch)?;
+                combine(inp, h, &parts, acc_h)?;
+            }
+        }
+        // (d) o_h = W_UV_h acc_h for the group's tokens, by head groups.
+        {
+            let sums: &[f32] = absorbed_q;
+            let out = SharedMut::new(&mut *o);
+            par.for_each(
+                groups,
+                g.saturating_mul(dims.h)
+                    .saturating_mul(dims.v)
+                    .saturating_mul(dims.r),
+                &|hg| {
+                    for h in inp.group(hg, per) {
+                        // SAFETY: head h's columns of the group's output rows;
+                        // heads are disjoint across tasks.
+                        let o_h = unsafe { out.mat(t0 * o_cols + h * dims.v, g, dims.v, o_cols) };
+                        fault.record(match o_h {
+                            Some(mut o_h) => project_values(isa, inp, h, sums, g, &mut o_h),
+                            None => Err(Fault::Rows),
+                        });
+                    }
                 },
             );
         }
         fault.get()?;
-        // (c) combine the ranges in order, then o_h = W_UV_h acc_h / l_h.
-        let slots: &[u8] = bytemuck::try_cast_slice(&*task_slots).map_err(|_| Fault::Slot)?;
-        let parts = Parts {
-            slots,
-            slot_bytes: slot_len * core::mem::size_of::<f32>(),
-            splits,
-            layout: &layout,
-        };
-        let acc = SharedMut::new(&mut *scratch.latent_sum);
-        let out = SharedMut::new(otok);
-        par.for_each(
-            groups,
-            dims.h.saturating_mul(dims.v).saturating_mul(dims.r),
-            &|g| {
-                for h in inp.group(g, per) {
-                    // SAFETY: head h's parts of acc and of the output; heads are
-                    // disjoint across tasks.
-                    let (acc_h, o_h) = unsafe {
-                        (
-                            acc.slice(h * dims.r, dims.r),
-                            out.mat(h * dims.v, 1, dims.v, dims.v),
-                        )
-                    };
-                    fault.record(match (acc_h, o_h) {
-                        (Some(acc_h), Some(mut o_h)) => {
-                            combine(isa, inp, h, &parts, acc_h, &mut o_h)
-                        }
-                        _ => Err(Fault::Scratch),
-                    });
-                }
-            },
-        );
-        fault.get()?;
+        t0 += g;
     }
     Ok(())
 }
 
-/// `row = [W_UK_h^T q_nope_h | q_pe_h]` for head `h` of one token.
-fn absorb_query(
+/// Head `h` of tokens `t0..t0 + g`: `[W_UK_h^T q_nope_h | q_pe_h]` into their
+/// rows of `rows` (`[G][H][r + p]`), one product for the `g` tokens.
+fn absorb_queries(
     isa: Isa,
     inp: &Inputs,
     h: usize,
-    qtok: &[f32],
-    row: &mut [f32],
+    t0: usize,
+    g: usize,
+    rows: &SharedMut,
 ) -> Result<(), Fault> {
     let dims = inp.dims;
     let (r, n, p) = (dims.r, dims.n, dims.p);
-    let qh = qtok
-        .get(h * dims.qk..(h + 1) * dims.qk)
+    let (width, tok_width) = (dims.absorbed_width, dims.h * dims.absorbed_width);
+    let q_nope = inp
+        .q
+        .get(t0 * dims.q_width + h * dims.qk..)
+        .and_then(|q| Mat::new(q, g, n, dims.q_width))
         .ok_or(Fault::Rows)?;
-    let (q_nope, q_pe) = qh.split_at(n.min(qh.len()));
-    let (qt, qpe_out) = row.split_at_mut(r.min(row.len()));
-    qt.iter_mut().for_each(|x| *x = 0.0);
     let w_uk = MatE::tensor_rows(inp.kv_b, h * (n + dims.v), n).ok_or(Fault::Weights)?;
-    let (Some(a), Some(mut c)) = (Mat::new(q_nope, 1, n, n), MatMut::new(qt, 1, r, r)) else {
-        return Err(Fault::Rows);
-    };
-    gemm_nn(isa, &a, &w_uk, &mut c)?;
-    qpe_out
-        .iter_mut()
-        .zip(q_pe)
-        .take(p)
-        .for_each(|(d, &s)| *d = s);
+    {
+        // SAFETY: head h's q~ columns of the group's rows; heads are disjoint
+        // across tasks, and this view ends before the q_pe copies below.
+        let mut c = unsafe { rows.mat(h * width, g, r, tok_width) }.ok_or(Fault::Scratch)?;
+        for i in 0..g {
+            if let Some(row) = c.row(i) {
+                row.fill(0.0);
+            }
+        }
+        gemm_nn(isa, &q_nope, &w_uk, &mut c)?;
+    }
+    for i in 0..g {
+        let q_pe = inp
+            .q
+            .get((t0 + i) * dims.q_width + h * dims.qk + n..)
+            .and_then(|q| q.get(..p))
+            .ok_or(Fault::Rows)?;
+        // SAFETY: head h's q_pe slot of row i; disjoint across tasks.
+        let dst = unsafe { rows.slice(i * tok_width + h * width + r, p) }.ok_or(Fault::Scratch)?;
+        dst.copy_from_slice(q_pe);
+    }
     Ok(())
+}
+
+/// `o_h = W_UV_h acc_h` for head `h` of the group's `g` tokens (`sums`:
+/// `[G][H][r + p]`, latent sums in the first `r` of each head's part).
+fn project_values(
+    isa: Isa,
+    inp: &Inputs,
+    h: usize,
+    sums: &[f32],
+    g: usize,
+    o_h: &mut MatMut,
+) -> Result<(), Fault> {
+    let dims = inp.dims;
+    let (r, n, v) = (dims.r, dims.n, dims.v);
+    let a = sums
+        .get(h * dims.absorbed_width..)
+        .and_then(|s| Mat::new(s, g, r, dims.h * dims.absorbed_width))
+        .ok_or(Fault::Scratch)?;
+    let w_uv = MatE::tensor_rows(inp.kv_b, h * (n + v) + n, v).ok_or(Fault::Weights)?;
+    gemm_nt(isa, &a, &w_uv, o_h, None)
 }
 
 /// One row range `lo..hi` of the absorbed path into a slot: partial max, sum and
 /// accumulator per head. Per block of cached rows: scores `S^T [rows][H]` =
 /// rows x `qat` (the rows broadcast, heads in vectors), online softmax down the
-/// columns, then `acc_h = alpha_h acc_h + P_h rows`. `lo..hi` index `set`.
+/// columns, then `acc_h = alpha_h acc_h + P_h rows`. `lo..hi` index `set`
+/// of `cache`.
 #[allow(clippy::too_many_arguments)]
 fn split_rows(
     isa: Isa,
     inp: &Inputs,
+    cache: &LatentCache,
     set: RowSet,
     qa: &[f32],
     qat: &[f32],
@@ -227,10 +263,10 @@ fn split_rows(
         // A block stops at the end of a ring (a window's cache); a gathered
         // row set (sparse attention) is read through its list.
         let cnt = match set {
-            RowSet::Prefix(_) => ab.min(hi - b0).min(inp.cache.contiguous(b0)).max(1),
+            RowSet::Prefix(_) => ab.min(hi - b0).min(cache.contiguous(b0)).max(1),
             RowSet::List(_) => ab.min(hi - b0),
         };
-        let rows = inp.read_rows(set, b0, cnt, widened_rows);
+        let rows = Inputs::read_rows(cache, set, b0, cnt, widened_rows);
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;
         let mut scores = MatMut::new(scores_t, cnt, hp, hp).ok_or(Fault::Slot)?;
@@ -336,18 +372,10 @@ impl Parts<'_> {
     }
 }
 
-/// Head `h`: combines the ranges' partial results in order into `acc_h`, then
-/// `o_h = W_UV_h acc_h / l`.
-fn combine(
-    isa: Isa,
-    inp: &Inputs,
-    h: usize,
-    parts: &Parts,
-    acc_h: &mut [f32],
-    o_h: &mut MatMut,
-) -> Result<(), Fault> {
-    let dims = inp.dims;
-    let (r, n, v) = (dims.r, dims.n, dims.v);
+/// Head `h`: combines the ranges' partial results in order into `acc_h`
+/// (`r` values), divided by the softmax denominator (with the head's sink).
+fn combine(inp: &Inputs, h: usize, parts: &Parts, acc_h: &mut [f32]) -> Result<(), Fault> {
+    let r = inp.dims.r;
     let mut m = f32::NEG_INFINITY;
     for si in 0..parts.splits {
         m = m.max(parts.get(si, h, r)?.0);
@@ -365,7 +393,5 @@ fn combine(
         l += f * ls;
     }
     kernels::scale(acc_h, 1.0 / inp.denominator(h, m, l));
-    let a = Mat::new(&*acc_h, 1, r, r).ok_or(Fault::Scratch)?;
-    let w_uv = MatE::tensor_rows(inp.kv_b, h * (n + v) + n, v).ok_or(Fault::Weights)?;
-    gemm_nt(isa, &a, &w_uv, o_h, None)
+    Ok(())
 }

@@ -64,6 +64,11 @@ pub const BLOCK: usize = 32;
 /// Cached rows per block of the naive path (a multiple of 16; less for a
 /// small `max_seq_len`, see [`blocks`]).
 pub const NAIVE_BLOCK: usize = 64;
+/// Query tokens whose absorbed products (`W_UK` before, `W_UV` after the
+/// latent sums) run as one product per head: each head's weights are read
+/// once per group of this many tokens (fewer when `max_tokens_per_call` is
+/// smaller, see [`absorb_tokens`]).
+pub const ABSORB_TOKENS: usize = 8;
 /// Least cached rows per range of the absorbed path's row split.
 pub const SPLIT_ROWS: usize = 256;
 /// Most scratch slots (row ranges or head groups running at once).
@@ -83,6 +88,12 @@ pub const fn blocks(dims: &Dims) -> (usize, usize) {
     (min(BLOCK, cap), min(NAIVE_BLOCK, cap))
 }
 
+/// Query tokens per group of the absorbed products: [`ABSORB_TOKENS`], or
+/// `max_tokens_per_call` if smaller (at least 1).
+pub const fn absorb_tokens(dims: &Dims) -> usize {
+    max(min(ABSORB_TOKENS, dims.max_tok), 1)
+}
+
 /// Scratch slots (and so the most tasks of a split): enough for the cache's
 /// row ranges and for the heads, at most [`MAX_SLOTS`].
 pub const fn n_slots(dims: &Dims) -> usize {
@@ -94,20 +105,29 @@ pub const fn n_slots(dims: &Dims) -> usize {
 
 /// The attention regions of the memory plan (see [`crate::plan::Regions`]).
 pub struct Scratch<'a> {
-    /// `[H][r + p]`: absorbed queries of one token (`q~_h`, then `q_pe_h`).
+    /// `[G][H][r + p]` ([`absorb_tokens`] `G`): absorbed queries of a group of
+    /// tokens (`q~_h`, then `q_pe_h`); once a token's rows are summed, its
+    /// combined latent sums `[H][r]` replace `q~` in place.
     pub absorbed_q: &'a mut [f32],
-    /// `[r + p][Hp]`: the same, transposed (`Hp`: `H` rounded up to 16, zero padding).
+    /// `[r + p][Hp]`: one token's absorbed queries, transposed (`Hp`: `H`
+    /// rounded up to 16, zero padding).
     pub absorbed_q_t: &'a mut [f32],
-    /// `[H][r]`: combined latent sums of one token.
-    pub latent_sum: &'a mut [f32],
     /// [`n_slots`] task slots ([`crate::plan::AbsorbedSlot`] or
     /// [`crate::plan::NaiveSlot`] and its packing scratch).
     pub task_slots: &'a mut [f32],
 }
 
+/// The caches of a batched decode call (one query token per sequence): query
+/// token `t` attends over rows `0 ..= len()` of cache `t`, its own new row
+/// written at `len()` and not yet committed.
+pub trait Caches<'m>: Sync {
+    /// Query token `t`'s cache (`None` past the batch).
+    fn cache(&self, t: usize) -> Option<&LatentCache<'m>>;
+}
+
 /// What attention reads: dims, the queries, `kv_b_proj`, the cache (rows
-/// `0..start + n_tok` written, the last `n_tok` being this call's tokens), the
-/// softmax scale, and where its tasks run.
+/// `0..start + n_tok` written, the last `n_tok` being this call's tokens) or,
+/// for a batch, one cache per token, the softmax scale, and where its tasks run.
 pub struct Inputs<'a, 'w, 'm> {
     /// Sizes.
     pub dims: &'a Dims,
@@ -129,6 +149,9 @@ pub struct Inputs<'a, 'w, 'm> {
     pub sinks: Option<&'a [f32]>,
     /// Position of the first query token.
     pub start: usize,
+    /// A batch: token `t` attends over `batch.cache(t)` instead of `cache`
+    /// (`start` unused; all caches have `cache`'s dtype). Absorbed path only.
+    pub batch: Option<&'a dyn Caches<'m>>,
     /// Query tokens.
     pub n_tok: usize,
     /// Instruction set of the products and softmax blocks.
@@ -186,7 +209,20 @@ impl RowSet<'_> {
     }
 }
 
-impl<'a> Inputs<'a, '_, '_> {
+impl<'a, 'm> Inputs<'a, '_, 'm> {
+    /// Query token `t`'s cache and the rows it attends over: this call's
+    /// cache and [`Self::row_set`], or for a batch its own cache's rows
+    /// `0..=len()` (the last one its new row, not yet committed).
+    fn token(&self, t: usize) -> Result<(&'a LatentCache<'m>, RowSet<'a>), Fault> {
+        match self.batch {
+            None => Ok((self.cache, self.row_set(t)?)),
+            Some(b) => {
+                let c = b.cache(t).ok_or(Fault::Cache)?;
+                Ok((c, RowSet::Prefix(c.len() + 1)))
+            }
+        }
+    }
+
     /// Offset of head `h`'s rope key inside a cache row.
     #[inline]
     fn kpe_offset(&self, h: usize) -> usize {
@@ -234,20 +270,20 @@ impl<'a> Inputs<'a, '_, '_> {
         }
     }
 
-    /// Rows `b0..b0 + cnt` of `set` as f32 `[cnt][cache_row]`: borrowed from
-    /// an f32 cache for a prefix, else widened or gathered into `widen`; empty
-    /// when out of range.
+    /// Rows `b0..b0 + cnt` of `set` in `cache` (the call's, or a batch token's)
+    /// as f32 `[cnt][cache_row]`: borrowed from an f32 cache for a prefix, else
+    /// widened or gathered into `widen`; empty when out of range.
     fn read_rows<'s>(
-        &'s self,
+        cache: &'s LatentCache<'_>,
         set: RowSet<'_>,
         b0: usize,
         cnt: usize,
         widen: &'s mut [f32],
     ) -> &'s [f32] {
         match set {
-            RowSet::Prefix(_) => self.cache.rows(b0, cnt, widen),
+            RowSet::Prefix(_) => cache.rows(b0, cnt, widen),
             RowSet::List(list) => match b0.checked_add(cnt).and_then(|e| list.get(b0..e)) {
-                Some(ix) => self.cache.gather(ix, widen),
+                Some(ix) => cache.gather(ix, widen),
                 None => &[],
             },
         }

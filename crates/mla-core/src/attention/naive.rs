@@ -10,6 +10,10 @@ use crate::plan::NaiveSlot;
 /// block by block over the cache.
 /// `Err`: a buffer does not match the plan (`o` then holds partial results).
 pub fn naive(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<(), Fault> {
+    if inp.batch.is_some() {
+        // Batches (one decode token per cache) take the absorbed path only.
+        return Err(Fault::Rows);
+    }
     let dims = inp.dims;
     let slot_len = inp.slot_len()?;
     // Bytes of the slot layout; the packing scratch is the rest of the slot.

@@ -1,0 +1,204 @@
+//! Batched decode throughput (`Engine::forward_batch`) beside its memory limit.
+//!
+//!     cargo run --release --example serve_bench -- [--ctx 1024,4096] [--n 1,2,4,8,16]
+//!         [--threads 1,2] [--dtype f32,bf16] [--layers 3] [--budget 1.5]
+//!
+//! V2-Lite dims (d 2048, H 16, r 512, n 128, p 64, v 128, q_proj), random
+//! weights. Each of `--layers` layers has its own weights and 16 engines with
+//! their own caches filled to the context (rows appended, no prefill); steps
+//! go round the layers, so the weights are cold (larger than the last-level
+//! cache) at every call. A step is one `forward_batch` of `n` tokens (one per
+//! engine, each engine truncated back after it). Memory limit: bytes a step
+//! must read (weights once + `n` caches) / measured read bandwidth on the same
+//! number of threads (a SIMD-friendly sum over 256 MiB), as tokens/s.
+//! Tokens/s come from CPU time per step (process CPU time / steps / threads):
+//! on a machine shared with other jobs the wall time also counts their time
+//! slices; both are printed.
+
+use std::time::Instant;
+
+use mla_core::parallel::ParallelFor;
+use mla_core::{Config, DType, Engine};
+use mla_testkit::{Arena, RandomWeights, Rng};
+
+/// Two threads: this one and one spawned per call (even / odd tasks).
+struct Two;
+
+impl ParallelFor for Two {
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            s.spawn(|| (1..n_tasks).step_by(2).for_each(task));
+            (0..n_tasks).step_by(2).for_each(task);
+        });
+    }
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
+    s.split(',')
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("bad value {v}")))
+        .collect()
+}
+
+/// Read bandwidth (GB/s, mean CPU time of 8 passes) on `threads` threads.
+fn bandwidth(threads: usize) -> f64 {
+    let buf = vec![1.0f32; 64 << 20];
+    let part = buf.len() / threads;
+    let sum = |v: &[f32]| {
+        let mut acc = [0f32; 16];
+        for c in v.chunks_exact(16) {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += x;
+            }
+        }
+        acc.iter().sum::<f32>()
+    };
+    let mut best = f64::MAX;
+    let c0 = cpu_seconds();
+    for _ in 0..8 {
+        let t = Instant::now();
+        let s: f32 = std::thread::scope(|s| {
+            let hs: Vec<_> = (1..threads)
+                .map(|i| {
+                    let b = &buf[i * part..(i + 1) * part];
+                    s.spawn(move || sum(b))
+                })
+                .collect();
+            sum(&buf[..part]) + hs.into_iter().map(|h| h.join().unwrap()).sum::<f32>()
+        });
+        std::hint::black_box(s);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    // Mean CPU time per pass (see cpu_seconds), unless too short to count.
+    let cpu = (cpu_seconds() - c0) / 8.0 / threads as f64;
+    let secs = if cpu > 0.01 { cpu } else { best };
+    (part * threads * 4) as f64 / secs / 1e9
+}
+
+/// CPU seconds of this process so far (user + system, /proc/self/stat; 0
+/// where that is unavailable). With other jobs on the machine, wall time per
+/// step counts their time slices too; CPU time does not.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 of stat (utime, stime), counted after the ")".
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opt = |k: &str, d: &str| -> String {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| d.to_string())
+    };
+    let ctxs: Vec<usize> = list(&opt("--ctx", "1024,4096"));
+    let ns: Vec<usize> = list(&opt("--n", "1,2,4,8,16"));
+    let threads: Vec<usize> = list(&opt("--threads", "1,2"));
+    let dtypes: Vec<String> = opt("--dtype", "f32,bf16")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let layers: usize = opt("--layers", "3").parse().unwrap();
+    let budget: f64 = opt("--budget", "1.5").parse().unwrap();
+    let n_max = *ns.iter().max().unwrap();
+    let ctx_max = *ctxs.iter().max().unwrap();
+
+    let mut cfg = Config::deepseek_v2_lite();
+    cfg.max_seq_len = (ctx_max + 1) as u32;
+    cfg.max_tokens_per_call = n_max as u32;
+    cfg.validate().unwrap();
+    let dims = cfg.dims().unwrap();
+    let d = dims.d;
+    let bw: Vec<(usize, f64)> = threads.iter().map(|&t| (t, bandwidth(t))).collect();
+    println!(
+        "serve_bench: V2-Lite dims, {layers} layers x {n_max} engines, f32 cache, read bandwidth {}",
+        bw.iter()
+            .map(|(t, b)| format!("{b:.1} GB/s ({t} thr)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let two = Two;
+    for dt in &dtypes {
+        let dtype = match dt.as_str() {
+            "f32" => DType::F32,
+            "bf16" => DType::BF16,
+            "f16" => DType::F16,
+            _ => panic!("dtype {dt}"),
+        };
+        let ws: Vec<RandomWeights> = (0..layers)
+            .map(|l| RandomWeights::new(&cfg, dtype, 1 + l as u64))
+            .collect();
+        let wbytes = ws[0].bytes();
+        let weights: Vec<_> = ws.iter().map(|w| w.weights()).collect();
+        let mut arenas: Vec<Arena> = (0..layers * n_max)
+            .map(|_| Arena::for_config(&cfg))
+            .collect();
+        let mut engines: Vec<Engine> = arenas
+            .iter_mut()
+            .enumerate()
+            .map(|(i, a)| Engine::new(&cfg, &weights[i / n_max], a.get()).unwrap())
+            .collect();
+        let rows = Rng::new(9).vec(ctx_max * dims.cache_row, 1.0);
+        let x = Rng::new(10).vec(n_max * d, 1.0);
+        let mut out = vec![0f32; n_max * d];
+        for &ctx in &ctxs {
+            for e in engines.iter_mut() {
+                e.reset();
+                e.append_cache_rows(&rows[..ctx * dims.cache_row]).unwrap();
+            }
+            for &(t, bwt) in &bw {
+                for e in engines.iter_mut() {
+                    e.set_parallel(if t > 1 { Some(&two) } else { None });
+                }
+                println!(
+                    "\n{dt} weights ({} MB/layer), context {ctx}, {t} thread(s):",
+                    wbytes >> 20
+                );
+                println!(
+                    "   n  wall ms/step  cpu ms/step  tokens/s(cpu)  limit tok/s  of limit  vs n=1"
+                );
+                let mut base = 0.0;
+                for &n in &ns {
+                    let mut times = Vec::new();
+                    let t0 = Instant::now();
+                    let c0 = cpu_seconds();
+                    let mut layer = 0;
+                    while times.len() < 3 * layers
+                        || (t0.elapsed().as_secs_f64() < budget && times.len() < 300)
+                    {
+                        let group = &mut engines[layer * n_max..layer * n_max + n];
+                        let mut refs: Vec<&mut Engine> = group.iter_mut().collect();
+                        let t1 = Instant::now();
+                        Engine::forward_batch(&mut refs, &x[..n * d], &mut out[..n * d]).unwrap();
+                        times.push(t1.elapsed().as_secs_f64());
+                        for e in refs {
+                            e.truncate(ctx).unwrap();
+                        }
+                        layer = (layer + 1) % layers;
+                    }
+                    let cpu = (cpu_seconds() - c0) / times.len() as f64 / t as f64;
+                    times.sort_by(f64::total_cmp);
+                    let med = times[times.len() / 2];
+                    let tps = n as f64 / cpu.max(1e-9);
+                    let bytes = wbytes + n * (ctx + 1) * dims.cache_row * 4;
+                    let limit = n as f64 * bwt * 1e9 / bytes as f64;
+                    if n == ns[0] {
+                        base = tps / n.max(1) as f64 * ns[0] as f64;
+                    }
+                    println!(
+                        "{n:>4} {:>13.3} {:>12.3} {tps:>14.1} {limit:>12.1} {:>8.2}x {:>6.2}x",
+                        med * 1e3,
+                        cpu * 1e3,
+                        tps / limit,
+                        tps / base
+                    );
+                }
+            }
+        }
+    }
+}
