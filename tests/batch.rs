@@ -320,3 +320,52 @@ fn engines_with_other_weights_or_config_are_refused() {
         assert!(out.iter().all(|&v| v == 0.0), "out written on failure");
     }
 }
+
+/// Every task on its own scoped thread, last index first.
+struct Threads;
+
+impl mla_core::parallel::ParallelFor for Threads {
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for i in (0..n_tasks).rev() {
+                s.spawn(move || task(i));
+            }
+        });
+    }
+}
+
+#[test]
+fn a_batch_on_threads_equals_the_batch_on_one_thread_bitwise() {
+    let cfg = small(9);
+    let rw = RandomWeights::new(&cfg, DType::F32, 13);
+    let w = rw.weights();
+    let d = cfg.hidden_size as usize;
+    let lens = lengths(7, 24);
+    let x = Rng::new(17).vec(7 * d, 1.0);
+    let threads = Threads;
+    let mut outs = Vec::new();
+    for parallel in [false, true] {
+        let mut arenas: Vec<Arena> = (0..7).map(|_| Arena::for_config(&cfg)).collect();
+        let mut engines: Vec<Engine> = arenas
+            .iter_mut()
+            .map(|m| Engine::new(&cfg, &w, m.get()).unwrap())
+            .collect();
+        for (i, e) in engines.iter_mut().enumerate() {
+            history(e, lens[i], 60 + i as u64);
+        }
+        if parallel {
+            // Only engines[0]'s parallel-for is used.
+            engines[0].set_parallel(Some(&threads));
+            engines[0].set_parallel_min_work(0);
+        }
+        let mut out = vec![0f32; 7 * d];
+        let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
+        Engine::forward_batch(&mut refs, &x, &mut out).unwrap();
+        outs.push(out);
+    }
+    let same = outs[0]
+        .iter()
+        .zip(&outs[1])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "threads changed the batch's results");
+}

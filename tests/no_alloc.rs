@@ -1,5 +1,6 @@
 //! The core allocates nothing: a counting global allocator sees zero allocations
-//! during Engine::new, forward (prefill and decode, both paths), truncate and reset.
+//! during Engine::new, forward (prefill and decode, both paths), forward_batch,
+//! truncate and reset.
 
 use mla_core::{AttnMode, Engine};
 use mla_testkit::*;
@@ -35,6 +36,7 @@ fn engine_calls_allocate_nothing() {
     let d = cfg.hidden_size as usize;
     let mut out = vec![0f32; x.len()];
     let mut arena = Arena::new(Engine::memory_bytes(&cfg).unwrap());
+    let mut arena2 = Arena::new(Engine::memory_bytes(&cfg).unwrap());
     let mem = arena.get();
 
     let before = ALLOCS.load(Ordering::SeqCst);
@@ -46,6 +48,9 @@ fn engine_calls_allocate_nothing() {
     }
     e.truncate(t).unwrap();
     let bad = e.forward(&x[..0], &mut out[..0]).unwrap_err();
+    // A batched decode step over two engines (the batch is a stack array).
+    let mut e2 = Engine::new(&cfg, &w, arena2.get()).unwrap();
+    Engine::forward_batch(&mut [&mut e, &mut e2], &x[..2 * d], &mut out[..2 * d]).unwrap();
     e.reset();
     let after = ALLOCS.load(Ordering::SeqCst);
     assert_eq!(after - before, 0, "the core allocated");

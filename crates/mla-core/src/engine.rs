@@ -1064,6 +1064,40 @@ fn same_weights(a: &Weights, b: &Weights) -> bool {
         && same(a.o_proj_bias.as_ref(), b.o_proj_bias.as_ref())
 }
 
+/// `Unsupported` for a mechanism the batched path does not carry: per-token
+/// steps that live in [`Engine::forward_mode`] only (rope variants past
+/// default/YaRN, key norm, latent and query scales, gates, sinks, windows) and
+/// per-engine state beside the latent cache (DSA index caches, shared caches).
+/// Checked here, not only by [`Config::check_supported`], so a mechanism
+/// added to the single-sequence path is refused by the batch until it is
+/// added there too.
+fn batchable(cfg: &Config) -> Result<()> {
+    use crate::config::{Dsa, Gate, QueryScale, RopeType};
+    let mechanism = if !matches!(cfg.rope_type, RopeType::Default | RopeType::Yarn) {
+        Some("rope types other than default and yarn")
+    } else if cfg.rope_freq_alpha || cfg.rope_key_norm {
+        Some("rope_freq_alpha / rope_key_norm")
+    } else if cfg.q_latent_scale != 1.0 || cfg.kv_latent_scale != 1.0 {
+        Some("latent scales")
+    } else if cfg.query_scale != QueryScale::None {
+        Some("query_scale")
+    } else if cfg.gate != Gate::None || cfg.sinks {
+        Some("output gates / attention sinks")
+    } else if cfg.sliding_window != 0 {
+        Some("sliding_window")
+    } else if cfg.kv_shared || cfg.dsa != Dsa::None {
+        Some("kv_shared / dsa (state beside the latent cache)")
+    } else {
+        None
+    };
+    match mechanism {
+        Some(m) => Err(err(Status::Unsupported, "forward_batch: ")
+            .s(m)
+            .s(" not batched; use forward per engine")),
+        None => Ok(()),
+    }
+}
+
 /// Checks a batched call; returns `n`.
 fn check_batch<'w, 'm, B: EngineBatch<'w, 'm> + ?Sized>(
     batch: &B,
@@ -1080,6 +1114,7 @@ fn check_batch<'w, 'm, B: EngineBatch<'w, 'm> + ?Sized>(
             ))
         }
     };
+    batchable(&first.cfg)?;
     let dims = first.dims;
     if n > dims.max_tok {
         return Err(err(Status::InvalidArgument, "forward_batch: n is ")
