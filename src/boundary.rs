@@ -183,7 +183,10 @@ pub(crate) fn guard<T>(what: &str, body: impl FnOnce() -> Result<T>) -> Result<T
         // very last step (truncate and reset only set the length), so after a
         // caught panic the engine still has its previous length and its previous,
         // intact cache rows. Only `out` may hold partial results, and the caller
-        // gets MLA_ERR_INTERNAL for it.
+        // gets MLA_ERR_INTERNAL for it. Engine::forward_batch likewise commits
+        // every engine's row last; a panic inside it would also leave engines[0]
+        // without its scratch (taken out for the call), so that engine's later
+        // calls fail with MLA_ERR_INTERNAL.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
             Ok(r) => r,
             Err(_) => Err(err(Status::Internal, what).s(": internal error (panic caught)")),

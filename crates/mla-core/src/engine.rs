@@ -1186,7 +1186,10 @@ pub fn forward_batch_in<'w, 'm, B: EngineBatch<'w, 'm> + ?Sized>(
     let n = check_batch(batch, x, out)?;
     let lost = || err(Status::Internal, "forward_batch: engines[0] went away");
     // engines[0]'s scratch, taken out for the call (the other engines' caches
-    // are read while it is written) and put back whatever happens.
+    // are read while it is written) and put back after it, on success and on
+    // error alike. (A panic, which no input reaches, would leave engines[0]
+    // without scratch: its later calls would fail with Internal, never read
+    // out of bounds.)
     let first = batch.engine_mut(0).ok_or_else(lost)?;
     let mut work = core::mem::take(&mut first.work);
     let r = batch_body(batch, &mut work, n, x, out);
@@ -1545,6 +1548,49 @@ mod tests {
         let mut widen = vec![0f32; c.len() * c.row_len()];
         let rows = c.rows(0, c.len(), &mut widen);
         (c.len(), rows.iter().map(|v| v.to_bits()).collect())
+    }
+
+    #[test]
+    fn a_batch_equals_separate_absorbed_calls() {
+        // Three engines at lengths 0, 2 and 5; one token each, batched and alone.
+        let cfg = small_v2_lite(32, 12, 4);
+        let layer = Layer::new(cfg, 5, false, true, 8);
+        let (w, d) = (layer.weights(), 32);
+        let x = &layer.x;
+        let lens = [0usize, 2, 5];
+        let mut bufs: Vec<Vec<u8>> = (0..6).map(|_| Vec::new()).collect();
+        let mut mems = bufs.iter_mut();
+        let mut make = |len: usize| {
+            let mem = aligned(mems.next().unwrap(), Engine::memory_bytes(&cfg).unwrap());
+            let mut e = Engine::new(&cfg, &w, mem).unwrap();
+            let mut o = vec![0f32; 4 * d];
+            let mut done = 0;
+            while done < len {
+                let k = (len - done).min(4);
+                e.forward(&x[done * d..(done + k) * d], &mut o[..k * d])
+                    .unwrap();
+                done += k;
+            }
+            e
+        };
+        let mut batch: Vec<Engine> = lens.iter().map(|&l| make(l)).collect();
+        let mut alone: Vec<Engine> = lens.iter().map(|&l| make(l)).collect();
+        let xb = &x[5 * d..8 * d];
+        let mut got = vec![0f32; 3 * d];
+        let mut refs: Vec<&mut Engine> = batch.iter_mut().collect();
+        Engine::forward_batch(&mut refs, xb, &mut got).unwrap();
+        let mut want = vec![0f32; 3 * d];
+        for (i, e) in alone.iter_mut().enumerate() {
+            let (xi, oi) = (&xb[i * d..(i + 1) * d], &mut want[i * d..(i + 1) * d]);
+            e.forward_mode(xi, oi, AttnMode::Absorb).unwrap();
+        }
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for (b, a) in batch.iter().zip(&alone) {
+            assert!(state(b) == state(a));
+        }
     }
 
     #[test]
