@@ -1645,4 +1645,45 @@ mod tests {
         e.truncate(4).unwrap();
         fails_cleanly(&mut e, "a scratch region is shorter than the memory plan");
     }
+
+    #[test]
+    fn the_batch_refuses_every_mechanism_it_does_not_carry() {
+        use crate::config::RopeType;
+        let base = small_v2_lite(32, 12, 4);
+        assert!(batchable(&base).is_ok());
+        let mut yarn = base;
+        yarn.rope_type = RopeType::Yarn;
+        assert!(batchable(&yarn).is_ok());
+        type Set = fn(&mut Config);
+        let cases: [(&str, Set); 15] = [
+            ("rope types", |c| c.rope_type = RopeType::Linear),
+            ("rope types", |c| c.rope_type = RopeType::Llama3),
+            ("rope types", |c| c.rope_type = RopeType::LongRope),
+            ("rope types", |c| c.rope_type = RopeType::None),
+            ("rope_freq_alpha", |c| c.rope_freq_alpha = true),
+            ("rope_key_norm", |c| c.rope_key_norm = true),
+            ("latent scales", |c| c.q_latent_scale = 2.0),
+            ("latent scales", |c| c.kv_latent_scale = 0.5),
+            ("query_scale", |c| c.query_scale = QueryScale::Llama4),
+            ("output gates", |c| c.gate = Gate::PerHead),
+            ("output gates", |c| c.gate = Gate::FusedQ),
+            ("attention sinks", |c| c.sinks = true),
+            ("sliding_window", |c| c.sliding_window = 4),
+            ("kv_shared", |c| c.kv_shared = true),
+            ("dsa", |c| c.dsa = Dsa::Full),
+        ];
+        for (name, set) in cases {
+            let mut c = base;
+            set(&mut c);
+            let e = batchable(&c).unwrap_err();
+            assert_eq!(e.status(), Status::Unsupported, "{name}");
+            assert!(e.message().contains(name), "{name}: {}", e.message());
+        }
+        let mut shared = base;
+        shared.dsa = Dsa::Shared;
+        assert_eq!(
+            batchable(&shared).unwrap_err().status(),
+            Status::Unsupported
+        );
+    }
 }
