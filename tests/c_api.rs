@@ -191,6 +191,10 @@ fn status_test_shared() {
     let args = vec![
         lib.display().to_string(),
         format!("-Wl,-rpath,{dir}"),
+        // DT_RPATH, not DT_RUNPATH: cargo's LD_LIBRARY_PATH also names the
+        // profile directory, where an older `cargo build` may have left a
+        // stale libmla.so; RPATH is searched before LD_LIBRARY_PATH.
+        "-Wl,--disable-new-dtags".to_string(),
         "-lm".to_string(),
     ];
     build_and_run(&cc, runner.as_deref(), "status_test_shared", &args);
