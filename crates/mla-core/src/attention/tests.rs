@@ -495,6 +495,10 @@ fn mechanisms() -> Vec<(&'static str, Setter)> {
 }
 
 #[test]
+// Over 13 minutes under Miri even cut to four mechanisms and 6 tokens: the
+// memory paths of the plain layer stay covered there by the test above and by
+// the batch, ring and sharing unit tests.
+#[cfg_attr(miri, ignore)]
 fn every_mechanism_matches_the_reference_in_both_paths() {
     // 28 tokens: longrope crosses L0 16 within the prefill and in the decode steps.
     let n_tok = if cfg!(miri) { 6 } else { 28 };
