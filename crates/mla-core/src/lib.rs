@@ -19,7 +19,7 @@
 //! - [`json`]: the one JSON reader (safetensors headers, `config.json`).
 //!
 //! Feature `std` (off by default) adds runtime CPU-feature detection and a
-//! thread pool ([`parallel::ThreadPool`]); without it the crate needs only `core`.
+//! thread pool (`parallel::ThreadPool`); without it the crate needs only `core`.
 //! The C ABI over this crate is the `mla-rt` package (library `mla`).
 //!
 //! # Example

@@ -4,7 +4,7 @@
 //! that runs `task(i)` for every `i` in `0..n_tasks`, possibly concurrently, and
 //! returns when all are done:
 //!
-//! - in Rust, any [`ParallelFor`] (a rayon pool, a job system, [`ThreadPool`]
+//! - in Rust, any [`ParallelFor`] (a rayon pool, a job system, `ThreadPool`
 //!   with `std`, or [`Sequential`]), through `Engine::set_parallel`;
 //! - in C, a function pointer of type `mla_parallel_for_fn` with a context
 //!   ([`HostParallelFor`], through `mla_engine_set_parallel`).

@@ -185,7 +185,7 @@ impl<'a> Selection<'a> {
 }
 
 /// The cached rows one query token reads: the kernels see positions
-/// `0..len()` of the set, which map to cache rows through [`Inputs::read_rows`].
+/// `0..len()` of the set, which map to cache rows through `Inputs::read_rows`.
 #[derive(Clone, Copy, Debug)]
 pub enum RowSet<'a> {
     /// Cache rows `0..n` (dense attention).
