@@ -194,44 +194,81 @@ impl<'w> Weights<'w> {
         }
     }
 
-    /// Every tensor with its field name, in the order of the fields (and of
-    /// `mla_weights`).
-    pub fn named(&self) -> [(&'static str, Option<Tensor<'w>>); WEIGHT_COUNT] {
+    /// Every tensor in the order of the fields (and of `mla_weights`).
+    pub fn tensors(&self) -> [Option<Tensor<'w>>; WEIGHT_COUNT] {
         [
-            ("q_proj", self.q_proj),
-            ("q_a_proj", self.q_a_proj),
-            ("q_a_layernorm", self.q_a_layernorm),
-            ("q_b_proj", self.q_b_proj),
-            ("kv_a_proj_with_mqa", self.kv_a_proj_with_mqa),
-            ("kv_a_layernorm", self.kv_a_layernorm),
-            ("kv_b_proj", Some(self.kv_b_proj)),
-            ("o_proj", Some(self.o_proj)),
-            ("q_a_proj_bias", self.q_a_proj_bias),
-            ("kv_a_proj_bias", self.kv_a_proj_bias),
-            ("o_proj_bias", self.o_proj_bias),
-            ("gate_proj", self.gate_proj),
-            ("sinks", self.sinks),
-            ("rope_key_norm", self.rope_key_norm),
-            ("query_scale_s", self.query_scale_s),
-            ("query_scale_b", self.query_scale_b),
-            ("rope_freq_alpha", self.rope_freq_alpha),
-            ("index_wq_b", self.index_wq_b),
-            ("index_wk", self.index_wk),
-            ("index_k_norm", self.index_k_norm),
-            ("index_k_norm_bias", self.index_k_norm_bias),
-            ("index_weights_proj", self.index_weights_proj),
-            ("index_q_norm", self.index_q_norm),
-            ("index_q_norm_bias", self.index_q_norm_bias),
-            ("index_query_scale_s", self.index_query_scale_s),
-            ("index_query_scale_b", self.index_query_scale_b),
-            ("index_kpool_ape", self.index_kpool_ape),
-            ("index_kpool_gate", self.index_kpool_gate),
+            self.q_proj,
+            self.q_a_proj,
+            self.q_a_layernorm,
+            self.q_b_proj,
+            self.kv_a_proj_with_mqa,
+            self.kv_a_layernorm,
+            Some(self.kv_b_proj),
+            Some(self.o_proj),
+            self.q_a_proj_bias,
+            self.kv_a_proj_bias,
+            self.o_proj_bias,
+            self.gate_proj,
+            self.sinks,
+            self.rope_key_norm,
+            self.query_scale_s,
+            self.query_scale_b,
+            self.rope_freq_alpha,
+            self.index_wq_b,
+            self.index_wk,
+            self.index_k_norm,
+            self.index_k_norm_bias,
+            self.index_weights_proj,
+            self.index_q_norm,
+            self.index_q_norm_bias,
+            self.index_query_scale_s,
+            self.index_query_scale_b,
+            self.index_kpool_ape,
+            self.index_kpool_gate,
         ]
+    }
+
+    /// Every tensor with its field name ([`WEIGHT_NAMES`]), in field order.
+    pub fn named(&self) -> [(&'static str, Option<Tensor<'w>>); WEIGHT_COUNT] {
+        let t = self.tensors();
+        core::array::from_fn(|i| (WEIGHT_NAMES[i], t[i]))
     }
 }
 
 /// Number of tensors of [`Weights`] (`mla_weights`).
 pub const WEIGHT_COUNT: usize = 28;
+
+/// The field names of [`Weights`] (and of `mla_weights`), in order.
+pub const WEIGHT_NAMES: [&str; WEIGHT_COUNT] = [
+    "q_proj",
+    "q_a_proj",
+    "q_a_layernorm",
+    "q_b_proj",
+    "kv_a_proj_with_mqa",
+    "kv_a_layernorm",
+    "kv_b_proj",
+    "o_proj",
+    "q_a_proj_bias",
+    "kv_a_proj_bias",
+    "o_proj_bias",
+    "gate_proj",
+    "sinks",
+    "rope_key_norm",
+    "query_scale_s",
+    "query_scale_b",
+    "rope_freq_alpha",
+    "index_wq_b",
+    "index_wk",
+    "index_k_norm",
+    "index_k_norm_bias",
+    "index_weights_proj",
+    "index_q_norm",
+    "index_q_norm_bias",
+    "index_query_scale_s",
+    "index_query_scale_b",
+    "index_kpool_ape",
+    "index_kpool_gate",
+];
 
 /// The expected shape of every tensor of [`Weights`] under a config, in the
 /// order of [`Weights::named`]: `Some((rows, cols))` when the config uses it,

@@ -10,7 +10,9 @@ use super::{error, push, Piece, Piece::N, Piece::S};
 use crate::config::{AttnMode, Config, LayerInfo, Names, RopeKey, RopeLayout, RopeType};
 use crate::dtype::DType;
 use crate::status::{Error, Result, Status, MESSAGE_CAPACITY};
-use crate::weights::{absent_reason, expected_shapes, Tensor, Weights, OPTIONAL, WEIGHT_COUNT};
+use crate::weights::{
+    absent_reason, expected_shapes, Tensor, Weights, OPTIONAL, WEIGHT_COUNT, WEIGHT_NAMES,
+};
 
 impl<'a> SafeTensors<'a> {
     /// Binds one layer's weights by their canonical (DeepSeek) names under
@@ -100,7 +102,7 @@ impl<'a> SafeTensors<'a> {
                         (Some(v), _) => *slot = Some(b.bind(at, name, &v, dims)?),
                         (None, Some(_)) if required => return Err(b.missing(at, name, dims)),
                         (None, None) if required => {
-                            let field = FIELDS.get(i).copied().unwrap_or("?");
+                            let field = WEIGHT_NAMES.get(i).copied().unwrap_or("?");
                             return Err(error(
                                 Status::WeightShape,
                                 field,
@@ -167,38 +169,6 @@ impl<'a> SafeTensors<'a> {
 
 /// Index of `rope_freq_alpha` in [`Weights::named`].
 const ROPE_FREQ_ALPHA: usize = 16;
-
-/// The field names of [`Weights::named`], for messages.
-const FIELDS: [&str; WEIGHT_COUNT] = [
-    "q_proj",
-    "q_a_proj",
-    "q_a_layernorm",
-    "q_b_proj",
-    "kv_a_proj_with_mqa",
-    "kv_a_layernorm",
-    "kv_b_proj",
-    "o_proj",
-    "q_a_proj_bias",
-    "kv_a_proj_bias",
-    "o_proj_bias",
-    "gate_proj",
-    "sinks",
-    "rope_key_norm",
-    "query_scale_s",
-    "query_scale_b",
-    "rope_freq_alpha",
-    "index_wq_b",
-    "index_wk",
-    "index_k_norm",
-    "index_k_norm_bias",
-    "index_weights_proj",
-    "index_q_norm",
-    "index_q_norm_bias",
-    "index_query_scale_s",
-    "index_query_scale_b",
-    "index_kpool_ape",
-    "index_kpool_gate",
-];
 
 /// The tensors stored 1-D in checkpoints (norms, biases, per-head vectors),
 /// bound as `[1][len]`; the others are 2-D `[rows, cols]`.
