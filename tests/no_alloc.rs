@@ -26,8 +26,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The count is process-wide: the tests run one at a time, or one test's set-up
+/// (loading golden files) would be counted in the other's measured calls.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn engine_calls_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = Golden::load("tutorial");
     let t = g.n_tokens();
     let cfg = g.config(64);
@@ -59,6 +64,7 @@ fn engine_calls_allocate_nothing() {
 
 #[test]
 fn sparse_attention_allocates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use mla_core::config::Dsa;
     use mla_core::dsa::IndexerWeights;
     use mla_testkit::random::Init;
