@@ -33,6 +33,9 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn engine_calls_allocate_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The one-time CPU-feature detection may allocate (std reads the auxiliary
+    // vector, under qemu from /proc); it runs once per process, before any engine.
+    let _ = mla_core::kernels::isa();
     let g = Golden::load("tutorial");
     let t = g.n_tokens();
     let cfg = g.config(64);
@@ -65,6 +68,9 @@ fn engine_calls_allocate_nothing() {
 #[test]
 fn sparse_attention_allocates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The one-time CPU-feature detection may allocate (std reads the auxiliary
+    // vector, under qemu from /proc); it runs once per process, before any engine.
+    let _ = mla_core::kernels::isa();
     use mla_core::config::Dsa;
     use mla_core::dsa::IndexerWeights;
     use mla_testkit::random::Init;
