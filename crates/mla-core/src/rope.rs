@@ -438,7 +438,7 @@ mod tests {
         assert_eq!((low, high), (10.0, 23.0));
         let mut f = [0f64; 32];
         p.inv_freqs(&mut f);
-        let plain = |i: usize| 1.0 / 10000f64.powf(2.0 * i as f64 / 64.0);
+        let plain = |i: usize| 1.0 / libm::pow(10000.0, 2.0 * i as f64 / 64.0);
         assert_eq!(f[0], plain(0)); // fast dims: extrapolated (unchanged)
         assert!((f[31] - plain(31) / 40.0).abs() < 1e-18); // slow dims: interpolated
         let ramp = (16.0 - 10.0) / 13.0;
@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn llama3_keeps_smooths_and_divides() {
         let p = typed(|c| c.rope_type = RopeType::Llama3);
-        let plain = |i: usize| 1.0 / 500f64.powf(2.0 * i as f64 / 8.0);
+        let plain = |i: usize| 1.0 / libm::pow(500.0, 2.0 * i as f64 / 8.0);
         // Wavelengths 6.3, 30, 140, 664 against L0/high 16 and L0/low 64.
         assert_eq!(p.inv_freq(0), plain(0));
         let wl = 2.0 * core::f64::consts::PI / plain(1);
@@ -499,16 +499,16 @@ mod tests {
             c.rope_short_factor[1] = 2.0;
             c.rope_long_factor[1] = 5.0;
         });
-        let plain1 = 1.0 / 500f64.powf(0.25);
+        let plain1 = 1.0 / libm::pow(500.0, 0.25);
         assert_eq!(p.inv_freq_for(1, 16), plain1 / 2.0);
         assert_eq!(p.inv_freq_for(1, 17), plain1 / 5.0);
-        let want = (1.0 + 4f64.ln() / 16f64.ln()).sqrt();
+        let want = libm::sqrt(1.0 + libm::log(4.0) / libm::log(16.0));
         assert!((p.attention_scaling() - want).abs() < 1e-15);
         // A table for positions 10..17 is one call reaching position 16: long.
         let (mut c, mut s) = ([0f32; 28], [0f32; 28]);
         fill_tables_direct(&p, 10, &mut c, &mut s);
         let angle = 10.0 * plain1 / 5.0;
-        assert_eq!(c[1], (angle.cos() * want) as f32);
+        assert_eq!(c[1], (libm::cos(angle) * want) as f32);
     }
 
     #[test]
