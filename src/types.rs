@@ -20,7 +20,7 @@ use mla_core::config::{
 };
 use mla_core::dtype::{DType, Elems};
 use mla_core::status::{err, Error, Result, Status};
-use mla_core::weights::{Tensor, Weights};
+use mla_core::weights::{Tensor, Weights, WEIGHT_COUNT, WEIGHT_NAMES};
 
 use crate::boundary;
 
@@ -222,7 +222,7 @@ const _: () = {
     assert!(MLA_INDEX_ROPE_NONE == IndexRope::None as u32);
     assert!(MLA_MAX_ROPE_FACTORS == MAX_ROPE_FACTORS);
     // mla_weights holds one mla_tensor per core tensor, in the same order.
-    assert!(size_of::<mla_weights>() == mla_core::weights::WEIGHT_COUNT * size_of::<mla_tensor>());
+    assert!(size_of::<mla_weights>() == WEIGHT_COUNT * size_of::<mla_tensor>());
     // DType has no FP8 yet: when it gains it, it must be 3.
     assert!(DType::from_u32(MLA_DTYPE_F8_E4M3).is_none());
 };

@@ -149,7 +149,15 @@ impl mla_weights {
     }
 
     /// The tensors in the order of the fields (and of the core `Weights::named`).
-    fn tensors_mut(&mut self) -> [&mut mla_tensor; mla_core::weights::WEIGHT_COUNT] {
+    fn tensors(&self) -> [&mla_tensor; WEIGHT_COUNT] {
+        macro_rules! refs {
+            ($($f:ident),*) => { [$(&self.$f),*] };
+        }
+        weight_fields!(refs)
+    }
+
+    /// The tensors in the order of the fields (and of the core `Weights::named`).
+    fn tensors_mut(&mut self) -> [&mut mla_tensor; WEIGHT_COUNT] {
         macro_rules! refs {
             ($($f:ident),*) => { [$(&mut self.$f),*] };
         }
@@ -165,50 +173,34 @@ impl mla_weights {
     /// Every tensor with non-NULL data must satisfy [`mla_tensor::to_tensor`]'s
     /// contract for `'a`.
     pub unsafe fn to_weights<'a>(&self) -> Result<Weights<'a>> {
-        let required = |name: &str, t: &mla_tensor| -> Result<Tensor<'a>> {
+        let mut tensors = [None; WEIGHT_COUNT];
+        for ((slot, t), name) in tensors.iter_mut().zip(self.tensors()).zip(WEIGHT_NAMES) {
             // SAFETY: forwarded from this function's contract.
-            match unsafe { t.to_tensor(name) }? {
-                Some(t) => Ok(t),
-                None => Err(err(Status::WeightShape, name).s(": missing (data is NULL)")),
-            }
-        };
-        macro_rules! opt {
-            ($f:ident) => {
-                // SAFETY: forwarded from this function's contract.
-                unsafe { self.$f.to_tensor(stringify!($f)) }?
-            };
+            *slot = unsafe { t.to_tensor(name) }?;
         }
-        Ok(Weights {
-            q_proj: opt!(q_proj),
-            q_a_proj: opt!(q_a_proj),
-            q_a_layernorm: opt!(q_a_layernorm),
-            q_b_proj: opt!(q_b_proj),
-            kv_a_proj_with_mqa: opt!(kv_a_proj_with_mqa),
-            kv_a_layernorm: opt!(kv_a_layernorm),
-            q_a_proj_bias: opt!(q_a_proj_bias),
-            kv_a_proj_bias: opt!(kv_a_proj_bias),
-            o_proj_bias: opt!(o_proj_bias),
-            gate_proj: opt!(gate_proj),
-            sinks: opt!(sinks),
-            rope_key_norm: opt!(rope_key_norm),
-            query_scale_s: opt!(query_scale_s),
-            query_scale_b: opt!(query_scale_b),
-            rope_freq_alpha: opt!(rope_freq_alpha),
-            index_wq_b: opt!(index_wq_b),
-            index_wk: opt!(index_wk),
-            index_k_norm: opt!(index_k_norm),
-            index_k_norm_bias: opt!(index_k_norm_bias),
-            index_weights_proj: opt!(index_weights_proj),
-            index_q_norm: opt!(index_q_norm),
-            index_q_norm_bias: opt!(index_q_norm_bias),
-            index_query_scale_s: opt!(index_query_scale_s),
-            index_query_scale_b: opt!(index_query_scale_b),
-            index_kpool_ape: opt!(index_kpool_ape),
-            index_kpool_gate: opt!(index_kpool_gate),
-            ..Weights::new(
-                required("kv_b_proj", &self.kv_b_proj)?,
-                required("o_proj", &self.o_proj)?,
-            )
+        Weights::from_tensors(tensors).ok_or_else(|| {
+            let name = if self.kv_b_proj.data.is_null() {
+                "kv_b_proj"
+            } else {
+                "o_proj"
+            };
+            err(Status::WeightShape, name).s(": missing (data is NULL)")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `to_weights` and `from_weights` pair the C fields with the core tensors by
+    /// position: the field list must be the core's names, in the core's order.
+    #[test]
+    fn c_fields_are_the_core_names_in_order() {
+        macro_rules! names {
+            ($($f:ident),*) => { [$(stringify!($f)),*] };
+        }
+        let fields: [&str; WEIGHT_COUNT] = weight_fields!(names);
+        assert_eq!(fields, WEIGHT_NAMES);
     }
 }

@@ -228,6 +228,43 @@ impl<'w> Weights<'w> {
         ]
     }
 
+    /// The inverse of [`Weights::tensors`]: tensors in field order; `None` when
+    /// `kv_b_proj` or `o_proj` (which every layer has) is absent.
+    pub fn from_tensors(t: [Option<Tensor<'w>>; WEIGHT_COUNT]) -> Option<Weights<'w>> {
+        let [q_proj, q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj, q_a_proj_bias, kv_a_proj_bias, o_proj_bias, gate_proj, sinks, rope_key_norm, query_scale_s, query_scale_b, rope_freq_alpha, index_wq_b, index_wk, index_k_norm, index_k_norm_bias, index_weights_proj, index_q_norm, index_q_norm_bias, index_query_scale_s, index_query_scale_b, index_kpool_ape, index_kpool_gate] =
+            t;
+        Some(Weights {
+            q_proj,
+            q_a_proj,
+            q_a_layernorm,
+            q_b_proj,
+            kv_a_proj_with_mqa,
+            kv_a_layernorm,
+            kv_b_proj: kv_b_proj?,
+            o_proj: o_proj?,
+            q_a_proj_bias,
+            kv_a_proj_bias,
+            o_proj_bias,
+            gate_proj,
+            sinks,
+            rope_key_norm,
+            query_scale_s,
+            query_scale_b,
+            rope_freq_alpha,
+            index_wq_b,
+            index_wk,
+            index_k_norm,
+            index_k_norm_bias,
+            index_weights_proj,
+            index_q_norm,
+            index_q_norm_bias,
+            index_query_scale_s,
+            index_query_scale_b,
+            index_kpool_ape,
+            index_kpool_gate,
+        })
+    }
+
     /// Every tensor with its field name ([`WEIGHT_NAMES`]), in field order.
     pub fn named(&self) -> [(&'static str, Option<Tensor<'w>>); WEIGHT_COUNT] {
         let t = self.tensors();

@@ -127,40 +127,8 @@ impl<'a> SafeTensors<'a> {
                 }
             }
         }
-        let [q_proj, q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj, q_a_proj_bias, kv_a_proj_bias, o_proj_bias, gate_proj, sinks, rope_key_norm, query_scale_s, query_scale_b, rope_freq_alpha, index_wq_b, index_wk, index_k_norm, index_k_norm_bias, index_weights_proj, index_q_norm, index_q_norm_bias, index_query_scale_s, index_query_scale_b, index_kpool_ape, index_kpool_gate] =
-            out;
-        let (Some(kv_b_proj), Some(o_proj)) = (kv_b_proj, o_proj) else {
+        let Some(w) = Weights::from_tensors(out) else {
             return Err(error(Status::Internal, "kv_b_proj / o_proj not bound", &[]));
-        };
-        let w = Weights {
-            q_proj,
-            q_a_proj,
-            q_a_layernorm,
-            q_b_proj,
-            kv_a_proj_with_mqa,
-            kv_a_layernorm,
-            kv_b_proj,
-            o_proj,
-            q_a_proj_bias,
-            kv_a_proj_bias,
-            o_proj_bias,
-            gate_proj,
-            sinks,
-            rope_key_norm,
-            query_scale_s,
-            query_scale_b,
-            rope_freq_alpha,
-            index_wq_b,
-            index_wk,
-            index_k_norm,
-            index_k_norm_bias,
-            index_weights_proj,
-            index_q_norm,
-            index_q_norm_bias,
-            index_query_scale_s,
-            index_query_scale_b,
-            index_kpool_ape,
-            index_kpool_gate,
         };
         w.check(cfg)?;
         Ok(w)
