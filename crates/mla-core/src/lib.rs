@@ -88,21 +88,31 @@
 #[cfg(all(feature = "std", not(test)))]
 extern crate std;
 
+// The modules marked `forbid(unsafe_code)` hold no unsafe code and never will:
+// .ci/miri.sh runs the unit tests of the others (where undefined behaviour could
+// hide) under Miri and leaves these to the native runs.
 pub mod attention;
 pub mod cache;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
 mod decimal;
 pub mod dsa;
 pub mod dtype;
 pub mod engine;
 pub mod fp8;
+#[forbid(unsafe_code)]
 pub mod json;
 pub mod kernels;
 pub mod parallel;
 pub mod plan;
+#[forbid(unsafe_code)]
 pub mod rope;
+#[forbid(unsafe_code)]
 pub mod safetensors;
+#[forbid(unsafe_code)]
 pub mod status;
+#[forbid(unsafe_code)]
 pub mod weights;
 
 pub use config::{AttnMode, Config, Dims, RopeKey, RopeLayout};

@@ -175,7 +175,9 @@ pub(crate) fn small_v2_lite(hidden_size: u32, max_seq_len: u32, max_tokens: u32)
 
 /// A 64-byte aligned window of `len` bytes inside `buf`.
 pub(crate) fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    buf.resize(len + 64, 0);
+    // A fresh zeroed allocation, not `resize`: Miri runs `resize`'s fill loop one
+    // byte at a time (minutes for an engine's few megabytes), `vec!` as one write.
+    *buf = vec![0u8; len + 64];
     let off = buf.as_ptr().align_offset(64);
     &mut buf[off..off + len]
 }
