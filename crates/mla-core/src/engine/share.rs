@@ -130,8 +130,10 @@ impl<'w, 'm> Engine<'w, 'm> {
         };
         // The selection region is about to hold this call's rows.
         self.last_selection = (0, 0);
-        dst_rows.copy_from_slice(rows);
-        dst_lens.copy_from_slice(lens);
+        // Element-wise (the lengths are equal by construction): no length-check
+        // panic path reaches the C API.
+        dst_rows.iter_mut().zip(rows).for_each(|(d, s)| *d = *s);
+        dst_lens.iter_mut().zip(lens).for_each(|(d, s)| *d = *s);
         Ok(())
     }
 
