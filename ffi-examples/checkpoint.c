@@ -74,8 +74,10 @@ static unsigned g_tokens;
 /* Appends to `why` the reason layer `refused` was refused, if any (-1: none). */
 static void add_refused(char *why, size_t len, int refused) {
     if (refused >= 0) {
+        char tail[sizeof g_layers[0].why + 32];
         size_t at = strlen(why);
-        snprintf(why + at, len - at, " (layer %d: %s)", refused, g_layers[refused].why);
+        snprintf(tail, sizeof tail, " (layer %d: %s)", refused, g_layers[refused].why);
+        snprintf(why + at, len - at, "%s", tail);
     }
 }
 
