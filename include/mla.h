@@ -864,9 +864,11 @@ mla_status mla_engine_size(const struct mla_config *c, size_t *bytes);
  * Errors: MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH, MLA_ERR_INVALID_CONFIG,
  * MLA_ERR_WEIGHT_SHAPE, MLA_ERR_WEIGHT_DTYPE, MLA_ERR_MISALIGNED,
  * MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built, e.g.
- * pooled indexer keys; `kv_shared` and `dsa` shared layers, which read another
- * layer's cache or top-k, not wired through this API yet) (`*out` is written
- * only on success).
+ * pooled indexer keys) (`*out` is written only on success).
+ * A layer that reads another layer's state (`kv_shared` = 1, `dsa` =
+ * MLA_DSA_SHARED) is placed like any other, then needs its producers
+ * registered (`mla_engine_share_cache`, `mla_engine_share_topk`) before its
+ * first `mla_forward`.
  *
  * # Safety
  * Non-NULL pointers point to what their types say; `mem` holds `mem_len` writable bytes;
@@ -887,11 +889,15 @@ mla_status mla_engine_init(const struct mla_config *c,
  * Errors (engine unchanged, nothing appended, `out` unwritten): MLA_ERR_NULL_POINTER,
  * MLA_ERR_INVALID_ARGUMENT (n_tokens 0 or > max_tokens_per_call, overlap),
  * MLA_ERR_MISALIGNED (x or out not 4-byte aligned), MLA_ERR_CACHE_FULL,
- * MLA_ERR_NON_FINITE.
+ * MLA_ERR_NON_FINITE. A consumer layer (`kv_shared`, `dsa` shared) attends
+ * over its registered producers' state: MLA_ERR_INVALID_ARGUMENT when a share
+ * call it needs has not been made, or when a producer has not yet run these
+ * positions (run every producer first, on the same tokens).
  *
  * # Safety
  * `e` is NULL or an engine from `mla_engine_init`, not used by another thread during the
- * call; `x` and `out` are NULL or hold `n_tokens * hidden_size` floats.
+ * call; `x` and `out` are NULL or hold `n_tokens * hidden_size` floats; the engines
+ * registered as `e`'s producers are alive and not written during the call.
  */
 mla_status mla_forward(struct mla_engine *e, const float *x, uint32_t n_tokens, float *out);
 
@@ -931,8 +937,10 @@ uint32_t mla_len(const struct mla_engine *e);
 
 /**
  * Rolls the cache back to its first `len` tokens (`len` <= `mla_len(e)`), e.g.
- * to drop a rejected speculative draft. Errors: MLA_ERR_NULL_POINTER,
- * MLA_ERR_INVALID_ARGUMENT (`len` > `mla_len(e)`; nothing changes).
+ * to drop a rejected speculative draft. A consumer (`kv_shared`) keeps no
+ * cache: truncate its producer to the same length too. Errors:
+ * MLA_ERR_NULL_POINTER, MLA_ERR_INVALID_ARGUMENT (`len` > `mla_len(e)`; a
+ * consumer whose share call is missing; nothing changes).
  *
  * # Safety
  * `e` is NULL or an engine from `mla_engine_init`, not used by another thread during the
@@ -941,7 +949,9 @@ uint32_t mla_len(const struct mla_engine *e);
 mla_status mla_truncate(struct mla_engine *e, uint32_t len);
 
 /**
- * Empties the cache (as `mla_truncate(e, 0)`). NULL: does nothing.
+ * Empties the cache (as `mla_truncate(e, 0)`). NULL: does nothing. A
+ * consumer whose share call is missing is left as it is (it has run nothing)
+ * and `mla_last_error(e)` names the missing call.
  *
  * # Safety
  * `e` is NULL or an engine from `mla_engine_init`, not used by another thread during the
@@ -969,13 +979,23 @@ mla_status mla_engine_set_parallel(struct mla_engine *e,
                                    void *host_ctx);
 
 /**
- * KV sharing (ABI 2; DESIGN: mistral_large4's `kv_source_layers`): the consumer
- * (a layer with `kv_shared` = 1) attends over the producer's latent cache and
- * writes none of its own. Call once after init; then, for each call, run the
- * producer first on the same tokens. Errors leave both engines unchanged:
- * MLA_ERR_NULL_POINTER, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same
- * engine twice), MLA_ERR_UNSUPPORTED (this build: KV sharing is not built yet,
- * and a `kv_shared` config is refused by `mla_engine_init`).
+ * KV sharing (mistral_large4's `kv_source_layers`): registers `producer` as
+ * the engine whose latent cache `consumer` (a layer with `kv_shared` = 1)
+ * attends over; the consumer writes no cache of its own. The producer must
+ * own a cache (not kv_shared, no sliding window) with the consumer's
+ * `kv_lora_rank`, `qk_rope_head_dim`, rope key layout and `cache_dtype`, and
+ * at least its `max_seq_len`. Call once after init (again to replace it).
+ *
+ * Lifetime and order: the producer must stay alive (its memory untouched)
+ * while the consumer is used; for every `mla_forward` of the consumer, run
+ * the producer first on the same tokens (the producer then holds exactly
+ * `mla_len(consumer) + n_tokens` positions); truncate and reset both alike.
+ *
+ * Errors leave both engines unchanged: MLA_ERR_NULL_POINTER,
+ * MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same engine twice; the
+ * consumer not kv_shared; the producer kv_shared itself, with a sliding
+ * window, or with other dims, dtype or a smaller `max_seq_len`; the message
+ * names which).
  *
  * # Safety
  * `consumer` and `producer` are NULL or engines from `mla_engine_init`, not used by
@@ -984,10 +1004,20 @@ mla_status mla_engine_set_parallel(struct mla_engine *e,
 mla_status mla_engine_share_cache(struct mla_engine *consumer, const struct mla_engine *producer);
 
 /**
- * Top-k sharing (ABI 2): the consumer (a layer with `dsa` = MLA_DSA_SHARED) uses
- * the producer's last sparse-attention selection for the same positions. Call
- * once after init; then run the producer first on the same tokens. Errors as
- * `mla_engine_share_cache` (MLA_ERR_UNSUPPORTED in this build).
+ * Top-k sharing: registers `producer` as the engine whose sparse-attention
+ * selection `consumer` (a layer with `dsa` = MLA_DSA_SHARED) reuses. The
+ * producer must run sparse attention (`dsa` full, or shared and registered
+ * itself) with the same `index_topk` and at least the consumer's
+ * `max_tokens_per_call`. Call once after init (again to replace it).
+ *
+ * Lifetime and order: as `mla_engine_share_cache`: the producer outlives the
+ * consumer's use, and runs first on the same tokens (the consumer reads the
+ * selection of the producer's last call, which must cover its positions).
+ *
+ * Errors leave both engines unchanged: MLA_ERR_NULL_POINTER,
+ * MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same engine twice; the
+ * consumer's dsa not shared; the producer without sparse attention, or with
+ * another `index_topk` or a smaller `max_tokens_per_call`).
  *
  * # Safety
  * As `mla_engine_share_cache`.

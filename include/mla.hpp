@@ -247,6 +247,21 @@ public:
     void truncate(std::uint32_t n) { detail::check(mla_truncate(e_, n), "mla_truncate", last_error()); }
     /// Empties the cache.
     void reset() noexcept { mla_reset(e_); }
+    /// Registers `producer` as the engine whose latent cache this one (a
+    /// kv_shared layer) attends over (mla_engine_share_cache). `producer` must
+    /// outlive this engine's use and run first on the same tokens; moving either
+    /// Engine keeps the registration (the arena does not move).
+    void share_cache(const Engine &producer) {
+        detail::check(mla_engine_share_cache(e_, producer.e_), "mla_engine_share_cache",
+                      last_error());
+    }
+    /// Registers `producer` as the engine whose top-k selection this one (a
+    /// dsa shared layer) reuses (mla_engine_share_topk). Lifetime and order as
+    /// share_cache.
+    void share_topk(const Engine &producer) {
+        detail::check(mla_engine_share_topk(e_, producer.e_), "mla_engine_share_topk",
+                      last_error());
+    }
     /// The configuration.
     const Config &config() const noexcept { return cfg_; }
     /// Bytes of the arena.

@@ -18,27 +18,36 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 
 use mla_core::config::Config;
-use mla_core::engine::Engine;
+use mla_core::engine::{Engine, Sharing};
 use mla_core::parallel::HostParallelFor;
 use mla_core::status::{err, Result, Status};
 use mla_core::weights::Weights;
 
 use crate::boundary::{self, CEngine, Handle, Slot};
-use crate::types::{mla_config, mla_status, mla_weights, read_config};
+use crate::types::{mla_config, mla_status, mla_weights, read_config, MLA_OK};
 
 /// An engine: opaque, placed by `mla_engine_init` at the start of the caller's
 /// memory. Use one engine from one thread at a time; there is nothing to free.
-pub struct mla_engine(Handle<Engine<'static, 'static>>);
+pub struct mla_engine {
+    handle: Handle<Engine<'static, 'static>>,
+    /// The engine whose latent cache this one reads (`mla_engine_share_cache`;
+    /// NULL until then). Checked non-NULL, aligned and not this engine when
+    /// stored; that it stays alive is the caller's contract.
+    cache_from: *const mla_engine,
+    /// The engine whose top-k this one reuses (`mla_engine_share_topk`), as
+    /// `cache_from`.
+    topk_from: *const mla_engine,
+}
 
 impl CEngine for mla_engine {
     type Engine = Engine<'static, 'static>;
     const SLOT: Slot = Slot::Cpu;
     const RECORD_NULL_ENGINE: bool = true;
     fn handle(&self) -> &Handle<Self::Engine> {
-        &self.0
+        &self.handle
     }
     fn handle_mut(&mut self) -> &mut Handle<Self::Engine> {
-        &mut self.0
+        &mut self.handle
     }
 }
 
@@ -75,9 +84,11 @@ pub(crate) fn engine_size(cfg: &Config) -> Result<usize> {
 /// Errors: MLA_ERR_NULL_POINTER, MLA_ERR_ABI_MISMATCH, MLA_ERR_INVALID_CONFIG,
 /// MLA_ERR_WEIGHT_SHAPE, MLA_ERR_WEIGHT_DTYPE, MLA_ERR_MISALIGNED,
 /// MLA_ERR_BUFFER_TOO_SMALL, MLA_ERR_UNSUPPORTED (a mechanism not built, e.g.
-/// pooled indexer keys; `kv_shared` and `dsa` shared layers, which read another
-/// layer's cache or top-k, not wired through this API yet) (`*out` is written
-/// only on success).
+/// pooled indexer keys) (`*out` is written only on success).
+/// A layer that reads another layer's state (`kv_shared` = 1, `dsa` =
+/// MLA_DSA_SHARED) is placed like any other, then needs its producers
+/// registered (`mla_engine_share_cache`, `mla_engine_share_topk`) before its
+/// first `mla_forward`.
 ///
 /// # Safety
 /// Non-NULL pointers point to what their types say; `mem` holds `mem_len` writable bytes;
@@ -145,27 +156,20 @@ unsafe fn place(
     // SAFETY: the engine's part, after the handle (so the two never overlap), is
     // writable and ours while the engine lives ('static: the caller keeps `mem`).
     let region = unsafe { boundary::slice_mut(region, engine_bytes) }.ok_or_else(internal)?;
-    if cfg.kv_shared {
-        // The core runs it (Engine::forward_shared, the producer passed per
-        // call); this handle does not keep a producer yet.
-        return Err(err(
-            Status::Unsupported,
-            "kv_shared: KV sharing is not wired through the C API yet",
-        ));
-    }
-    if cfg.dsa == mla_core::config::Dsa::Shared {
-        // The core runs it (Engine::forward_shared_topk, the producer passed per
-        // call); this handle does not keep a producer yet.
-        return Err(err(
-            Status::Unsupported,
-            "dsa shared: a layer that reuses another layer's top-k is not wired through the C API yet",
-        ));
-    }
     let engine = Engine::new(cfg, weights, region)?;
     let handle = base.cast::<mla_engine>();
     // SAFETY: `base` is 64-aligned (>= align_of::<mla_engine>()) and its first
     // HANDLE_BYTES bytes belong to the handle.
-    unsafe { ptr::write(handle, mla_engine(Handle::new(engine))) };
+    unsafe {
+        ptr::write(
+            handle,
+            mla_engine {
+                handle: Handle::new(engine),
+                cache_from: ptr::null(),
+                topk_from: ptr::null(),
+            },
+        )
+    };
     Ok(handle)
 }
 
@@ -176,11 +180,15 @@ unsafe fn place(
 /// Errors (engine unchanged, nothing appended, `out` unwritten): MLA_ERR_NULL_POINTER,
 /// MLA_ERR_INVALID_ARGUMENT (n_tokens 0 or > max_tokens_per_call, overlap),
 /// MLA_ERR_MISALIGNED (x or out not 4-byte aligned), MLA_ERR_CACHE_FULL,
-/// MLA_ERR_NON_FINITE.
+/// MLA_ERR_NON_FINITE. A consumer layer (`kv_shared`, `dsa` shared) attends
+/// over its registered producers' state: MLA_ERR_INVALID_ARGUMENT when a share
+/// call it needs has not been made, or when a producer has not yet run these
+/// positions (run every producer first, on the same tokens).
 ///
 /// # Safety
 /// `e` is NULL or an engine from `mla_engine_init`, not used by another thread during the
-/// call; `x` and `out` are NULL or hold `n_tokens * hidden_size` floats.
+/// call; `x` and `out` are NULL or hold `n_tokens * hidden_size` floats; the engines
+/// registered as `e`'s producers are alive and not written during the call.
 #[no_mangle]
 pub unsafe extern "C" fn mla_forward(
     e: *mut mla_engine,
@@ -188,13 +196,68 @@ pub unsafe extern "C" fn mla_forward(
     n_tokens: u32,
     out: *mut f32,
 ) -> mla_status {
+    let what = "mla_forward";
+    // SAFETY: `e` is NULL, misaligned or a live engine (contract).
+    let (cache_from, topk_from) = unsafe { producers(e) };
     // SAFETY: `e`, `x` and `out` as this function's contract says.
     unsafe {
-        boundary::on_engine(e, "mla_forward", |engine| {
-            let (xs, os) = boundary::forward_io("mla_forward", engine.config(), x, n_tokens, out)?;
-            engine.forward(xs, os)
+        boundary::on_engine(e, what, |engine| {
+            let (xs, os) = boundary::forward_io(what, engine.config(), x, n_tokens, out)?;
+            let (cache, topk) = registered(engine, cache_from, topk_from, what)?;
+            let mode = engine.config().attn_mode;
+            engine.forward_with(&Sharing { cache, topk }, xs, os, mode)
         })
     }
+}
+
+/// The producers registered on `e` (NULL for NULL, misaligned or none).
+///
+/// # Safety
+/// `e` is NULL, misaligned or a live engine from `mla_engine_init`.
+unsafe fn producers(e: *const mla_engine) -> (*const mla_engine, *const mla_engine) {
+    if !boundary::aligned(e) {
+        return (ptr::null(), ptr::null());
+    }
+    // SAFETY: NULL (None) or aligned and live (contract); only two pointer
+    // fields are copied out, no reference outlives this line.
+    match unsafe { e.as_ref() } {
+        Some(h) => (h.cache_from, h.topk_from),
+        None => (ptr::null(), ptr::null()),
+    }
+}
+
+/// The engines `engine` needs for its calls, from its registered producers:
+/// `InvalidArgument` naming the share call still missing.
+///
+/// # Safety
+/// `cache_from` and `topk_from` are NULL or (checked when stored: aligned and
+/// not the consumer) live engines not written during `'a` (the caller's
+/// contract of the share calls).
+unsafe fn registered<'a>(
+    engine: &Engine<'static, 'static>,
+    cache_from: *const mla_engine,
+    topk_from: *const mla_engine,
+    what: &str,
+) -> Result<(
+    Option<&'a Engine<'static, 'static>>,
+    Option<&'a Engine<'static, 'static>>,
+)> {
+    let (need_cache, need_topk) = engine.needs_producers();
+    // SAFETY: this function's contract.
+    let cache = unsafe { boundary::engine_ref(cache_from) };
+    // SAFETY: this function's contract.
+    let topk = unsafe { boundary::engine_ref(topk_from) };
+    if need_cache && cache.is_none() {
+        return Err(err(Status::InvalidArgument, what).s(
+            ": this engine is kv_shared: call mla_engine_share_cache(consumer, producer) first",
+        ));
+    }
+    if need_topk && topk.is_none() {
+        return Err(err(Status::InvalidArgument, what).s(
+            ": this engine's dsa is shared: call mla_engine_share_topk(consumer, producer) first",
+        ));
+    }
+    Ok((cache.filter(|_| need_cache), topk.filter(|_| need_topk)))
 }
 
 /// One decode step for each of `n` sequences at once: row `i` of `x`
@@ -261,19 +324,52 @@ pub unsafe extern "C" fn mla_len(e: *const mla_engine) -> u32 {
 }
 
 /// Rolls the cache back to its first `len` tokens (`len` <= `mla_len(e)`), e.g.
-/// to drop a rejected speculative draft. Errors: MLA_ERR_NULL_POINTER,
-/// MLA_ERR_INVALID_ARGUMENT (`len` > `mla_len(e)`; nothing changes).
+/// to drop a rejected speculative draft. A consumer (`kv_shared`) keeps no
+/// cache: truncate its producer to the same length too. Errors:
+/// MLA_ERR_NULL_POINTER, MLA_ERR_INVALID_ARGUMENT (`len` > `mla_len(e)`; a
+/// consumer whose share call is missing; nothing changes).
 ///
 /// # Safety
 /// `e` is NULL or an engine from `mla_engine_init`, not used by another thread during the
 /// call.
 #[no_mangle]
 pub unsafe extern "C" fn mla_truncate(e: *mut mla_engine, len: u32) -> mla_status {
+    // SAFETY: `e` is NULL, misaligned or a live engine (contract).
+    let (cache_from, topk_from) = unsafe { producers(e) };
     // SAFETY: this function's contract.
-    unsafe { boundary::on_engine(e, "mla_truncate", |engine| engine.truncate(len as usize)) }
+    unsafe {
+        boundary::on_engine(e, "mla_truncate", |engine| {
+            unshared(engine, cache_from, topk_from, "mla_truncate")?;
+            engine.truncate(len as usize)
+        })
+    }
 }
 
-/// Empties the cache (as `mla_truncate(e, 0)`). NULL: does nothing.
+/// `InvalidArgument` naming the share call a consumer still misses (the
+/// pointers are only compared with NULL, never read).
+fn unshared(
+    engine: &Engine<'static, 'static>,
+    cache_from: *const mla_engine,
+    topk_from: *const mla_engine,
+    what: &str,
+) -> Result<()> {
+    let (need_cache, need_topk) = engine.needs_producers();
+    if need_cache && cache_from.is_null() {
+        return Err(err(Status::InvalidArgument, what).s(
+            ": this engine is kv_shared: call mla_engine_share_cache(consumer, producer) first",
+        ));
+    }
+    if need_topk && topk_from.is_null() {
+        return Err(err(Status::InvalidArgument, what).s(
+            ": this engine's dsa is shared: call mla_engine_share_topk(consumer, producer) first",
+        ));
+    }
+    Ok(())
+}
+
+/// Empties the cache (as `mla_truncate(e, 0)`). NULL: does nothing. A
+/// consumer whose share call is missing is left as it is (it has run nothing)
+/// and `mla_last_error(e)` names the missing call.
 ///
 /// # Safety
 /// `e` is NULL or an engine from `mla_engine_init`, not used by another thread during the
@@ -284,9 +380,12 @@ pub unsafe extern "C" fn mla_reset(e: *mut mla_engine) {
     if e.is_null() {
         return;
     }
-    // SAFETY: this function's contract. The status can only be MLA_OK here.
+    // SAFETY: `e` is NULL, misaligned or a live engine (contract).
+    let (cache_from, topk_from) = unsafe { producers(e) };
+    // SAFETY: this function's contract. A failure is recorded on `e`.
     let _ = unsafe {
         boundary::on_engine(e, "mla_reset", |engine| {
+            unshared(engine, cache_from, topk_from, "mla_reset")?;
             engine.reset();
             Ok(())
         })
@@ -338,7 +437,15 @@ pub unsafe extern "C" fn mla_engine_set_parallel(
     }
 }
 
-/// Shared body of `mla_engine_share_cache` and `mla_engine_share_topk`.
+/// Which producer a share call registers.
+#[derive(Clone, Copy)]
+enum Share {
+    Cache,
+    Topk,
+}
+
+/// Shared body of `mla_engine_share_cache` and `mla_engine_share_topk`: checks
+/// the pair, then stores `producer` in the consumer's handle (only on success).
 ///
 /// # Safety
 /// `consumer` as in [`boundary::on_engine`]; `producer` is NULL, misaligned or a
@@ -347,10 +454,10 @@ unsafe fn share(
     consumer: *mut mla_engine,
     producer: *const mla_engine,
     what: &str,
-    body: fn(&mut Engine<'static, 'static>, &Engine<'static, 'static>) -> Result<()>,
+    kind: Share,
 ) -> mla_status {
     // SAFETY: this function's contract.
-    unsafe {
+    let status = unsafe {
         boundary::on_engine(consumer, what, |engine| {
             // Compared as addresses before any reference to the producer exists:
             // the same engine would be borrowed mutably and shared at once.
@@ -358,21 +465,47 @@ unsafe fn share(
                 return Err(err(Status::InvalidArgument, what)
                     .s(": consumer and producer are the same engine"));
             }
-            let p = boundary::engine_ref(producer).ok_or_else(|| {
-                err(Status::NullPointer, what).s(": producer is NULL or misaligned")
-            })?;
-            body(engine, p)
+            if !producer.is_null() && !boundary::aligned(producer) {
+                return Err(err(Status::Misaligned, what).s(": producer is misaligned"));
+            }
+            let p = boundary::engine_ref(producer)
+                .ok_or_else(|| err(Status::NullPointer, what).s(": producer is NULL"))?;
+            match kind {
+                Share::Cache => engine.check_share(p),
+                Share::Topk => engine.check_share_topk(p),
+            }
         })
+    };
+    if status == MLA_OK {
+        // SAFETY: MLA_OK means `consumer` is non-NULL, aligned and live
+        // (on_engine checked it), and no reference to it is alive any more.
+        unsafe {
+            match kind {
+                Share::Cache => (*consumer).cache_from = producer,
+                Share::Topk => (*consumer).topk_from = producer,
+            }
+        }
     }
+    status
 }
 
-/// KV sharing (ABI 2; DESIGN: mistral_large4's `kv_source_layers`): the consumer
-/// (a layer with `kv_shared` = 1) attends over the producer's latent cache and
-/// writes none of its own. Call once after init; then, for each call, run the
-/// producer first on the same tokens. Errors leave both engines unchanged:
-/// MLA_ERR_NULL_POINTER, MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same
-/// engine twice), MLA_ERR_UNSUPPORTED (this build: KV sharing is not built yet,
-/// and a `kv_shared` config is refused by `mla_engine_init`).
+/// KV sharing (mistral_large4's `kv_source_layers`): registers `producer` as
+/// the engine whose latent cache `consumer` (a layer with `kv_shared` = 1)
+/// attends over; the consumer writes no cache of its own. The producer must
+/// own a cache (not kv_shared, no sliding window) with the consumer's
+/// `kv_lora_rank`, `qk_rope_head_dim`, rope key layout and `cache_dtype`, and
+/// at least its `max_seq_len`. Call once after init (again to replace it).
+///
+/// Lifetime and order: the producer must stay alive (its memory untouched)
+/// while the consumer is used; for every `mla_forward` of the consumer, run
+/// the producer first on the same tokens (the producer then holds exactly
+/// `mla_len(consumer) + n_tokens` positions); truncate and reset both alike.
+///
+/// Errors leave both engines unchanged: MLA_ERR_NULL_POINTER,
+/// MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same engine twice; the
+/// consumer not kv_shared; the producer kv_shared itself, with a sliding
+/// window, or with other dims, dtype or a smaller `max_seq_len`; the message
+/// names which).
 ///
 /// # Safety
 /// `consumer` and `producer` are NULL or engines from `mla_engine_init`, not used by
@@ -383,17 +516,23 @@ pub unsafe extern "C" fn mla_engine_share_cache(
     producer: *const mla_engine,
 ) -> mla_status {
     // SAFETY: this function's contract.
-    unsafe {
-        share(consumer, producer, "mla_engine_share_cache", |c, p| {
-            c.share_cache(p)
-        })
-    }
+    unsafe { share(consumer, producer, "mla_engine_share_cache", Share::Cache) }
 }
 
-/// Top-k sharing (ABI 2): the consumer (a layer with `dsa` = MLA_DSA_SHARED) uses
-/// the producer's last sparse-attention selection for the same positions. Call
-/// once after init; then run the producer first on the same tokens. Errors as
-/// `mla_engine_share_cache` (MLA_ERR_UNSUPPORTED in this build).
+/// Top-k sharing: registers `producer` as the engine whose sparse-attention
+/// selection `consumer` (a layer with `dsa` = MLA_DSA_SHARED) reuses. The
+/// producer must run sparse attention (`dsa` full, or shared and registered
+/// itself) with the same `index_topk` and at least the consumer's
+/// `max_tokens_per_call`. Call once after init (again to replace it).
+///
+/// Lifetime and order: as `mla_engine_share_cache`: the producer outlives the
+/// consumer's use, and runs first on the same tokens (the consumer reads the
+/// selection of the producer's last call, which must cover its positions).
+///
+/// Errors leave both engines unchanged: MLA_ERR_NULL_POINTER,
+/// MLA_ERR_MISALIGNED, MLA_ERR_INVALID_ARGUMENT (the same engine twice; the
+/// consumer's dsa not shared; the producer without sparse attention, or with
+/// another `index_topk` or a smaller `max_tokens_per_call`).
 ///
 /// # Safety
 /// As `mla_engine_share_cache`.
@@ -403,11 +542,7 @@ pub unsafe extern "C" fn mla_engine_share_topk(
     producer: *const mla_engine,
 ) -> mla_status {
     // SAFETY: this function's contract.
-    unsafe {
-        share(consumer, producer, "mla_engine_share_topk", |c, p| {
-            c.share_topk(p)
-        })
-    }
+    unsafe { share(consumer, producer, "mla_engine_share_topk", Share::Topk) }
 }
 
 /// Text of the engine's last failure (NUL-terminated UTF-8, "" before any; valid

@@ -460,12 +460,14 @@ fn pooled_selection_equals_the_reference_on_every_query_row() {
 }
 
 /// Every DSA family case end to end: config.json through `Config::from_hf_json`,
-/// the checkpoint through `bind_layer`, `Engine::new`, shared top-k through
-/// `forward_shared_topk`, both schedules, both paths, within 1e-5 of the
+/// the checkpoint through `bind_layer`, `Engine::new`, every layer through
+/// `Engine::forward_with` with the producers the case names (shared top-k,
+/// shared KV cache, or both), both schedules, both paths, within 1e-5 of the
 /// golden outputs. A case with a layer the engine does not run yet (a mechanism
 /// still `Unsupported`) is reported SKIPPED with the reason.
 #[test]
 fn dsa_families_end_to_end() {
+    use mla_core::engine::Sharing;
     use mla_core::{AttnMode, Engine};
     use mla_testkit::family::FamilyCase;
     use mla_testkit::{rel_err, Arena};
@@ -482,10 +484,10 @@ fn dsa_families_end_to_end() {
     ] {
         let c = FamilyCase::load(case);
         let layers: Vec<_> = c.layers.iter().map(|&l| (l, c.layer(l))).collect();
-        // Layer I's top-k producer J ("topk:J->I").
-        let topk_src = |i: u32| {
+        // Layer I's producer J of `kind` ("kind:J->I", kind "kv" or "topk").
+        let source = |kind: &str, i: u32| {
             c.producers.iter().find_map(|p| {
-                let (j, to) = p.strip_prefix("topk:")?.split_once("->")?;
+                let (j, to) = p.strip_prefix(kind)?.strip_prefix(':')?.split_once("->")?;
                 (to.parse::<u32>().ok()? == i).then(|| j.parse::<u32>().unwrap())
             })
         };
@@ -497,11 +499,6 @@ fn dsa_families_end_to_end() {
             .iter()
             .zip(arenas.iter_mut())
             .find_map(|((l, (cfg, w)), a)| {
-                if cfg.kv_shared && cfg.dsa == Dsa::Shared {
-                    return Some(format!(
-                        "layer {l} is kv_shared and dsa shared at once (not built)"
-                    ));
-                }
                 Engine::new(cfg, w, a.get())
                     .err()
                     .map(|e| format!("layer {l}: {}", e.message()))
@@ -513,6 +510,7 @@ fn dsa_families_end_to_end() {
         let t = c.tokens;
         let mut decode = vec![c.prefill];
         decode.extend(std::iter::repeat_n(1, t - c.prefill));
+        let mut worst = 0f32;
         for (schedule, chunks) in [("prefill", vec![t]), ("decode", decode)] {
             for mode in [AttnMode::Naive, AttnMode::Absorb] {
                 let mut engines: Vec<Engine> = layers
@@ -529,28 +527,142 @@ fn dsa_families_end_to_end() {
                         let d = cfg.hidden_size as usize;
                         let r = at * d..(at + n) * d;
                         let (x, out) = (&inputs[k][r.clone()], &mut outs[k][r]);
-                        match topk_src(*l) {
-                            Some(j) => {
-                                let p = layers.iter().position(|(m, _)| *m == j).unwrap();
-                                let (head, tail) = engines.split_at_mut(k);
-                                tail[0]
-                                    .forward_shared_topk(&head[p], x, out, mode)
-                                    .unwrap_or_else(|e| panic!("{case} layer {l}: {e}"));
-                            }
-                            None => engines[k]
-                                .forward_mode(x, out, mode)
-                                .unwrap_or_else(|e| panic!("{case} layer {l}: {e}")),
-                        }
+                        let index_of = |j: u32| layers.iter().position(|(m, _)| *m == j).unwrap();
+                        let (head, tail) = engines.split_at_mut(k);
+                        let share = Sharing {
+                            cache: source("kv", *l).map(|j| &head[index_of(j)]),
+                            topk: source("topk", *l).map(|j| &head[index_of(j)]),
+                        };
+                        assert_eq!(
+                            (share.cache.is_some(), share.topk.is_some()),
+                            (cfg.kv_shared, cfg.dsa == Dsa::Shared),
+                            "{case} layer {l}: producers against the config"
+                        );
+                        tail[0]
+                            .forward_with(&share, x, out, mode)
+                            .unwrap_or_else(|e| panic!("{case} layer {l}: {e}"));
                     }
                     at += n;
                 }
                 for (k, (l, _)) in layers.iter().enumerate() {
                     let e = rel_err(&outs[k], &c.golden(*l, schedule));
                     assert!(e <= 1e-5, "{case} layer {l} {schedule} {mode:?}: {e}");
+                    worst = worst.max(e);
                 }
             }
         }
+        eprintln!("{case}: largest relative error {worst:.2e} (layers, schedules, paths)");
         passed.push(case);
     }
     eprintln!("DSA families end to end within 1e-5: {passed:?}");
+}
+
+/// mistral_large4's layer 2 reads layer 1's cache and layer 1's top-k at once.
+/// Every wrong way to call it (a producer missing, one too many, one with
+/// other dims or another `index_topk`, producers that have not run this
+/// call's positions) is `InvalidArgument` naming the problem, and changes
+/// nothing: afterwards the right call gives the same output, bit for bit, as
+/// on an engine that never saw the bad calls.
+#[test]
+fn a_layer_reading_two_producers_refuses_bad_producers_and_changes_nothing() {
+    use mla_core::engine::Sharing;
+    use mla_core::status::Status;
+    use mla_core::{AttnMode, Engine};
+    use mla_testkit::family::FamilyCase;
+    use mla_testkit::Arena;
+    let c = FamilyCase::load("mistral_large4");
+    let (cfg0, w0) = c.layer(0);
+    let (cfg1, w1) = c.layer(1);
+    let (cfg2, w2) = c.layer(2);
+    let (cfg3, w3) = c.layer(3);
+    assert!(cfg2.kv_shared && cfg2.dsa == Dsa::Shared);
+    let d = cfg1.hidden_size as usize;
+    let x1 = c.golden(1, "inputs");
+    let x2 = c.golden(2, "inputs");
+    let mut a1 = Arena::for_config(&cfg1);
+    let mut a1b = Arena::for_config(&cfg1);
+    let mut a2 = Arena::for_config(&cfg2);
+    let mut a3 = Arena::for_config(&cfg3);
+    let mut a0 = Arena::for_config(&cfg0);
+    let mut fewer = cfg1;
+    fewer.index_topk = 8;
+    let mut a_fewer = Arena::for_config(&fewer);
+    let mut p1 = Engine::new(&cfg1, &w1, a1.get()).unwrap();
+    // The same producer, run on positions 0..4 only.
+    let mut p1_short = Engine::new(&cfg1, &w1, a1b.get()).unwrap();
+    let mut p3 = Engine::new(&cfg3, &w3, a3.get()).unwrap();
+    let mut p_fewer = Engine::new(&fewer, &w1, a_fewer.get()).unwrap();
+    let mut e0 = Engine::new(&cfg0, &w0, a0.get()).unwrap();
+    let mut scratch = vec![0f32; 8 * d];
+    p1.forward(&x1[..8 * d], &mut scratch).unwrap();
+    p1_short
+        .forward(&x1[..4 * d], &mut scratch[..4 * d])
+        .unwrap();
+    p3.forward(&x1[..8 * d], &mut scratch).unwrap();
+    p_fewer.forward(&x1[..8 * d], &mut scratch).unwrap();
+    let mut c2 = Engine::new(&cfg2, &w2, a2.get()).unwrap();
+    let none = Sharing::default();
+    let both = |cache, topk| Sharing {
+        cache: Some(cache),
+        topk: Some(topk),
+    };
+    let sentinel = vec![7f32; 8 * d];
+    let mut out = sentinel.clone();
+    let x = &x2[..8 * d];
+    let bad: Vec<(Sharing, &str)> = vec![
+        (none, "needs the engine whose cache it reads"),
+        (
+            Sharing {
+                cache: Some(&p1),
+                topk: None,
+            },
+            "needs the engine whose top-k it reuses",
+        ),
+        (
+            Sharing {
+                cache: None,
+                topk: Some(&p1),
+            },
+            "needs the engine whose cache it reads",
+        ),
+        (both(&p3, &p1), "qk_rope_head_dim"),
+        (
+            both(&p1, &p_fewer),
+            "index_topk 16 differs from the producer's 8",
+        ),
+        (both(&p1_short, &p1), "the producer holds 4 positions"),
+        (both(&p1, &p1_short), "positions 0..8 are not those"),
+    ];
+    for (share, want) in &bad {
+        for mode in [AttnMode::Naive, AttnMode::Absorb] {
+            let e = c2.forward_with(share, x, &mut out, mode).unwrap_err();
+            assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+            assert!(e.message().contains(want), "{} lacks {want:?}", e.message());
+            assert_eq!(c2.len(), 0);
+            assert_eq!(out, sentinel, "out written on {want:?}");
+        }
+    }
+    // A layer that needs no producer refuses one it is given.
+    let mut o0 = sentinel.clone();
+    let e = e0
+        .forward_with(&both(&p1, &p1), x, &mut o0, AttnMode::Naive)
+        .unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("not kv_shared"), "{}", e.message());
+    assert!(e0.is_empty() && o0 == sentinel);
+    // The right call after all that equals one on a fresh engine.
+    c2.forward_with(&both(&p1, &p1), x, &mut out, AttnMode::Absorb)
+        .unwrap();
+    let mut a2b = Arena::for_config(&cfg2);
+    let mut fresh = Engine::new(&cfg2, &w2, a2b.get()).unwrap();
+    let mut want = vec![0f32; 8 * d];
+    fresh
+        .forward_with(&both(&p1, &p1), x, &mut want, AttnMode::Absorb)
+        .unwrap();
+    assert_eq!(out, want);
+    assert_eq!(c2.len(), 8);
+    // And it is the golden output of those positions (prefill schedule rows).
+    let golden = c.golden(2, "prefill");
+    let rel = mla_testkit::rel_err(&out, &golden[..8 * d]);
+    assert!(rel <= 1e-5, "{rel}");
 }

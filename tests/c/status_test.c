@@ -158,6 +158,7 @@ static void model_free(model *m) {
 
 static mla_tensor tensor(const void *data, uint32_t rows, uint32_t cols) {
     mla_tensor t;
+    memset(&t, 0, sizeof t); /* no block scales; fields added later stay zero */
     t.data = data;
     t.dtype = MLA_DTYPE_F32;
     t.rows = rows;
@@ -1387,16 +1388,16 @@ static void test_hf_checkpoint(void) {
     CHECK(w.o_proj.scale == NULL && w.o_proj.scale_block == 0);
     CHECK((const unsigned char *)w.o_proj.data > st &&
           (const unsigned char *)w.o_proj.data < st + slen);
-    /* An engine over the bound layer runs; sharing between engines is declared
-     * but not built in this version. */
+    /* An engine over the bound layer runs; two dense layers are no share pair
+     * (test_share runs the real ones). */
     if (eng_init(&a, &c, &w)) {
         for (i = 0; i < 4 * 64; i++) x[i] = (float)sin(0.05 * (double)i);
         EXPECT(mla_forward(a.e, x, 4, y), MLA_OK);
         for (i = 0; i < 4 * 64; i++) finite &= isfinite(y[i]) != 0;
         CHECK(finite && mla_len(a.e) == 4);
         if (eng_init(&b, &c, &w)) {
-            EXPECT(mla_engine_share_cache(b.e, a.e), MLA_ERR_UNSUPPORTED);
-            CHECK(strstr(mla_last_error(b.e), "not built in this version") != NULL);
+            EXPECT(mla_engine_share_cache(b.e, a.e), MLA_ERR_INVALID_ARGUMENT);
+            CHECK(strstr(mla_last_error(b.e), "share: this layer is not kv_shared") != NULL);
             /* Two dense layers: not a top-k pair. */
             EXPECT(mla_engine_share_topk(b.e, a.e), MLA_ERR_INVALID_ARGUMENT);
             CHECK(strstr(mla_last_error(b.e), "share_topk: the consumer's dsa is not shared") != NULL);
@@ -1413,6 +1414,206 @@ static void test_hf_checkpoint(void) {
     free(json);
     free(st);
     free(kimi);
+}
+
+
+/* ------------------------------------------------------------------------- */
+/* KV and top-k sharing through the handles: mistral_large4's layer 2 reads
+ * layer 1's latent cache and layer 1's top-k. The share calls check the pair
+ * and store the producer; a consumer without its producers refuses to run;
+ * with them, its outputs equal the golden ones (those the Rust engine meets
+ * within 1e-5 in tests/dsa.rs), prefill and decode schedules. */
+
+/* `name`'s F32 data in a safetensors file (NULL if absent): the header is
+ * searched for the name and its data_offsets. */
+static const float *st_f32(const unsigned char *st, size_t len, const char *name, size_t n) {
+    char key[96];
+    unsigned long long hlen = 0, a = 0, b = 0;
+    const char *hit, *off;
+    char *header;
+    int i;
+    if (len < 8) return NULL;
+    for (i = 7; i >= 0; i--) hlen = hlen * 256u + st[i];
+    if (hlen > len - 8) return NULL;
+    header = (char *)malloc((size_t)hlen + 1);
+    if (header == NULL) exit(2);
+    memcpy(header, st + 8, (size_t)hlen);
+    header[hlen] = '\0';
+    snprintf(key, sizeof key, "\"%s\"", name);
+    hit = strstr(header, key);
+    off = hit ? strstr(hit, "\"data_offsets\"") : NULL;
+    if (off == NULL || sscanf(off, "\"data_offsets\":[%llu,%llu]", &a, &b) != 2 ||
+        b - a != n * sizeof(float) || 8 + hlen + b > len) {
+        free(header);
+        return NULL;
+    }
+    free(header);
+    return (const float *)(st + 8 + hlen + a);
+}
+
+static int last_error_has(const mla_engine *e, const char *want) {
+    const char *got = mla_last_error(e);
+    if (strstr(got, want) == NULL) {
+        printf("  last error: '%s'\n  expected it to contain '%s'\n", got, want);
+        return 0;
+    }
+    return 1;
+}
+
+/* Runs producer p then consumer c on tokens [at, at + n). */
+static mla_status run_pair(mla_engine *p, mla_engine *c, const float *xp, const float *xc,
+                           unsigned at, unsigned n, float *yp, float *yc) {
+    mla_status s = mla_forward(p, xp + (size_t)at * 64, n, yp + (size_t)at * 64);
+    return s != MLA_OK ? s : mla_forward(c, xc + (size_t)at * 64, n, yc + (size_t)at * 64);
+}
+
+static void test_share(void) {
+    const char *dir = "tests/data/families/mistral_large4/";
+    char path[256];
+    size_t jlen = 0, slen = 0, glen = 0;
+    unsigned char *json, *st, *golden, *snap_c, *snap_p;
+    mla_config c0, c1, c2, c3, fewer;
+    mla_weights w0, w1, w2, w3;
+    eng p0, p1, q2, p3, pf;
+    const float *x1, *x2, *want_prefill, *want_decode;
+    static float y1[64 * 64], y2[64 * 64], z[64 * 64];
+    unsigned t;
+    printf("-- KV and top-k sharing (mistral_large4 layers 1 -> 2)\n");
+    snprintf(path, sizeof path, "%sconfig.json", dir);
+    json = read_file(path, &jlen);
+    snprintf(path, sizeof path, "%smodel.safetensors", dir);
+    st = read_file(path, &slen);
+    snprintf(path, sizeof path, "%sgolden.safetensors", dir);
+    golden = read_file(path, &glen);
+    if (json == NULL || st == NULL || golden == NULL) {
+        printf("FAIL: %s not readable (run from the repository root)\n", dir);
+        g_failures++;
+        free(json);
+        free(st);
+        free(golden);
+        return;
+    }
+    x1 = st_f32(golden, glen, "layer.1.inputs", 64 * 64);
+    x2 = st_f32(golden, glen, "layer.2.inputs", 64 * 64);
+    want_prefill = st_f32(golden, glen, "layer.2.prefill", 64 * 64);
+    want_decode = st_f32(golden, glen, "layer.2.decode", 64 * 64);
+    CHECK(x1 && x2 && want_prefill && want_decode);
+#define LAYER(cfg, w, l)                                                                    \
+    EXPECT(mla_config_from_hf_json((const char *)json, jlen, (l), 64, 64, &(cfg)), MLA_OK); \
+    EXPECT(mla_weights_from_checkpoint(st, slen, (const char *)json, jlen, (l), &(cfg), &(w)), \
+           MLA_OK)
+    LAYER(c0, w0, 0);
+    LAYER(c1, w1, 1);
+    LAYER(c2, w2, 2);
+    LAYER(c3, w3, 3);
+#undef LAYER
+    CHECK(c2.kv_shared == 1 && c2.dsa == MLA_DSA_SHARED && c1.kv_shared == 0);
+    fewer = c1;
+    fewer.index_topk = 8;
+    if (!x1 || !x2 || !want_prefill || !want_decode || !eng_init(&p0, &c0, &w0) ||
+        !eng_init(&p1, &c1, &w1) || !eng_init(&q2, &c2, &w2) || !eng_init(&p3, &c3, &w3) ||
+        !eng_init(&pf, &fewer, &w1)) {
+        printf("FAIL: mistral_large4 engines (a consumer layer is accepted by init)\n");
+        g_failures++;
+        free(json);
+        free(st);
+        free(golden);
+        return;
+    }
+
+    /* No producer yet: forward, truncate and reset name the missing call. */
+    memset(z, 0, sizeof z);
+    EXPECT(mla_forward(q2.e, x2, 4, y2), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "call mla_engine_share_cache(consumer, producer) first"));
+    EXPECT(mla_truncate(q2.e, 0), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "mla_truncate: this engine is kv_shared"));
+    mla_reset(q2.e);
+    CHECK(last_error_has(q2.e, "mla_reset: this engine is kv_shared"));
+    CHECK(mla_len(q2.e) == 0);
+
+    /* Bad pairs: a status naming the problem; neither engine changes. */
+    snap_c = snapshot(&q2);
+    snap_p = snapshot(&p1);
+    EXPECT(mla_engine_share_cache(NULL, p1.e), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_share_cache(q2.e, NULL), MLA_ERR_NULL_POINTER);
+    CHECK(last_error_has(q2.e, "producer is NULL"));
+    EXPECT(mla_engine_share_topk(q2.e, NULL), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_share_topk(NULL, p1.e), MLA_ERR_NULL_POINTER);
+    EXPECT(mla_engine_share_cache(q2.e, (const mla_engine *)((const char *)p1.e + 1)),
+           MLA_ERR_MISALIGNED);
+    EXPECT(mla_engine_share_cache(q2.e, q2.e), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "consumer and producer are the same engine"));
+    EXPECT(mla_engine_share_topk(q2.e, q2.e), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "consumer and producer are the same engine"));
+    /* Wrong kind of layer, on either side. */
+    EXPECT(mla_engine_share_cache(p1.e, p0.e), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(p1.e, "this layer is not kv_shared"));
+    EXPECT(mla_engine_share_topk(p1.e, p0.e), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(p1.e, "the consumer's dsa is not shared"));
+    /* Mismatched dims: layer 3 is NoPE (no rope key); another index_topk. */
+    EXPECT(mla_engine_share_cache(q2.e, p3.e), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "qk_rope_head_dim"));
+    EXPECT(mla_engine_share_topk(q2.e, pf.e), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "index_topk 16 differs from the producer's 8"));
+    expect_same_memory(&q2, snap_c, __LINE__);
+    free(snap_c);
+    /* The producer's own memory is not touched by another engine's failures. */
+    {
+        const unsigned char *perr = (const unsigned char *)mla_last_error(p1.e);
+        size_t i, diff = 0, lo = (size_t)(perr - p1.arena), hi = lo + MLA_MESSAGE_MAX;
+        (void)VALGRIND_MAKE_MEM_DEFINED(p1.arena, p1.size);
+        for (i = 0; i < p1.size; i++) diff += (i < lo || i >= hi) && p1.arena[i] != snap_p[i];
+        CHECK(diff == 0);
+    }
+    free(snap_p);
+    /* Nothing was stored by the failures. */
+    EXPECT(mla_forward(q2.e, x2, 4, y2), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "mla_engine_share_cache"));
+
+    /* The cache producer alone: the top-k one is still missing. */
+    EXPECT(mla_engine_share_cache(q2.e, p1.e), MLA_OK);
+    EXPECT(mla_forward(q2.e, x2, 4, y2), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "call mla_engine_share_topk(consumer, producer) first"));
+    EXPECT(mla_engine_share_topk(q2.e, p1.e), MLA_OK);
+    /* Producers registered but not run on these positions. */
+    EXPECT(mla_forward(q2.e, x2, 4, y2), MLA_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_has(q2.e, "run the producer's call first"));
+    CHECK(mla_len(q2.e) == 0);
+    EXPECT(mla_truncate(q2.e, 0), MLA_OK);
+    mla_reset(q2.e);
+
+    /* Prefill schedule: one call of 64 tokens each. */
+    EXPECT(run_pair(p1.e, q2.e, x1, x2, 0, 64, y1, y2), MLA_OK);
+    printf("  layer 2 through the handles, prefill: max rel err %.2e (bound 1e-5)\n",
+           max_rel(y2, want_prefill, 64 * 64));
+    CHECK(max_rel(y2, want_prefill, 64 * 64) <= 1e-5);
+    CHECK(mla_len(q2.e) == 64 && mla_len(p1.e) == 64);
+    /* Decode schedule after a reset of both: 40 tokens, then one at a time. */
+    mla_reset(p1.e);
+    mla_reset(q2.e);
+    CHECK(mla_len(q2.e) == 0);
+    EXPECT(run_pair(p1.e, q2.e, x1, x2, 0, 40, y1, y2), MLA_OK);
+    for (t = 40; t < 64; t++) {
+        EXPECT(run_pair(p1.e, q2.e, x1, x2, t, 1, y1, y2), MLA_OK);
+    }
+    printf("  layer 2 through the handles, decode: max rel err %.2e (bound 1e-5)\n",
+           max_rel(y2, want_decode, 64 * 64));
+    CHECK(max_rel(y2, want_decode, 64 * 64) <= 1e-5);
+    /* Truncate both by 1 and run the last token again: the same output. */
+    memcpy(z, y2 + 63 * 64, 64 * sizeof(float));
+    EXPECT(mla_truncate(p1.e, 63), MLA_OK);
+    EXPECT(mla_truncate(q2.e, 63), MLA_OK);
+    EXPECT(run_pair(p1.e, q2.e, x1, x2, 63, 1, y1, y2), MLA_OK);
+    CHECK(memcmp(z, y2 + 63 * 64, 64 * sizeof(float)) == 0);
+
+    eng_free(&p0);
+    eng_free(&p1);
+    eng_free(&q2);
+    eng_free(&p3);
+    eng_free(&pf);
+    free(json);
+    free(st);
+    free(golden);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1545,6 +1746,7 @@ int main(int argc, char **argv) {
     test_rope();
     test_parallel(tutorial);
     test_hf_checkpoint();
+    test_share();
     model_free(&m);
 
     printf("-- statuses provoked\n");

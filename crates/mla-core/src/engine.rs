@@ -29,6 +29,7 @@ mod steps;
 #[cfg(test)]
 use batch::batchable;
 pub use batch::{forward_batch_in, EngineBatch};
+pub use share::Sharing;
 pub(crate) use steps::window_start;
 use steps::{
     apply_gate, attention_fault, fuse_latent, indexer_weights, lerope, query_scale, split_fused,
@@ -446,14 +447,14 @@ impl<'w, 'm> Engine<'w, 'm> {
         if self.cfg.kv_shared {
             return Err(err(
                 Status::InvalidArgument,
-                "forward: a kv_shared layer has no cache of its own; call forward_shared with the engine of the layer whose cache it reads",
+                "forward: a kv_shared layer has no cache of its own; call forward_with (or forward_shared) with the engine of the layer whose cache it reads",
             ));
         }
         let t = self.check_call(x, out)?;
         if self.cfg.dsa == Dsa::Shared {
             return Err(err(
                 Status::InvalidArgument,
-                "forward: a dsa shared layer runs with its producer's selection (forward_shared_topk)",
+                "forward: a dsa shared layer runs with its producer's selection (forward_with or forward_shared_topk)",
             ));
         }
         self.forward_inner(None, x, out, mode, t)
