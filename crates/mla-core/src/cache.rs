@@ -3,7 +3,18 @@
 //! Per token it holds exactly what attention needs later (docs/design.md section 2):
 //! the normalised latent `c` (`r` values) followed by the rotated rope key(s)
 //! (`p` values shared by all heads, or `H*p` per head): one row of `r + rope_k`
-//! values, `capacity` rows, stored as f32, f16 or bf16 in caller memory.
+//! values, `capacity` rows, stored as f32, f16 or bf16 in caller memory, or as
+//! FP8 in FlashMLA's DeepSeek-V3.2 layout (see [`row_bytes`]).
+//!
+//! **FP8** (`DType::F8E4M3`), per token: the `r` latent values as E4M3 codes,
+//! then one little-endian f32 scale per group of [`FP8_GROUP`] latent values
+//! (the last group shorter when `r` is not a multiple), then the rope values
+//! as bf16: `r + 4 ceil(r / 128) + 2 rope_k` bytes, 656 at r 512, p 64. A
+//! group's scale is `amax / 448`, at least `1e-4`, rounded up to a power of two
+//! (so dividing by it is exact and the codes never saturate); a code decodes as
+//! `e4m3(code) * scale`. Rows are quantized when written and decoded when read
+//! ([`LatentCache::rows`], [`LatentCache::gather`]) into the attention's
+//! per-block scratch, as f16/bf16 rows are widened.
 //!
 //! The state is `len` plus the rows of positions `0..len`. Rows at `len..` are
 //! scratch: forward writes the new tokens there and only then raises `len`, so a
@@ -18,14 +29,128 @@
 //! again). Without a window `slots == capacity` and nothing wraps.
 
 use crate::dtype::{DType, ElemsMut};
+use crate::fp8;
+use half::bf16;
+
+/// Latent values per f32 scale in the FP8 cache (FlashMLA's tile of 128).
+pub const FP8_GROUP: usize = 128;
+
+/// The smallest FP8 cache scale (FlashMLA's floor on `amax / 448`).
+pub const FP8_MIN_SCALE: f32 = 1e-4;
+
+/// Bytes per cached token of `latent` (`r`) and `rope` (`rope_k`) values in
+/// `dtype`: `(r + rope_k) * size` for f32/f16/bf16; for FP8 the latent codes,
+/// one f32 scale per [`FP8_GROUP`] latent values and the rope values as bf16,
+/// `r + 4 ceil(r / 128) + 2 rope_k`. `None` on overflow.
+pub const fn row_bytes(dtype: DType, latent: usize, rope: usize) -> Option<usize> {
+    let Some(values) = latent.checked_add(rope) else {
+        return None;
+    };
+    match dtype {
+        DType::F8E4M3 => {
+            let groups = latent.div_ceil(FP8_GROUP);
+            let (Some(scales), Some(rope_b)) = (groups.checked_mul(4), rope.checked_mul(2)) else {
+                return None;
+            };
+            match latent.checked_add(scales) {
+                Some(b) => b.checked_add(rope_b),
+                None => None,
+            }
+        }
+        _ => values.checked_mul(dtype.size()),
+    }
+}
+
+/// The FP8 cache scale of a group whose largest magnitude is `amax`:
+/// `amax / 448`, at least [`FP8_MIN_SCALE`], rounded up to a power of two
+/// (2^127 at most, also for a non-finite `amax`).
+pub fn fp8_scale(amax: f32) -> f32 {
+    let s = amax / fp8::MAX;
+    if !s.is_finite() {
+        return f32::from_bits(254 << 23); // 2^127, also for NaN
+    }
+    let s = s.max(FP8_MIN_SCALE);
+    // s is normal here: a power of two keeps its exponent, anything else
+    // rounds up to the next one (2^127 at most: s <= f32::MAX < 2^128).
+    let bits = s.to_bits();
+    let exp = bits >> 23;
+    if bits & 0x007f_ffff == 0 {
+        s
+    } else {
+        f32::from_bits((exp + 1).min(254) << 23)
+    }
+}
+
+/// Quantizes one row (`latent` latent values then the rope values of `src`)
+/// into `dst` in the FP8 layout of [`row_bytes`]. `dst` must hold the row
+/// (shorter: the tail is not written).
+pub fn fp8_encode_row(src: &[f32], latent: usize, dst: &mut [u8]) {
+    let latent = latent.min(src.len()).min(dst.len());
+    let (lat, rope) = src.split_at(latent);
+    let (codes, rest) = dst.split_at_mut(latent);
+    let groups = latent.div_ceil(FP8_GROUP);
+    let (scales, rope_dst) = rest.split_at_mut((groups * 4).min(rest.len()));
+    for ((g, c), sb) in lat
+        .chunks(FP8_GROUP)
+        .zip(codes.chunks_mut(FP8_GROUP))
+        .zip(scales.chunks_exact_mut(4))
+    {
+        let amax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = fp8_scale(amax);
+        // A power of two: multiplying by its inverse is dividing, exactly.
+        let inv = 1.0 / s;
+        for (d, &v) in c.iter_mut().zip(g) {
+            *d = fp8::from_f32(v * inv);
+        }
+        sb.copy_from_slice(&s.to_le_bytes());
+    }
+    for (d, &v) in rope_dst.chunks_exact_mut(2).zip(rope) {
+        d.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
+    }
+}
+
+/// Decodes one FP8 row (the layout of [`row_bytes`]) into `out` (`latent`
+/// latent values then the rope values, `out.len()` in all).
+pub fn fp8_decode_row(src: &[u8], latent: usize, out: &mut [f32]) {
+    let latent = latent.min(src.len()).min(out.len());
+    let (codes, rest) = src.split_at(latent);
+    let (lat, rope) = out.split_at_mut(latent);
+    let groups = latent.div_ceil(FP8_GROUP);
+    let (scales, rope_src) = rest.split_at((groups * 4).min(rest.len()));
+    for ((o, c), sb) in lat
+        .chunks_mut(FP8_GROUP)
+        .zip(codes.chunks(FP8_GROUP))
+        .zip(scales.chunks_exact(4))
+    {
+        let s = <[u8; 4]>::try_from(sb).map_or(0.0, f32::from_le_bytes);
+        for (d, &b) in o.iter_mut().zip(c) {
+            *d = fp8::TABLE[b as usize] * s;
+        }
+    }
+    for (d, b) in rope.iter_mut().zip(rope_src.chunks_exact(2)) {
+        *d = <[u8; 2]>::try_from(b).map_or(0.0, |b| bf16::from_le_bytes(b).to_f32());
+    }
+}
+
+/// The rows' storage: typed elements, or FP8 bytes.
+#[derive(Debug)]
+enum Store<'m> {
+    /// `[slots][row]` f32/f16/bf16 elements.
+    Elems(ElemsMut<'m>),
+    /// `[slots][row_bytes]` in the FP8 layout.
+    Fp8(&'m mut [u8]),
+}
 
 /// The latent cache: `capacity` positions of `row` values in `slots` rows, the
 /// first `len` positions valid.
 #[derive(Debug)]
 pub struct LatentCache<'m> {
-    /// `[slots][row]` elements of the cache dtype.
-    data: ElemsMut<'m>,
+    data: Store<'m>,
     row: usize,
+    /// Latent values per row (`r`): FP8 quantizes them, the rest is bf16.
+    latent: usize,
+    /// Bytes per row.
+    row_bytes: usize,
     slots: usize,
     capacity: usize,
     len: usize,
@@ -35,14 +160,15 @@ pub struct LatentCache<'m> {
 impl<'m> LatentCache<'m> {
     /// A cache of `capacity` positions in as many rows over `bytes` (which must
     /// hold `capacity * row` elements of `dtype`, aligned for it); `None` if it
-    /// does not.
+    /// does not, or for FP8 (whose layout needs the latent width: see
+    /// [`LatentCache::ring_split`]).
     pub fn new(bytes: &'m mut [u8], dtype: DType, row: usize, capacity: usize) -> Option<Self> {
         Self::ring(bytes, dtype, row, capacity, capacity)
     }
 
     /// A cache of `capacity` positions in a ring of `slots <= capacity` rows over
     /// `bytes` (which must hold `slots * row` elements of `dtype`); `None` if it
-    /// does not.
+    /// does not, or for FP8 (see [`LatentCache::ring_split`]).
     pub fn ring(
         bytes: &'m mut [u8],
         dtype: DType,
@@ -50,14 +176,38 @@ impl<'m> LatentCache<'m> {
         slots: usize,
         capacity: usize,
     ) -> Option<Self> {
+        if dtype == DType::F8E4M3 {
+            return None;
+        }
+        Self::ring_split(bytes, dtype, row, 0, slots, capacity)
+    }
+
+    /// As [`LatentCache::ring`] for rows of `latent` latent values followed by
+    /// `rope` rope values, in any dtype including FP8 (`bytes` must hold
+    /// `slots * row_bytes(dtype, latent, rope)`).
+    pub fn ring_split(
+        bytes: &'m mut [u8],
+        dtype: DType,
+        latent: usize,
+        rope: usize,
+        slots: usize,
+        capacity: usize,
+    ) -> Option<Self> {
         if slots > capacity {
             return None;
         }
-        let n = row.checked_mul(slots)?;
-        let bytes = bytes.get_mut(..n.checked_mul(dtype.size())?)?;
+        let row = latent.checked_add(rope)?;
+        let row_bytes = row_bytes(dtype, latent, rope)?;
+        let bytes = bytes.get_mut(..row_bytes.checked_mul(slots)?)?;
+        let data = match dtype {
+            DType::F8E4M3 => Store::Fp8(bytes),
+            _ => Store::Elems(ElemsMut::from_bytes(bytes, dtype)?),
+        };
         Some(LatentCache {
-            data: ElemsMut::from_bytes(bytes, dtype)?,
+            data,
             row,
+            latent,
+            row_bytes,
             slots,
             capacity,
             len: 0,
@@ -106,7 +256,10 @@ impl<'m> LatentCache<'m> {
 
     /// Storage dtype.
     pub fn dtype(&self) -> DType {
-        self.data.dtype()
+        match &self.data {
+            Store::Elems(e) => e.dtype(),
+            Store::Fp8(_) => DType::F8E4M3,
+        }
     }
 
     /// Forgets tokens `len..`; returns false (and changes nothing) if `len > self.len()`.
@@ -145,10 +298,40 @@ impl<'m> LatentCache<'m> {
             return;
         };
         self.oldest = self.oldest.max((pos + 1).saturating_sub(self.slots));
-        let start = slot.saturating_mul(self.row);
-        if let Some(mut dst) = self.data.slice_mut(start, self.row) {
-            dst.narrow_from(src);
+        match &mut self.data {
+            Store::Elems(e) => {
+                if let Some(mut dst) = e.slice_mut(slot.saturating_mul(self.row), self.row) {
+                    dst.narrow_from(src);
+                }
+            }
+            Store::Fp8(b) => {
+                let start = slot.saturating_mul(self.row_bytes);
+                if let Some(dst) = b.get_mut(start..start.saturating_add(self.row_bytes)) {
+                    fp8_encode_row(src, self.latent, dst);
+                }
+            }
         }
+    }
+
+    /// Decodes FP8 rows `first_slot..first_slot + dst.len() / row` into `dst`;
+    /// false when out of range.
+    fn decode_fp8(&self, bytes: &[u8], first_slot: usize, dst: &mut [f32]) -> bool {
+        let (Some(start), Some(n)) = (
+            first_slot.checked_mul(self.row_bytes),
+            (dst.len() / self.row.max(1)).checked_mul(self.row_bytes),
+        ) else {
+            return false;
+        };
+        let Some(src) = bytes.get(start..start.saturating_add(n)) else {
+            return false;
+        };
+        for (o, s) in dst
+            .chunks_exact_mut(self.row.max(1))
+            .zip(src.chunks_exact(self.row_bytes.max(1)))
+        {
+            fp8_decode_row(s, self.latent, o);
+        }
+        true
     }
 
     /// Rows of positions `start..start + count` as f32 `[count][row]`: borrowed
@@ -166,7 +349,20 @@ impl<'m> LatentCache<'m> {
         else {
             return &[];
         };
-        let Some(stored) = self.data.as_elems().slice(first, n) else {
+        let elems = match &self.data {
+            Store::Elems(e) => e.as_elems(),
+            Store::Fp8(b) => {
+                let Some(dst) = widen.get_mut(..n) else {
+                    return &[];
+                };
+                return if self.decode_fp8(b, slot, dst) {
+                    dst
+                } else {
+                    &[]
+                };
+            }
+        };
+        let Some(stored) = elems.slice(first, n) else {
             return &[];
         };
         if let Some(rows) = stored.as_f32() {
@@ -192,12 +388,24 @@ impl LatentCache<'_> {
             return &[];
         };
         for (d, &slot) in dst.chunks_exact_mut(row.max(1)).zip(idx) {
-            let src = (slot as usize)
-                .checked_mul(row)
-                .and_then(|first| self.data.as_elems().slice(first, row));
-            match src {
-                Some(src) if (slot as usize) < self.capacity => src.widen_into(d),
-                _ => return &[],
+            if slot as usize >= self.capacity {
+                return &[];
+            }
+            match &self.data {
+                Store::Elems(e) => {
+                    let src = (slot as usize)
+                        .checked_mul(row)
+                        .and_then(|first| e.as_elems().slice(first, row));
+                    match src {
+                        Some(src) => src.widen_into(d),
+                        None => return &[],
+                    }
+                }
+                Store::Fp8(b) => {
+                    if !self.decode_fp8(b, slot as usize, d) {
+                        return &[];
+                    }
+                }
             }
         }
         dst
@@ -262,5 +470,136 @@ mod tests {
         // bf16 keeps 8 significant bits: 1 + 2^-10 rounds to 1.
         assert_eq!(c.rows(3, 1, &mut tmp), &[1.0, -3.0]);
         assert!(LatentCache::new(&mut mem.0, DType::F16, 64, 4).is_none());
+    }
+
+    #[test]
+    fn fp8_scale_rule() {
+        // amax / 448 rounded up to a power of two.
+        assert_eq!(fp8_scale(448.0), 1.0);
+        assert_eq!(fp8_scale(449.0), 2.0);
+        assert_eq!(fp8_scale(447.0), 1.0);
+        assert_eq!(fp8_scale(3.0 * 448.0), 4.0);
+        assert_eq!(fp8_scale(0.5 * 448.0), 0.5);
+        assert_eq!(fp8_scale(0.3 * 448.0), 0.5);
+        // The 1e-4 floor, itself rounded up: 2^-13 = 1.22e-4 is the smallest.
+        let floor = 1.0 / 8192.0;
+        assert_eq!(fp8_scale(0.0), floor);
+        assert_eq!(fp8_scale(1e-30), floor);
+        assert_eq!(fp8_scale(448.0 * 1e-4), floor);
+        assert_eq!(fp8_scale(448.0 * floor), floor);
+        assert_eq!(fp8_scale(448.0 * floor * 1.01), 2.0 * floor);
+        // Every scale is a power of two.
+        for a in [1e-3f32, 0.7, 5.0, 1234.5, 3e30] {
+            let s = fp8_scale(a);
+            assert_eq!(s.to_bits() & 0x007f_ffff, 0, "{a}: {s}");
+            assert!(
+                s >= a / 448.0 && s < 2.0 * (a / 448.0).max(1e-4),
+                "{a}: {s}"
+            );
+        }
+        assert_eq!(fp8_scale(f32::INFINITY), f32::from_bits(254 << 23));
+        assert_eq!(fp8_scale(f32::NAN), f32::from_bits(254 << 23));
+        // f32::MAX / 448 is about 2^119.2: up to 2^120.
+        assert_eq!(fp8_scale(f32::MAX), f32::from_bits((120 + 127) << 23));
+    }
+
+    #[test]
+    fn fp8_row_layout_and_round_trip() {
+        // r = 300: groups of 128, 128 and a short 44; rope 6 values as bf16.
+        let (r, p) = (300, 6);
+        let n = row_bytes(DType::F8E4M3, r, p).unwrap();
+        assert_eq!(n, 300 + 3 * 4 + 2 * 6);
+        assert_eq!(row_bytes(DType::F8E4M3, 512, 64), Some(656));
+        assert_eq!(row_bytes(DType::BF16, 512, 64), Some(1152));
+        assert_eq!(row_bytes(DType::F8E4M3, usize::MAX, 1), None);
+        // Group 0 large values, group 1 tiny ones (the floor), group 2 mixed.
+        let src: Vec<f32> = (0..r + p)
+            .map(|i| {
+                let x = ((i * 37 % 101) as f32 - 50.0) / 50.0;
+                match i {
+                    0..128 => 1000.0 * x,
+                    128..256 => 1e-6 * x,
+                    _ => x,
+                }
+            })
+            .collect();
+        let mut row = vec![0u8; n];
+        fp8_encode_row(&src, r, &mut row);
+        let scale =
+            |g: usize| f32::from_le_bytes(row[r + 4 * g..r + 4 * g + 4].try_into().unwrap());
+        let amax = |lo: usize, hi: usize| src[lo..hi].iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(scale(0), fp8_scale(amax(0, 128)));
+        assert_eq!(scale(0), 4.0); // 1000 / 448 = 2.23 -> 4
+        assert_eq!(scale(1), 1.0 / 8192.0);
+        assert_eq!(scale(2), fp8_scale(amax(256, 300)));
+        assert_eq!(scale(2), 1.0 / 256.0); // 1 / 448 -> 2^-8
+        let mut back = vec![0f32; r + p];
+        fp8_decode_row(&row, r, &mut back);
+        for (i, (&a, &b)) in src.iter().zip(&back).enumerate() {
+            let err = (a - b).abs();
+            if i < r {
+                let s = scale(i / 128);
+                // Half a step of E4M3 at |a|/s (3 mantissa bits: <= 2^-4
+                // relative), or half a subnormal step (2^-10 s) near zero.
+                let bound = (a.abs() / 16.0).max(s / 1024.0);
+                assert!(err <= bound, "value {i}: {a} -> {b}");
+                // Decoded values are codes times the scale, exactly.
+                assert_eq!(b, fp8::to_f32(row[i]) * s);
+            } else {
+                assert_eq!(b, half::bf16::from_f32(a).to_f32(), "rope {i}");
+            }
+        }
+        // The rope part is bf16 bytes.
+        let rope0 = half::bf16::from_le_bytes([row[r + 12], row[r + 13]]);
+        assert_eq!(rope0.to_f32(), half::bf16::from_f32(src[r]).to_f32());
+    }
+
+    #[test]
+    fn fp8_saturates_and_keeps_the_group_maximum() {
+        // The largest magnitude of a group decodes within 1/16 of itself and
+        // no code is NaN (power-of-two scale: |v| / s <= 448).
+        for amax in [448.0f32, 449.0, 1e-3, 7.0, 1e20] {
+            let src = [amax, -amax, amax / 3.0, 0.0];
+            let mut row = [0u8; 4 + 4];
+            fp8_encode_row(&src, 4, &mut row);
+            assert!(
+                row[..4].iter().all(|&c| c & 0x7f != 0x7f),
+                "{amax}: {row:?}"
+            );
+            let mut back = [0f32; 4];
+            fp8_decode_row(&row, 4, &mut back);
+            assert!((back[0] - amax).abs() <= amax / 16.0, "{amax}: {back:?}");
+            assert_eq!(back[1], -back[0]);
+            assert_eq!(back[3], 0.0);
+        }
+        // Non-finite input saturates instead of writing NaN codes for finite ones.
+        let src = [f32::INFINITY, 1.0, -1.0, 0.0];
+        let mut row = [0u8; 8];
+        fp8_encode_row(&src, 4, &mut row);
+        assert_eq!(row[0], 0x7e);
+    }
+
+    #[test]
+    fn fp8_cache_rows_and_gather_decode() {
+        let mut mem = Mem([0; 256]);
+        // r 4, rope 2: 4 + 4 + 4 = 12 bytes a row, 8 rows.
+        assert!(LatentCache::new(&mut mem.0, DType::F8E4M3, 6, 8).is_none());
+        let mut c = LatentCache::ring_split(&mut mem.0, DType::F8E4M3, 4, 2, 8, 8).unwrap();
+        assert_eq!((c.dtype(), c.row_len()), (DType::F8E4M3, 6));
+        c.write_row(2, &[1.0, -2.0, 0.5, 3.0, 0.25, -7.0]);
+        c.write_row(3, &[100.0, 0.0, -100.0, 1.0, 1.5, 2.5]);
+        assert!(c.commit(4));
+        let mut tmp = [0f32; 12];
+        // Scale 2^-7 (3 / 448 -> 2^-7): all four values exact in E4M3.
+        assert_eq!(c.rows(2, 1, &mut tmp), &[1.0, -2.0, 0.5, 3.0, 0.25, -7.0]);
+        assert_eq!(
+            c.gather(&[3, 2], &mut tmp),
+            &[96.0, 0.0, -96.0, 1.0, 1.5, 2.5, 1.0, -2.0, 0.5, 3.0, 0.25, -7.0]
+        );
+        assert!(c.gather(&[8], &mut tmp).is_empty());
+        assert!(c.rows(7, 2, &mut tmp).is_empty());
+        assert!(c.rows(0, 3, &mut tmp).is_empty()); // widen holds 2 rows
+                                                    // 8 rows of 12 bytes need 96 bytes.
+        assert!(LatentCache::ring_split(&mut mem.0[..95], DType::F8E4M3, 4, 2, 8, 8).is_none());
     }
 }
