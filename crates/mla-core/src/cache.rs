@@ -638,6 +638,27 @@ mod tests {
     }
 
     #[test]
+    fn an_fp8_ring_wraps() {
+        let mut mem = Mem([0; 256]);
+        // r 2, rope 2: 2 + 4 + 4 = 10 bytes a row; 3 slots for 10 positions.
+        let mut c = LatentCache::ring_split(&mut mem.0, DType::F8E4M3, 2, 2, 3, 10).unwrap();
+        for pos in 0..5 {
+            let v = pos as f32;
+            c.write_row(pos, &[v, -v, v + 0.5, -0.25]);
+        }
+        assert!(c.commit(5));
+        assert_eq!((c.len(), c.oldest(), c.slots()), (5, 2, 3));
+        let mut tmp = [0f32; 8];
+        // Positions 3 and 4 in slots 0 and 1; all values exact in E4M3/bf16.
+        assert_eq!(
+            c.rows(3, 2, &mut tmp),
+            &[3.0, -3.0, 3.5, -0.25, 4.0, -4.0, 4.5, -0.25]
+        );
+        assert_eq!(c.rows(2, 1, &mut tmp), &[2.0, -2.0, 2.5, -0.25]);
+        assert!(c.rows(2, 2, &mut tmp).is_empty());
+    }
+
+    #[test]
     fn fp8_scale_rule() {
         // amax / 448 rounded up to a power of two.
         assert_eq!(fp8_scale(448.0), 1.0);
