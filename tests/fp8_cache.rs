@@ -260,3 +260,34 @@ fn fp8_forward_batch_equals_separate_calls() {
         assert!(rp.iter().zip(&rq).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
+
+/// Threads do not change an FP8-cache run: outputs bitwise equal to the
+/// sequential run on 2 and 3 pool threads, every schedule, both paths.
+#[test]
+fn fp8_runs_are_bitwise_the_same_on_threads() {
+    use mla_core::parallel::ThreadPool;
+    let pools: Vec<ThreadPool> = [2, 3].into_iter().map(ThreadPool::new).collect();
+    for name in ["ds_qlora_interleave", "tutorial"] {
+        let g = Golden::load(name);
+        let t = g.n_tokens();
+        let cfg = fp8(g.config(t as u32));
+        let w = g.weights(&cfg);
+        let x = g.inputs();
+        for mode in [AttnMode::Naive, AttnMode::Absorb] {
+            for sched in Schedule::ALL {
+                let chunks = sched.chunks(t);
+                let one = Run::mode(mode).run(&cfg, &w, &x, &chunks);
+                for p in &pools {
+                    let got = Run::mode(mode).on(p).run(&cfg, &w, &x, &chunks);
+                    assert!(
+                        got.iter()
+                            .zip(&one)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{name} {mode:?} {}: threads changed the output",
+                        sched.label()
+                    );
+                }
+            }
+        }
+    }
+}
