@@ -2,7 +2,7 @@
 //! machine's limits, measured in the same run.
 //!
 //!     cargo run --release --example bench -- [--quick | --full] [--json FILE]
-//!         [--config tutorial,v2lite,v3] [--weights f32,bf16] [--cache f32,bf16]
+//!         [--config tutorial,v2lite,v3] [--weights f32,bf16] [--cache f32,bf16,f8]
 //!         [--threads 1,2] [--ctx 1,256,1024,4096,16384] [--prefill 512]
 //!         [--layers hot,cold] [--no-probe] [--probe-mib N]
 //!
@@ -89,6 +89,14 @@ fn dtype(s: &str) -> Option<DType> {
     }
 }
 
+/// A cache dtype: those of [`dtype`] and `f8` (the FP8 latent cache).
+fn cache_dtype(s: &str) -> Option<DType> {
+    match s {
+        "f8" | "f8_e4m3" => Some(DType::F8E4M3),
+        _ => dtype(s),
+    }
+}
+
 fn all_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -134,7 +142,7 @@ fn parse_args() -> Opts {
                 explicit_configs = true;
             }
             "--weights" => o.weights = parse_list(&val(), dtype),
-            "--cache" => o.caches = parse_list(&val(), dtype),
+            "--cache" => o.caches = parse_list(&val(), cache_dtype),
             "--threads" => o.threads = parse_list(&val(), |s| s.parse().ok().filter(|&t| t > 0)),
             "--ctx" => o.ctx = parse_list(&val(), |s| s.parse().ok()),
             "--prefill" => o.prefill = val().parse().unwrap_or_else(|_| die("--prefill N")),
@@ -944,7 +952,7 @@ fn decode<'p>(
     let probe_layer = RandomWeights::new(&cfg, wd, 1);
     let wbytes = probe_layer.bytes();
     let macs = probe_layer.macs_per_token();
-    let row_bytes = dm.cache_row * cd.size();
+    let row_bytes = dm.cache_row_bytes;
     let layer_ws = wbytes + row_bytes * max_ctx;
     let mem_bytes = Engine::memory_bytes(&cfg).expect("memory");
     let n_layers = if mode == "cold" {

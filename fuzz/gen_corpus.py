@@ -169,6 +169,10 @@ def main():
     for name, c in [("tutorial", TUT), ("v2_lite", V2L), ("v3", V3), ("qlora", QLORA),
                     ("qproj", QPROJ), ("tutorial_small", TUTS)]:
         write("config", name, config_bytes(c))
+    # The FP8 latent cache (cache_dtype 3): FlashMLA's layout at V3 dims, and a
+    # latent narrower than one 128-value scale group.
+    for name, c in [("v3_fp8", V3), ("tutorial_small_fp8", TUTS)]:
+        write("config", name, config_bytes(dict(c, cache_dtype=3)))
 
     # Regressions found by this target (each panicked with an overflow once):
     # Engine::memory_bytes -> attention::Scratch::lens multiplied H * r unchecked;

@@ -170,7 +170,8 @@ typedef struct mla_config {
      */
     uint32_t q_norm;
     /**
-     * Storage type of the latent cache (`MLA_DTYPE_*`).
+     * Storage type of the latent cache (`MLA_DTYPE_*`; F8_E4M3: FlashMLA's
+     * FP8 layout, see `mla_cache_bytes_per_token`).
      */
     mla_dtype cache_dtype;
     /**
@@ -328,7 +329,8 @@ typedef struct mla_config {
      */
     uint32_t index_query_scale;
     /**
-     * Storage of the indexer-key cache (`MLA_DTYPE_*`).
+     * Storage of the indexer-key cache: `MLA_DTYPE_F32`, `_BF16` or
+     * `_F8_E4M3` (E4M3 with one f32 scale per token).
      */
     mla_dtype index_cache_dtype;
     /**
@@ -599,9 +601,12 @@ typedef void (*mla_parallel_for_fn)(void *host_ctx,
 #define MLA_DTYPE_BF16 2
 
 /**
- * FP8 E4M3 (OCP, as DeepSeek's FP8 checkpoints), with block scales
- * (`mla_tensor.scale`). Not yet accepted by this build: a tensor of it is
- * MLA_ERR_WEIGHT_DTYPE, a cache of it MLA_ERR_UNSUPPORTED.
+ * FP8 E4M3 (OCP, as DeepSeek's FP8 checkpoints). As `cache_dtype`: the latent
+ * cache in FlashMLA's DeepSeek-V3.2 layout, per token the r latent values as
+ * E4M3, one f32 scale per 128 of them, the rope values as bf16 (656 bytes at
+ * r 512, p 64). As `index_cache_dtype`: E4M3 keys with one f32 scale per
+ * token. As a tensor dtype (with block scales, `mla_tensor.scale`): not yet
+ * accepted by this build, MLA_ERR_WEIGHT_DTYPE.
  */
 #define MLA_DTYPE_F8_E4M3 3
 

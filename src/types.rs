@@ -80,9 +80,12 @@ pub const MLA_DTYPE_F32: mla_dtype = 0;
 pub const MLA_DTYPE_F16: mla_dtype = 1;
 /// bfloat16.
 pub const MLA_DTYPE_BF16: mla_dtype = 2;
-/// FP8 E4M3 (OCP, as DeepSeek's FP8 checkpoints), with block scales
-/// (`mla_tensor.scale`). Not yet accepted by this build: a tensor of it is
-/// MLA_ERR_WEIGHT_DTYPE, a cache of it MLA_ERR_UNSUPPORTED.
+/// FP8 E4M3 (OCP, as DeepSeek's FP8 checkpoints). As `cache_dtype`: the latent
+/// cache in FlashMLA's DeepSeek-V3.2 layout, per token the r latent values as
+/// E4M3, one f32 scale per 128 of them, the rope values as bf16 (656 bytes at
+/// r 512, p 64). As `index_cache_dtype`: E4M3 keys with one f32 scale per
+/// token. As a tensor dtype (with block scales, `mla_tensor.scale`): not yet
+/// accepted by this build, MLA_ERR_WEIGHT_DTYPE.
 pub const MLA_DTYPE_F8_E4M3: mla_dtype = 3;
 
 /// Pair order inside a rotated vector of `p` values (`MLA_ROPE_*`).
@@ -223,8 +226,7 @@ const _: () = {
     assert!(MLA_MAX_ROPE_FACTORS == MAX_ROPE_FACTORS);
     // mla_weights holds one mla_tensor per core tensor, in the same order.
     assert!(size_of::<mla_weights>() == WEIGHT_COUNT * size_of::<mla_tensor>());
-    // DType has no FP8 yet: when it gains it, it must be 3.
-    assert!(DType::from_u32(MLA_DTYPE_F8_E4M3).is_none());
+    assert!(MLA_DTYPE_F8_E4M3 == DType::F8E4M3 as u32);
 };
 
 /// Engine configuration. Fill it with a preset (`mla_config_tutorial()`, ...),
@@ -260,7 +262,8 @@ pub struct mla_config {
     pub rope_key: mla_rope_key,
     /// 1: RMSNorm on the query latent (`q_a_layernorm`, needs r_q > 0); 0: none.
     pub q_norm: u32,
-    /// Storage type of the latent cache (`MLA_DTYPE_*`).
+    /// Storage type of the latent cache (`MLA_DTYPE_*`; F8_E4M3: FlashMLA's
+    /// FP8 layout, see `mla_cache_bytes_per_token`).
     pub cache_dtype: mla_dtype,
     /// `MLA_ATTN_AUTO`, `MLA_ATTN_NAIVE` or `MLA_ATTN_ABSORB`.
     pub attn_mode: mla_attn_mode,
@@ -342,7 +345,8 @@ pub struct mla_config {
     pub index_q_norm_eps: f32,
     /// 1: learned log-position scale on the indexer query.
     pub index_query_scale: u32,
-    /// Storage of the indexer-key cache (`MLA_DTYPE_*`).
+    /// Storage of the indexer-key cache: `MLA_DTYPE_F32`, `_BF16` or
+    /// `_F8_E4M3` (E4M3 with one f32 scale per token).
     pub index_cache_dtype: mla_dtype,
     /// Pooled indexer keys: tokens per pool; 0 = none.
     pub index_kpool: u32,
@@ -581,18 +585,14 @@ mod tests {
     }
 
     #[test]
-    fn fp8_cache_is_unsupported_with_a_message() {
+    fn fp8_caches_are_accepted() {
         let mut c = mla_config::from_config(&Config::tutorial());
         c.cache_dtype = MLA_DTYPE_F8_E4M3;
-        let e = c.to_config().unwrap_err();
-        assert_eq!(e.status(), Status::Unsupported);
-        assert_eq!(
-            e.message(),
-            "cache_dtype: MLA_DTYPE_F8_E4M3 is not supported by this build yet"
-        );
-        let mut c = mla_config::from_config(&Config::tutorial());
         c.index_cache_dtype = MLA_DTYPE_F8_E4M3;
-        assert_eq!(c.to_config().unwrap_err().status(), Status::Unsupported);
+        let got = c.to_config().unwrap();
+        assert_eq!(got.cache_dtype, DType::F8E4M3);
+        assert_eq!(got.index_cache_dtype, DType::F8E4M3);
+        assert_eq!(mla_config::from_config(&got).cache_dtype, MLA_DTYPE_F8_E4M3);
     }
 
     #[test]

@@ -91,8 +91,7 @@ fn status_and_enum_values_match_design() {
         ("MLA_DTYPE_F32", DType::F32 as u32, 0),
         ("MLA_DTYPE_F16", DType::F16 as u32, 1),
         ("MLA_DTYPE_BF16", DType::BF16 as u32, 2),
-        // No core FP8 dtype yet: the C value is fixed by the ABI (3, as safetensors numbers F8_E4M3 in DeepSeek checkpoints).
-        ("MLA_DTYPE_F8_E4M3", MLA_DTYPE_F8_E4M3, 3),
+        ("MLA_DTYPE_F8_E4M3", DType::F8E4M3 as u32, 3),
         ("MLA_ROPE_TYPE_DEFAULT", RopeType::Default as u32, 0),
         ("MLA_ROPE_TYPE_YARN", RopeType::Yarn as u32, 1),
         ("MLA_ROPE_TYPE_LINEAR", RopeType::Linear as u32, 2),

@@ -39,6 +39,12 @@ def golden(logs):
     return indent(lines) if lines else None
 
 
+def fp8(logs):
+    t = read(os.path.join(logs, "fp8.log")) or ""
+    lines = [l for l in t.splitlines() if l.startswith("| ")]
+    return "".join(l.rstrip() + "\n" for l in lines) if lines else None
+
+
 def c_checks(logs):
     t = read(os.path.join(logs, "ffi.log")) or ""
     m = re.search(r"^([0-9]+ checks, [0-9]+ failures[^\n]*)$", t, re.M)
@@ -127,6 +133,7 @@ def test_time(logs):
 
 FIGURES = {
     "golden": golden,
+    "fp8": fp8,
     "c-checks": c_checks,
     "cross-demos": cross_demos,
     "firmware-output": firmware,

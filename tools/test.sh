@@ -47,6 +47,8 @@ step "Rust tests (x86-64)"
 cargo test
 # The golden test again, with its per-case worst errors shown (nothing is rebuilt).
 logged golden cargo test -q --test golden f32_matches_reference -- --nocapture
+# The FP8 latent cache's per-case errors (its README table).
+logged fp8 cargo test -q --test fp8_cache fp8_cache_within -- --nocapture
 
 step "benchmarks and demos build"
 cargo build --release --examples
@@ -86,6 +88,8 @@ echo
 echo "=== summary (from $LOGS) ==="
 echo "golden cases, f32, worst relative error over 9 runs each (bound 1e-5):"
 grep -E '^[a-z0-9_]+: [0-9]+ tokens, 9 runs, worst rel err' "$LOGS/golden.log" | sed 's/^/  /'
+echo "FP8 latent cache against the f32 reference (bound 5e-2):"
+grep -E '^\| ' "$LOGS/fp8.log" | sed 's/^/  /'
 echo "C status test (tests/c/status_test.c):"
 grep -E '^[0-9]+ checks, [0-9]+ failures' "$LOGS/ffi.log" | head -n 1 | sed 's/^/  /'
 echo "README examples:"

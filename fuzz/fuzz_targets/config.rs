@@ -44,6 +44,7 @@ fn config(data: &[u8]) -> Option<Config> {
             1 => true,
             _ => return None,
         },
+        // 0..=3: f32, f16, bf16 and the FP8 cache (FlashMLA's layout).
         cache_dtype: DType::from_u32(r.u32())?,
         attn_mode: AttnMode::from_u32(r.u32())?,
         original_max_position: r.u32(),

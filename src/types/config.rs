@@ -80,12 +80,7 @@ impl mla_config {
             .ok_or_else(|| bad("rope_layout", self.rope_layout))?;
         let rope_key =
             RopeKey::from_u32(self.rope_key).ok_or_else(|| bad("rope_key", self.rope_key))?;
-        let dtype = |field: &str, v: u32| match DType::from_u32(v) {
-            Some(d) => Ok(d),
-            None if v == MLA_DTYPE_F8_E4M3 => Err(err(Status::Unsupported, field)
-                .s(": MLA_DTYPE_F8_E4M3 is not supported by this build yet")),
-            None => Err(bad(field, v)),
-        };
+        let dtype = |field: &str, v: u32| DType::from_u32(v).ok_or_else(|| bad(field, v));
         let cache_dtype = dtype("cache_dtype", self.cache_dtype)?;
         let index_cache_dtype = dtype("index_cache_dtype", self.index_cache_dtype)?;
         let attn_mode =

@@ -51,7 +51,9 @@ impl mla_tensor {
         if self.data.is_null() {
             return Ok(None);
         }
-        let dtype = DType::from_u32(self.dtype).ok_or_else(|| {
+        // FP8 is a cache dtype only in this build: refused as a weight dtype.
+        let weight_dtype = DType::from_u32(self.dtype).filter(|d| *d != DType::F8E4M3);
+        let dtype = weight_dtype.ok_or_else(|| {
             if self.dtype == MLA_DTYPE_F8_E4M3 {
                 err(Status::WeightDtype, name)
                     .s(": MLA_DTYPE_F8_E4M3 weights are not supported by this build yet")

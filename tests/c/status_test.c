@@ -501,6 +501,23 @@ static void test_presets(void) {
     CHECK(bytes == 576 * sizeof(float)); /* r + p = 512 + 64 */
     EXPECT(mla_engine_size(&c, &big), MLA_OK);
     CHECK(big > bytes * c.max_seq_len);
+
+    /* FP8 latent cache (FlashMLA's layout): 512 E4M3 latent values, 4 f32
+       scales (one per 128), 64 bf16 rope values = 656 bytes a token; the
+       engine is smaller than with a bf16 cache by (1152 - 656) a position. */
+    {
+        size_t b16 = 0, s16 = 0, s8 = 0;
+        c.cache_dtype = MLA_DTYPE_BF16;
+        EXPECT(mla_cache_bytes_per_token(&c, &b16), MLA_OK);
+        EXPECT(mla_engine_size(&c, &s16), MLA_OK);
+        c.cache_dtype = MLA_DTYPE_F8_E4M3;
+        EXPECT(mla_config_validate(&c, msg, sizeof msg), MLA_OK);
+        EXPECT(mla_cache_bytes_per_token(&c, &bytes), MLA_OK);
+        CHECK(bytes == 512 + 4 * 4 + 64 * 2 && bytes == 656);
+        CHECK(b16 == 1152);
+        EXPECT(mla_engine_size(&c, &s8), MLA_OK);
+        CHECK(s16 - s8 == (size_t)c.max_seq_len * (1152 - 656));
+    }
 }
 
 /* One config field spoiled: validate, cache_bytes_per_token and engine_size
@@ -637,9 +654,6 @@ static void test_config_errors(void) {
     c.cache_dtype = 4;
     BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "cache_dtype");
     c = good;
-    c.cache_dtype = MLA_DTYPE_F8_E4M3; /* ABI 2 value, not in this build */
-    BAD_CONFIG(c, MLA_ERR_UNSUPPORTED, "cache_dtype");
-    c = good;
     c.rope_type = 6;
     BAD_CONFIG(c, MLA_ERR_INVALID_CONFIG, "rope_type");
     c = good;
@@ -768,6 +782,36 @@ static void test_init_errors(const model *m) {
         CHECK(mla_len(out) == 1);
     }
     free(mem);
+
+    /* An FP8 cache: inits, runs prefill and decode, within 5e-2 of the f32
+       cache (and not exactly it); chunked prefill equals one call. */
+    {
+        eng a, b, c8;
+        mla_config cf = good;
+        float x[MAXTOK * D], ya[MAXTOK * D], yb[MAXTOK * D], yc[MAXTOK * D];
+        int k;
+        cf.cache_dtype = MLA_DTYPE_F8_E4M3;
+        for (k = 0; k < MAXTOK; k++) {
+            token(x + k * D, (unsigned)k);
+        }
+        if (eng_init(&a, &good, &wgood) && eng_init(&b, &cf, &wgood) && eng_init(&c8, &cf, &wgood)) {
+            EXPECT(mla_forward(a.e, x, MAXTOK, ya), MLA_OK);
+            EXPECT(mla_forward(b.e, x, MAXTOK, yb), MLA_OK);
+            for (k = 0; k < MAXTOK; k++) {
+                EXPECT(mla_forward(c8.e, x + k * D, 1, yc + k * D), MLA_OK);
+            }
+            printf("  fp8 cache vs f32 cache: max rel %.3g\n", max_rel(yb, ya, MAXTOK * D));
+            CHECK(max_rel(yb, ya, MAXTOK * D) < 5e-2);
+            CHECK(max_rel(yb, ya, MAXTOK * D) > 1e-4);
+            CHECK(max_rel(yc, yb, MAXTOK * D) < 1e-5);
+            EXPECT(mla_truncate(b.e, 1), MLA_OK);
+            EXPECT(mla_forward(b.e, x + D, MAXTOK - 1, ya + D), MLA_OK);
+            CHECK(max_rel(ya + D, yb + D, (MAXTOK - 1) * D) < 1e-5);
+        }
+        eng_free(&a);
+        eng_free(&b);
+        eng_free(&c8);
+    }
 
     /* bf16 weights with an f16 cache: same model within 1e-2 of f32. */
     {
@@ -1372,9 +1416,13 @@ static void test_hf_checkpoint(void) {
         CKPT_FAILS(st, slen, json, jlen, 1, &wide, MLA_ERR_WEIGHT_SHAPE);
         CHECK(last_error_starts("model.layers.1.self_attn.kv_a_proj_with_mqa.weight: expected"));
         wide = c;
+        wide.cache_dtype = 5;
+        CKPT_FAILS(st, slen, json, jlen, 1, &wide, MLA_ERR_INVALID_CONFIG);
+        CHECK(last_error_is("cache_dtype: unknown value 5"));
+        /* An FP8 cache binds the same (f32) weights. */
         wide.cache_dtype = MLA_DTYPE_F8_E4M3;
-        CKPT_FAILS(st, slen, json, jlen, 1, &wide, MLA_ERR_UNSUPPORTED);
-        CHECK(last_error_is("cache_dtype: MLA_DTYPE_F8_E4M3 is not supported by this build yet"));
+        w = wsent;
+        EXPECT(mla_weights_from_checkpoint(st, slen, (const char *)json, jlen, 1, &wide, &w), MLA_OK);
     }
 
     /* The weights of layer 1 by their checkpoint names, zero-copy. */

@@ -352,8 +352,8 @@ impl Config {
 
     /// Bytes cached per token in the configured cache dtype.
     pub fn cache_bytes_per_token(&self) -> Result<usize> {
-        // dims() checked cache_row * dtype size * max_seq_len for overflow.
-        Ok(self.dims()?.cache_row * self.cache_dtype.size())
+        // dims() checked the row's bytes * max_seq_len for overflow.
+        Ok(self.dims()?.cache_row_bytes)
     }
 
     /// Bytes per token a full (non-latent) K/V cache would hold in the same dtype:
@@ -425,6 +425,9 @@ pub struct Dims {
     pub o_cols: usize,
     /// Values per cached token: r + rope_k
     pub cache_row: usize,
+    /// Bytes per cached token in `cache_dtype` ([`crate::cache::row_bytes`]:
+    /// `cache_row` elements, or FlashMLA's FP8 layout, 656 at r 512, p 64)
+    pub cache_row_bytes: usize,
     /// max_seq_len
     pub max_seq: usize,
     /// max_tokens_per_call

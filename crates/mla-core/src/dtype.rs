@@ -14,6 +14,10 @@ pub enum DType {
     F16 = 1,
     /// bfloat16 (the upper half of a binary32).
     BF16 = 2,
+    /// FP8 E4M3 ([`crate::fp8`]). A cache dtype only (the latent cache in
+    /// FlashMLA's layout, see [`crate::cache::row_bytes`], and the DSA index
+    /// cache); it has no [`Element`] type, so no weight or [`Elems`] is of it.
+    F8E4M3 = 3,
 }
 
 impl DType {
@@ -22,6 +26,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::F8E4M3 => 1,
         }
     }
 
@@ -31,16 +36,19 @@ impl DType {
             0 => Some(DType::F32),
             1 => Some(DType::F16),
             2 => Some(DType::BF16),
+            3 => Some(DType::F8E4M3),
             _ => None,
         }
     }
 
-    /// Lower-case name, as in safetensors (`F32`, `F16`, `BF16` upper-case there).
+    /// Lower-case name, as in safetensors (`F32`, `F16`, `BF16`, `F8_E4M3`
+    /// upper-case there).
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::F8E4M3 => "f8_e4m3",
         }
     }
 }
@@ -116,7 +124,8 @@ macro_rules! with_slice {
     };
 }
 
-/// `$body` with the type `$t` set to the [`Element`] of `$dtype`.
+/// `$body` with the type `$t` set to the [`Element`] of `$dtype`; `None`
+/// (from the enclosing function) for a dtype without one (FP8).
 macro_rules! with_type {
     ($dtype:expr, |$t:ident| $body:expr) => {
         match $dtype {
@@ -132,6 +141,7 @@ macro_rules! with_type {
                 type $t = bf16;
                 $body
             }
+            DType::F8E4M3 => None,
         }
     };
 }
@@ -195,7 +205,8 @@ impl<'a> Elems<'a> {
     }
 
     /// Borrows raw bytes as elements of `dtype`, checking length and alignment.
-    /// Returns `None` when `bytes` is misaligned or not a whole number of elements.
+    /// Returns `None` when `bytes` is misaligned or not a whole number of
+    /// elements, or `dtype` has no [`Element`] type (FP8).
     pub fn from_bytes(bytes: &'a [u8], dtype: DType) -> Option<Elems<'a>> {
         with_type!(dtype, |T| Some(T::elems(
             bytemuck::try_cast_slice(bytes).ok()?
@@ -254,7 +265,8 @@ impl<'a> ElemsMut<'a> {
     }
 
     /// Borrows raw bytes as elements of `dtype`, checking length and alignment.
-    /// Returns `None` when `bytes` is misaligned or not a whole number of elements.
+    /// Returns `None` when `bytes` is misaligned or not a whole number of
+    /// elements, or `dtype` has no [`Element`] type (FP8).
     pub fn from_bytes(bytes: &'a mut [u8], dtype: DType) -> Option<ElemsMut<'a>> {
         with_type!(dtype, |T| Some(T::elems_mut(
             bytemuck::try_cast_slice_mut(bytes).ok()?

@@ -136,10 +136,11 @@ impl<'w, 'm> Engine<'w, 'm> {
                 .n(need));
         }
         let mut work = placed.regions;
-        let cache = LatentCache::ring(
+        let cache = LatentCache::ring_split(
             core::mem::take(&mut work.cache),
             cfg.cache_dtype,
-            dims.cache_row,
+            dims.r,
+            dims.rope_k,
             dims.cache_rows,
             dims.max_seq,
         )

@@ -43,7 +43,7 @@
 //!
 //! | region          | type | shape                                  | what                                   |
 //! |-----------------|------|----------------------------------------|----------------------------------------|
-//! | `cache`         | u8   | `[cache_rows][cache_row]` of `cache_dtype` | latent `c` and rope key(s) per token (a ring with a window) |
+//! | `cache`         | u8   | `[cache_rows][cache_row_bytes]` (`cache_row` of `cache_dtype`, or FP8's layout) | latent `c` and rope key(s) per token (a ring with a window) |
 //! | `index_cache`   | u8   | `[max_seq_len][row_bytes(index_cache_dtype, Di)]` (DSA full) | indexer key per token |
 //! | `rope_inv_freq` | f64  | `[p/2]`                                | RoPE inverse frequencies (YaRN applied)|
 //! | `rope_cos`      | f32  | `[p/2]`                                | one position's rotation                |
@@ -73,8 +73,8 @@
 //! | `latent_acc`                | `[H][r]`        | `keys`                | `[nb][n+p]`       |
 //! | `max`, `sum`                | `[Hp]` each     | `values`              | `[nb][v]`         |
 //! | `weights`                   | `[H][ab]`       | `scores`              | `[T][nb]`         |
-//! | `rows` (f16/bf16 or DSA)    | `[ab][cache_row]` | `max`, `sum`        | `[T]` each        |
-//! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16 or DSA)| `[nb][cache_row]` |
+//! | `rows` (f16/bf16/FP8 or DSA) | `[ab][cache_row]` | `max`, `sum`       | `[T]` each        |
+//! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16/FP8 or DSA)| `[nb][cache_row]` |
 //! | `rescale`                   | `[Hp]`          | packing scratch: the rest of the slot | at least `[pack_len(max(n+p, r))]` when `T >= 16` |
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
@@ -411,9 +411,11 @@ layout! {
             0
         };
     } {
-        /// `[cache_rows][cache_row]` elements of `cache_dtype`, as bytes
-        /// (`cache_rows`: `max_seq_len`, or the ring of a sliding window).
-        cache: [u8; prod(&[dims.cache_rows, dims.cache_row, cfg.cache_dtype.size()])],
+        /// `[cache_rows][cache_row_bytes]`: `cache_row` elements of
+        /// `cache_dtype` per row, or the FP8 layout of
+        /// [`crate::cache::row_bytes`] (`cache_rows`: `max_seq_len`, or the
+        /// ring of a sliding window).
+        cache: [u8; prod(&[dims.cache_rows, dims.cache_row_bytes])],
         /// DSA `Full`: `[max_seq_len]` indexer keys of `index_cache_dtype`
         /// ([`crate::dsa::row_bytes`] each), as bytes.
         index_cache: [u8; match index_row {
@@ -527,7 +529,9 @@ layout! {
 }
 
 /// True when attention copies cache rows to f32 scratch: the cache is f16/bf16
-/// (widened per block) or the layer is sparse (its selected rows are gathered).
+/// (widened per block) or FP8 (decoded per block: codes times their group's
+/// scale, rope from bf16), or the layer is sparse (its selected rows are
+/// gathered). The scratch is one block of rows per task, never the cache.
 pub const fn widened_rows(cfg: &Config) -> bool {
     !matches!(cfg.cache_dtype, DType::F32) || !matches!(cfg.dsa, Dsa::None)
 }

@@ -40,13 +40,20 @@ impl<'w> Tensor<'w> {
     }
 
     /// A tensor over raw bytes of `dtype`: checks length (`WeightShape`) and
-    /// alignment (`Misaligned`: f32 needs 4 bytes, f16/bf16 2).
+    /// alignment (`Misaligned`: f32 needs 4 bytes, f16/bf16 2); FP8 is a cache
+    /// dtype only (`WeightDtype`).
     pub fn from_bytes(
         bytes: &'w [u8],
         dtype: DType,
         rows: usize,
         cols: usize,
     ) -> Result<Tensor<'w>> {
+        if dtype == DType::F8E4M3 {
+            return Err(err(
+                Status::WeightDtype,
+                "tensor: f8_e4m3 weights are not supported by this build yet",
+            ));
+        }
         let want = rows
             .checked_mul(cols)
             .and_then(|n| n.checked_mul(dtype.size()))

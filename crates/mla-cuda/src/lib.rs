@@ -236,7 +236,9 @@ fn dt_index(dt: DType) -> usize {
     match dt {
         DType::F32 => 0,
         DType::F16 => 1,
-        DType::BF16 => 2,
+        // FP8 is no weight dtype (the core refuses it); as cache dtype
+        // `check_supported_cuda` refuses it before any kernel is chosen.
+        DType::BF16 | DType::F8E4M3 => 2,
     }
 }
 
@@ -713,6 +715,8 @@ impl CudaEngine {
                             .copy_from_slice(&half::f16::from_f32(v).to_bits().to_ne_bytes()),
                         DType::BF16 => host[at..at + 2]
                             .copy_from_slice(&half::bf16::from_f32(v).to_bits().to_ne_bytes()),
+                        // Refused by `check_supported_cuda` at create.
+                        DType::F8E4M3 => {}
                     }
                 }
                 // SAFETY: rows len .. end lie inside the cache allocation; the
@@ -765,7 +769,7 @@ impl Drop for CudaEngine {
 /// What the CPU engine runs but this CUDA engine does not yet: its RoPE table is
 /// precomputed for every position (no per-call longrope switch, no NoPE), it
 /// applies no latent or query scales, gates, sinks, rope-key norm or LeRoPE,
-/// its cache is not a ring, and it has no sparse-attention indexer.
+/// its cache is not a ring and not FP8, and it has no sparse-attention indexer.
 fn check_supported_cuda(cfg: &Config) -> Result<()> {
     use mla_core::config::{QueryScale, RopeType};
     let what = match cfg.rope_type {
@@ -780,6 +784,7 @@ fn check_supported_cuda(cfg: &Config) -> Result<()> {
         _ if cfg.rope_freq_alpha => Some("rope_freq_alpha (LeRoPE)"),
         _ if cfg.kv_shared => Some("kv_shared (cross-layer KV sharing)"),
         _ if cfg.dsa != mla_core::config::Dsa::None => Some("dsa (sparse attention)"),
+        _ if cfg.cache_dtype == DType::F8E4M3 => Some("cache_dtype f8_e4m3 (FP8 latent cache)"),
         _ => None,
     };
     match what {
@@ -801,7 +806,7 @@ mod tests {
         let base = Config::deepseek_v2_lite();
         assert!(check_supported_cuda(&base).is_ok());
         assert!(check_supported_cuda(&Config::tutorial()).is_ok());
-        let cases: [(&str, Config); 10] = [
+        let cases: [(&str, Config); 11] = [
             (
                 "longrope",
                 Config {
@@ -869,6 +874,13 @@ mod tests {
                 "dsa",
                 Config {
                     dsa: Dsa::Full,
+                    ..base
+                },
+            ),
+            (
+                "cache_dtype f8_e4m3",
+                Config {
+                    cache_dtype: mla_core::DType::F8E4M3,
                     ..base
                 },
             ),

@@ -80,6 +80,7 @@ fn dtype_name(dt: DType) -> &'static str {
         DType::F32 => "f32",
         DType::F16 => "f16",
         DType::BF16 => "bf16",
+        DType::F8E4M3 => "f8_e4m3",
     }
 }
 

@@ -97,7 +97,10 @@ pub struct Converted {
 impl Converted {
     /// Rounds every tensor of `w` (any dtype) to `dtype` (F16 or BF16).
     pub fn new(w: &Weights, dtype: DType) -> Converted {
-        assert!(dtype != DType::F32, "convert to f16 or bf16");
+        assert!(
+            matches!(dtype, DType::F16 | DType::BF16),
+            "convert to f16 or bf16"
+        );
         let store = named_tensors(w)
             .iter()
             .map(|(_, t)| {

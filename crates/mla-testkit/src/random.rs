@@ -98,6 +98,7 @@ impl Mat {
             DType::F32 => Store::F32(values.to_vec()),
             DType::F16 => Store::F16(values.iter().map(|&x| f16::from_f32(x)).collect()),
             DType::BF16 => Store::BF16(values.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::F8E4M3 => panic!("{name}: f8_e4m3 is a cache dtype, not a weight dtype"),
         };
         Mat {
             name,

@@ -248,7 +248,7 @@ impl<'a, 'm> Inputs<'a, '_, 'm> {
         }
     }
 
-    /// True when cache rows are copied to f32 scratch: widened (f16/bf16
+    /// True when cache rows are copied to f32 scratch: widened (f16/bf16/FP8
     /// cache) or gathered (sparse attention). Matches [`crate::plan::widened_rows`].
     fn widen(&self) -> bool {
         self.cache.dtype() != crate::dtype::DType::F32 || self.selection.is_some()

@@ -120,7 +120,7 @@ impl Config {
         let o_cols = tri!(fits(h.checked_mul(v), "num_heads * v"));
         let cache_row = kv_a_rows;
         let cache_bytes_per_token = tri!(fits(
-            cache_row.checked_mul(self.cache_dtype.size()),
+            crate::cache::row_bytes(self.cache_dtype, r, rope_k),
             "cache row"
         ));
         // The cache is one slice: its bytes must fit isize, not just usize.
@@ -221,10 +221,19 @@ impl Config {
             "index_wq_b"
         ));
         tri!(fits(
-            addressable(match index_dim.checked_mul(self.index_cache_dtype.size()) {
-                Some(b) => b.checked_mul(max_seq),
-                None => None,
-            }),
+            addressable(
+                match crate::dsa::IndexDType::from_dtype(self.index_cache_dtype) {
+                    Some(dt) => match crate::dsa::row_bytes(dt, index_dim) {
+                        Some(b) => b.checked_mul(max_seq),
+                        None => None,
+                    },
+                    // f16: refused by validation; sized as 2 bytes a value.
+                    None => match index_dim.checked_mul(self.index_cache_dtype.size()) {
+                        Some(b) => b.checked_mul(max_seq),
+                        None => None,
+                    },
+                }
+            ),
             "max_seq_len * index_head_dim"
         ));
         Ok(Dims {
@@ -243,6 +252,7 @@ impl Config {
             kv_b_rows,
             o_cols,
             cache_row,
+            cache_row_bytes: cache_bytes_per_token,
             max_seq,
             max_tok,
             q_b_rows,
@@ -409,7 +419,7 @@ impl Config {
                 tri!(finite_pos("index_k_norm_eps", self.index_k_norm_eps));
                 tri!(finite_pos("index_q_norm_eps", self.index_q_norm_eps));
                 if matches!(self.index_cache_dtype, DType::F16) {
-                    return Err(bad("index_cache_dtype", "must be f32 or bf16"));
+                    return Err(bad("index_cache_dtype", "must be f32, bf16 or f8_e4m3"));
                 }
                 if self.index_kpool > 0 && self.index_topk < self.index_kpool {
                     return Err(bad("index_topk", "must be >= index_kpool (whole pools)"));

@@ -24,6 +24,7 @@ impl IndexDType {
         match d {
             DType::F32 => Some(IndexDType::F32),
             DType::BF16 => Some(IndexDType::BF16),
+            DType::F8E4M3 => Some(IndexDType::F8E4M3),
             DType::F16 => None,
         }
     }

@@ -193,7 +193,7 @@ pub fn bind_weights<'a>(bytes: &'a [u8], prefix: &str, cfg: &Config) -> Result<W
 /// `beta_fast`, `beta_slow`, `mscale`, `mscale_all_dim`, `softmax_scale`) are
 /// finite decimals with an optional exponent; `rope_layout` is `interleaved` or
 /// `half`, `rope_key` `shared` or `per_head`, `q_norm` `0`/`1` (or `false`/`true`),
-/// `cache_dtype` `f32`/`f16`/`bf16`, `attn_mode` `auto`/`naive`/`absorb`.
+/// `cache_dtype` `f32`/`f16`/`bf16`/`f8_e4m3`, `attn_mode` `auto`/`naive`/`absorb`.
 /// Other keys are ignored. A value that does not parse is `InvalidArgument` naming
 /// the key. The result is not validated (call [`Config::validate`]).
 pub fn config_from_metadata(st: &SafeTensors, base: &Config) -> Result<Config> {
@@ -263,7 +263,14 @@ pub fn config_from_metadata(st: &SafeTensors, base: &Config) -> Result<Config> {
             "f32" | "F32" => DType::F32,
             "f16" | "F16" => DType::F16,
             "bf16" | "BF16" => DType::BF16,
-            _ => return Err(meta_err("cache_dtype", v, "is not f32, f16 or bf16")),
+            "f8_e4m3" | "F8_E4M3" => DType::F8E4M3,
+            _ => {
+                return Err(meta_err(
+                    "cache_dtype",
+                    v,
+                    "is not f32, f16, bf16 or f8_e4m3",
+                ))
+            }
         };
     }
     if let Some(v) = st.meta_value("attn_mode")? {
@@ -926,6 +933,11 @@ mod tests {
         want.cache_dtype = DType::BF16;
         want.attn_mode = AttnMode::Absorb;
         assert_eq!(c, want);
+        // The FP8 cache by its safetensors dtype name.
+        let buf = Writer::new().meta("cache_dtype", "F8_E4M3").build();
+        let st = SafeTensors::parse(&buf).unwrap();
+        let c = config_from_metadata(&st, &Config::tutorial()).unwrap();
+        assert_eq!(c.cache_dtype, DType::F8E4M3);
 
         // No metadata at all: the base comes back unchanged.
         let empty = file("{}", &[]);
