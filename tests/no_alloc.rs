@@ -1,19 +1,33 @@
 //! The core allocates nothing: a counting global allocator sees zero allocations
-//! during Engine::new, forward (prefill and decode, both paths), forward_batch,
-//! truncate and reset.
+//! on the calling thread during Engine::new, forward (prefill and decode, both
+//! paths), forward_batch, truncate and reset. (The core has no threads of its own
+//! and these tests give it no parallel-for, so everything it does runs on the
+//! test's thread; the test harness's threads allocate whenever they like and are
+//! not counted.)
 
 use mla_core::{AttnMode, Engine};
 use mla_testkit::*;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Allocations made by this thread. Const-initialised and without a
+    /// destructor: reading it never allocates and works at any point of a
+    /// thread's life.
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Allocations made so far by the calling thread.
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
     }
@@ -26,13 +40,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The count is process-wide: the tests run one at a time, or one test's set-up
-/// (loading golden files) would be counted in the other's measured calls.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn engine_calls_allocate_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The counter sees this thread's allocations.
+    let n0 = allocs();
+    let probe = std::hint::black_box(vec![1u8; 3]);
+    assert_eq!(allocs() - n0, 1, "the counting allocator is not in use");
+    drop(probe);
     // The one-time CPU-feature detection may allocate (std reads the auxiliary
     // vector, under qemu from /proc); it runs once per process, before any engine.
     let _ = mla_core::kernels::isa();
@@ -47,7 +61,7 @@ fn engine_calls_allocate_nothing() {
     let mut arena2 = Arena::new(Engine::memory_bytes(&cfg).unwrap());
     let mem = arena.get();
 
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let mut e = Engine::new(&cfg, &w, mem).unwrap();
     e.forward_mode(&x, &mut out, AttnMode::Naive).unwrap();
     for i in 0..4 {
@@ -60,14 +74,13 @@ fn engine_calls_allocate_nothing() {
     let mut e2 = Engine::new(&cfg, &w, arena2.get()).unwrap();
     Engine::forward_batch(&mut [&mut e, &mut e2], &x[..2 * d], &mut out[..2 * d]).unwrap();
     e.reset();
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(after - before, 0, "the core allocated");
     assert_eq!(bad.status(), mla_core::Status::InvalidArgument);
 }
 
 #[test]
 fn sparse_attention_allocates_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The one-time CPU-feature detection may allocate (std reads the auxiliary
     // vector, under qemu from /proc); it runs once per process, before any engine.
     let _ = mla_core::kernels::isa();
@@ -120,7 +133,7 @@ fn sparse_attention_allocates_nothing() {
     );
     let (m0, m1) = (a0.get(), a1.get());
 
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let mut p = Engine::with_indexer(&full, &w, Some(iw), m0).unwrap();
     let mut c = Engine::new(&shared, &w, m1).unwrap();
     p.forward_mode(&x[..64 * d], &mut out[..64 * d], AttnMode::Naive)
@@ -135,7 +148,7 @@ fn sparse_attention_allocates_nothing() {
     p.truncate(50).unwrap();
     let bad = c.forward(&x[..d], &mut out[..d]).unwrap_err();
     p.reset();
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(after - before, 0, "the core allocated");
     assert_eq!(bad.status(), mla_core::Status::InvalidArgument);
 }
