@@ -11,8 +11,8 @@
 # comparisons) carry `#[cfg_attr(miri, ignore)]` in the source and show as
 # "ignored"; the rest shrink their sizes under `cfg!(miri)`.
 #
-# mla-core's tests run as two Miri processes (one per core): attention + engine,
-# and the rest. libm's x86 sqrt is inline assembly, which Miri cannot run: the
+# mla-core's tests run as three Miri processes: attention, engine, and the rest
+# (then the C library's). libm's x86 sqrt is inline assembly, which Miri cannot run: the
 # feature `libm/force-soft-floats` selects its portable (equally exact) code for
 # this run only. Installs the nightly toolchain with miri and rust-src when
 # missing (as root).
@@ -40,13 +40,23 @@ mods=$(awk '/^#\[forbid\(unsafe_code\)\]/ { skip = 1; next }
 rest=$(echo "$mods" | grep -v -x -e 'attention::' -e 'engine::' | tr '\n' ' ')
 echo "miri: mla-core modules with unsafe code: $(echo $mods)"
 "${core[@]}" --no-run
-"${core[@]}" -- attention:: engine:: >"${TMPDIR:-/tmp}/miri-core-a.log" 2>&1 &
-a=$!
-rc_a=0 rc_b=0
+# Three processes: attention, engine (each a few minutes), the rest with the C
+# library's tests after it. Their logs are shown in turn when all have finished.
+logs=${TMPDIR:-/tmp}/mla-miri.$$
+mkdir -p "$logs"
+"${core[@]}" -- attention:: >"$logs/attention.log" 2>&1 &
+pa=$!
+"${core[@]}" -- engine:: >"$logs/engine.log" 2>&1 &
+pe=$!
+rc=0
 # shellcheck disable=SC2086 # one filter per word
-"${core[@]}" -- $rest 2>&1 || rc_b=$?
-wait "$a" || rc_a=$?
-cat "${TMPDIR:-/tmp}/miri-core-a.log"
-[ "$rc_a" = 0 ] && [ "$rc_b" = 0 ] || { echo "miri: mla-core tests failed" >&2; exit 1; }
-cargo +nightly miri test -p mla-rt --lib
+"${core[@]}" -- $rest || rc=1
+cargo +nightly miri test -p mla-rt --lib || rc=1
+for p in "$pa:attention" "$pe:engine"; do
+    wait "${p%%:*}" || rc=1
+    echo "--- mla-core ${p#*:}:: under Miri"
+    cat "$logs/${p#*:}.log"
+done
+rm -rf "$logs"
+[ "$rc" = 0 ] || { echo "miri: tests failed (above)" >&2; exit 1; }
 echo "miri: clean in $(($(date +%s) - start))s"
