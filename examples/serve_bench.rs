@@ -9,8 +9,10 @@
 //! go round the layers, so the weights are cold (larger than the last-level
 //! cache) at every call. A step is one `forward_batch` of `n` tokens (one per
 //! engine, each engine truncated back after it). Memory limit: bytes a step
-//! must read (weights once + `n` caches) / measured read bandwidth on the same
-//! number of threads (a SIMD-friendly sum over 256 MiB), as tokens/s.
+//! must read (weights once + `n` caches) / measured read bandwidth on at most
+//! the same number of threads (mla_testkit::probe, as examples/bench.rs: the
+//! best of several walks over 256 MiB, whole sweeps and 4 MiB chunks), as
+//! tokens/s.
 //! Tokens/s come from CPU time per step (process CPU time / steps / threads):
 //! on a machine shared with other jobs the wall time also counts their time
 //! slices; both are printed.
@@ -19,7 +21,7 @@ use std::time::Instant;
 
 use mla_core::parallel::ParallelFor;
 use mla_core::{Config, DType, Engine};
-use mla_testkit::{Arena, RandomWeights, Rng};
+use mla_testkit::{probe, Arena, RandomWeights, Rng};
 
 /// Two threads: this one and one spawned per call (even / odd tasks).
 struct Two;
@@ -39,39 +41,19 @@ fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
         .collect()
 }
 
-/// Read bandwidth (GB/s, mean CPU time of 8 passes) on `threads` threads.
+/// Read bandwidth (GB/s) on up to `threads` threads (1 or 2: this benchmark's
+/// thread pool is [`Two`]): the best of the shared probe
+/// ([`mla_testkit::probe::read_bandwidth`], the same as examples/bench.rs uses)
+/// over a 256 MiB buffer on 1 and, for 2, on 2 threads, so that the limit is a
+/// rate the machine was seen to reach and the engine cannot beat.
 fn bandwidth(threads: usize) -> f64 {
-    let buf = vec![1.0f32; 64 << 20];
-    let part = buf.len() / threads;
-    let sum = |v: &[f32]| {
-        let mut acc = [0f32; 16];
-        for c in v.chunks_exact(16) {
-            for (a, &x) in acc.iter_mut().zip(c) {
-                *a += x;
-            }
-        }
-        acc.iter().sum::<f32>()
-    };
-    let mut best = f64::MAX;
-    let c0 = cpu_seconds();
-    for _ in 0..8 {
-        let t = Instant::now();
-        let s: f32 = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..threads)
-                .map(|i| {
-                    let b = &buf[i * part..(i + 1) * part];
-                    s.spawn(move || sum(b))
-                })
-                .collect();
-            sum(&buf[..part]) + hs.into_iter().map(|h| h.join().unwrap()).sum::<f32>()
-        });
-        std::hint::black_box(s);
-        best = best.min(t.elapsed().as_secs_f64());
+    let buf: Vec<f32> = (0..64usize << 20).map(|i| (i % 7) as f32).collect();
+    let two = Two;
+    let mut best = probe::read_bandwidth(&buf, 1, None, 5, 1).1;
+    if threads > 1 {
+        best = best.max(probe::read_bandwidth(&buf, 2, Some(&two), 5, 1).1);
     }
-    // Mean CPU time per pass (see cpu_seconds), unless too short to count.
-    let cpu = (cpu_seconds() - c0) / 8.0 / threads as f64;
-    let secs = if cpu > 0.01 { cpu } else { best };
-    (part * threads * 4) as f64 / secs / 1e9
+    best
 }
 
 /// CPU seconds of this process so far (user + system, /proc/self/stat; 0
@@ -99,6 +81,10 @@ fn main() {
     let ctxs: Vec<usize> = list(&opt("--ctx", "1024,4096"));
     let ns: Vec<usize> = list(&opt("--n", "1,2,4,8,16"));
     let threads: Vec<usize> = list(&opt("--threads", "1,2"));
+    assert!(
+        threads.iter().all(|t| (1..=2).contains(t)),
+        "--threads: 1 or 2 (the benchmark's pool runs two threads)"
+    );
     let dtypes: Vec<String> = opt("--dtype", "f32,bf16")
         .split(',')
         .map(str::to_string)

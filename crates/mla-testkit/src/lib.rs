@@ -28,6 +28,7 @@ pub mod convert;
 pub mod family;
 pub mod golden;
 pub mod json_tree;
+pub mod probe;
 pub mod random;
 pub mod run;
 pub mod st_file;
