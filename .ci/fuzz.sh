@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS="${FUZZ_SECONDS:-30}"
-TARGETS="${FUZZ_TARGETS:-safetensors json config engine_calls hf_config}"
+TARGETS="${FUZZ_TARGETS:-safetensors json config engine_calls batch_calls hf_config}"
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     rustup toolchain install nightly --profile minimal
