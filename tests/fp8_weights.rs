@@ -202,3 +202,16 @@ fn bad_scales_are_refused_with_their_status() {
         e.message()
     );
 }
+
+/// The fuzz seed with FP8 weights (fuzz/gen_corpus.py) binds, so the fuzzer
+/// starts inside the FP8 paths.
+#[test]
+fn fuzz_seed_binds_fp8() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/safetensors/qlora_f8");
+    let buf = AlignedBytes::read(&path);
+    let w = bind_weights(buf.get(), PREFIX, &configs::tiny_qlora()).unwrap();
+    for t in [w.kv_b_proj, w.o_proj, w.q_b_proj.unwrap()] {
+        assert_eq!(t.data.dtype(), DType::F8E4M3);
+    }
+}
