@@ -2,26 +2,35 @@
 //! (DeepSeek-V3's checkpoints, [`crate::dtype::F8Elems`]).
 //!
 //! The weights are never widened as a whole: a panel of at most [`PANEL`] rows
-//! by one 128-column scale block is dequantized (code times its block's scale,
-//! the exact f32 a dequantized checkpoint holds) into a small stack buffer and
-//! fed to the f32 NN kernel, which accumulates it into `C`. Every `C[i][j]`
-//! adds its products in increasing `k`, so a value does not depend on how rows
-//! or tasks are split.
+//! by one or two 128-column scale blocks is dequantized (code times its
+//! block's scale, the exact f32 a dequantized checkpoint holds) into a small
+//! stack buffer and fed to the f32 kernels of the instruction set in use. The
+//! order of every sum is fixed by the shapes alone, so a value does not depend
+//! on how rows or tasks are split.
 
 use super::mat::{F8Mat, Mat, MatMut};
-use super::nn_typed;
 use super::Isa;
+use super::{nn_typed, nt_typed};
 use crate::dtype::F8_BLOCK;
 
-/// Rows of B dequantized per panel (the panel is `PANEL x 128` f32 on the
-/// stack: 8 KiB on 64-bit desktops and servers, 1 KiB on small targets).
+/// Rows of B dequantized per panel (the panel is `PANEL x KB` f32 on the
+/// stack: 16 KiB on 64-bit desktops and servers, 1 KiB on small targets).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const PANEL: usize = 16;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const PANEL: usize = 2;
+/// Columns (k) per panel of the NT product: whole scale blocks.
+const KB: usize = 2 * F8_BLOCK;
+/// Rows of A per NT tile (the tile `MI x PANEL` of partial sums).
+const MI: usize = 8;
 
 /// `C = A B^T` with B FP8 (`A` m x k f32, `B` n x k, `C` m x n). False (and
 /// nothing written) if the shapes disagree.
+///
+/// Per panel of `PANEL` rows of B by `KB` columns (dequantized row-major), the
+/// f32 NT kernel computes `MI x PANEL` tiles of partial dot products, added to
+/// `C` panel after panel in increasing `k`: the panels' bounds along k are
+/// fixed (multiples of `KB`), so a value does not depend on the row split.
 pub(super) fn nt(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
     if a.cols != b.cols || c.rows != a.rows || c.cols != b.rows {
         return false;
@@ -31,43 +40,82 @@ pub(super) fn nt(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
             r.fill(0.0);
         }
     }
-    let mut panel = [0f32; F8_BLOCK * PANEL];
-    let mut row = [0f32; F8_BLOCK];
+    let mut panel = [0f32; KB * PANEL];
+    let mut tile = [0f32; MI * PANEL];
     let mut j0 = 0;
     while j0 < b.rows {
         let nj = PANEL.min(b.rows - j0);
         let mut k0 = 0;
         while k0 < b.cols {
-            let nk = F8_BLOCK.min(b.cols - k0);
-            // The panel holds B^T: panel[kk][jj] = B[j0 + jj][k0 + kk].
+            let nk = KB.min(b.cols - k0);
             for jj in 0..nj {
-                let Some(r) = row.get_mut(..nk) else {
-                    return false;
-                };
-                if !b.dequant(j0 + jj, k0, r) {
-                    return false;
-                }
-                for (kk, &v) in r.iter().enumerate() {
-                    if let Some(p) = panel.get_mut(kk * nj + jj) {
-                        *p = v;
+                prefetch_next(b, j0 + jj, k0 + nk, nj);
+                let mut kb = 0;
+                while kb < nk {
+                    let len = F8_BLOCK.min(nk - kb);
+                    let at = jj * nk + kb;
+                    let Some(dst) = panel.get_mut(at..at + len) else {
+                        return false;
+                    };
+                    if !b.dequant(j0 + jj, k0 + kb, dst) {
+                        return false;
                     }
+                    kb += len;
                 }
             }
-            let (Some(a_blk), Some(bt), Some(mut c_blk)) = (
-                a.sub_cols(k0, nk),
-                panel.get(..nk * nj).and_then(|p| Mat::new(p, nk, nj, nj)),
-                c.sub(0, c.rows, j0, nj),
-            ) else {
+            let Some(bm) = panel.get(..nj * nk).and_then(|p| Mat::new(p, nj, nk, nk)) else {
                 return false;
             };
-            if !nn_typed(isa, &a_blk, &bt, &mut c_blk) {
-                return false;
+            let mut i0 = 0;
+            while i0 < a.rows {
+                let mi = MI.min(a.rows - i0);
+                let (Some(a_blk), Some(mut t)) = (
+                    a.sub(i0, mi, k0, nk),
+                    tile.get_mut(..mi * nj)
+                        .and_then(|t| MatMut::new(t, mi, nj, nj)),
+                ) else {
+                    return false;
+                };
+                if !nt_typed(isa, &a_blk, &bm, &mut t, None) {
+                    return false;
+                }
+                for i in 0..mi {
+                    let (Some(dst), Some(src)) = (
+                        c.row(i0 + i).and_then(|r| r.get_mut(j0..j0 + nj)),
+                        tile.get(i * nj..(i + 1) * nj),
+                    ) else {
+                        return false;
+                    };
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                }
+                i0 += mi;
             }
             k0 += nk;
         }
         j0 += nj;
     }
     true
+}
+
+/// Prefetches (into L2) the codes of row `j` of `b` at columns `k ..
+/// k + KB`, or, past the row's end, of row `j + nj` from its start: the
+/// panel after the current one. Weights in FP8 are read 16 rows at a time,
+/// which the hardware prefetchers do not foresee.
+#[inline(always)]
+fn prefetch_next(b: &F8Mat, j: usize, k: usize, nj: usize) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let (j, k) = if k < b.cols { (j, k) } else { (j + nj, 0) };
+        let base = b.e.codes().as_ptr();
+        let mut t = 0;
+        while t < KB {
+            // Addresses computed with wrapping arithmetic and never dereferenced.
+            super::simd::prefetch_l2(base.wrapping_add(j.wrapping_mul(b.cols).wrapping_add(k + t)));
+            t += 64;
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = (b, j, k, nj);
 }
 
 /// `C += A B` with B FP8 (`A` m x kd f32, `B` kd x n, `C` m x n). False (and
@@ -92,7 +140,7 @@ pub(super) fn nn(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
                 }
             }
             let (Some(a_blk), Some(bm), Some(mut c_blk)) = (
-                a.sub_cols(k0, nk),
+                a.sub(0, a.rows, k0, nk),
                 panel.get(..nk * nj).and_then(|p| Mat::new(p, nk, nj, nj)),
                 c.sub(0, c.rows, j0, nj),
             ) else {
