@@ -69,8 +69,8 @@ impl mla_tensor {
         })?;
         if dtype == DType::F8E4M3 {
             // SAFETY: forwarded from this function's contract (and the scales'
-            // in `to_f8`).
-            return unsafe { self.to_f8(name) }.map(Some);
+            // in `f8_tensor`).
+            return unsafe { self.f8_tensor(name) }.map(Some);
         }
         if !self.scale.is_null() || self.scale_block != 0 {
             return Err(err(Status::InvalidArgument, name)
@@ -116,7 +116,7 @@ impl mla_tensor {
     /// `data` points to `rows * cols` readable bytes and `scale`, when not
     /// NULL, to `ceil(rows/128) * ceil(cols/128)` readable f32, both valid and
     /// unmodified for `'a`.
-    unsafe fn to_f8<'a>(&self, name: &str) -> Result<Tensor<'a>> {
+    unsafe fn f8_tensor<'a>(&self, name: &str) -> Result<Tensor<'a>> {
         if self.scale_block as usize != F8_BLOCK {
             return Err(err(Status::Unsupported, name)
                 .s(": scale_block ")

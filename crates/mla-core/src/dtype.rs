@@ -247,7 +247,7 @@ pub const F8_BLOCK: usize = 128;
 
 /// `ceil(a / F8_BLOCK)`.
 pub const fn f8_blocks(a: usize) -> usize {
-    a / F8_BLOCK + (a % F8_BLOCK != 0) as usize
+    a.div_ceil(F8_BLOCK)
 }
 
 /// FP8 E4M3 weight codes of a `[rows][cols]` tensor (or a run of it) with the
