@@ -2,7 +2,7 @@
 //! [`DType`] names a type, [`Element`] is its Rust type, [`Elems`] and
 //! [`ElemsMut`] borrow runs of it.
 
-use crate::status::{err, Result, Status};
+use crate::status::{err, Error, Result, Status};
 use half::{bf16, f16};
 
 /// Storage type of a tensor or of the cache (`mla_dtype`).
@@ -273,32 +273,24 @@ impl<'a> F8Elems<'a> {
     /// (`WeightShape`): one scan of the scales, 1/16384 of the codes.
     pub fn new(codes: &'a [u8], scales: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
         if rows.checked_mul(cols) != Some(codes.len()) {
-            return Err(err(Status::WeightShape, "f8 tensor: ")
-                .n(codes.len())
-                .s(" codes for ")
-                .n(rows)
-                .s(" x ")
-                .n(cols));
+            return Err(f8_err(codes.len(), " codes for ", rows, cols, ""));
         }
         let (br, bc) = (f8_blocks(rows), f8_blocks(cols));
         if br.checked_mul(bc) != Some(scales.len()) {
-            return Err(err(Status::WeightShape, "f8 tensor: ")
-                .n(scales.len())
-                .s(" block scales, expected ")
-                .n(br)
-                .s(" x ")
-                .n(bc)
-                .s(" (one per 128 x 128 block)"));
+            let tail = " (one per 128 x 128 block)";
+            return Err(f8_err(
+                scales.len(),
+                " block scales, expected ",
+                br,
+                bc,
+                tail,
+            ));
         }
         if let Some(i) = scales.iter().position(|v| !v.is_finite()) {
-            return Err(err(Status::NonFinite, "f8 tensor: block scale ")
-                .n(i)
-                .s(" is not finite"));
+            return Err(f8_scale_err(Status::NonFinite, i, " is not finite"));
         }
         if let Some(i) = scales.iter().position(|&v| v <= 0.0) {
-            return Err(err(Status::WeightShape, "f8 tensor: block scale ")
-                .n(i)
-                .s(" is not positive"));
+            return Err(f8_scale_err(Status::WeightShape, i, " is not positive"));
         }
         Ok(F8Elems {
             codes,
@@ -360,6 +352,26 @@ impl<'a> F8Elems<'a> {
             *o = crate::fp8::to_f32(c) * self.scale(g / cols, g % cols);
         }
     }
+}
+
+/// `f8 tensor: <n><what><a> x <b><tail>` (`WeightShape`); out of line, cold.
+#[cold]
+#[inline(never)]
+fn f8_err(n: usize, what: &str, a: usize, b: usize, tail: &str) -> Error {
+    err(Status::WeightShape, "f8 tensor: ")
+        .n(n)
+        .s(what)
+        .n(a)
+        .s(" x ")
+        .n(b)
+        .s(tail)
+}
+
+/// `f8 tensor: block scale <i><what>`; out of line, cold.
+#[cold]
+#[inline(never)]
+fn f8_scale_err(status: Status, i: usize, what: &str) -> Error {
+    err(status, "f8 tensor: block scale ").n(i).s(what)
 }
 
 /// A mutable, typed run of elements (the latent cache's storage).

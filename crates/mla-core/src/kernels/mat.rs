@@ -148,15 +148,19 @@ impl<'a> MatE<'a> {
             Elems::F16(s) => MatE::F16(Mat::new(s, rows, cols, stride)?),
             Elems::BF16(s) => MatE::BF16(Mat::new(s, rows, cols, stride)?),
             Elems::F8(f) => {
-                let whole = cols != 0 && f.cols() == cols && stride == cols;
-                if !whole || f.offset() % cols != 0 || rows.checked_mul(cols)? > f.codes().len() {
+                let whole = f.cols() == cols && stride == cols;
+                let row0 = f.offset().checked_div(cols)?;
+                if !whole
+                    || f.offset().checked_rem(cols)? != 0
+                    || rows.checked_mul(cols)? > f.codes().len()
+                {
                     return None;
                 }
                 MatE::F8(F8Mat {
                     e: f,
                     rows,
                     cols,
-                    row0: f.offset() / cols,
+                    row0,
                 })
             }
         })

@@ -415,7 +415,9 @@ impl<'a> Binder<'_, 'a> {
     /// `[ceil(rows/128), ceil(cols/128)]`, DeepSeek-V3's layout), zero-copy.
     /// `WeightDtype` for a tensor that may not be FP8 (norms, biases) or
     /// scales that are not F32; `WeightShape` for a wrong shape or missing
-    /// scales (naming them); the scale values as [`Tensor::f8`].
+    /// scales (naming them); the scale values as [`Tensor::f8`]. Out of line:
+    /// it is called once, from the loop over every tensor.
+    #[inline(never)]
     fn bind_f8(
         &self,
         at: &str,
