@@ -2,7 +2,7 @@
 //! [`DType`] names a type, [`Element`] is its Rust type, [`Elems`] and
 //! [`ElemsMut`] borrow runs of it.
 
-use crate::status::{err, Error, Result, Status};
+use crate::status::{Error, Result, Status};
 use half::{bf16, f16};
 
 /// Storage type of a tensor or of the cache (`mla_dtype`).
@@ -354,24 +354,29 @@ impl<'a> F8Elems<'a> {
     }
 }
 
-/// `f8 tensor: <n><what><a> x <b><tail>` (`WeightShape`); out of line, cold.
+/// `f8 tensor: <n><what><a> x <b><tail>` (`WeightShape`); out of line, cold,
+/// through the shared piece-by-piece message builder.
 #[cold]
 #[inline(never)]
-fn f8_err(n: usize, what: &str, a: usize, b: usize, tail: &str) -> Error {
-    err(Status::WeightShape, "f8 tensor: ")
-        .n(n)
-        .s(what)
-        .n(a)
-        .s(" x ")
-        .n(b)
-        .s(tail)
+fn f8_err(count: usize, what: &str, a: usize, b: usize, tail: &str) -> Error {
+    use crate::status::{error, Piece::N, Piece::S};
+    let pieces = [
+        N(count as u64),
+        S(what),
+        N(a as u64),
+        S(" x "),
+        N(b as u64),
+        S(tail),
+    ];
+    error(Status::WeightShape, "f8 tensor: ", &pieces)
 }
 
 /// `f8 tensor: block scale <i><what>`; out of line, cold.
 #[cold]
 #[inline(never)]
 fn f8_scale_err(status: Status, i: usize, what: &str) -> Error {
-    err(status, "f8 tensor: block scale ").n(i).s(what)
+    use crate::status::{error, Piece::N, Piece::S};
+    error(status, "f8 tensor: block scale ", &[N(i as u64), S(what)])
 }
 
 /// A mutable, typed run of elements (the latent cache's storage).
