@@ -7,8 +7,9 @@
 //!
 //! `cargo test --release --test fp8_weights -- --nocapture` prints the errors.
 
+use mla_core::dtype::Elems;
 use mla_core::safetensors::{bind_layer, bind_weights};
-use mla_core::{AttnMode, Config, DType, Status};
+use mla_core::{AttnMode, Config, DType, Status, Tensor, Weights};
 use mla_testkit::*;
 
 /// DESIGN's bound for FP8 weights against the dequantized run.
@@ -214,4 +215,46 @@ fn fuzz_seed_binds_fp8() {
     for t in [w.kv_b_proj, w.o_proj, w.q_b_proj.unwrap()] {
         assert_eq!(t.data.dtype(), DType::F8E4M3);
     }
+}
+
+/// `forward_batch` over engines sharing FP8 weights equals separate calls;
+/// engines whose FP8 tensors share codes but not scales do not share weights.
+#[test]
+fn forward_batch_with_fp8_weights() {
+    use mla_core::Engine;
+    let cfg = odd_cfg(4);
+    let d = cfg.hidden_size as usize;
+    let w8 = RandomWeights::new(&cfg, DType::F8E4M3, 21);
+    let w = w8.weights();
+    let mut arenas: Vec<Arena> = (0..4).map(|_| Arena::for_config(&cfg)).collect();
+    let mut engines: Vec<Engine> = arenas
+        .iter_mut()
+        .map(|a| Engine::new(&cfg, &w, a.get()).unwrap())
+        .collect();
+    let x = Rng::new(3).vec(2 * d, 1.0);
+    let (mut got, mut want) = (vec![0f32; 2 * d], vec![0f32; 2 * d]);
+    let (batch, alone) = engines.split_at_mut(2);
+    let mut refs: Vec<&mut Engine> = batch.iter_mut().collect();
+    Engine::forward_batch(&mut refs, &x, &mut got).unwrap();
+    for (i, e) in alone.iter_mut().enumerate() {
+        e.forward(&x[i * d..(i + 1) * d], &mut want[i * d..(i + 1) * d])
+            .unwrap();
+    }
+    assert!(rel_err(&got, &want) <= TOL, "{:e}", rel_err(&got, &want));
+
+    // Same codes, other scales (a copy): not the same weights.
+    let Elems::F8(f) = w.kv_b_proj.data else {
+        panic!("fp8")
+    };
+    let scales2 = f.scales().to_vec();
+    let kv_b2 = Tensor::f8(f.codes(), &scales2, w.kv_b_proj.rows, w.kv_b_proj.cols).unwrap();
+    let w2 = Weights {
+        kv_b_proj: kv_b2,
+        ..w
+    };
+    let mut a2 = Arena::for_config(&cfg);
+    let mut other = Engine::new(&cfg, &w2, a2.get()).unwrap();
+    let mut refs: Vec<&mut Engine> = vec![&mut engines[0], &mut other];
+    let e = Engine::forward_batch(&mut refs, &x, &mut got).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument, "{}", e.message());
 }
