@@ -258,3 +258,66 @@ fn forward_batch_with_fp8_weights() {
     let e = Engine::forward_batch(&mut refs, &x, &mut got).unwrap_err();
     assert_eq!(e.status(), Status::InvalidArgument, "{}", e.message());
 }
+
+/// A sparse-attention layer (DeepSeek-V3.2's, from its family case) with every
+/// matrix that may be FP8 quantized, the indexer's included: the same outputs
+/// as with the dequantized matrices, prefill then decode, both paths.
+#[test]
+fn dsa_layer_with_fp8_indexer_matches_dequantized() {
+    use mla_core::config::Dsa;
+    use mla_core::weights::{F8_ALLOWED, WEIGHT_COUNT};
+    use mla_core::Engine;
+    use mla_testkit::family::FamilyCase;
+    let c = FamilyCase::load("deepseek_v32");
+    let (layer, (cfg, w)) = c
+        .layers
+        .iter()
+        .map(|&l| (l, c.layer(l)))
+        .find(|(_, (cfg, _))| cfg.dsa == Dsa::Full && !cfg.kv_shared)
+        .expect("a layer with its own indexer");
+    // Owned FP8 codes, scales and dequantized values of every allowed matrix.
+    let named = w.named();
+    let quant: Vec<Option<(Vec<u8>, Vec<f32>, Vec<f32>)>> = named
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| {
+            let t = t.filter(|t| F8_ALLOWED[i] && t.rows > 1)?;
+            let mut v = vec![0f32; t.data.len()];
+            t.data.widen_into(&mut v);
+            Some(convert::quantize_f8(&v, t.rows, t.cols))
+        })
+        .collect();
+    assert!(
+        quant[17].is_some() && quant[18].is_some(),
+        "indexer wq_b, wk quantized"
+    );
+    let mut t8: [Option<Tensor>; WEIGHT_COUNT] = w.tensors();
+    let mut t32: [Option<Tensor>; WEIGHT_COUNT] = w.tensors();
+    for (i, q) in quant.iter().enumerate() {
+        if let (Some((codes, scales, deq)), Some(t)) = (q, named[i].1) {
+            t8[i] = Some(Tensor::f8(codes, scales, t.rows, t.cols).unwrap());
+            t32[i] = Some(Tensor::f32(deq, t.rows, t.cols).unwrap());
+        }
+    }
+    let (w8, w32) = (
+        Weights::from_tensors(t8).unwrap(),
+        Weights::from_tensors(t32).unwrap(),
+    );
+    let x = c.golden(layer, "inputs");
+    let t = c.tokens;
+    let mut decode = vec![c.prefill];
+    decode.extend(std::iter::repeat_n(1, t - c.prefill));
+    for chunks in [vec![t], decode] {
+        for mode in [AttnMode::Naive, AttnMode::Absorb] {
+            let out = |w: &Weights| {
+                let mut a = Arena::for_config(&cfg);
+                let mut e = Engine::new(&cfg, w, a.get()).unwrap();
+                forward_chunks(&mut e, &x, &chunks, mode)
+            };
+            let (got, want) = (out(&w8), out(&w32));
+            let e = rel_err(&got, &want);
+            eprintln!("deepseek_v32 fp8 {mode:?} {} calls: {e:.2e}", chunks.len());
+            assert!(e <= TOL, "{mode:?}: {e:e}");
+        }
+    }
+}
