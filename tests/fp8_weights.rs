@@ -277,7 +277,8 @@ fn dsa_layer_with_fp8_indexer_matches_dequantized() {
         .expect("a layer with its own indexer");
     // Owned FP8 codes, scales and dequantized values of every allowed matrix.
     let named = w.named();
-    let quant: Vec<Option<(Vec<u8>, Vec<f32>, Vec<f32>)>> = named
+    type Quantized = (Vec<u8>, Vec<f32>, Vec<f32>);
+    let quant: Vec<Option<Quantized>> = named
         .iter()
         .enumerate()
         .map(|(i, (_, t))| {
