@@ -322,3 +322,24 @@ fn dsa_layer_with_fp8_indexer_matches_dequantized() {
         }
     }
 }
+
+/// FP8 weights on 2 and 3 threads: bitwise the run on one thread (every sum's
+/// order depends on the shapes alone, not on how rows are split into tasks).
+#[test]
+fn fp8_weights_bitwise_independent_of_threads() {
+    use mla_core::parallel::ThreadPool;
+    let cfg = odd_cfg(20);
+    let w8 = RandomWeights::new(&cfg, DType::F8E4M3, 13);
+    let x = input(&cfg, 20, 14);
+    let pools: Vec<ThreadPool> = [2, 3].into_iter().map(ThreadPool::new).collect();
+    for mode in [AttnMode::Naive, AttnMode::Absorb] {
+        for s in [Schedule::OneCall, Schedule::Decode] {
+            let chunks = s.chunks(20);
+            let one = Run::mode(mode).run(&cfg, &w8.weights(), &x, &chunks);
+            for p in &pools {
+                let got = Run::mode(mode).on(p).run(&cfg, &w8.weights(), &x, &chunks);
+                assert!(same_bits(&got, &one), "{mode:?} {}", s.label());
+            }
+        }
+    }
+}
