@@ -103,19 +103,25 @@ pub(super) fn nt(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
 /// which the hardware prefetchers do not foresee.
 #[inline(always)]
 fn prefetch_next(b: &F8Mat, j: usize, k: usize, nj: usize) {
+    let (j, k) = if k < b.cols { (j, k) } else { (j + nj, 0) };
+    prefetch(b, j, k, KB);
+}
+
+/// Prefetches (into L2) `len` codes of row `j` of `b` from column `k`.
+#[inline(always)]
+fn prefetch(b: &F8Mat, j: usize, k: usize, len: usize) {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        let (j, k) = if k < b.cols { (j, k) } else { (j + nj, 0) };
         let base = b.e.codes().as_ptr();
         let mut t = 0;
-        while t < KB {
+        while t < len {
             // Addresses computed with wrapping arithmetic and never dereferenced.
             super::simd::prefetch_l2(base.wrapping_add(j.wrapping_mul(b.cols).wrapping_add(k + t)));
             t += 64;
         }
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = (b, j, k, nj);
+    let _ = (b, j, k, len);
 }
 
 /// `C += A B` with B FP8 (`A` m x kd f32, `B` kd x n, `C` m x n). False (and
@@ -132,6 +138,8 @@ pub(super) fn nn(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
         while j0 < b.cols {
             let nj = F8_BLOCK.min(b.cols - j0);
             for kk in 0..nk {
+                // The same columns PANEL rows on (the next panel along k).
+                prefetch(b, k0 + kk + PANEL, j0, nj);
                 let Some(dst) = panel.get_mut(kk * nj..(kk + 1) * nj) else {
                     return false;
                 };
