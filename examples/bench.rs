@@ -2,7 +2,7 @@
 //! machine's limits, measured in the same run.
 //!
 //!     cargo run --release --example bench -- [--quick | --full] [--json FILE]
-//!         [--config tutorial,v2lite,v3] [--weights f32,bf16] [--cache f32,bf16,f8]
+//!         [--config tutorial,v2lite,v3] [--weights f32,bf16,f8] [--cache f32,bf16,f8]
 //!         [--threads 1,2] [--ctx 1,256,1024,4096,16384] [--prefill 512]
 //!         [--layers hot,cold] [--no-probe] [--probe-mib N]
 //!
@@ -89,7 +89,8 @@ fn dtype(s: &str) -> Option<DType> {
     }
 }
 
-/// A cache dtype: those of [`dtype`] and `f8` (the FP8 latent cache).
+/// A cache or weight dtype: those of [`dtype`] and `f8` (the FP8 latent
+/// cache; FP8 weights with block scales).
 fn cache_dtype(s: &str) -> Option<DType> {
     match s {
         "f8" | "f8_e4m3" => Some(DType::F8E4M3),
@@ -141,7 +142,9 @@ fn parse_args() -> Opts {
                 o.configs = parse_list(&val(), |s| Some(s.to_string()));
                 explicit_configs = true;
             }
-            "--weights" => o.weights = parse_list(&val(), dtype),
+            // f8: DeepSeek-V3's FP8 weights (1 byte per element plus one f32
+            // scale per 128 x 128 block; the weight bytes of the limits count both).
+            "--weights" => o.weights = parse_list(&val(), cache_dtype),
             "--cache" => o.caches = parse_list(&val(), cache_dtype),
             "--threads" => o.threads = parse_list(&val(), |s| s.parse().ok().filter(|&t| t > 0)),
             "--ctx" => o.ctx = parse_list(&val(), |s| s.parse().ok()),

@@ -86,6 +86,9 @@ def values(n, seed, dtype):
         return b"".join(struct.pack("<e", x) for x in vals)
     if dtype == "BF16":
         return b"".join(struct.pack("<f", x)[2:] for x in vals)
+    if dtype == "F8_E4M3":
+        # E4M3 codes, never the NaN codes 0x7f / 0xff.
+        return bytes((i * 37 + seed * 11) % 0x7f | (0x80 if i % 3 == 0 else 0) for i in range(n))
     raise ValueError(dtype)
 
 
@@ -100,6 +103,12 @@ def layer(c, bias, dtypes=None):
         for s in shape:
             n *= s
         t.append((PREFIX + name, dt, shape, values(n, len(t), dt)))
+        if dt == "F8_E4M3":
+            # DeepSeek-V3's block scales: F32 [ceil(rows/128), ceil(cols/128)].
+            blocks = [(s + 127) // 128 for s in shape]
+            nb = blocks[0] * blocks[1]
+            t.append((PREFIX + name + "_scale_inv", "F32", blocks,
+                      b"".join(struct.pack("<f", 0.5 + i) for i in range(nb))))
 
     if dm["rq"] == 0:
         add("q_proj.weight", [dm["q_width"], dm["d"]])
@@ -153,6 +162,11 @@ def write(target, name, blob):
 def main():
     write("safetensors", "qlora", safetensors(
         layer(QLORA, False, {"kv_b_proj.weight": "BF16", "o_proj.weight": "F16"}),
+        meta(QLORA, "deepseek")))
+    # FP8 weights (F8_E4M3 + weight_scale_inv), as DeepSeek-V3 ships them.
+    write("safetensors", "qlora_f8", safetensors(
+        layer(QLORA, False, {"kv_b_proj.weight": "F8_E4M3", "o_proj.weight": "F8_E4M3",
+                             "q_b_proj.weight": "F8_E4M3"}),
         meta(QLORA, "deepseek")))
     write("safetensors", "qproj_bias_reversed", safetensors(
         layer(QPROJ, True), meta(QPROJ, "deepseek"), order="reversed"))

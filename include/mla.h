@@ -352,7 +352,8 @@ typedef struct mla_tensor {
      */
     const void *data;
     /**
-     * `MLA_DTYPE_F32`, `MLA_DTYPE_F16` or `MLA_DTYPE_BF16`.
+     * `MLA_DTYPE_F32`, `MLA_DTYPE_F16`, `MLA_DTYPE_BF16` or (projection
+     * matrices, with `scale`) `MLA_DTYPE_F8_E4M3`.
      */
     mla_dtype dtype;
     /**
@@ -365,12 +366,13 @@ typedef struct mla_tensor {
     uint32_t cols;
     /**
      * ABI 2: block scales of an FP8 tensor, `[ceil(rows/scale_block)]
-     * [ceil(cols/scale_block)]` f32 (`W = W8 * scale`); NULL: none. Not yet
-     * accepted by this build (MLA_ERR_UNSUPPORTED when not NULL).
+     * [ceil(cols/scale_block)]` f32 (`W = W8 * scale`), each finite and
+     * positive; required with MLA_DTYPE_F8_E4M3, NULL for every other dtype.
      */
     const float *scale;
     /**
-     * ABI 2: rows and columns per scale block (128 for DeepSeek FP8); 0 without scales.
+     * ABI 2: rows and columns per scale block: 128 (DeepSeek FP8; other
+     * values MLA_ERR_UNSUPPORTED); 0 without scales.
      */
     uint32_t scale_block;
 } mla_tensor;
@@ -605,8 +607,9 @@ typedef void (*mla_parallel_for_fn)(void *host_ctx,
  * cache in FlashMLA's DeepSeek-V3.2 layout, per token the r latent values as
  * E4M3, one f32 scale per 128 of them, the rope values as bf16 (656 bytes at
  * r 512, p 64). As `index_cache_dtype`: E4M3 keys with one f32 scale per
- * token. As a tensor dtype (with block scales, `mla_tensor.scale`): not yet
- * accepted by this build, MLA_ERR_WEIGHT_DTYPE.
+ * token. As a tensor dtype (projection matrices only): DeepSeek-V3's FP8
+ * weights, with one f32 scale per 128 x 128 block in `mla_tensor.scale` and
+ * `scale_block` 128.
  */
 #define MLA_DTYPE_F8_E4M3 3
 

@@ -18,7 +18,7 @@ use mla_core::config::{
     AttnMode, Config, Dsa, Gate, IndexQInput, IndexRope, QueryScale, RopeKey, RopeLayout, RopeType,
     MAX_ROPE_FACTORS,
 };
-use mla_core::dtype::{DType, Elems};
+use mla_core::dtype::{f8_blocks, DType, Elems, F8_BLOCK};
 use mla_core::status::{err, Error, Result, Status};
 use mla_core::weights::{Tensor, Weights, WEIGHT_COUNT, WEIGHT_NAMES};
 
@@ -84,8 +84,9 @@ pub const MLA_DTYPE_BF16: mla_dtype = 2;
 /// cache in FlashMLA's DeepSeek-V3.2 layout, per token the r latent values as
 /// E4M3, one f32 scale per 128 of them, the rope values as bf16 (656 bytes at
 /// r 512, p 64). As `index_cache_dtype`: E4M3 keys with one f32 scale per
-/// token. As a tensor dtype (with block scales, `mla_tensor.scale`): not yet
-/// accepted by this build, MLA_ERR_WEIGHT_DTYPE.
+/// token. As a tensor dtype (projection matrices only): DeepSeek-V3's FP8
+/// weights, with one f32 scale per 128 x 128 block in `mla_tensor.scale` and
+/// `scale_block` 128.
 pub const MLA_DTYPE_F8_E4M3: mla_dtype = 3;
 
 /// Pair order inside a rotated vector of `p` values (`MLA_ROPE_*`).
@@ -360,17 +361,19 @@ pub struct mla_config {
 pub struct mla_tensor {
     /// The `rows * cols` elements, aligned to the element size; NULL = absent.
     pub data: *const c_void,
-    /// `MLA_DTYPE_F32`, `MLA_DTYPE_F16` or `MLA_DTYPE_BF16`.
+    /// `MLA_DTYPE_F32`, `MLA_DTYPE_F16`, `MLA_DTYPE_BF16` or (projection
+    /// matrices, with `scale`) `MLA_DTYPE_F8_E4M3`.
     pub dtype: mla_dtype,
     /// Rows (output features).
     pub rows: u32,
     /// Columns (input features).
     pub cols: u32,
     /// ABI 2: block scales of an FP8 tensor, `[ceil(rows/scale_block)]
-    /// [ceil(cols/scale_block)]` f32 (`W = W8 * scale`); NULL: none. Not yet
-    /// accepted by this build (MLA_ERR_UNSUPPORTED when not NULL).
+    /// [ceil(cols/scale_block)]` f32 (`W = W8 * scale`), each finite and
+    /// positive; required with MLA_DTYPE_F8_E4M3, NULL for every other dtype.
     pub scale: *const f32,
-    /// ABI 2: rows and columns per scale block (128 for DeepSeek FP8); 0 without scales.
+    /// ABI 2: rows and columns per scale block: 128 (DeepSeek FP8; other
+    /// values MLA_ERR_UNSUPPORTED); 0 without scales.
     pub scale_block: u32,
 }
 
@@ -638,21 +641,55 @@ mod tests {
             unsafe { t.to_tensor("t") }.unwrap_err().status(),
             Status::Misaligned
         );
-        // FP8 and block scales: not in this build, each with its message.
-        t.data = data.as_ptr().cast();
+        // FP8 with block scales: 2 x 3 codes, one block, one scale.
+        let codes = [0x38u8, 0x40, 0xb8, 0x00, 0x01, 0x7e]; // 1, 2, -1, 0, 2^-9, 448
+        t.data = codes.as_ptr().cast();
         t.dtype = MLA_DTYPE_F8_E4M3;
         let e = unsafe { t.to_tensor("t") }.unwrap_err();
-        assert_eq!(e.status(), Status::WeightDtype);
+        assert_eq!(e.status(), Status::Unsupported, "scale_block 0");
         assert_eq!(
             e.message(),
-            "t: MLA_DTYPE_F8_E4M3 weights are not supported by this build yet"
+            "t: scale_block 0 (only 128 x 128 FP8 blocks are supported)"
         );
-        t.dtype = MLA_DTYPE_F32;
-        let scales = [1.0f32; 1];
-        t.scale = scales.as_ptr();
         t.scale_block = 128;
         let e = unsafe { t.to_tensor("t") }.unwrap_err();
-        assert_eq!(e.status(), Status::Unsupported);
+        assert_eq!(e.status(), Status::WeightShape, "NULL scale");
+        assert!(e.message().contains("scale is NULL"), "{}", e.message());
+        let mut scales = [0.5f32; 1];
+        t.scale = scales.as_ptr();
+        let f8 = unsafe { t.to_tensor("t") }.unwrap().unwrap();
+        let mut w = [0f32; 6];
+        f8.data.widen_into(&mut w);
+        assert_eq!(w, [0.5, 1.0, -0.5, 0.0, 1.0 / 1024.0, 224.0]);
+        let back = mla_tensor::from_tensor("t", Some(&f8)).unwrap();
+        assert_eq!((back.scale, back.scale_block), (scales.as_ptr(), 128));
+        t.scale_block = 64;
+        assert_eq!(
+            unsafe { t.to_tensor("t") }.unwrap_err().status(),
+            Status::Unsupported
+        );
+        t.scale_block = 128;
+        for (bad, status) in [
+            (f32::NAN, Status::NonFinite),
+            (f32::INFINITY, Status::NonFinite),
+            (0.0, Status::WeightShape),
+            (-1.0, Status::WeightShape),
+        ] {
+            scales[0] = bad;
+            t.scale = scales.as_ptr();
+            let e = unsafe { t.to_tensor("t") }.unwrap_err();
+            assert_eq!(e.status(), status, "scale {bad}");
+            assert!(
+                e.message().starts_with("t: f8 tensor: block scale 0"),
+                "{}",
+                e.message()
+            );
+        }
+        // Scales on a non-FP8 tensor mean nothing.
+        t.data = data.as_ptr().cast();
+        t.dtype = MLA_DTYPE_F32;
+        let e = unsafe { t.to_tensor("t") }.unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
         assert!(
             e.message().starts_with("t: block scales"),
             "{}",
@@ -661,7 +698,7 @@ mod tests {
         t.scale = ptr::null();
         assert_eq!(
             unsafe { t.to_tensor("t") }.unwrap_err().status(),
-            Status::Unsupported
+            Status::InvalidArgument
         );
         t.scale_block = 0;
         t.data = ptr::null();

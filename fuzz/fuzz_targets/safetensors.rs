@@ -12,11 +12,12 @@ use mla_testkit::configs::{tiny_qlora, tiny_qproj, tiny_tutorial};
 use mla_testkit::{AlignedBytes, PREFIX};
 use std::collections::HashSet;
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "inputs",
     "outputs",
     "model.layers.0.self_attn.q_a_proj.weight",
     "model.layers.0.self_attn.kv_b_proj.weight",
+    "model.layers.0.self_attn.kv_b_proj.weight_scale_inv",
     "model.layers.0.self_attn.o_proj.bias",
     "a.b",
     "",
@@ -49,6 +50,24 @@ fn bind(bytes: &[u8], st: &SafeTensors, prefix: &str, cfg: &Config) {
     match (&a, &b) {
         (Ok(w), Ok(_)) => {
             w.check(cfg).expect("bound weights pass check");
+            // Every bound tensor widens (FP8: dequantized with its block
+            // scales, which binding found finite and positive).
+            for (_, t) in w.named() {
+                let Some(t) = t else { continue };
+                let mut v = vec![0f32; t.data.len()];
+                t.data.widen_into(&mut v);
+                if let (mla_core::DType::F8E4M3, Some(last)) =
+                    (t.data.dtype(), t.rows.checked_sub(1))
+                {
+                    let mut row = vec![0f32; t.cols];
+                    t.row(last).expect("last row").widen_into(&mut row);
+                    assert_eq!(
+                        row[..],
+                        v[v.len() - t.cols..],
+                        "a row slice keeps its scales"
+                    );
+                }
+            }
         }
         (Err(x), Err(y)) => {
             assert_eq!(x, y, "parse-then-bind and bind_weights disagree");
@@ -60,6 +79,7 @@ fn bind(bytes: &[u8], st: &SafeTensors, prefix: &str, cfg: &Config) {
                         | Status::WeightShape
                         | Status::WeightDtype
                         | Status::Misaligned
+                        | Status::NonFinite
                 ),
                 "unexpected status {:?}",
                 x.status()

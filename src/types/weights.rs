@@ -24,18 +24,29 @@ impl mla_tensor {
                 err(Status::WeightShape, name).s(": dimension does not fit in 32 bits")
             })
         };
-        let data: *const c_void = match t.data {
-            Elems::F32(s) => s.as_ptr().cast(),
-            Elems::F16(s) => s.as_ptr().cast(),
-            Elems::BF16(s) => s.as_ptr().cast(),
+        let (data, scale, scale_block): (*const c_void, *const f32, u32) = match t.data {
+            Elems::F32(s) => (s.as_ptr().cast(), ptr::null(), 0),
+            Elems::F16(s) => (s.as_ptr().cast(), ptr::null(), 0),
+            Elems::BF16(s) => (s.as_ptr().cast(), ptr::null(), 0),
+            Elems::F8(f) => {
+                if f.offset() != 0 {
+                    return Err(err(Status::WeightShape, name)
+                        .s(": an FP8 tensor must start at its first row here"));
+                }
+                (
+                    f.codes().as_ptr().cast(),
+                    f.scales().as_ptr(),
+                    F8_BLOCK as u32,
+                )
+            }
         };
         Ok(mla_tensor {
             data,
             dtype: t.data.dtype() as u32,
             rows: dim(t.rows)?,
             cols: dim(t.cols)?,
-            scale: ptr::null(),
-            scale_block: 0,
+            scale,
+            scale_block,
         })
     }
 
@@ -51,21 +62,19 @@ impl mla_tensor {
         if self.data.is_null() {
             return Ok(None);
         }
-        // FP8 is a cache dtype only in this build: refused as a weight dtype.
-        let weight_dtype = DType::from_u32(self.dtype).filter(|d| *d != DType::F8E4M3);
-        let dtype = weight_dtype.ok_or_else(|| {
-            if self.dtype == MLA_DTYPE_F8_E4M3 {
-                err(Status::WeightDtype, name)
-                    .s(": MLA_DTYPE_F8_E4M3 weights are not supported by this build yet")
-            } else {
-                err(Status::WeightDtype, name)
-                    .s(": unknown dtype ")
-                    .n(self.dtype as usize)
-            }
+        let dtype = DType::from_u32(self.dtype).ok_or_else(|| {
+            err(Status::WeightDtype, name)
+                .s(": unknown dtype ")
+                .n(self.dtype as usize)
         })?;
+        if dtype == DType::F8E4M3 {
+            // SAFETY: forwarded from this function's contract (and the scales'
+            // in `f8_tensor`).
+            return unsafe { self.f8_tensor(name) }.map(Some);
+        }
         if !self.scale.is_null() || self.scale_block != 0 {
-            return Err(err(Status::Unsupported, name)
-                .s(": block scales (scale, scale_block) are for FP8 weights, not supported by this build yet"));
+            return Err(err(Status::InvalidArgument, name)
+                .s(": block scales (scale, scale_block) are for MLA_DTYPE_F8_E4M3 tensors only"));
         }
         let (rows, cols) = (self.rows as usize, self.cols as usize);
         let bytes = rows
@@ -91,6 +100,58 @@ impl mla_tensor {
             Ok(t) => Ok(Some(t)),
             Err(e) => Err(err(e.status(), name).s(": ").s(e.message())),
         }
+    }
+}
+
+impl mla_tensor {
+    /// The FP8 tensor: `rows * cols` E4M3 codes at `data` and
+    /// `ceil(rows/128) * ceil(cols/128)` f32 scales at `scale`.
+    ///
+    /// Errors: `scale_block` other than 128 (`Unsupported`), NULL `scale`
+    /// (`WeightShape`), misaligned scales (`Misaligned`), sizes overflowing
+    /// (`WeightShape`), a scale NaN/inf (`NonFinite`) or not positive
+    /// (`WeightShape`).
+    ///
+    /// # Safety
+    /// `data` points to `rows * cols` readable bytes and `scale`, when not
+    /// NULL, to `ceil(rows/128) * ceil(cols/128)` readable f32, both valid and
+    /// unmodified for `'a`.
+    unsafe fn f8_tensor<'a>(&self, name: &str) -> Result<Tensor<'a>> {
+        if self.scale_block as usize != F8_BLOCK {
+            return Err(err(Status::Unsupported, name)
+                .s(": scale_block ")
+                .n(self.scale_block as usize)
+                .s(" (only 128 x 128 FP8 blocks are supported)"));
+        }
+        if self.scale.is_null() {
+            return Err(err(Status::WeightShape, name)
+                .s(": MLA_DTYPE_F8_E4M3 needs its block scales (scale is NULL)"));
+        }
+        if (self.scale as usize) & 3 != 0 {
+            return Err(err(Status::Misaligned, name).s(": scale must be aligned to 4 bytes"));
+        }
+        let (rows, cols) = (self.rows as usize, self.cols as usize);
+        let n = rows
+            .checked_mul(cols)
+            .filter(|&b| b <= isize::MAX as usize)
+            .ok_or_else(|| err(Status::WeightShape, name).s(": rows * cols overflows"))?;
+        let n_scales = f8_blocks(rows)
+            .checked_mul(f8_blocks(cols))
+            .ok_or_else(|| err(Status::WeightShape, name).s(": scale count overflows"))?;
+        // SAFETY: both non-NULL and aligned (checked; bytes need no alignment);
+        // the caller guarantees n codes and n_scales scales readable and
+        // unmodified for 'a; `slice` checks the byte sizes fit in isize.
+        let (codes, scales) = unsafe {
+            (
+                boundary::slice(self.data.cast::<u8>(), n),
+                boundary::slice(self.scale, n_scales),
+            )
+        };
+        let (Some(codes), Some(scales)) = (codes, scales) else {
+            return Err(err(Status::WeightShape, name).s(": data is not addressable"));
+        };
+        Tensor::f8(codes, scales, rows, cols)
+            .map_err(|e| err(e.status(), name).s(": ").s(e.message()))
     }
 }
 

@@ -746,7 +746,7 @@ static void test_init_errors(const model *m) {
     w.o_proj_bias.cols = D + 1;
     INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_SHAPE);
     w = wgood;
-    w.kv_b_proj.dtype = 3; /* unknown dtype */
+    w.kv_b_proj.dtype = 7; /* unknown dtype */
     INIT_FAILS(&good, &w, mem, size, MLA_ERR_WEIGHT_DTYPE);
     w = wgood;
     w.q_a_layernorm.dtype = 0xFFFFFFFFu;
@@ -886,6 +886,78 @@ static void test_init_errors(const model *m) {
         eng_free(&n2);
         eng_free(&ab);
     }
+}
+
+/* FP8 weights as DeepSeek-V3 ships them: E4M3 codes with one f32 scale per
+ * 128 x 128 block (`scale`, `scale_block` 128). kv_b_proj all code 0x38 (1.0)
+ * with scale 0.25 runs as an f32 kv_b_proj of 0.25 everywhere. */
+static void test_fp8_weights(const model *m) {
+    enum { NB = ((KVB_ROWS + 127) / 128) * ((R + 127) / 128) };
+    static unsigned char codes[KVB_ROWS * R];
+    static float quarter[KVB_ROWS * R];
+    float scales[NB], x[2 * D], y8[2 * D] = {0}, y32[2 * D] = {0};
+    const mla_config c = small_config();
+    mla_weights w = weights_of(m), w32 = weights_of(m);
+    mla_engine *out = NULL;
+    size_t size = 0, i;
+    unsigned char *mem;
+    eng a;
+    printf("-- fp8 weights\n");
+    for (i = 0; i < sizeof codes; i++) {
+        codes[i] = 0x38;
+        quarter[i] = 0.25f;
+    }
+    for (i = 0; i < NB; i++) scales[i] = 0.25f;
+    for (i = 0; i < 2; i++) token(x + i * D, (unsigned)i);
+    EXPECT(mla_engine_size(&c, &size), MLA_OK);
+    mem = (unsigned char *)alloc64(size);
+
+    w.kv_b_proj.data = codes;
+    w.kv_b_proj.dtype = MLA_DTYPE_F8_E4M3;
+    w.kv_b_proj.scale = scales;
+    w.kv_b_proj.scale_block = 128;
+    w32.kv_b_proj.data = quarter;
+    if (eng_init(&a, &c, &w)) {
+        EXPECT(mla_forward(a.e, x, 2, y8), MLA_OK);
+        eng_free(&a);
+    }
+    if (eng_init(&a, &c, &w32)) {
+        EXPECT(mla_forward(a.e, x, 2, y32), MLA_OK);
+        eng_free(&a);
+    }
+    CHECK(max_rel(y8, y32, 2 * D) <= 1e-5);
+
+    /* Block size other than 128: unsupported, by name. */
+    w.kv_b_proj.scale_block = 64;
+    EXPECT(mla_engine_init(&c, &w, mem, size, &out), MLA_ERR_UNSUPPORTED);
+    CHECK(strstr(mla_last_error(NULL), "kv_b_proj: scale_block 64") != NULL);
+    w.kv_b_proj.scale_block = 128;
+    /* F8 without its scales. */
+    w.kv_b_proj.scale = NULL;
+    EXPECT(mla_engine_init(&c, &w, mem, size, &out), MLA_ERR_WEIGHT_SHAPE);
+    CHECK(strstr(mla_last_error(NULL), "scale is NULL") != NULL);
+    /* A NaN or non-positive scale. */
+    w.kv_b_proj.scale = scales;
+    scales[0] = NAN;
+    EXPECT(mla_engine_init(&c, &w, mem, size, &out), MLA_ERR_NON_FINITE);
+    scales[0] = 0.0f;
+    EXPECT(mla_engine_init(&c, &w, mem, size, &out), MLA_ERR_WEIGHT_SHAPE);
+    CHECK(strstr(mla_last_error(NULL), "not positive") != NULL);
+    scales[0] = 0.25f;
+    /* Scales on an f32 tensor mean nothing. */
+    w32.o_proj.scale = scales;
+    w32.o_proj.scale_block = 128;
+    EXPECT(mla_engine_init(&c, &w32, mem, size, &out), MLA_ERR_INVALID_ARGUMENT);
+    /* FP8 is for projection matrices, not norms. */
+    w = weights_of(m);
+    w.kv_a_layernorm.data = codes;
+    w.kv_a_layernorm.dtype = MLA_DTYPE_F8_E4M3;
+    w.kv_a_layernorm.scale = scales;
+    w.kv_a_layernorm.scale_block = 128;
+    EXPECT(mla_engine_init(&c, &w, mem, size, &out), MLA_ERR_WEIGHT_DTYPE);
+    CHECK(strstr(mla_last_error(NULL), "kv_a_layernorm") != NULL);
+    CHECK(out == NULL);
+    free(mem);
 }
 
 static void test_engine_errors(const model *m) {
@@ -1788,6 +1860,7 @@ int main(int argc, char **argv) {
     test_presets();
     test_config_errors();
     test_init_errors(&m);
+    test_fp8_weights(&m);
     test_engine_errors(&m);
     test_forward_batch(&m);
     test_safetensors(&m, tutorial);

@@ -214,7 +214,7 @@ fn e4m3(b: u8) -> f32 {
 /// written only for a NaN input) and `s <= 2^7` (`amax <= 57344`); a group
 /// without both takes [`e4m3`] code by code.
 #[inline(always)]
-fn decode_group(codes: &[u8], s: f32, out: &mut [f32]) {
+pub(crate) fn decode_group(codes: &[u8], s: f32, out: &mut [f32]) {
     const TWO_120: f32 = f32::from_bits((120 + 127) << 23);
     let nan = codes.iter().fold(false, |a, &b| a | (b & 0x7f == 0x7f));
     if nan || s.is_nan() || s > 128.0 {

@@ -2,11 +2,12 @@
 //!
 //! Every matrix is PyTorch `nn.Linear` layout, row-major `[out][in]`, so
 //! `y = W x (+ b)`. Norms and biases are `[1][len]`. Tensors are borrowed,
-//! zero-copy, in f32, f16 or bf16; [`Weights::check`] verifies presence, shapes and
+//! zero-copy, in f32, f16 or bf16, and the projection matrices also in FP8 E4M3
+//! with 128 x 128 block scales ([`Tensor::f8`]); [`Weights::check`] verifies presence, shapes and
 //! dtypes against a [`Config`] before an engine uses them.
 
 use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
-use crate::dtype::{DType, Elems};
+use crate::dtype::{DType, Elems, F8Elems};
 use crate::status::{err, Error, Result, Status};
 
 /// A borrowed row-major matrix `[rows][cols]`.
@@ -39,9 +40,16 @@ impl<'w> Tensor<'w> {
         }
     }
 
+    /// An FP8 E4M3 tensor with its block scales `[ceil(rows/128)][ceil(cols/128)]`
+    /// (see [`F8Elems::new`] for the checks and their statuses).
+    pub fn f8(codes: &'w [u8], scales: &'w [f32], rows: usize, cols: usize) -> Result<Tensor<'w>> {
+        let data = Elems::F8(F8Elems::new(codes, scales, rows, cols)?);
+        Ok(Tensor { data, rows, cols })
+    }
+
     /// A tensor over raw bytes of `dtype`: checks length (`WeightShape`) and
-    /// alignment (`Misaligned`: f32 needs 4 bytes, f16/bf16 2); FP8 is a cache
-    /// dtype only (`WeightDtype`).
+    /// alignment (`Misaligned`: f32 needs 4 bytes, f16/bf16 2). FP8 needs its
+    /// block scales ([`Tensor::f8`]): `WeightDtype` here.
     pub fn from_bytes(
         bytes: &'w [u8],
         dtype: DType,
@@ -51,7 +59,7 @@ impl<'w> Tensor<'w> {
         if dtype == DType::F8E4M3 {
             return Err(err(
                 Status::WeightDtype,
-                "tensor: f8_e4m3 weights are not supported by this build yet",
+                "tensor: f8_e4m3 weights need their block scales (Tensor::f8)",
             ));
         }
         let want = rows
@@ -379,6 +387,20 @@ pub const OPTIONAL: [bool; WEIGHT_COUNT] = {
     o
 };
 
+/// Which tensors of [`Weights::named`] may be FP8 (the projection matrices
+/// that the kernels read through [`crate::kernels::MatE`]); norms, biases and
+/// the other per-head or per-channel vectors may not.
+pub const F8_ALLOWED: [bool; WEIGHT_COUNT] = {
+    let mut o = [false; WEIGHT_COUNT];
+    let mats = [0, 1, 3, 4, 6, 7, 11, 17, 18, 21, 27];
+    let mut i = 0;
+    while i < mats.len() {
+        o[mats[i]] = true;
+        i += 1;
+    }
+    o
+};
+
 /// Why a tensor must be absent, for messages (index of [`Weights::named`]).
 pub(crate) fn absent_reason(i: usize) -> &'static str {
     match i {
@@ -407,6 +429,18 @@ fn check_one(
     t: Option<&Tensor>,
     shape: Option<(usize, usize)>,
 ) -> Result<()> {
+    if let Some(t) = t {
+        if t.data.dtype() == DType::F8E4M3 && !F8_ALLOWED.get(i).copied().unwrap_or(false) {
+            return Err(err(Status::WeightDtype, name)
+                .s(": f8_e4m3 is for projection matrices only (use f32, f16 or bf16)"));
+        }
+        if let Elems::F8(f) = t.data {
+            if f.cols() != t.cols || f.offset().checked_rem(t.cols).unwrap_or(0) != 0 {
+                return Err(err(Status::WeightShape, name)
+                    .s(": f8 codes do not start a row of a tensor of its column count"));
+            }
+        }
+    }
     match (shape, t) {
         (Some((rows, cols)), Some(t)) => {
             if t.rows != rows || t.cols != cols {

@@ -148,6 +148,8 @@ fn tensor_bytes<'a>(t: &Tensor<'a>) -> &'a [u8] {
         Elems::F32(s) => bytemuck::cast_slice(s),
         Elems::F16(s) => bytemuck::cast_slice(s),
         Elems::BF16(s) => bytemuck::cast_slice(s),
+        // Refused before any upload (`check_weights_cuda`).
+        Elems::F8(f) => f.codes(),
     }
 }
 
@@ -346,6 +348,7 @@ impl CudaEngine {
         let dm = weights.check(cfg)?;
         cfg.check_supported()?;
         check_supported_cuda(cfg)?;
+        check_weights_cuda(weights)?;
         let per_head = cfg.rope_key == RopeKey::PerHead;
         let mut opts = *options;
         if std::env::var("MLA_CUDA_SYNC").is_ok_and(|v| v == "1") {
@@ -791,6 +794,18 @@ fn check_supported_cuda(cfg: &Config) -> Result<()> {
         Some(w) => Err(err(Status::Unsupported, w).s(": not built in the CUDA engine")),
         None => Ok(()),
     }
+}
+
+/// FP8 block-scaled weights: the CPU engine dequantizes them in its kernels;
+/// this engine's kernels read f32, f16 and bf16 only.
+fn check_weights_cuda(w: &Weights) -> Result<()> {
+    for (name, t) in w.named() {
+        if t.is_some_and(|t| t.data.dtype() == DType::F8E4M3) {
+            return Err(err(Status::Unsupported, name)
+                .s(": f8_e4m3 weights (FP8 with block scales): not built in the CUDA engine"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

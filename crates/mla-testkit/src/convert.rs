@@ -3,7 +3,7 @@
 
 use crate::st_file::Writer;
 use half::{bf16, f16};
-use mla_core::dtype::Elems;
+use mla_core::dtype::{f8_blocks, Elems};
 use mla_core::{DType, Tensor, Weights};
 
 /// The Hugging Face names (after the layer prefix) of [`named_tensors`]' entries.
@@ -68,7 +68,43 @@ pub fn tensor_bytes(t: &Tensor) -> (&'static str, Vec<u8>) {
             "BF16",
             v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
         ),
+        // The codes only; the block scales are a tensor of their own
+        // (`write_weights` adds `<name>_scale_inv`).
+        Elems::F8(f) => ("F8_E4M3", f.codes().to_vec()),
     }
+}
+
+/// Quantizes a row-major `[rows][cols]` f32 matrix the way DeepSeek's FP8
+/// checkpoints are made: per 128 x 128 block the scale `amax / 448` (1 for an
+/// all-zero block), codes `e4m3(w / scale)` rounded to nearest even. Returns
+/// the codes, the scales `[ceil(rows/128)][ceil(cols/128)]` and the
+/// dequantized matrix (`code * scale` in f32, what the engine computes with).
+pub fn quantize_f8(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+    use mla_core::dtype::F8_BLOCK;
+    use mla_core::fp8;
+    assert_eq!(w.len(), rows * cols);
+    let (br, bc) = (f8_blocks(rows), f8_blocks(cols));
+    let mut scales = vec![0f32; br * bc];
+    for i in 0..rows {
+        for j in 0..cols {
+            let s = &mut scales[(i / F8_BLOCK) * bc + j / F8_BLOCK];
+            *s = s.max(w[i * cols + j].abs());
+        }
+    }
+    for s in &mut scales {
+        *s = if *s > 0.0 { *s / fp8::MAX } else { 1.0 };
+    }
+    let mut codes = vec![0u8; rows * cols];
+    let mut deq = vec![0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            let s = scales[(i / F8_BLOCK) * bc + j / F8_BLOCK];
+            let c = fp8::from_f32(w[i * cols + j] / s);
+            codes[i * cols + j] = c;
+            deq[i * cols + j] = fp8::to_f32(c) * s;
+        }
+    }
+    (codes, scales, deq)
 }
 
 /// Adds every tensor of `w` to `file` under `prefix` with its Hugging Face name:
@@ -84,6 +120,11 @@ pub fn write_weights(mut file: Writer, prefix: &str, w: &Weights) -> Writer {
             vec![t.rows, t.cols]
         };
         file = file.tensor(&format!("{prefix}{name}"), dtype, &shape, bytes);
+        if let Elems::F8(f) = t.data {
+            let shape = [f8_blocks(t.rows), f8_blocks(t.cols)];
+            let bytes = f.scales().iter().flat_map(|x| x.to_le_bytes()).collect();
+            file = file.tensor(&format!("{prefix}{name}_scale_inv"), "F32", &shape, bytes);
+        }
     }
     file
 }

@@ -52,6 +52,8 @@ enum Store {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    /// E4M3 codes and block scales (DeepSeek's layout, see `quantize_f8`).
+    F8(Vec<u8>, Vec<f32>),
 }
 
 /// One owned tensor with its Hugging Face name.
@@ -98,7 +100,12 @@ impl Mat {
             DType::F32 => Store::F32(values.to_vec()),
             DType::F16 => Store::F16(values.iter().map(|&x| f16::from_f32(x)).collect()),
             DType::BF16 => Store::BF16(values.iter().map(|&x| bf16::from_f32(x)).collect()),
-            DType::F8E4M3 => panic!("{name}: f8_e4m3 is a cache dtype, not a weight dtype"),
+            DType::F8E4M3 if rows > 1 => {
+                let (codes, scales, _) = crate::convert::quantize_f8(values, rows, cols);
+                Store::F8(codes, scales)
+            }
+            // Norms and biases of an FP8 checkpoint stay f32.
+            DType::F8E4M3 => Store::F32(values.to_vec()),
         };
         Mat {
             name,
@@ -114,6 +121,9 @@ impl Mat {
             Store::F32(v) => Elems::F32(v),
             Store::F16(v) => Elems::F16(v),
             Store::BF16(v) => Elems::BF16(v),
+            Store::F8(c, s) => {
+                return Tensor::f8(c, s, self.rows, self.cols).expect("f8 tensor shape")
+            }
         };
         Tensor::new(e, self.rows, self.cols).expect("tensor shape")
     }
@@ -123,9 +133,20 @@ impl Mat {
         self.tensor().data.dtype()
     }
 
-    /// Its size in bytes.
+    /// Its size in bytes (FP8: codes plus f32 block scales).
     pub fn bytes(&self) -> usize {
-        self.rows * self.cols * self.dtype().size()
+        let scales = match &self.store {
+            Store::F8(_, s) => 4 * s.len(),
+            _ => 0,
+        };
+        self.rows * self.cols * self.dtype().size() + scales
+    }
+
+    /// The same tensor widened (FP8 dequantized) to f32.
+    pub fn to_f32(&self) -> Mat {
+        let mut v = vec![0f32; self.rows * self.cols];
+        self.tensor().data.widen_into(&mut v);
+        Mat::from_f32(self.name, self.rows, self.cols, &v, DType::F32)
     }
 }
 
@@ -185,6 +206,13 @@ impl RandomWeights {
             .map(|n| self.get(n).map(Mat::tensor))
             .collect();
         crate::convert::from_named(&t)
+    }
+
+    /// The same weights widened to f32 (FP8 dequantized: `code * scale`).
+    pub fn to_f32(&self) -> RandomWeights {
+        RandomWeights {
+            mats: self.mats.iter().map(Mat::to_f32).collect(),
+        }
     }
 
     /// Every tensor.

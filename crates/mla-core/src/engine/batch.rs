@@ -50,6 +50,14 @@ fn same_weights(a: &Weights, b: &Weights) -> bool {
                     && a.data.dtype() == b.data.dtype()
                     && a.data.len() == b.data.len()
                     && core::ptr::eq(a.data.as_ptr(), b.data.as_ptr())
+                    && match (a.data, b.data) {
+                        // FP8: the same block scales too.
+                        (Elems::F8(x), Elems::F8(y)) => {
+                            core::ptr::eq(x.scales().as_ptr(), y.scales().as_ptr())
+                                && x.offset() == y.offset()
+                        }
+                        _ => true,
+                    }
             }
             _ => false,
         }

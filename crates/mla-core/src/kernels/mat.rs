@@ -2,7 +2,7 @@
 //! [`MatE`]) and write ([`MatMut`]). Every extent is checked when a view is
 //! built, so the raw pointers the kernels derive from a view stay in bounds.
 
-use crate::dtype::Elems;
+use crate::dtype::{Elems, F8Elems};
 use crate::weights::Tensor;
 use core::marker::PhantomData;
 use half::{bf16, f16};
@@ -56,6 +56,69 @@ impl<'a, E> Mat<'a, E> {
     pub(super) fn ptr(&self) -> *const E {
         self.data.as_ptr()
     }
+
+    /// Rows `r0 .. r0 + m`, columns `c0 .. c0 + n`, `None` out of range.
+    pub(super) fn sub(&self, r0: usize, m: usize, c0: usize, n: usize) -> Option<Mat<'a, E>> {
+        if r0.checked_add(m)? > self.rows || c0.checked_add(n)? > self.cols {
+            return None;
+        }
+        let start = if m == 0 {
+            0
+        } else {
+            r0.checked_mul(self.stride)?.checked_add(c0)?
+        };
+        Mat::new(self.data.get(start..)?, m, n, self.stride)
+    }
+}
+
+/// A read-only view of rows of an FP8 weight tensor (whole rows, contiguous):
+/// `rows` rows of `cols` codes, the first being row `row0` of the tensor,
+/// whose block scales it reads.
+#[derive(Clone, Copy, Debug)]
+pub struct F8Mat<'a> {
+    pub(super) e: F8Elems<'a>,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) row0: usize,
+}
+
+impl<'a> F8Mat<'a> {
+    /// Dequantizes columns `k0 .. k0 + out.len()` of row `j` into `out` (one
+    /// scale block at most: `k0` a multiple of 128, `out.len() <= 128`). False
+    /// out of range.
+    #[inline]
+    pub(super) fn dequant(&self, j: usize, k0: usize, out: &mut [f32]) -> bool {
+        let Some(codes) = j
+            .checked_mul(self.cols)
+            .and_then(|s| s.checked_add(k0))
+            .and_then(|s| self.e.codes().get(s..s.checked_add(out.len())?))
+        else {
+            return false;
+        };
+        let s = self.e.scale(self.row0.saturating_add(j), k0);
+        // Vectorized, bit for bit `fp8::to_f32(code) * s` (a scale is never
+        // above 2^7 in a checkpoint; larger ones take the exact slow path),
+        // compiled for AVX2 where the CPU has it (8 codes an instruction).
+        #[cfg(target_arch = "x86_64")]
+        if matches!(super::isa(), super::Isa::Avx2 | super::Isa::Avx512) {
+            // SAFETY: `isa()` reports AVX2 (or AVX-512, which implies it) only
+            // when the CPU has it.
+            unsafe { decode_avx2(codes, s, out) };
+            return true;
+        }
+        crate::cache::decode_group(codes, s, out);
+        true
+    }
+}
+
+/// `cache::decode_group` compiled with AVX2.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn decode_avx2(codes: &[u8], s: f32, out: &mut [f32]) {
+    crate::cache::decode_group(codes, s, out);
 }
 
 /// A matrix view over typed elements (weights: f32, f16 or bf16).
@@ -71,15 +134,35 @@ pub enum MatE<'a> {
     F16(Mat<'a, f16>),
     /// bf16 elements.
     BF16(Mat<'a, bf16>),
+    /// FP8 E4M3 weights with block scales (whole rows of a tensor only).
+    F8(F8Mat<'a>),
 }
 
 impl<'a> MatE<'a> {
-    /// A view over `e` (see [`Mat::new`]).
+    /// A view over `e` (see [`Mat::new`]). FP8 runs must be whole rows of
+    /// their tensor: `cols` its column count, `stride == cols`, the run
+    /// starting at a row.
     pub fn new(e: Elems<'a>, rows: usize, cols: usize, stride: usize) -> Option<Self> {
         Some(match e {
             Elems::F32(s) => MatE::F32(Mat::new(s, rows, cols, stride)?),
             Elems::F16(s) => MatE::F16(Mat::new(s, rows, cols, stride)?),
             Elems::BF16(s) => MatE::BF16(Mat::new(s, rows, cols, stride)?),
+            Elems::F8(f) => {
+                let whole = f.cols() == cols && stride == cols;
+                let row0 = f.offset().checked_div(cols)?;
+                if !whole
+                    || f.offset().checked_rem(cols)? != 0
+                    || rows.checked_mul(cols)? > f.codes().len()
+                {
+                    return None;
+                }
+                MatE::F8(F8Mat {
+                    e: f,
+                    rows,
+                    cols,
+                    row0,
+                })
+            }
         })
     }
 
@@ -95,6 +178,7 @@ impl<'a> MatE<'a> {
             MatE::F32(m) => m.rows,
             MatE::F16(m) => m.rows,
             MatE::BF16(m) => m.rows,
+            MatE::F8(m) => m.rows,
         }
     }
 
@@ -104,6 +188,7 @@ impl<'a> MatE<'a> {
             MatE::F32(m) => m.cols,
             MatE::F16(m) => m.cols,
             MatE::BF16(m) => m.cols,
+            MatE::F8(m) => m.cols,
         }
     }
 }

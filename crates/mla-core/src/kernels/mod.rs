@@ -11,6 +11,7 @@
 //! | `mat.rs`     | the checked views [`Mat`], [`MatE`], [`MatMut`]                      |
 //! | `gemm.rs`    | NT (`C = A B^T`, dot-product form) and NN (`C += A B`) tiles and drivers |
 //! | `matvec.rs`  | the decode matrix-vector product (NT with one row of A)             |
+//! | `f8.rs`      | products with FP8 block-scaled weights (dequantized panel by panel)  |
 //! | `pack.rs`    | the packed NT product of prefill (B packed panel by panel)          |
 //! | `softmax.rs` | online softmax along rows and down columns; the vector `exp`        |
 //! | `vecops.rs`  | scale, axpy, dot, RMSNorm, bias                                     |
@@ -65,6 +66,7 @@
 //! first, so the pointers the kernels compute stay in bounds.
 
 mod dispatch;
+mod f8;
 mod gemm;
 mod isa;
 mod mat;
@@ -155,6 +157,7 @@ pub fn gemm_nt_packed(
         MatE::F32(b) => nt_typed(isa, a, b, c, pack),
         MatE::F16(b) => nt_typed(isa, a, b, c, pack),
         MatE::BF16(b) => nt_typed(isa, a, b, c, pack),
+        MatE::F8(b) => f8::nt(isa, a, b, c),
     }
 }
 
@@ -184,6 +187,7 @@ pub fn gemm_nn_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
         MatE::F32(b) => nn_typed(isa, a, b, c),
         MatE::F16(b) => nn_typed(isa, a, b, c),
         MatE::BF16(b) => nn_typed(isa, a, b, c),
+        MatE::F8(b) => f8::nn(isa, a, b, c),
     }
 }
 

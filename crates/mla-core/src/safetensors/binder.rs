@@ -5,13 +5,14 @@
 #![allow(clippy::result_large_err)]
 
 use super::json::{utf8, JsonStr};
-use super::reader::{SafeTensors, TensorView};
+use super::reader::{FileDType, SafeTensors, TensorView};
 use super::{error, push, Piece, Piece::N, Piece::S};
 use crate::config::{AttnMode, Config, LayerInfo, Names, RopeKey, RopeLayout, RopeType};
-use crate::dtype::DType;
+use crate::dtype::{f8_blocks, DType};
 use crate::status::{Error, Result, Status, MESSAGE_CAPACITY};
 use crate::weights::{
-    absent_reason, expected_shapes, Tensor, Weights, OPTIONAL, WEIGHT_COUNT, WEIGHT_NAMES,
+    absent_reason, expected_shapes, Tensor, Weights, F8_ALLOWED, OPTIONAL, WEIGHT_COUNT,
+    WEIGHT_NAMES,
 };
 
 impl<'a> SafeTensors<'a> {
@@ -99,6 +100,10 @@ impl<'a> SafeTensors<'a> {
                         &shape
                     };
                     match (view, suffix) {
+                        (Some(v), _) if v.dtype == FileDType::F8E4M3 => {
+                            let allowed = F8_ALLOWED.get(i).copied().unwrap_or(false);
+                            *slot = Some(b.bind_f8(at, name, &v, dims, allowed)?)
+                        }
                         (Some(v), _) => *slot = Some(b.bind(at, name, &v, dims)?),
                         (None, Some(_)) if required => return Err(b.missing(at, name, dims)),
                         (None, None) if required => {
@@ -406,6 +411,85 @@ impl<'a> Binder<'_, 'a> {
         e
     }
 
+    /// Binds an F8_E4M3 matrix with its block scales `<name>_scale_inv` (F32
+    /// `[ceil(rows/128), ceil(cols/128)]`, DeepSeek-V3's layout), zero-copy.
+    /// `WeightDtype` for a tensor that may not be FP8 (norms, biases) or
+    /// scales that are not F32; `WeightShape` for a wrong shape or missing
+    /// scales (naming them); the scale values as [`Tensor::f8`]. Out of line:
+    /// it is called once, from the loop over every tensor.
+    #[inline(never)]
+    fn bind_f8(
+        &self,
+        at: &str,
+        suffix: &str,
+        v: &TensorView<'a>,
+        want: &[usize],
+        allowed: bool,
+    ) -> Result<Tensor<'a>> {
+        let [rows, cols] = *want else {
+            return Err(self.status_err(
+                Status::WeightDtype,
+                at,
+                suffix,
+                &[S(": dtype F8_E4M3 is for projection matrices, not vectors")],
+            ));
+        };
+        if !allowed {
+            return Err(self.status_err(
+                Status::WeightDtype,
+                at,
+                suffix,
+                &[S(": dtype F8_E4M3 is for the attention projections only")],
+            ));
+        }
+        if v.dims() != want {
+            let mut e = self.err_at(at, suffix, ": expected ", &[]);
+            push_dims(&mut e, want);
+            push(&mut e, &[S(", got ")]);
+            push_dims(&mut e, v.dims());
+            return Err(e);
+        }
+        const INV: &str = "_scale_inv";
+        let want_s = [f8_blocks(rows), f8_blocks(cols)];
+        let scale = self
+            .st
+            .iter()
+            .find(|(n, _)| n.eq_parts(&[at, suffix, INV]))
+            .map(|(_, s)| s);
+        let Some(sv) = scale else {
+            let mut e = self.err_at(at, suffix, INV, &[S(": missing, expected ")]);
+            push_dims(&mut e, &want_s);
+            push(&mut e, &[S(" F32 (the block scales of an F8_E4M3 weight)")]);
+            return Err(e);
+        };
+        let scale_err = |status: Status, more: &[Piece]| {
+            let mut e = self.status_err(status, at, suffix, &[S(INV)]);
+            push(&mut e, more);
+            e
+        };
+        if sv.dtype != FileDType::F32 {
+            return Err(scale_err(
+                Status::WeightDtype,
+                &[S(": dtype "), S(sv.dtype.name()), S(", expected F32")],
+            ));
+        }
+        if sv.dims() != want_s {
+            let mut e = scale_err(Status::WeightShape, &[S(": expected ")]);
+            push_dims(&mut e, &want_s);
+            push(&mut e, &[S(", got ")]);
+            push_dims(&mut e, sv.dims());
+            return Err(e);
+        }
+        let Ok(scales) = bytemuck::try_cast_slice::<u8, f32>(sv.data) else {
+            return Err(scale_err(
+                Status::Misaligned,
+                &[S(": F32 data is not aligned to 4 bytes in memory")],
+            ));
+        };
+        Tensor::f8(v.data, scales, rows, cols)
+            .map_err(|e| self.status_err(e.status(), at, suffix, &[S(": "), S(e.message())]))
+    }
+
     /// Checks dtype, shape (`want` = expected dims) and alignment, then borrows.
     fn bind(
         &self,
@@ -422,7 +506,7 @@ impl<'a> Binder<'_, 'a> {
                 &[
                     S(": dtype "),
                     S(v.dtype.name()),
-                    S(" is not supported (F32, F16 or BF16)"),
+                    S(" is not supported (F32, F16, BF16; F8_E4M3 for projections)"),
                 ],
             )
         })?;
@@ -693,6 +777,90 @@ mod tests {
         assert_eq!(out, [1.0; 3]);
     }
 
+    /// `kv_b_proj` as F8_E4M3 (all codes 1.0) with scales `scales` of `shape`
+    /// (`None`: no scale tensor).
+    fn with_f8_kv_b(cfg: &Config, scales: Option<(&[usize], &[f32])>) -> Writer {
+        let dm = cfg.dims().unwrap();
+        let mut b = good(cfg, false);
+        let t = b.entry_mut("kv_b_proj.weight").unwrap();
+        t.dtype = "F8_E4M3".to_string();
+        t.data = vec![0x38u8; dm.kv_b_rows * dm.r];
+        match scales {
+            Some((shape, v)) => b.f32(&format!("{P}kv_b_proj.weight_scale_inv"), shape, v),
+            None => b,
+        }
+    }
+
+    #[test]
+    fn f8_weights_bind_with_their_scales() {
+        let cfg = small_cfg();
+        let dm = cfg.dims().unwrap();
+        let buf = with_f8_kv_b(&cfg, Some((&[1, 1], &[0.25]))).build();
+        let w = bind_weights(&buf, P, &cfg).unwrap();
+        assert_eq!(w.kv_b_proj.data.dtype(), DType::F8E4M3);
+        let Elems::F8(f) = w.kv_b_proj.data else {
+            panic!("f8")
+        };
+        // Zero-copy: codes and scales point into the file.
+        let st = SafeTensors::parse(&buf).unwrap();
+        let codes = st.tensor(&format!("{P}kv_b_proj.weight")).unwrap().unwrap();
+        assert_eq!(f.codes().as_ptr(), codes.data.as_ptr());
+        let mut out = vec![0f32; dm.kv_b_rows * dm.r];
+        w.kv_b_proj.data.widen_into(&mut out);
+        assert!(out.iter().all(|&v| v == 0.25));
+
+        // Missing scales: named.
+        let buf = with_f8_kv_b(&cfg, None).build();
+        let (s, m) = status_of(bind_weights(&buf, P, &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert!(
+            m.starts_with(&format!(
+                "{P}kv_b_proj.weight_scale_inv: missing, expected [1, 1]"
+            )),
+            "{m}"
+        );
+        // Wrong shape, wrong dtype.
+        let buf = with_f8_kv_b(&cfg, Some((&[2, 1], &[1.0, 1.0]))).build();
+        let (s, m) = status_of(bind_weights(&buf, P, &cfg));
+        assert_eq!(s, Status::WeightShape);
+        assert_eq!(
+            m,
+            format!("{P}kv_b_proj.weight_scale_inv: expected [1, 1], got [2, 1]")
+        );
+        let mut b = with_f8_kv_b(&cfg, Some((&[1, 1], &[1.0])));
+        let t = b.entry_mut("kv_b_proj.weight_scale_inv").unwrap();
+        t.dtype = "BF16".to_string();
+        t.data.truncate(2);
+        let (s, _) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightDtype);
+        // Bad values.
+        for (v, want) in [
+            (f32::NAN, Status::NonFinite),
+            (f32::NEG_INFINITY, Status::NonFinite),
+            (0.0, Status::WeightShape),
+            (-0.5, Status::WeightShape),
+        ] {
+            let buf = with_f8_kv_b(&cfg, Some((&[1, 1], &[v]))).build();
+            let (s, m) = status_of(bind_weights(&buf, P, &cfg));
+            assert_eq!(s, want, "{v}: {m}");
+            assert!(
+                m.starts_with(&format!("{P}kv_b_proj.weight: f8 tensor: block scale 0")),
+                "{m}"
+            );
+        }
+        // A norm vector in F8: refused by dtype.
+        let mut b = good(&cfg, false);
+        let t = b.entry_mut("kv_a_layernorm.weight").unwrap();
+        t.dtype = "F8_E4M3".to_string();
+        t.data = vec![0x38u8; dm.r];
+        let (s, m) = status_of(bind_weights(&b.build(), P, &cfg));
+        assert_eq!(s, Status::WeightDtype);
+        assert!(
+            m.ends_with("dtype F8_E4M3 is for projection matrices, not vectors"),
+            "{m}"
+        );
+    }
+
     #[test]
     fn unknown_dtype_is_readable_but_not_bindable() {
         let cfg = small_cfg();
@@ -711,7 +879,7 @@ mod tests {
         assert_eq!(s, Status::WeightDtype);
         assert_eq!(
             m,
-            "model.layers.0.self_attn.kv_a_layernorm.weight: dtype I32 is not supported (F32, F16 or BF16)"
+            "model.layers.0.self_attn.kv_a_layernorm.weight: dtype I32 is not supported (F32, F16, BF16; F8_E4M3 for projections)"
         );
         // F64 too.
         let mut b = good(&cfg, false);
