@@ -463,7 +463,7 @@ impl<'m> LatentCache<'m> {
         }
         match widen.get_mut(..n) {
             Some(dst) => {
-                stored.widen_into(dst);
+                crate::kernels::widen(stored, dst);
                 dst
             }
             None => &[],
@@ -490,7 +490,7 @@ impl LatentCache<'_> {
                         .checked_mul(row)
                         .and_then(|first| e.as_elems().slice(first, row));
                     match src {
-                        Some(src) => src.widen_into(d),
+                        Some(src) => crate::kernels::widen(src, d),
                         None => return &[],
                     }
                 }

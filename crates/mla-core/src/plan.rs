@@ -70,9 +70,9 @@
 //!
 //! | absorbed ([`AbsorbedSlot`]) | shape           | naive ([`NaiveSlot`]) | shape             |
 //! |-----------------------------|-----------------|-----------------------|-------------------|
-//! | `latent_acc`                | `[H][r]`        | `keys`                | `[nb][n+p]`       |
+//! | `latent_acc`                | `[r][Hp]`       | `keys`                | `[nb][n+p]`       |
 //! | `max`, `sum`                | `[Hp]` each     | `values`              | `[nb][v]`         |
-//! | `weights`                   | `[H][ab]`       | `scores`              | `[T][nb]`         |
+//! | `weights`                   | `[ab]`          | `scores`              | `[T][nb]`         |
 //! | `rows` (f16/bf16/FP8 or DSA) | `[ab][cache_row]` | `max`, `sum`       | `[T]` each        |
 //! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16/FP8 or DSA)| `[nb][cache_row]` |
 //! | `rescale`                   | `[Hp]`          | packing scratch: the rest of the slot | at least `[pack_len(max(n+p, r))]` when `T >= 16` |
@@ -489,14 +489,14 @@ layout! {
             return Err("running_max");
         };
     } {
-        /// `[H][r]` partial latent sums.
-        latent_acc: [f32; prod(&[dims.h, dims.r])],
+        /// `[r][Hp]` partial latent sums (heads across, as the scores).
+        latent_acc: [f32; prod(&[dims.r, heads_padded])],
         /// `[Hp]` running max per head.
         running_max: [f32; Some(heads_padded)],
         /// `[Hp]` running sum per head.
         running_sum: [f32; Some(heads_padded)],
-        /// `[H][ab]` softmax weights of a block (first a per-head rope-score column).
-        weights: [f32; prod(&[dims.h, ab])],
+        /// `[ab]` one head's rope scores of a block (per-head rope keys).
+        weights: [f32; Some(ab)],
         /// `[ab][cache_row]` a block of cache rows widened to f32.
         widened_rows: [f32; if widen { prod(&[ab, dims.cache_row]) } else { Some(0) }],
         /// `[ab][Hp]` scores of a block, transposed (heads across).

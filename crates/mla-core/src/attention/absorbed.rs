@@ -267,14 +267,22 @@ fn split_rows(
             RowSet::List(_) => ab.min(hi - b0),
         };
         let rows = Inputs::read_rows(cache, set, b0, cnt, widened_rows);
+        // Rows borrowed from an f32 cache in place: the next block follows
+        // them in memory and streams in while this one is scored.
+        let ahead = match set {
+            RowSet::Prefix(_) if !inp.widen() && b0 + cnt < hi => cnt * c,
+            _ => 0,
+        };
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;
         let mut scores = MatMut::new(scores_t, cnt, hp, hp).ok_or(Fault::Slot)?;
-        gemm_nn(isa, &block, &MatE::F32(bq), &mut scores)?;
+        ensure(
+            kernels::attn_scores(isa, &block, &bq, &mut scores, ahead),
+            Fault::Shapes,
+        )?;
         if inp.rope_key == RopeKey::PerHead {
-            // Head h's rope keys: one product per head (rows x q_pe_h) into a
-            // column of `weights` (scratch until the weights are written there),
-            // added to the scores.
+            // Head h's rope keys: one product per head (rows x q_pe_h) into
+            // `weights`, added to the head's column of the scores.
             for h in 0..h_n {
                 let off = inp.kpe_offset(h);
                 let keys_pe = rows
@@ -315,27 +323,26 @@ fn split_rows(
             ),
             Fault::Softmax,
         )?;
-        // P [H][cnt] from P^T, then rescale and accumulate.
-        for (b, score_row) in scores_t.chunks_exact(hp.max(1)).take(cnt).enumerate() {
-            for (h, &v) in score_row.iter().take(h_n).enumerate() {
-                if let Some(d) = weights.get_mut(h * ab + b) {
-                    *d = v;
-                }
+        // acc[j][h] = alpha_h acc[j][h] + sum_b P^T[b][h] rows[b][j]: the
+        // probabilities stay heads-across, each cached row is read once.
+        if rescale.iter().take(h_n).any(|&a| a != 1.0) {
+            for acc_row in latent_acc.chunks_exact_mut(hp.max(1)) {
+                acc_row
+                    .iter_mut()
+                    .zip(rescale.iter())
+                    .for_each(|(x, &a)| *x *= a);
             }
         }
-        for (&a, latent_acc_h) in rescale
-            .iter()
-            .zip(latent_acc.chunks_exact_mut(r.max(1)))
-            .take(h_n)
-        {
-            if a != 1.0 {
-                kernels::scale(latent_acc_h, a);
-            }
-        }
-        let probs = Mat::new(&*weights, h_n, cnt, ab).ok_or(Fault::Slot)?;
+        let probs = scores_t
+            .get(..cnt * hp)
+            .and_then(|s| Mat::new(s, cnt, hp, hp))
+            .ok_or(Fault::Slot)?;
         let latents = Mat::new(rows, cnt, r, c).ok_or(Fault::Cache)?;
-        let mut acc_mat = MatMut::new(latent_acc, h_n, r, r).ok_or(Fault::Slot)?;
-        gemm_nn(isa, &probs, &MatE::F32(latents), &mut acc_mat)?;
+        let mut acc_mat = MatMut::new(latent_acc, r, hp, hp).ok_or(Fault::Slot)?;
+        ensure(
+            kernels::attn_sum(isa, &latents, &probs, &mut acc_mat),
+            Fault::Shapes,
+        )?;
         b0 += cnt;
     }
     Ok(())
@@ -351,8 +358,9 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// Range `si`'s running max, sum and latent accumulator of head `h`.
-    fn get(&self, si: usize, h: usize, r: usize) -> Result<(f32, f32, &[f32]), Fault> {
+    /// Range `si`'s running max and sum of head `h`, and its latent
+    /// accumulator (`[r][Hp]`, all heads).
+    fn get(&self, si: usize, h: usize, len: usize) -> Result<(f32, f32, &[f32]), Fault> {
         let slot = self
             .slots
             .get(si * self.slot_bytes..)
@@ -361,9 +369,7 @@ impl Parts<'_> {
         let part = (
             lay.running_max.get::<f32>(slot).and_then(|m| m.get(h)),
             lay.running_sum.get::<f32>(slot).and_then(|l| l.get(h)),
-            lay.latent_acc
-                .get::<f32>(slot)
-                .and_then(|a| a.get(h * r..(h + 1) * r)),
+            lay.latent_acc.get::<f32>(slot).and_then(|a| a.get(..len)),
         );
         match part {
             (Some(&m), Some(&l), Some(acc)) => Ok((m, l, acc)),
@@ -376,20 +382,28 @@ impl Parts<'_> {
 /// (`r` values), divided by the softmax denominator (with the head's sink).
 fn combine(inp: &Inputs, h: usize, parts: &Parts, acc_h: &mut [f32]) -> Result<(), Fault> {
     let r = inp.dims.r;
+    let hp = round16(inp.dims.h).ok_or(Fault::Slot)?;
+    let len = r.checked_mul(hp).ok_or(Fault::Slot)?;
     let mut m = f32::NEG_INFINITY;
     for si in 0..parts.splits {
-        m = m.max(parts.get(si, h, r)?.0);
+        m = m.max(parts.get(si, h, len)?.0);
     }
     acc_h.iter_mut().for_each(|x| *x = 0.0);
     let mut l = 0.0f32;
     for si in 0..parts.splits {
-        let (ms, ls, acc_s) = parts.get(si, h, r)?;
+        let (ms, ls, acc_s) = parts.get(si, h, len)?;
         let f = if ms == f32::NEG_INFINITY {
             0.0
         } else {
             libm::expf(ms - m)
         };
-        kernels::axpy(f, acc_s, acc_h);
+        // Head h is column h of the range's [r][Hp] accumulator.
+        for (d, s) in acc_h
+            .iter_mut()
+            .zip(acc_s.iter().skip(h).step_by(hp.max(1)))
+        {
+            *d += f * s;
+        }
         l += f * ls;
     }
     kernels::scale(acc_h, 1.0 / inp.denominator(h, m, l));

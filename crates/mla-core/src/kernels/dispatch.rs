@@ -60,7 +60,33 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn nn<E: Elem>(p: &GemmArgs<E>) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nn::<S, E, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }>(p) }
+                unsafe { gemm::nn::<S, E, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }, false, false>(p) }
+            }
+
+            /// The attention scores' NN accumulation (`gemm::nn` with the
+            /// attention tiles: cached rows broadcast against the heads, the
+            /// rows `p.pf` elements on prefetched).
+            ///
+            /// # Safety
+            /// Extents checked by the builder of `p`; the ISA is available.
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn attn_nn(p: &GemmArgs<f32>) {
+                const T: Tiles = tiles($isa);
+                // SAFETY: forwarded.
+                unsafe { gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, false, true>(p) }
+            }
+
+            /// The attention sum's TN accumulation (`gemm::nn` with `TA`:
+            /// latent columns broadcast against the heads' weights).
+            ///
+            /// # Safety
+            /// Extents checked by the builder of `p` (`GemmArgs::tn`); the ISA
+            /// is available.
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn attn_tn(p: &GemmArgs<f32>) {
+                const T: Tiles = tiles($isa);
+                // SAFETY: forwarded.
+                unsafe { gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, true, false>(p) }
             }
 
             /// `softmax::online_softmax_row`.
@@ -81,6 +107,16 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn softmax_cols(p: &ColsArgs) {
                 // SAFETY: forwarded.
                 unsafe { softmax::online_softmax_cols::<S>(p) }
+            }
+
+            /// `vecops::widen_row`.
+            ///
+            /// # Safety
+            /// `src` valid for `n` elements, `dst` for `n` f32.
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn widen<E: Elem>(src: *const E, dst: *mut f32, n: usize) {
+                // SAFETY: forwarded.
+                unsafe { vecops::widen_row::<S, E>(src, dst, n) }
             }
 
             /// `vecops::scale_row`.

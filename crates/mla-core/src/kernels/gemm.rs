@@ -32,6 +32,9 @@ pub(crate) struct GemmArgs<E> {
     pub(super) k: usize,
     pub(super) c: *mut f32,
     pub(super) ldc: usize,
+    /// NN with prefetch only: elements of A ahead of the one broadcast whose
+    /// cache line is prefetched (the same rows of the next block); 0: none.
+    pub(super) pf: usize,
 }
 
 impl<E> GemmArgs<E> {
@@ -43,6 +46,24 @@ impl<E> GemmArgs<E> {
     /// NN arguments, or `None` unless `A` is m x k, `B` k x n, `C` m x n.
     pub(super) fn nn(a: &Mat<f32>, b: &Mat<E>, c: &mut MatMut) -> Option<Self> {
         Self::checked(a, b, c, b.cols, b.rows)
+    }
+
+    /// TN arguments (`C += A^T B`), or `None` unless `A` is k x m, `B` k x n,
+    /// `C` m x n. `a`/`lda` then describe A as stored (`k` rows of `m`).
+    pub(super) fn tn(a: &Mat<f32>, b: &Mat<E>, c: &mut MatMut) -> Option<Self> {
+        let (k, m) = (a.rows, a.cols);
+        (b.rows == k && c.rows == m && c.cols == b.cols).then_some(GemmArgs {
+            a: a.ptr(),
+            lda: a.stride,
+            m,
+            b: b.ptr(),
+            ldb: b.stride,
+            n: b.cols,
+            k,
+            c: c.ptr,
+            ldc: c.stride,
+            pf: 0,
+        })
     }
 
     /// The arguments if `B` (whose extent along k is `b_k`) and `C` agree
@@ -59,6 +80,7 @@ impl<E> GemmArgs<E> {
             k,
             c: c.ptr,
             ldc: c.stride,
+            pf: 0,
         })
     }
 }
@@ -298,57 +320,128 @@ mod small {
 // NN: C += A B, broadcast form
 // ----------------------------------------------------------------------------
 
-/// The broadcast micro-kernel, shared by NN and the packed NT product:
-/// `acc[i][v] += sum_kk A[i][kk] * B[kk][v*L .. (v+1)*L]` for `kk < k`, the
+/// The broadcast micro-kernel, shared by NN, TN and the packed NT product:
+/// `acc[i][v] += sum_kk A(i, kk) * B[kk][v*L .. (v+1)*L]` for `kk < k`, the
 /// products added in increasing `kk`.
 ///
-/// Operands: `A` is `MR x k` (f32, one element broadcast at a time), `B` is
-/// `k x NV*L` (`E`, widened on load). Registers: the `MR * NV` accumulators,
-/// `NV` vectors of B, one broadcast.
+/// Operands: `A(i, kk)` is the f32 at `a + i * a_si + kk * a_sk` (one element
+/// broadcast at a time: `(lda, 1)` for a row-major `MR x k` A, `(1, lda)` for
+/// a `k x MR` A read down its columns), `B` is `k x NV*L` (`E`, widened on
+/// load). Registers: the `MR * NV` accumulators, `NV` vectors of B, one
+/// broadcast.
 ///
 /// # Safety
-/// `a` valid for `MR` rows of `k` (stride `lda`), `b` for `k` rows of
+/// `a` valid for every `A(i, kk)` with `i < MR`, `kk < k`; `b` for `k` rows of
 /// `NV * LANES` (stride `ldb`); `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn broadcast_fma<S: Simd, E: Elem, const MR: usize, const NV: usize>(
     acc: &mut [[S::V; NV]; MR],
     a: *const f32,
-    lda: usize,
+    a_si: usize,
+    a_sk: usize,
     b: *const E,
     ldb: usize,
     k: usize,
 ) {
+    // SAFETY: forwarded contract; no prefetch.
+    unsafe { broadcast_fma_pf::<S, E, MR, NV, false>(acc, a, a_si, a_sk, b, ldb, k, 0) }
+}
+
+/// [`broadcast_fma`] that, with `PF`, prefetches the cache line `pf`
+/// elements ahead of each of A's rows once per line of A (row-major A only,
+/// `a_sk == 1`): while a block of cached rows is multiplied, the next block
+/// streams into L2 at the pace it is computed.
+///
+/// # Safety
+/// As [`broadcast_fma`]; prefetch addresses are never dereferenced.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn broadcast_fma_pf<
+    S: Simd,
+    E: Elem,
+    const MR: usize,
+    const NV: usize,
+    const PF: bool,
+>(
+    acc: &mut [[S::V; NV]; MR],
+    a: *const f32,
+    a_si: usize,
+    a_sk: usize,
+    b: *const E,
+    ldb: usize,
+    k: usize,
+    pf: usize,
+) {
     let lanes = S::LANES;
-    // SAFETY (whole body): offsets row * stride + column with rows < MR (a) or
-    // k (b) and columns < k (a) or NV * LANES (b): the caller's extents.
+    // f32 per cache line: one prefetch per line of each row of A.
+    const LINE: usize = 16;
+    // SAFETY (whole body): offsets i * a_si + kk * a_sk (a) and row * stride +
+    // column (b) with i < MR, kk < k and columns < NV * LANES: the caller's
+    // extents. Prefetch addresses use wrapping arithmetic and are not read.
     unsafe {
-        for kk in 0..k {
-            let mut b_vecs = [S::zero(); NV];
-            for (v, x) in b_vecs.iter_mut().enumerate() {
-                *x = E::vload::<S>(b.add(kk * ldb + v * lanes));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let a_elem = S::splat(*a.add(i * lda + kk));
-                for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
-                    *s = S::fma(a_elem, b_vec, *s);
+        let mut k0 = 0;
+        while k0 < k {
+            let k1 = if PF { k.min(k0 + LINE) } else { k };
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            if PF {
+                for i in 0..MR {
+                    super::simd::prefetch_l2(
+                        a.wrapping_add(i * a_si + k0 * a_sk + pf).cast::<u8>(),
+                    );
                 }
             }
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+            let _ = pf;
+            for kk in k0..k1 {
+                let mut b_vecs = [S::zero(); NV];
+                for (v, x) in b_vecs.iter_mut().enumerate() {
+                    *x = E::vload::<S>(b.add(kk * ldb + v * lanes));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let a_elem = S::splat(*a.add(i * a_si + kk * a_sk));
+                    for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                        *s = S::fma(a_elem, b_vec, *s);
+                    }
+                }
+            }
+            k0 = k1;
         }
     }
 }
 
-/// NN micro-kernel: `C[i + r][j + v*L ..] += sum_kk A[i + r][kk] *
+/// Where `A(i, kk)` is for an NN product (`TA` false: A is `m x k`, row stride
+/// `lda`) or a TN product (`TA` true: A is `k x m`, row stride `lda`, read down
+/// its columns): `(offset of row i, stride along i, stride along kk)`.
+#[inline(always)]
+const fn a_strides<const TA: bool>(i: usize, lda: usize) -> (usize, usize, usize) {
+    if TA {
+        (i, 1, lda)
+    } else {
+        (i * lda, lda, 1)
+    }
+}
+
+/// NN (TN) micro-kernel: `C[i + r][j + v*L ..] += sum_kk A(i + r, kk) *
 /// B[kk][j + v*L ..]` for the `MR x NV`-vector tile at row `i`, column `j` of
 /// C ([`broadcast_fma`] between a load and a store of C).
 ///
-/// Operands: `A` is `MR x k` (f32), `B` is `k x NV*L` (`E`), `C` is
-/// `MR x NV*L` (read, then written).
+/// Operands: `A(i, kk)` is `A[i][kk]` (NN) or `A[kk][i]` (TN, `TA`), f32; `B`
+/// is `k x NV*L` (`E`), `C` is `MR x NV*L` (read, then written).
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `i + MR <= m`,
 /// `j + NV * LANES <= n`; `S` available.
 #[inline(always)]
-unsafe fn nn_tile<S: Simd, E: Elem, const MR: usize, const NV: usize>(
+unsafe fn nn_tile<
+    S: Simd,
+    E: Elem,
+    const MR: usize,
+    const NV: usize,
+    const TA: bool,
+    const PF: bool,
+>(
     p: &GemmArgs<E>,
     i: usize,
     j: usize,
@@ -365,8 +458,9 @@ unsafe fn nn_tile<S: Simd, E: Elem, const MR: usize, const NV: usize>(
                 *s = S::load(c.add(r * p.ldc + v * lanes));
             }
         }
-        let (a, b) = (p.a.add(i * p.lda), p.b.add(j));
-        broadcast_fma::<S, E, MR, NV>(&mut acc, a, p.lda, b, p.ldb, p.k);
+        let (a_off, a_si, a_sk) = a_strides::<TA>(i, p.lda);
+        let (a, b) = (p.a.add(a_off), p.b.add(j));
+        broadcast_fma_pf::<S, E, MR, NV, PF>(&mut acc, a, a_si, a_sk, b, p.ldb, p.k, p.pf);
         for (r, row) in acc.iter().enumerate() {
             for (v, &s) in row.iter().enumerate() {
                 S::store(c.add(r * p.ldc + v * lanes), s);
@@ -381,25 +475,37 @@ unsafe fn nn_tile<S: Simd, E: Elem, const MR: usize, const NV: usize>(
 /// # Safety
 /// Extents checked by the builder of `p`; `j + NV * LANES <= n`; `S` available.
 #[inline(always)]
-unsafe fn nn_cols<S: Simd, E: Elem, const MR: usize, const NV: usize>(p: &GemmArgs<E>, j: usize) {
+unsafe fn nn_cols<
+    S: Simd,
+    E: Elem,
+    const MR: usize,
+    const NV: usize,
+    const TA: bool,
+    const PF: bool,
+>(
+    p: &GemmArgs<E>,
+    j: usize,
+) {
     let mut i = 0;
     // SAFETY (whole body): column block j .. j + NV * LANES <= n (caller), rows
     // inside 0..m (loop bounds).
     unsafe {
         while i + MR <= p.m {
-            nn_tile::<S, E, MR, NV>(p, i, j);
+            nn_tile::<S, E, MR, NV, TA, PF>(p, i, j);
             i += MR;
         }
         while MR > 1 && i < p.m {
-            nn_tile::<S, E, 1, NV>(p, i, j);
+            nn_tile::<S, E, 1, NV, TA, PF>(p, i, j);
             i += 1;
         }
     }
 }
 
-/// NN driver, `C += A B`: `MR x NV`-vector tiles, then 1-vector columns in
-/// taller `TALL_MR x 1` tiles (enough independent accumulators to cover the
-/// FMA latency), then a scalar tail for `n % LANES` columns.
+/// NN driver, `C += A B` (or TN, `C += A^T B`, with `TA`): `MR x NV`-vector
+/// tiles, then 1-vector columns in taller `TALL_MR x 1` tiles (enough
+/// independent accumulators to cover the FMA latency), then a scalar tail for
+/// `n % LANES` columns. For TN, `p.a` is `k x m` at row stride `p.lda`. With
+/// `PF` (NN only), each tile prefetches A `p.pf` elements ahead.
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `S` available.
@@ -410,6 +516,8 @@ pub(super) unsafe fn nn<
     const MR: usize,
     const NV: usize,
     const TALL_MR: usize,
+    const TA: bool,
+    const PF: bool,
 >(
     p: &GemmArgs<E>,
 ) {
@@ -420,12 +528,12 @@ pub(super) unsafe fn nn<
     // < m, kk < k, columns < n: inside the checked extents.
     unsafe {
         while j + NV * lanes <= n_vec {
-            nn_cols::<S, E, MR, NV>(p, j);
+            nn_cols::<S, E, MR, NV, TA, PF>(p, j);
             j += NV * lanes;
         }
         if NV > 1 || TALL_MR != MR {
             while j < n_vec {
-                nn_cols::<S, E, TALL_MR, 1>(p, j);
+                nn_cols::<S, E, TALL_MR, 1, TA, PF>(p, j);
                 j += lanes;
             }
         }
@@ -434,7 +542,8 @@ pub(super) unsafe fn nn<
                 let cp = p.c.add(i * p.ldc + jj);
                 let mut s = *cp;
                 for kk in 0..p.k {
-                    s += *p.a.add(i * p.lda + kk) * (*p.b.add(kk * p.ldb + jj)).widen();
+                    let (a_off, _, a_sk) = a_strides::<TA>(i, p.lda);
+                    s += *p.a.add(a_off + kk * a_sk) * (*p.b.add(kk * p.ldb + jj)).widen();
                 }
                 *cp = s;
             }
@@ -511,6 +620,97 @@ mod tests {
                 assert!(gemm_nn_with(case.isa, &a, &case.b_all(Layout::Nn), c));
             },
         );
+    }
+
+    /// The attention products on every ISA here and every tile edge (rows
+    /// around MR and the tall MR, heads around the NV-vector block, one
+    /// vector, 16 and 128): the scores bit for bit as the general NN product
+    /// (with and without prefetching ahead), the latent sum bit for bit as the
+    /// NN product of the transposed operands, both within 1e-5 of f64.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn attention_products_all_isas_all_edges() {
+        use super::super::test_util::{isas_here, rand};
+        use super::super::{attn_scores, attn_sum, isa::lanes, isa::tiles};
+        for isa in isas_here() {
+            let (t, l) = (tiles(isa), lanes(isa));
+            let ms = union(&[edges(t.attn_mr), edges(t.attn_tall_mr)]);
+            let ns = union(&[edges(t.attn_nv * l), edges(l), vec![16, 128]]);
+            for (s, &(m, n, k)) in cartesian(&ms, &ns, &[1, 2, 7, 33, 576]).iter().enumerate() {
+                let seed = 4 * s as u64;
+                // Scores: A m x k (row stride k + 5), B k x n, C m x n.
+                let lda = k + 5;
+                let a = rand(m * lda + lda, seed);
+                let b = rand(k * n, seed + 1);
+                let c0 = rand(m * n, seed + 2);
+                let am = Mat::new(&a, m, k, lda).unwrap();
+                let bm = Mat::new(&b, k, n, n).unwrap();
+                let mut want = c0.clone();
+                let mut wm = MatMut::new(&mut want, m, n, n).unwrap();
+                assert!(gemm_nn_with(isa, &am, &MatE::F32(bm), &mut wm));
+                for ahead in [0, lda, 1 << 40] {
+                    let mut got = c0.clone();
+                    let mut gm = MatMut::new(&mut got, m, n, n).unwrap();
+                    assert!(attn_scores(isa, &am, &bm, &mut gm, ahead));
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "scores {isa:?} {m}x{n}x{k} ahead {ahead}");
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let r: f64 = (0..k)
+                            .map(|kk| a[i * lda + kk] as f64 * b[kk * n + j] as f64)
+                            .sum::<f64>()
+                            + c0[i * n + j] as f64;
+                        let g = want[i * n + j] as f64;
+                        assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "scores {g} vs {r}");
+                    }
+                }
+                // Sum: R k x m (row stride m + 3), P k x n, Acc m x n; against
+                // (P^T R)^T from the NN product.
+                let ldr = m + 3;
+                let rr = rand(k * ldr, seed + 3);
+                let p = rand(k * n, seed + 4);
+                let acc0 = rand(m * n, seed + 5);
+                let mut got = acc0.clone();
+                let rm = Mat::new(&rr, k, m, ldr).unwrap();
+                let pm = Mat::new(&p, k, n, n).unwrap();
+                let mut gm = MatMut::new(&mut got, m, n, n).unwrap();
+                assert!(attn_sum(isa, &rm, &pm, &mut gm));
+                let pt: Vec<f32> = (0..n * k).map(|x| p[(x % k) * n + x / k]).collect();
+                let mut want_t: Vec<f32> = (0..n * m).map(|x| acc0[(x % m) * n + x / m]).collect();
+                let ptm = Mat::new(&pt, n, k, k).unwrap();
+                let rm_all = MatE::F32(Mat::new(&rr, k, m, ldr).unwrap());
+                let mut wtm = MatMut::new(&mut want_t, n, m, m).unwrap();
+                assert!(gemm_nn_with(isa, &ptm, &rm_all, &mut wtm));
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(
+                            got[i * n + j].to_bits(),
+                            want_t[j * m + i].to_bits(),
+                            "sum {isa:?} {m}x{n}x{k} [{i}][{j}]"
+                        );
+                        let r: f64 = (0..k)
+                            .map(|kk| rr[kk * ldr + i] as f64 * p[kk * n + j] as f64)
+                            .sum::<f64>()
+                            + acc0[i * n + j] as f64;
+                        let g = got[i * n + j] as f64;
+                        assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "sum {g} vs {r}");
+                    }
+                }
+                // Shapes that disagree: refused, nothing written.
+                let mut c = vec![7f32; m * n];
+                let mut cm = MatMut::new(&mut c, m, n, n).unwrap();
+                let bad = Mat::new(&b, k.min(1), n, n).unwrap();
+                if k > 1 {
+                    assert!(!attn_scores(isa, &am, &bad, &mut cm, 0));
+                    assert!(!attn_sum(isa, &rm, &bad, &mut cm));
+                    assert!(c.iter().all(|&x| x == 7.0));
+                }
+            }
+        }
     }
 
     /// Shapes that disagree are refused and nothing is written; empty

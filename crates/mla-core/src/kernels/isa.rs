@@ -179,6 +179,15 @@ pub(crate) struct Tiles {
     /// NN: rows per tile for the columns left after the `NV`-vector blocks
     /// (one vector wide, so taller: enough accumulators to hide FMA latency).
     pub nn_tall_mr: usize,
+    /// Attention products of the absorbed decode (`gemm::nn`, NN for the
+    /// scores of a block of cached rows against the heads' queries, TN for the
+    /// latent sum of the rows weighted by the heads' probabilities; the heads,
+    /// padded to 16, run across the vectors): rows of C per tile (MR).
+    pub attn_mr: usize,
+    /// Attention: vectors of C columns (heads) per tile (NV).
+    pub attn_nv: usize,
+    /// Attention: rows per tile of the one-vector column blocks left over.
+    pub attn_tall_mr: usize,
     /// Packed NT (prefill, `pack::ntp_tile`): rows of A per tile (MR); edge
     /// rows take tiles of 4 (when MR > 4), then 1.
     pub pack_mr: usize,
@@ -188,8 +197,15 @@ pub(crate) struct Tiles {
 }
 
 impl Tiles {
-    /// `nt`: `[MR, NR]`; `nn`: `[MR, NV, TALL_MR]`; `packed`: `[MR, NV]`.
-    const fn new(nt: [usize; 2], matvec_nr: usize, nn: [usize; 3], packed: [usize; 2]) -> Tiles {
+    /// `nt`: `[MR, NR]`; `nn` and `attn`: `[MR, NV, TALL_MR]`; `packed`:
+    /// `[MR, NV]`.
+    const fn new(
+        nt: [usize; 2],
+        matvec_nr: usize,
+        nn: [usize; 3],
+        attn: [usize; 3],
+        packed: [usize; 2],
+    ) -> Tiles {
         Tiles {
             nt_mr: nt[0],
             nt_nr: nt[1],
@@ -197,6 +213,9 @@ impl Tiles {
             nn_mr: nn[0],
             nn_nv: nn[1],
             nn_tall_mr: nn[2],
+            attn_mr: attn[0],
+            attn_nv: attn[1],
+            attn_tall_mr: attn[2],
             pack_mr: packed[0],
             pack_nv: packed[1],
         }
@@ -205,22 +224,26 @@ impl Tiles {
 
 /// The micro-kernel tiles of `isa`.
 pub(crate) const fn tiles(isa: Isa) -> Tiles {
-    // Columns: NT [MR, NR], mat-vec NR, NN [MR, NV, TALL_MR], packed [MR, NV].
+    // Columns: NT [MR, NR], mat-vec NR, NN [MR, NV, TALL_MR], attention
+    // [MR, NV, TALL_MR], packed [MR, NV].
     match isa {
         // Portable: small tiles (the compiler's registers are unknown).
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        Isa::Scalar => Tiles::new([2, 2], 4, [2, 1, 2], [4, 1]),
+        Isa::Scalar => Tiles::new([2, 2], 4, [2, 1, 2], [2, 1, 2], [4, 1]),
         // Small targets: the NT product runs one dot product at a time
         // (`gemm::nt` there), so only the NN shape (1 x 1) is used.
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        Isa::Scalar => Tiles::new([1, 1], 1, [1, 1, 1], [1, 1]),
+        Isa::Scalar => Tiles::new([1, 1], 1, [1, 1, 1], [1, 1, 1], [1, 1]),
         // 16 ymm registers: NT 4 x 3 = 12 accumulators + 3 B vectors + 1 A;
-        // packed 6 x 2 = 12 + 2 panel vectors + 1 broadcast.
-        Isa::Avx2 => Tiles::new([4, 3], 8, [4, 2, 8], [6, 2]),
-        // 32 zmm registers: NT 4 x 4 = 16 accumulators; packed 6 x 4 = 24.
-        Isa::Avx512 => Tiles::new([4, 4], 8, [4, 4, 8], [6, 4]),
-        // 32 q registers: NT 4 x 4 = 16 accumulators; packed 8 x 3 = 24.
-        Isa::Neon => Tiles::new([4, 4], 8, [4, 4, 8], [8, 3]),
+        // packed and attention 6 x 2 = 12 + 2 vectors + 1 broadcast (16
+        // heads are two vectors).
+        Isa::Avx2 => Tiles::new([4, 3], 8, [4, 2, 8], [4, 2, 8], [6, 2]),
+        // 32 zmm registers: NT 4 x 4 = 16 accumulators; packed 6 x 4 = 24;
+        // attention: 16 heads are one vector, so 16 x 1 (tall) tiles.
+        Isa::Avx512 => Tiles::new([4, 4], 8, [4, 4, 8], [8, 2, 16], [6, 4]),
+        // 32 q registers: NT 4 x 4 = 16 accumulators; packed 8 x 3 = 24;
+        // attention 6 x 4 = 24 (16 heads are four vectors).
+        Isa::Neon => Tiles::new([4, 4], 8, [4, 4, 8], [6, 4, 16], [8, 3]),
     }
 }
 
@@ -266,6 +289,7 @@ const _: () = {
         assert!(t.pack_nv * lanes(isa) <= PACK_NP);
         assert!(t.nt_mr > 0 && t.nt_nr > 0 && t.matvec_nr > 0);
         assert!(t.nn_mr > 0 && t.nn_nv > 0 && t.nn_tall_mr > 0);
+        assert!(t.attn_mr > 0 && t.attn_nv > 0 && t.attn_tall_mr > 0);
         assert!(t.pack_mr > 0 && t.pack_nv > 0);
         i += 1;
     }

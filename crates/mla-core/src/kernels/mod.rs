@@ -84,7 +84,7 @@ pub use isa::{
 };
 pub use mat::{Mat, MatE, MatMut};
 pub use pack::pack_len;
-pub use vecops::{add_bias, axpy, dot, rmsnorm, scale};
+pub use vecops::{add_bias, axpy, dot, rmsnorm, scale, widen};
 
 use crate::parallel::{Parallel, SharedMut, MAX_TASKS};
 use crate::weights::Tensor;
@@ -189,6 +189,53 @@ pub fn gemm_nn_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
         MatE::BF16(b) => nn_typed(isa, a, b, c),
         MatE::F8(b) => f8::nn(isa, a, b, c),
     }
+}
+
+/// The scores of a block of cached rows against every head (absorbed
+/// attention): `S += R Q` with `R` the rows (`cnt x k`, f32), `Q` the heads'
+/// queries transposed (`k x Hp`), `S` `cnt x Hp`; products added in
+/// increasing `k` (the order of [`gemm_nn`], so the values are the same), in
+/// tiles shaped for this use. `ahead`: while a row is read, the row `ahead`
+/// f32 further on is prefetched (0: none; e.g. the same row of the next block
+/// when the rows are contiguous in memory; only a hint, any value is safe).
+/// False (nothing written) if the shapes disagree.
+pub fn attn_scores(
+    isa: Isa,
+    rows: &Mat<f32>,
+    q_t: &Mat<f32>,
+    s: &mut MatMut,
+    ahead: usize,
+) -> bool {
+    let Some(mut p) = GemmArgs::nn(rows, q_t, s) else {
+        return false;
+    };
+    p.pf = ahead;
+    if p.m == 0 || p.n == 0 || p.k == 0 {
+        return true;
+    }
+    // SAFETY: extents checked by the views, shapes by GemmArgs::nn, ISA usable.
+    unsafe { dispatch!(usable(isa), attn_nn(&p)) };
+    true
+}
+
+/// The latent sum of a block of cached rows weighted by every head's
+/// probabilities (absorbed attention): `Acc += R^T P` with `R` the rows
+/// (`cnt x r`, f32, read down their columns), `P` the probabilities
+/// (`cnt x Hp`, heads across), `Acc` `r x Hp`; products added in increasing
+/// row, so `Acc[j][h]` gets the same value as row `h`, column `j` of
+/// [`gemm_nn`]`(P^T, R)`. Each row is read once for all heads. False (nothing
+/// written) if the shapes disagree.
+pub fn attn_sum(isa: Isa, rows: &Mat<f32>, probs: &Mat<f32>, acc: &mut MatMut) -> bool {
+    let Some(p) = GemmArgs::tn(rows, probs, acc) else {
+        return false;
+    };
+    if p.m == 0 || p.n == 0 || p.k == 0 {
+        return true;
+    }
+    // SAFETY: extents checked by the views, shapes by GemmArgs::tn (A is k x m
+    // at its stride), ISA usable.
+    unsafe { dispatch!(usable(isa), attn_tn(&p)) };
+    true
 }
 
 // ----------------------------------------------------------------------------

@@ -87,7 +87,7 @@ unsafe fn ntp_tile<S: Simd, const MR: usize, const NV: usize>(panel: &Panel, i: 
             }
         }
         let a = panel.a.add(i * panel.lda);
-        broadcast_fma::<S, f32, MR, NV>(&mut acc, a, panel.lda, panel.pack, np, panel.kc);
+        broadcast_fma::<S, f32, MR, NV>(&mut acc, a, panel.lda, 1, panel.pack, np, panel.kc);
         for (r, row) in acc.iter().enumerate() {
             let c_row = c.add(r * panel.ldc);
             if full {

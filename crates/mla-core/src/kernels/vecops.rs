@@ -4,9 +4,51 @@
 use super::dispatch::dispatch;
 use super::isa::{isa, usable, Isa};
 use super::mat::{Mat, MatE, MatMut};
-use super::simd::Simd;
+use super::simd::{Elem, Simd};
 use crate::dtype::Elems;
 use crate::weights::Tensor;
+
+/// `dst[i] = src[i]` widened to f32 for `n` elements: vectors, then the
+/// `n % LANES` tail (exact: every f16/bf16 value is an f32).
+///
+/// # Safety
+/// `src` valid for `n` elements, `dst` for `n` f32; `S` available.
+#[inline(always)]
+pub(crate) unsafe fn widen_row<S: Simd, E: Elem>(src: *const E, dst: *mut f32, n: usize) {
+    let lanes = S::LANES;
+    let n_vec = n - n % lanes;
+    let mut i = 0;
+    // SAFETY: i + LANES <= n_vec <= n in the loop, i < n in the tail.
+    unsafe {
+        while i < n_vec {
+            S::store(dst.add(i), E::vload::<S>(src.add(i)));
+            i += lanes;
+        }
+        while i < n {
+            *dst.add(i) = (*src.add(i)).widen();
+            i += 1;
+        }
+    }
+}
+
+/// Widens `src` into `out` (`min(len)` elements; f16/bf16 with the vector
+/// loads of the kernels, FP8 dequantized with its block scales).
+pub fn widen(src: Elems, out: &mut [f32]) {
+    let n = src.len().min(out.len());
+    let isa = usable(isa());
+    match src {
+        Elems::F32(s) => {
+            if let (Some(d), Some(s)) = (out.get_mut(..n), s.get(..n)) {
+                d.copy_from_slice(s);
+            }
+        }
+        // SAFETY: src and out hold at least n elements; ISA usable.
+        Elems::BF16(s) => unsafe { dispatch!(isa, widen(s.as_ptr(), out.as_mut_ptr(), n)) },
+        // SAFETY: as above.
+        Elems::F16(s) => unsafe { dispatch!(isa, widen(s.as_ptr(), out.as_mut_ptr(), n)) },
+        Elems::F8(_) => src.widen_into(out),
+    }
+}
 
 /// `x[i] *= s` for `n` elements: vectors, then the `n % LANES` tail.
 ///
@@ -142,6 +184,36 @@ pub fn rmsnorm(x: &mut [f32], w: Elems, eps: f32) {
 mod tests {
     use super::super::test_util::{isas_here, rand};
     use super::*;
+
+    /// f16/bf16 rows widened with the vector loads of every ISA here equal
+    /// the exact conversion, every length around the lanes.
+    #[test]
+    fn widen_rows_exact_on_every_isa() {
+        use half::{bf16, f16};
+        let v = rand(70, 9);
+        let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x * 1e3)).collect();
+        let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        for isa in isas_here() {
+            for n in [0, 1, 7, 8, 9, 16, 17, 33, 70] {
+                let mut out = vec![f32::NAN; n];
+                // SAFETY: b and h hold 70 >= n elements, out n; ISA supported.
+                unsafe { dispatch!(isa, widen(b.as_ptr(), out.as_mut_ptr(), n)) };
+                assert!(out
+                    .iter()
+                    .zip(&b)
+                    .all(|(o, x)| o.to_bits() == x.to_f32().to_bits()));
+                // SAFETY: as above.
+                unsafe { dispatch!(isa, widen(h.as_ptr(), out.as_mut_ptr(), n)) };
+                assert!(out
+                    .iter()
+                    .zip(&h)
+                    .all(|(o, x)| o.to_bits() == x.to_f32().to_bits()));
+            }
+        }
+        let mut out = [0f32; 3];
+        widen(Elems::BF16(&b[..5]), &mut out);
+        assert_eq!(out[2], b[2].to_f32(), "widen stops at the shorter length");
+    }
 
     #[test]
     fn rmsnorm_matches_formula() {
