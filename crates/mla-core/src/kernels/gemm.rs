@@ -108,6 +108,25 @@ pub(super) unsafe fn nt_tile<S: Simd, E: Elem, const MR: usize, const NR: usize>
     i: usize,
     j: usize,
 ) {
+    // SAFETY: forwarded contract; no prefetch.
+    unsafe { nt_tile_pf::<S, E, MR, NR, false>(p, i, j) }
+}
+
+/// [`nt_tile`] that, with `PF`, prefetches the next tile's rows of B (rows
+/// `j + NR .. j + 2 NR`) into L2 at the pace it reads its own, one prefetch
+/// per cache line: with a few rows of A the weights stream from memory once,
+/// in tiles of `NR` rows that start on new pages, which the hardware
+/// prefetchers do not foresee.
+///
+/// # Safety
+/// As [`nt_tile`]; prefetch addresses are never dereferenced.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn nt_tile_pf<S: Simd, E: Elem, const MR: usize, const NR: usize, const PF: bool>(
+    p: &GemmArgs<E>,
+    i: usize,
+    j: usize,
+) {
     let (lda, ldb, ldc, k) = (p.lda, p.ldb, p.ldc, p.k);
     let lanes = S::LANES;
     let k_vec = k - k % lanes;
@@ -118,7 +137,14 @@ pub(super) unsafe fn nt_tile<S: Simd, E: Elem, const MR: usize, const NR: usize>
         let (a, b, c) = (p.a.add(i * lda), p.b.add(j * ldb), p.c.add(i * ldc + j));
         let mut acc = [[S::zero(); NR]; MR];
         let mut kk = 0;
+        // Elements of B per cache line.
+        let line = super::isa::CACHE_LINE / core::mem::size_of::<E>();
         while kk < k_vec {
+            if PF && kk % line == 0 {
+                for t in 0..NR {
+                    super::simd::prefetch_l2(b.wrapping_add((t + NR) * ldb + kk).cast::<u8>());
+                }
+            }
             let mut b_vecs = [S::zero(); NR];
             for (t, v) in b_vecs.iter_mut().enumerate() {
                 *v = E::vload::<S>(b.add(t * ldb + kk));
@@ -162,6 +188,11 @@ unsafe fn nt_rows<S: Simd, E: Elem, const MR: usize, const NR: usize>(
     unsafe {
         while j + NR <= p.n {
             let mut i = i0;
+            // The first tile of a column block fetches the next block's rows.
+            if i + MR <= i1 && j + 2 * NR <= p.n {
+                nt_tile_pf::<S, E, MR, NR, true>(p, i, j);
+                i += MR;
+            }
             while i + MR <= i1 {
                 nt_tile::<S, E, MR, NR>(p, i, j);
                 i += MR;
