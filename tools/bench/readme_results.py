@@ -54,16 +54,24 @@ def block(bench, peer):
 
     dec = [r for r in bench if r.get("kind") == "decode"]
     if dec:
-        out.append("Decode, ms per step per layer (median of the repetitions), beside the "
-                   "compute-aware limit `weights / BW + max(cache / BW, attention FLOPs / FMA peak)` "
-                   "and the bytes-only roofline; x = ours / limit (1 is the limit):")
+        ctxs = sorted({r["ctx"] for r in dec})
+        out.append("Decode: ms per step per layer (median of the repetitions) and, in brackets, "
+                   "ours / the compute-aware limit `weights / BW + max(cache / BW, attention FLOPs "
+                   "/ FMA peak)` (1 is the limit; the bytes-only roofline ratio is in the JSON):")
         out.append("")
-        out.append("| config | weights | cache | layers | threads | context | ms | limit ms | x limit | x roofline | GFLOP/s |")
-        out.append("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|")
-        for r in sorted(dec, key=lambda r: (r["config"], r["weights"], r["cache"], r["mode"], r["threads"], r["ctx"])):
-            out.append(f"| {r['config']} | {r['weights']} | {r['cache']} | {r['mode']} | {r['threads']} | "
-                       f"{r['ctx']} | {f(r['ms'], 3)} | {f(r.get('limit_ms'), 3)} | {f(r.get('x_limit'))} | "
-                       f"{f(r.get('x_roofline'))} | {f(r.get('gflops'), 1)} |")
+        out.append("| config | weights | cache | layers | threads | "
+                   + " | ".join(f"context {c}" for c in ctxs) + " |")
+        out.append("|---|---|---|---|--:|" + "--:|" * len(ctxs))
+        groups = {}
+        for r in dec:
+            groups.setdefault((r["config"], r["weights"], r["cache"], r["mode"], r["threads"]), {})[r["ctx"]] = r
+        order = {"f32": 0, "bf16": 1, "f16": 2, "f8_e4m3": 3}
+        for key in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), order.get(k[2], 9), k[3], k[4])):
+            cells = []
+            for c in ctxs:
+                r = groups[key].get(c)
+                cells.append("-" if r is None else f"{f(r['ms'], 3)} ({f(r.get('x_limit'))}x)")
+            out.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | " + " | ".join(cells) + " |")
         out.append("")
 
     pre = [r for r in bench if r.get("kind") == "prefill"]
