@@ -59,14 +59,31 @@
 //! | `index_q`, `index_w`, `index_k` | f32 | `[T][Hi][Di]`, `[T][Hi]`, `[T][Di]` (DSA full) | indexer queries, head weights, new keys |
 //! | `index_qt`      | f32  | `[Di][Hi]` (DSA full)                  | one token's indexer query, transposed  |
 //! | `index_scores`  | f32  | `[max_seq_len]` (DSA full)             | index scores of one query token        |
-//! | `index_widen`, `index_dots` | f32 | `[n_slots][64][Di]`, `[n_slots][64][Hi]` (DSA full) | per scoring task: widened keys, dot products |
+//! | `index_widen`, `index_dots` | f32 | `[S][64][Di]`, `[S][64][Hi]` (DSA full; `S` = [`crate::dsa::score_slots`]) | per scoring task: widened keys, dot products |
 //! | `selection`, `selection_len` | u32 | `[T][index_topk]`, `[T]` (DSA) | each token's selected rows             |
 //! | `absorbed_q`    | f32  | `[G][H][r+p]`                          | `[W_UK_h^T q_nope_h \| q_pe_h]` of `G` tokens, then their latent sums `[H][r]` in place |
 //! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
-//! | `task_slots`    | f32  | `[n_slots][slot]`                      | the larger of the two slot layouts below |
-//! | `pack_panels`   | f32  | `[16][pack_len(max(d, q_b cols, H*v))]`, `T >= 16` | packed panels of the projections |
+//! | `task_slots`    | f32  | `[task_slot_count][slot]`              | the larger of the two slot layouts below |
+//! | `pack_panels`   | f32  | [`pack_panels_len`], `T >= 16`         | packed panels of the projections: the widest split, `pack_tasks(rows) x pack_len(cols)` |
 //!
-//! A task slot ([`crate::attention::n_slots`] of them) is one of:
+//! Scratch is sized by what the config's splits can use, not by the thread
+//! count (a split's tasks are fixed by shapes; a pool runs them on any number
+//! of threads, each task in its own slot):
+//!
+//! - `task_slots`: [`crate::attention::task_slot_count`], the larger of the
+//!   absorbed path's row ranges (`min(ceil(max_seq_len / 256), n_slots)`) and
+//!   the naive path's head groups (at most `n_slots` =
+//!   `min(max(ceil(max_seq_len / 256), H), 16)`);
+//! - `pack_panels`: a packed projection of `rows` outputs runs
+//!   [`crate::kernels::pack_tasks`]`(rows)` tasks (blocks of a multiple of 64
+//!   rows, at most 16), each packing a panel of `64 x min(cols, 256)` f32; the
+//!   region holds the largest such split of the layer's projections
+//!   ([`pack_panels_len`]). A product given less fails (`Status::Internal`).
+//!
+//! `cargo run --example memory_plan` prints every region's bytes for the
+//! presets.
+//!
+//! A task slot ([`crate::attention::task_slot_count`] of them) is one of:
 //!
 //! | absorbed ([`AbsorbedSlot`]) | shape           | naive ([`NaiveSlot`]) | shape             |
 //! |-----------------------------|-----------------|-----------------------|-------------------|
@@ -79,11 +96,11 @@
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
-use crate::attention::{absorb_tokens, blocks, n_slots};
+use crate::attention::{absorb_tokens, blocks, task_slot_count};
 use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
-use crate::dsa::{row_bytes, IndexDType, SCORE_BLOCK};
+use crate::dsa::{row_bytes, score_slots, IndexDType, SCORE_BLOCK};
 use crate::dtype::DType;
-use crate::kernels::{pack_len, PACK_MIN_ROWS, PACK_SLOTS};
+use crate::kernels::{pack_len, pack_scratch_len, PACK_MIN_ROWS};
 use core::marker::PhantomData;
 use core::mem::size_of;
 
@@ -398,7 +415,6 @@ layout! {
         } else {
             Some(0)
         };
-        let pack_cols = max(dims.d, max(dims.q_b_cols, dims.o_cols));
         let gate_width = match cfg.gate {
             Gate::None => 0,
             Gate::PerHead => dims.h,
@@ -456,10 +472,12 @@ layout! {
         index_k: [f32; prod(&[t, dims.index_dim])],
         /// DSA `Full`: `[max_seq_len]` index scores of one query token.
         index_scores: [f32; if full { Some(dims.max_seq) } else { Some(0) }],
-        /// DSA `Full`: `[n_slots][SCORE_BLOCK][Di]` widened indexer keys of a block, per scoring task.
-        index_widen: [f32; prod(&[n_slots(dims), SCORE_BLOCK, dims.index_dim])],
-        /// DSA `Full`: `[n_slots][SCORE_BLOCK][Hi]` dot products of a block, per scoring task.
-        index_dots: [f32; prod(&[n_slots(dims), SCORE_BLOCK, dims.index_heads])],
+        /// DSA `Full`: `[score_slots][SCORE_BLOCK][Di]` widened indexer keys of a
+        /// block, per scoring task ([`crate::dsa::score_slots`]).
+        index_widen: [f32; prod(&[score_slots(dims), SCORE_BLOCK, dims.index_dim])],
+        /// DSA `Full`: `[score_slots][SCORE_BLOCK][Hi]` dot products of a block,
+        /// per scoring task.
+        index_dots: [f32; prod(&[score_slots(dims), SCORE_BLOCK, dims.index_heads])],
         /// DSA: `[T][index_topk]` selected positions of the call's tokens.
         selection: [u32; if sparse { prod(&[t, dims.index_topk]) } else { Some(0) }],
         /// DSA: `[T]` how many of each token's `index_topk` are used.
@@ -468,12 +486,14 @@ layout! {
         absorbed_q: [f32; prod(&[absorb_tokens(dims), dims.h, dims.absorbed_width])],
         /// `[r+p][Hp]` the same, transposed.
         absorbed_q_t: [f32; prod(&[dims.absorbed_width, heads_padded])],
-        /// `[n_slots][slot]` attention task scratch.
-        task_slots: [f32; prod(&[n_slots(dims), slot / size_of::<f32>()])],
-        /// `[PACK_SLOTS][pack_len(max(d, r_q, H*v))]` packed weight panels, when
-        /// `T >= PACK_MIN_ROWS` (fewer rows do not pack).
+        /// `[task_slot_count][slot]` attention task scratch
+        /// ([`crate::attention::task_slot_count`]: the slots a split can use).
+        task_slots: [f32; prod(&[task_slot_count(dims), slot / size_of::<f32>()])],
+        /// Packed weight panels of the projections, when `T >= PACK_MIN_ROWS`
+        /// (fewer rows do not pack): [`pack_panels_len`], the most any
+        /// projection of the layer uses.
         pack_panels: [f32; if t >= PACK_MIN_ROWS {
-            prod(&[PACK_SLOTS, pack_len(pack_cols)])
+            Some(pack_panels_len(cfg, dims))
         } else {
             Some(0)
         }],
@@ -526,6 +546,52 @@ layout! {
         /// `[nb][cache_row]` a block of cache rows widened to f32.
         widened_rows: [f32; if widen { prod(&[nb, dims.cache_row]) } else { Some(0) }],
     }
+}
+
+/// f32 of packing scratch the layer's projections need (`pack_panels` when
+/// `T >= PACK_MIN_ROWS`): the largest [`pack_scratch_len`]`(rows, cols)` over the
+/// projections the forward call runs through `linear_par` with it, each
+/// `[rows][cols]`: `q_a_proj` `[r_q][d]` and `q_b_proj` `[q_b rows][q_b cols]`
+/// (or `q_proj` `[H(n+p)][d]`), `kv_a_proj_with_mqa` `[r+rope_k][d]` (own cache
+/// only), `gate_proj` `[H or H*v][d]`, `o_proj` `[d][H*v]` and, DSA `Full`, the
+/// indexer's `wq_b` `[Hi*Di][r_q or d]`, `weights_proj` `[Hi][d]`, `wk` `[Di][d]`.
+/// A projection missing here would make its product fail (`Status::Internal`),
+/// never run with less scratch.
+pub const fn pack_panels_len(cfg: &Config, dims: &Dims) -> usize {
+    let d = dims.d;
+    let query = if dims.rq > 0 {
+        max(
+            pack_scratch_len(dims.rq, d),
+            pack_scratch_len(dims.q_b_rows, dims.q_b_cols),
+        )
+    } else {
+        pack_scratch_len(dims.q_width, d)
+    };
+    let kv_a = if cfg.kv_shared {
+        0
+    } else {
+        pack_scratch_len(dims.kv_a_rows, d)
+    };
+    let gate = match cfg.gate {
+        Gate::PerHead => pack_scratch_len(dims.h, d),
+        Gate::PerChannel => pack_scratch_len(dims.o_cols, d),
+        Gate::None | Gate::FusedQ => 0,
+    };
+    let index_q_cols = match cfg.index_q_input {
+        IndexQInput::HiddenLayerNorm => d,
+        IndexQInput::QLatent => dims.rq,
+    };
+    let index = max(
+        pack_scratch_len(dims.index_width, index_q_cols),
+        max(
+            pack_scratch_len(dims.index_heads, d),
+            pack_scratch_len(dims.index_dim, d),
+        ),
+    );
+    max(
+        max(query, kv_a),
+        max(max(gate, pack_scratch_len(d, dims.o_cols)), index),
+    )
 }
 
 /// True when attention copies cache rows to f32 scratch: the cache is f16/bf16

@@ -94,13 +94,37 @@ pub const fn absorb_tokens(dims: &Dims) -> usize {
     max(min(ABSORB_TOKENS, dims.max_tok), 1)
 }
 
-/// Scratch slots (and so the most tasks of a split): enough for the cache's
-/// row ranges and for the heads, at most [`MAX_SLOTS`].
+/// The most tasks of a split: enough for the cache's row ranges and for the
+/// heads, at most [`MAX_SLOTS`]. It fixes how the absorbed path splits rows and
+/// how heads are grouped (so results depend on it); the scratch holds only the
+/// slots a split can use, [`task_slot_count`].
 pub const fn n_slots(dims: &Dims) -> usize {
     max(
         min(max(ceil_div(dims.max_seq, SPLIT_ROWS), dims.h), MAX_SLOTS),
         1,
     )
+}
+
+/// Row ranges the absorbed path can split a query token's keys into: at most
+/// [`n_slots`], and no more than `max_seq_len` has ranges of [`SPLIT_ROWS`]
+/// (a token attends over at most `max_seq_len` rows).
+pub const fn absorbed_splits(dims: &Dims) -> usize {
+    max(min(ceil_div(dims.max_seq, SPLIT_ROWS), n_slots(dims)), 1)
+}
+
+/// Head groups of a split by heads: `(groups, heads per group)`, at most
+/// [`n_slots`] groups of equal size (the last may be smaller).
+pub const fn head_groups(dims: &Dims) -> (usize, usize) {
+    let h = max(dims.h, 1);
+    let per = max(ceil_div(h, min(h, n_slots(dims))), 1);
+    (ceil_div(h, per), per)
+}
+
+/// Task slots the memory plan holds (`task_slots`): the most that a split can
+/// use, [`absorbed_splits`] row ranges or the naive path's [`head_groups`].
+/// Both paths take the count from here and check it before any task runs.
+pub const fn task_slot_count(dims: &Dims) -> usize {
+    max(absorbed_splits(dims), head_groups(dims).0)
 }
 
 /// The attention regions of the memory plan (see [`crate::plan::Regions`]).
@@ -112,7 +136,7 @@ pub struct Scratch<'a> {
     /// `[r + p][Hp]`: one token's absorbed queries, transposed (`Hp`: `H`
     /// rounded up to 16, zero padding).
     pub absorbed_q_t: &'a mut [f32],
-    /// [`n_slots`] task slots ([`crate::plan::AbsorbedSlot`] or
+    /// [`task_slot_count`] task slots ([`crate::plan::AbsorbedSlot`] or
     /// [`crate::plan::NaiveSlot`] and its packing scratch).
     pub task_slots: &'a mut [f32],
 }
@@ -296,11 +320,9 @@ impl<'a, 'm> Inputs<'a, '_, 'm> {
             .ok_or(Fault::Slot)
     }
 
-    /// Head groups: `(groups, heads per group)`.
+    /// Head groups: `(groups, heads per group)` ([`head_groups`]).
     fn head_groups(&self) -> (usize, usize) {
-        let h = self.dims.h.max(1);
-        let per = ceil_div(h, h.min(n_slots(self.dims))).max(1);
-        (ceil_div(h, per), per)
+        head_groups(self.dims)
     }
 
     /// The heads of group `g`.
