@@ -231,6 +231,25 @@ fn mechanism_regions_are_sized_by_their_mechanism() {
         512 * row_bytes
     );
     assert_eq!(span(&with(&|c| c.kv_shared = true), "cache"), 0);
+    // Task slots: the absorbed path's row ranges (keys / 256, the window's ring
+    // with one) or the naive path's head groups, whichever is more. 4 heads,
+    // 4096 rows: 16 ranges; with a window of 200 (a ring of 215 rows) one range,
+    // so the 4 head groups.
+    let four = Config {
+        num_heads: 4,
+        max_seq_len: 4096,
+        ..base
+    };
+    let slot = |c: &Config| {
+        let dims = c.dims().unwrap();
+        task_slot_bytes(&dims, widened_rows(c)).unwrap() / 4
+    };
+    assert_eq!(span(&four, "task_slots"), 16 * slot(&four));
+    let ring = Config {
+        sliding_window: 200,
+        ..four
+    };
+    assert_eq!(span(&ring, "task_slots"), 4 * slot(&ring));
     // memory_bytes follows: the windowed engine is smaller by the rows it drops.
     let saved = Engine::memory_bytes(&base).unwrap() - Engine::memory_bytes(&window).unwrap();
     assert_eq!(saved, (512 - 115) * row_bytes);

@@ -71,9 +71,11 @@
 //! of threads, each task in its own slot):
 //!
 //! - `task_slots`: [`crate::attention::task_slot_count`], the larger of the
-//!   absorbed path's row ranges (`min(ceil(max_seq_len / 256), n_slots)`) and
-//!   the naive path's head groups (at most `n_slots` =
-//!   `min(max(ceil(max_seq_len / 256), H), 16)`);
+//!   absorbed path's row ranges (`min(ceil(keys / 256), n_slots)`, `keys` the
+//!   most rows a token attends over: `max_seq_len`, or a sliding window's ring)
+//!   and the naive path's head groups (at most `n_slots` =
+//!   `min(max(ceil(max_seq_len / 256), H), 16)`); DSA scoring:
+//!   [`crate::dsa::score_slots`] (`min(ceil(max_seq_len / 1024), n_slots)`);
 //! - `pack_panels`: a packed projection of `rows` outputs runs
 //!   [`crate::kernels::pack_tasks`]`(rows)` tasks (blocks of a multiple of 64
 //!   rows, at most 16), each packing a panel of `64 x min(cols, 256)` f32; the

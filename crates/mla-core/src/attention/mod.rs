@@ -106,10 +106,17 @@ pub const fn n_slots(dims: &Dims) -> usize {
 }
 
 /// Row ranges the absorbed path can split a query token's keys into: at most
-/// [`n_slots`], and no more than `max_seq_len` has ranges of [`SPLIT_ROWS`]
-/// (a token attends over at most `max_seq_len` rows).
+/// [`n_slots`], and no more than the most keys a token attends over has ranges
+/// of [`SPLIT_ROWS`]: `max_seq_len`, or with a sliding window `W` at most `W`,
+/// which the ring's `cache_rows` (`min(max_seq_len, W - 1 + T)`) covers (a
+/// layer reading another's cache has no rows of its own: `max_seq_len`).
 pub const fn absorbed_splits(dims: &Dims) -> usize {
-    max(min(ceil_div(dims.max_seq, SPLIT_ROWS), n_slots(dims)), 1)
+    let keys = if dims.cache_rows > 0 {
+        min(dims.cache_rows, dims.max_seq)
+    } else {
+        dims.max_seq
+    };
+    max(min(ceil_div(keys, SPLIT_ROWS), n_slots(dims)), 1)
 }
 
 /// Head groups of a split by heads: `(groups, heads per group)`, at most
