@@ -1,8 +1,8 @@
 //! Prints the memory plan region by region: bytes of every region of the
-//! tutorial, DeepSeek-V2-Lite and DeepSeek-V3 attention layers for a few
-//! `max_tokens_per_call` values (`cargo run --example memory_plan`), then the
-//! totals and the share that is per-call scratch (everything but the cache and
-//! the RoPE tables).
+//! tutorial, DeepSeek-V2-Lite and DeepSeek-V3 (and V3 with a short cache)
+//! attention layers for a few `max_tokens_per_call` values
+//! (`cargo run --example memory_plan`), then the totals and the share that is
+//! per-call scratch (everything but the cache and the RoPE tables).
 
 use mla_core::plan::Regions;
 use mla_core::Config;
@@ -14,6 +14,13 @@ fn main() {
         ("tutorial", Config::tutorial()),
         ("DeepSeek-V2-Lite", Config::deepseek_v2_lite()),
         ("DeepSeek-V3", Config::deepseek_v3()),
+        (
+            "DeepSeek-V3, 1024 tokens",
+            Config {
+                max_seq_len: 1024,
+                ..Config::deepseek_v3()
+            },
+        ),
     ];
     for (name, preset) in presets {
         println!(

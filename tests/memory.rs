@@ -4,7 +4,7 @@
 //! and the plan's count mode (the size) and place mode (the engine's layout)
 //! agree region by region for random configs.
 
-use mla_core::plan::{task_slot_bytes, widened_rows, Regions};
+use mla_core::plan::{absorbed_slot_bytes, naive_slot_bytes, widened_rows, Regions};
 use mla_core::{Config, DType, Engine, RopeKey, Status, Tensor, Weights};
 use mla_testkit::*;
 
@@ -232,24 +232,30 @@ fn mechanism_regions_are_sized_by_their_mechanism() {
     );
     assert_eq!(span(&with(&|c| c.kv_shared = true), "cache"), 0);
     // Task slots: the absorbed path's row ranges (keys / 256, the window's ring
-    // with one) or the naive path's head groups, whichever is more. 4 heads,
-    // 4096 rows: 16 ranges; with a window of 200 (a ring of 215 rows) one range,
-    // so the 4 head groups.
+    // with one) of absorbed slots, or the naive path's head groups of naive
+    // slots, whichever is more. 4 heads, 4096 rows: 16 ranges; with a window of
+    // 200 (a ring of 215 rows) one range.
     let four = Config {
         num_heads: 4,
         max_seq_len: 4096,
         ..base
     };
-    let slot = |c: &Config| {
+    let slots = |c: &Config| {
         let dims = c.dims().unwrap();
-        task_slot_bytes(&dims, widened_rows(c)).unwrap() / 4
+        let w = widened_rows(c);
+        (
+            absorbed_slot_bytes(&dims, w).unwrap() / 4,
+            naive_slot_bytes(&dims, w).unwrap() / 4,
+        )
     };
-    assert_eq!(span(&four, "task_slots"), 16 * slot(&four));
+    let (a, n) = slots(&four);
+    assert_eq!(span(&four, "task_slots"), (16 * a).max(4 * n));
     let ring = Config {
         sliding_window: 200,
         ..four
     };
-    assert_eq!(span(&ring, "task_slots"), 4 * slot(&ring));
+    let (a, n) = slots(&ring);
+    assert_eq!(span(&ring, "task_slots"), a.max(4 * n));
     // memory_bytes follows: the windowed engine is smaller by the rows it drops.
     let saved = Engine::memory_bytes(&base).unwrap() - Engine::memory_bytes(&window).unwrap();
     assert_eq!(saved, (512 - 115) * row_bytes);
@@ -277,9 +283,11 @@ fn the_tutorials_scratch_is_what_its_regions_use() {
     // rows of d = 256: 10 tasks of 64 rows, a 64 x 256 panel each (q_b_proj, 768
     // rows of 192: 12 x 64 x 192, is smaller; q_a 192 rows, o_proj 256 rows fewer).
     assert_eq!(bytes("pack_panels"), 10 * 64 * 256 * f);
-    // Task slots: 8 head groups (naive) / 4 row ranges of 256 (absorbed, 1024
-    // rows): 8 slots of the larger slot layout.
-    let slot = task_slot_bytes(&dims, widened_rows(&cfg)).unwrap();
+    // Task slots: 8 head groups of naive slots; 4 row ranges of 256 (1024 rows)
+    // of absorbed slots need less.
+    let slot = naive_slot_bytes(&dims, widened_rows(&cfg)).unwrap();
+    let absorbed = absorbed_slot_bytes(&dims, widened_rows(&cfg)).unwrap();
+    assert!(4 * absorbed < 8 * slot);
     assert_eq!(bytes("task_slots"), 8 * slot);
     // The naive slot at T = 64: keys 64 x 96, values 64 x 32, scores 64 x 64,
     // max and sum 64 each, packing scratch 64 x 128.

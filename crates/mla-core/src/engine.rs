@@ -941,9 +941,17 @@ mod tests {
             .zip(&want)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
 
-        // Task slots shorter than the plan (checked before any task runs).
+        // Task slots shorter than either path's slots (checked before any task
+        // runs; the region holds the larger of the two).
+        let dims = cfg.dims().unwrap();
+        let widen = crate::plan::widened_rows(&cfg);
+        let absorbed = crate::plan::absorbed_slot_bytes(&dims, widen).unwrap()
+            * crate::attention::absorbed_splits(&dims);
+        let naive = crate::plan::naive_slot_bytes(&dims, widen).unwrap()
+            * crate::attention::head_groups(&dims).0;
         let slots = core::mem::take(&mut e.work.task_slots);
-        let short = slots.len() - 16;
+        assert_eq!(slots.len() * 4, absorbed.max(naive));
+        let short = absorbed.min(naive) / 4 - 16;
         e.work.task_slots = &mut slots[..short];
         e.truncate(4).unwrap();
         fails_cleanly(&mut e, "a scratch region is shorter than the memory plan");

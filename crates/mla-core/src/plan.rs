@@ -63,17 +63,18 @@
 //! | `selection`, `selection_len` | u32 | `[T][index_topk]`, `[T]` (DSA) | each token's selected rows             |
 //! | `absorbed_q`    | f32  | `[G][H][r+p]`                          | `[W_UK_h^T q_nope_h \| q_pe_h]` of `G` tokens, then their latent sums `[H][r]` in place |
 //! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
-//! | `task_slots`    | f32  | `[task_slot_count][slot]`              | the larger of the two slot layouts below |
+//! | `task_slots`    | f32  | [`task_slots_bytes`]                   | absorbed or naive task slots (layouts below), whichever path needs more |
 //! | `pack_panels`   | f32  | [`pack_panels_len`], `T >= 16`         | packed panels of the projections: the widest split, `pack_tasks(rows) x pack_len(cols)` |
 //!
 //! Scratch is sized by what the config's splits can use, not by the thread
 //! count (a split's tasks are fixed by shapes; a pool runs them on any number
 //! of threads, each task in its own slot):
 //!
-//! - `task_slots`: [`crate::attention::task_slot_count`], the larger of the
-//!   absorbed path's row ranges (`min(ceil(keys / 256), n_slots)`, `keys` the
+//! - `task_slots`: the larger of [`crate::attention::absorbed_splits`] absorbed
+//!   slots and [`crate::attention::head_groups`] naive slots, each path at its
+//!   own slot size; the absorbed path's row ranges are (`min(ceil(keys / 256), n_slots)`, `keys` the
 //!   most rows a token attends over: `max_seq_len`, or a sliding window's ring)
-//!   and the naive path's head groups (at most `n_slots` =
+//!   and the naive path's head groups are at most `n_slots` =
 //!   `min(max(ceil(max_seq_len / 256), H), 16)`); DSA scoring:
 //!   [`crate::dsa::score_slots`] (`min(ceil(max_seq_len / 1024), n_slots)`);
 //! - `pack_panels`: a packed projection of `rows` outputs runs
@@ -85,7 +86,7 @@
 //! `cargo run --example memory_plan` prints every region's bytes for the
 //! presets.
 //!
-//! A task slot ([`crate::attention::task_slot_count`] of them) is one of:
+//! A task slot is one of ([`absorbed_slot_bytes`], [`naive_slot_bytes`]):
 //!
 //! | absorbed ([`AbsorbedSlot`]) | shape           | naive ([`NaiveSlot`]) | shape             |
 //! |-----------------------------|-----------------|-----------------------|-------------------|
@@ -94,11 +95,11 @@
 //! | `weights`                   | `[H][ab]`       | `scores`              | `[T][nb]`         |
 //! | `rows` (f16/bf16/FP8 or DSA) | `[ab][cache_row]` | `max`, `sum`       | `[T]` each        |
 //! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16/FP8 or DSA)| `[nb][cache_row]` |
-//! | `rescale`                   | `[Hp]`          | packing scratch: the rest of the slot | at least `[pack_len(max(n+p, r))]` when `T >= 16` |
+//! | `rescale`                   | `[Hp]`          | packing scratch       | [`naive_pack_len`]: `pack_len(max(n+p, r))` when `T >= 16` |
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
-use crate::attention::{absorb_tokens, blocks, task_slot_count};
+use crate::attention::{absorb_tokens, absorbed_splits, blocks, head_groups};
 use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
 use crate::dsa::{row_bytes, score_slots, IndexDType, SCORE_BLOCK};
 use crate::dtype::DType;
@@ -403,7 +404,7 @@ layout! {
         let Some(heads_padded) = round16(dims.h) else {
             return Err("absorbed_q_t");
         };
-        let Some(slot) = task_slot_bytes(dims, widened_rows(cfg)) else {
+        let Some(slots) = task_slots_bytes(dims, widened_rows(cfg)) else {
             return Err("task_slots");
         };
         let full = matches!(cfg.dsa, Dsa::Full);
@@ -488,9 +489,9 @@ layout! {
         absorbed_q: [f32; prod(&[absorb_tokens(dims), dims.h, dims.absorbed_width])],
         /// `[r+p][Hp]` the same, transposed.
         absorbed_q_t: [f32; prod(&[dims.absorbed_width, heads_padded])],
-        /// `[task_slot_count][slot]` attention task scratch
-        /// ([`crate::attention::task_slot_count`]: the slots a split can use).
-        task_slots: [f32; prod(&[task_slot_count(dims), slot / size_of::<f32>()])],
+        /// Attention task scratch: the slots a split can use, of either path
+        /// ([`task_slots_bytes`]).
+        task_slots: [f32; Some(slots / size_of::<f32>())],
         /// Packed weight panels of the projections, when `T >= PACK_MIN_ROWS`
         /// (fewer rows do not pack): [`pack_panels_len`], the most any
         /// projection of the layer uses.
@@ -604,30 +605,69 @@ pub const fn widened_rows(cfg: &Config) -> bool {
     !matches!(cfg.cache_dtype, DType::F32) || !matches!(cfg.dsa, Dsa::None)
 }
 
-/// f32 of packing scratch the naive path needs after its slot layout:
-/// [`pack_len`]`(max(n+p, r))` when `T >= PACK_MIN_ROWS`, else none.
-pub const fn naive_pack_len(dims: &Dims) -> usize {
-    if dims.max_tok >= PACK_MIN_ROWS {
-        pack_len(max(dims.qk, dims.r))
-    } else {
-        0
+/// Bytes of one task slot of the absorbed path ([`AbsorbedSlot`]).
+pub const fn absorbed_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    match AbsorbedSlot::count(dims, widen) {
+        Ok(plan) => Some(plan.bytes),
+        Err(_) => None,
     }
 }
 
-/// Bytes of one task slot: the larger of the absorbed layout and the naive one
-/// followed by its packing scratch. (The naive path packs into the whole rest
-/// of its slot, so with spare room it may pack even when it needs no scratch.)
-pub const fn task_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
-    let (Ok(absorbed), Ok(naive), Some((_, pack))) = (
-        AbsorbedSlot::count(dims, widen),
+/// f32 of packing scratch after the naive path's slot layout ([`NaiveSlot`]);
+/// its products (`k` = `r` and `n+p`) pack when it holds [`pack_len`]`(k)`.
+/// Up to `cap` = [`pack_len`]`(max(n+p, r))`: all of it when
+/// `T >= PACK_MIN_ROWS`; with fewer tokens, the room an absorbed slot
+/// ([`absorbed_slot_bytes`]) has beyond the naive layout (a decompressed block
+/// of at least 16 cached rows then packs whenever the two slot layouts leave
+/// room for a panel; every result stays what it was when both paths shared one
+/// slot size).
+pub const fn naive_pack_len(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Some(absorbed), Ok(naive)) = (
+        absorbed_slot_bytes(dims, widen),
         NaiveSlot::count(dims, widen),
-        extent(Some(naive_pack_len(dims)), size_of::<f32>()),
     ) else {
         return None;
     };
-    match naive.bytes.checked_add(pack) {
-        Some(naive) => Some(max(absorbed.bytes, naive)),
-        None => None,
+    let cap = pack_len(max(dims.qk, dims.r));
+    let want = if dims.max_tok >= PACK_MIN_ROWS {
+        cap
+    } else {
+        0
+    };
+    let room = absorbed.saturating_sub(naive.bytes) / size_of::<f32>();
+    Some(min(max(want, room), cap))
+}
+
+/// Bytes of one task slot of the naive path: [`NaiveSlot`], then
+/// [`naive_pack_len`] f32 of packing scratch.
+pub const fn naive_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Ok(naive), Some(pack)) = (NaiveSlot::count(dims, widen), naive_pack_len(dims, widen))
+    else {
+        return None;
+    };
+    let Some((_, pack)) = extent(Some(pack), size_of::<f32>()) else {
+        return None;
+    };
+    naive.bytes.checked_add(pack)
+}
+
+/// Bytes of the `task_slots` region: the slots of whichever path needs more
+/// (a call runs one path): [`crate::attention::absorbed_splits`] absorbed slots
+/// or [`crate::attention::head_groups`] naive slots. Each path carves its
+/// slots at its own slot size from the start of the region.
+pub const fn task_slots_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Some(absorbed), Some(naive)) = (
+        absorbed_slot_bytes(dims, widen),
+        naive_slot_bytes(dims, widen),
+    ) else {
+        return None;
+    };
+    match (
+        absorbed.checked_mul(absorbed_splits(dims)),
+        naive.checked_mul(head_groups(dims).0),
+    ) {
+        (Some(a), Some(n)) => Some(max(a, n)),
+        _ => None,
     }
 }
 
@@ -757,6 +797,41 @@ mod tests {
             Regions::place(&mut mem[1..], &cfg, &dims).err(),
             Some("rope_inv_freq")
         );
+    }
+
+    #[test]
+    fn naive_packing_scratch_follows_its_rule() {
+        let slot = |cfg: &Config| {
+            let dims = cfg.dims().unwrap();
+            let w = widened_rows(cfg);
+            let (abs, naive) = (
+                absorbed_slot_bytes(&dims, w).unwrap(),
+                NaiveSlot::count(&dims, w).unwrap().bytes,
+            );
+            (abs, naive, naive_pack_len(&dims, w).unwrap(), dims)
+        };
+        // T >= 16: the whole cap, pack_len(max(n+p, r)) = 64 x 128 (tutorial).
+        let (_, _, pack, _) = slot(&Config {
+            max_tokens_per_call: 16,
+            ..Config::tutorial()
+        });
+        assert_eq!(pack, 64 * 128);
+        // T = 1, tutorial: the absorbed slot is smaller than the naive layout.
+        let (abs, naive, pack, _) = slot(&Config {
+            max_tokens_per_call: 1,
+            ..Config::tutorial()
+        });
+        assert!(abs < naive);
+        assert_eq!(pack, 0);
+        // T = 1, V3 dims (H 128, r 512): the absorbed slot leaves more than a
+        // panel, pack_len(512) = 64 x 256.
+        let (abs, naive, pack, dims) = slot(&Config {
+            max_tokens_per_call: 1,
+            ..Config::deepseek_v3()
+        });
+        assert!(abs - naive > 64 * 256 * 4);
+        assert_eq!(pack, 64 * 256);
+        assert_eq!(naive_slot_bytes(&dims, false), Some(naive + 64 * 256 * 4));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! after the latent sum, every cached row read once for all heads.
 
 use super::{
-    absorb_tokens, blocks, ensure, gemm_nn, gemm_nt, n_slots, task_slot_count, Fault, FirstFault,
+    absorb_tokens, absorbed_splits, blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault,
     Inputs, RowSet, Scratch, SPLIT_ROWS,
 };
 use crate::cache::LatentCache;
@@ -20,7 +20,7 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
     let layout = AbsorbedSlot::count(dims, inp.widen())
         .map_err(|_| Fault::Slot)?
         .regions;
-    let slot_len = inp.slot_len()?;
+    let slot_len = inp.absorbed_slot_len()?;
     let heads_padded = round16(dims.h).ok_or(Fault::Slot)?;
     let (ab, _) = blocks(dims);
     let width = dims.absorbed_width;
@@ -36,7 +36,7 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
         .absorbed_q_t
         .get_mut(..width * heads_padded)
         .ok_or(Fault::Scratch)?;
-    let slot_count = task_slot_count(dims);
+    let slot_count = absorbed_splits(dims);
     let task_slots = scratch
         .task_slots
         .get_mut(..slot_count * slot_len)

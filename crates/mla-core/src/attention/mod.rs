@@ -54,7 +54,7 @@ use crate::cache::LatentCache;
 use crate::config::{Dims, RopeKey};
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
 use crate::parallel::{Parallel, MAX_TASKS};
-use crate::plan::{ceil_div, max, min, round16, task_slot_bytes};
+use crate::plan::{absorbed_slot_bytes, ceil_div, max, min, naive_slot_bytes, round16};
 use crate::weights::Tensor;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -97,7 +97,7 @@ pub const fn absorb_tokens(dims: &Dims) -> usize {
 /// The most tasks of a split: enough for the cache's row ranges and for the
 /// heads, at most [`MAX_SLOTS`]. It fixes how the absorbed path splits rows and
 /// how heads are grouped (so results depend on it); the scratch holds only the
-/// slots a split can use, [`task_slot_count`].
+/// slots a split can use ([`absorbed_splits`], [`head_groups`]).
 pub const fn n_slots(dims: &Dims) -> usize {
     max(
         min(max(ceil_div(dims.max_seq, SPLIT_ROWS), dims.h), MAX_SLOTS),
@@ -127,13 +127,6 @@ pub const fn head_groups(dims: &Dims) -> (usize, usize) {
     (ceil_div(h, per), per)
 }
 
-/// Task slots the memory plan holds (`task_slots`): the most that a split can
-/// use, [`absorbed_splits`] row ranges or the naive path's [`head_groups`].
-/// Both paths take the count from here and check it before any task runs.
-pub const fn task_slot_count(dims: &Dims) -> usize {
-    max(absorbed_splits(dims), head_groups(dims).0)
-}
-
 /// The attention regions of the memory plan (see [`crate::plan::Regions`]).
 pub struct Scratch<'a> {
     /// `[G][H][r + p]` ([`absorb_tokens`] `G`): absorbed queries of a group of
@@ -143,8 +136,9 @@ pub struct Scratch<'a> {
     /// `[r + p][Hp]`: one token's absorbed queries, transposed (`Hp`: `H`
     /// rounded up to 16, zero padding).
     pub absorbed_q_t: &'a mut [f32],
-    /// [`task_slot_count`] task slots ([`crate::plan::AbsorbedSlot`] or
-    /// [`crate::plan::NaiveSlot`] and its packing scratch).
+    /// Task slots: [`absorbed_splits`] of [`crate::plan::AbsorbedSlot`] or
+    /// [`head_groups`] of [`crate::plan::NaiveSlot`] and its packing scratch
+    /// ([`crate::plan::task_slots_bytes`]).
     pub task_slots: &'a mut [f32],
 }
 
@@ -320,9 +314,16 @@ impl<'a, 'm> Inputs<'a, '_, 'm> {
         }
     }
 
-    /// f32 per task slot.
-    fn slot_len(&self) -> Result<usize, Fault> {
-        task_slot_bytes(self.dims, self.widen())
+    /// f32 per task slot of the absorbed path.
+    fn absorbed_slot_len(&self) -> Result<usize, Fault> {
+        absorbed_slot_bytes(self.dims, self.widen())
+            .map(|b| b / core::mem::size_of::<f32>())
+            .ok_or(Fault::Slot)
+    }
+
+    /// f32 per task slot of the naive path.
+    fn naive_slot_len(&self) -> Result<usize, Fault> {
+        naive_slot_bytes(self.dims, self.widen())
             .map(|b| b / core::mem::size_of::<f32>())
             .ok_or(Fault::Slot)
     }
