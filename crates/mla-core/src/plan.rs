@@ -72,11 +72,12 @@
 //!
 //! - `task_slots`: the larger of [`crate::attention::absorbed_splits`] absorbed
 //!   slots and [`crate::attention::head_groups`] naive slots, each path at its
-//!   own slot size; the absorbed path's row ranges are (`min(ceil(keys / 256), n_slots)`, `keys` the
-//!   most rows a token attends over: `max_seq_len`, or a sliding window's ring)
-//!   and the naive path's head groups are at most `n_slots` =
-//!   `min(max(ceil(max_seq_len / 256), H), 16)`); DSA scoring:
-//!   [`crate::dsa::score_slots`] (`min(ceil(max_seq_len / 1024), n_slots)`);
+//!   own slot size. The absorbed row ranges are at most
+//!   `min(ceil(keys / 256), n_slots)` (`keys`: the most rows a token attends
+//!   over, `max_seq_len` or a sliding window's ring); the naive head groups at
+//!   most `n_slots` = `min(max(ceil(max_seq_len / 256), H), 16)`;
+//! - `index_widen`, `index_dots` (DSA scoring): [`crate::dsa::score_slots`] =
+//!   `min(ceil(max_seq_len / 1024), n_slots)` tasks;
 //! - `pack_panels`: a packed projection of `rows` outputs runs
 //!   [`crate::kernels::pack_tasks`]`(rows)` tasks (blocks of a multiple of 64
 //!   rows, at most 16), each packing a panel of `64 x min(cols, 256)` f32; the
@@ -95,7 +96,7 @@
 //! | `weights`                   | `[H][ab]`       | `scores`              | `[T][nb]`         |
 //! | `rows` (f16/bf16/FP8 or DSA) | `[ab][cache_row]` | `max`, `sum`       | `[T]` each        |
 //! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16/FP8 or DSA)| `[nb][cache_row]` |
-//! | `rescale`                   | `[Hp]`          | packing scratch       | [`naive_pack_len`]: `pack_len(max(n+p, r))` when `T >= 16` |
+//! | `rescale`                   | `[Hp]`          | packing scratch       | [`naive_pack_len`] (`pack_len(max(n+p, r))` when `T >= 16`) |
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
