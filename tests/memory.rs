@@ -4,7 +4,7 @@
 //! and the plan's count mode (the size) and place mode (the engine's layout)
 //! agree region by region for random configs.
 
-use mla_core::plan::Regions;
+use mla_core::plan::{absorbed_slot_bytes, naive_slot_bytes, widened_rows, Regions};
 use mla_core::{Config, DType, Engine, RopeKey, Status, Tensor, Weights};
 use mla_testkit::*;
 
@@ -48,7 +48,15 @@ fn cases() -> Vec<(&'static str, Config, usize)> {
 /// Update deliberately (and say why in the commit) when the memory plan changes.
 /// Same on x86-64 and aarch64 (checked under qemu); 32-bit targets plan smaller
 /// task scratch and are not covered by this record.
-const RECORDED: [usize; 5] = [5476864, 3425792, 20091392, 41521920, 61729280];
+///
+/// The tutorial's packed panels are sized by its projections: the widest split is
+/// kv_a_proj's 640 rows, 10 tasks of 64 rows, each a panel of 64 x min(d, 256)
+/// f32 (was 16 panels for any config): 6 * 64 * 256 * 4 = 393216 bytes less than
+/// before in both tutorial cases; V2-Lite's q_proj (3072 rows) and V3's q_b_proj
+/// split into all 16, so they keep their size. The absorbed slot's per-block
+/// weights are one column since the latent sum reads the probabilities heads
+/// across: V3 (128 heads) 61989376 -> 61729280.
+const RECORDED: [usize; 5] = [5083648, 3032576, 20091392, 41521920, 61729280];
 
 #[test]
 fn memory_bytes_match_the_recorded_plan() {
@@ -225,7 +233,73 @@ fn mechanism_regions_are_sized_by_their_mechanism() {
         512 * row_bytes
     );
     assert_eq!(span(&with(&|c| c.kv_shared = true), "cache"), 0);
+    // Task slots: the absorbed path's row ranges (keys / 256, the window's ring
+    // with one) of absorbed slots, or the naive path's head groups of naive
+    // slots, whichever is more. 4 heads, 4096 rows: 16 ranges; with a window of
+    // 200 (a ring of 215 rows) one range.
+    let four = Config {
+        num_heads: 4,
+        max_seq_len: 4096,
+        ..base
+    };
+    let slots = |c: &Config| {
+        let dims = c.dims().unwrap();
+        let w = widened_rows(c);
+        (
+            absorbed_slot_bytes(&dims, w).unwrap() / 4,
+            naive_slot_bytes(&dims, w).unwrap() / 4,
+        )
+    };
+    let (a, n) = slots(&four);
+    assert_eq!(span(&four, "task_slots"), (16 * a).max(4 * n));
+    let ring = Config {
+        sliding_window: 200,
+        ..four
+    };
+    let (a, n) = slots(&ring);
+    assert_eq!(span(&ring, "task_slots"), a.max(4 * n));
     // memory_bytes follows: the windowed engine is smaller by the rows it drops.
     let saved = Engine::memory_bytes(&base).unwrap() - Engine::memory_bytes(&window).unwrap();
     assert_eq!(saved, (512 - 115) * row_bytes);
+}
+
+#[test]
+fn the_tutorials_scratch_is_what_its_regions_use() {
+    // Tutorial dims, T = 64: d 256, H 8, r_q 192, r 128, n 32, p 64 per head, v 32.
+    let cfg = Config {
+        max_tokens_per_call: 64,
+        ..Config::tutorial()
+    };
+    let dims = cfg.dims().unwrap();
+    let plan = Regions::count(&cfg, &dims).unwrap();
+    let bytes = |name: &str| {
+        plan.regions
+            .spans()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no region {name}"))
+            .1
+            .bytes
+    };
+    let (t, f) = (64, 4);
+    // Packed panels: the widest split of the five projections. kv_a_proj, 640
+    // rows of d = 256: 10 tasks of 64 rows, a 64 x 256 panel each (q_b_proj, 768
+    // rows of 192: 12 x 64 x 192, is smaller; q_a 192 rows, o_proj 256 rows fewer).
+    assert_eq!(bytes("pack_panels"), 10 * 64 * 256 * f);
+    // Task slots: 8 head groups of naive slots; 4 row ranges of 256 (1024 rows)
+    // of absorbed slots need less.
+    let slot = naive_slot_bytes(&dims, widened_rows(&cfg)).unwrap();
+    let absorbed = absorbed_slot_bytes(&dims, widened_rows(&cfg)).unwrap();
+    assert!(4 * absorbed < 8 * slot);
+    assert_eq!(bytes("task_slots"), 8 * slot);
+    // The naive slot at T = 64: keys 64 x 96, values 64 x 32, scores 64 x 64,
+    // max and sum 64 each, packing scratch 64 x 128.
+    assert_eq!(slot, (64 * 96 + 64 * 32 + 64 * 64 + 2 * 64 + 64 * 128) * f);
+    let per_token = t * (192 + 8 * 96 + 640 + 8 * 32) * f; // q_latent, q, kv_new, o
+    let attention = (8 * 8 * 192 + 192 * 16) * f; // absorbed_q, absorbed_q_t
+    let scratch = per_token + attention + 8 * slot + 10 * 64 * 256 * f;
+    let state = bytes("cache") + bytes("rope_inv_freq") + bytes("rope_cos") + bytes("rope_sin");
+    assert_eq!(plan.bytes - state, scratch);
+    assert_eq!(scratch, 1851392);
+    // Less scratch than cache (2.6 MB) at T = 64.
+    assert!(scratch < bytes("cache"), "{scratch}");
 }

@@ -59,14 +59,35 @@
 //! | `index_q`, `index_w`, `index_k` | f32 | `[T][Hi][Di]`, `[T][Hi]`, `[T][Di]` (DSA full) | indexer queries, head weights, new keys |
 //! | `index_qt`      | f32  | `[Di][Hi]` (DSA full)                  | one token's indexer query, transposed  |
 //! | `index_scores`  | f32  | `[max_seq_len]` (DSA full)             | index scores of one query token        |
-//! | `index_widen`, `index_dots` | f32 | `[n_slots][64][Di]`, `[n_slots][64][Hi]` (DSA full) | per scoring task: widened keys, dot products |
+//! | `index_widen`, `index_dots` | f32 | `[S][64][Di]`, `[S][64][Hi]` (DSA full; `S` = [`crate::dsa::score_slots`]) | per scoring task: widened keys, dot products |
 //! | `selection`, `selection_len` | u32 | `[T][index_topk]`, `[T]` (DSA) | each token's selected rows             |
 //! | `absorbed_q`    | f32  | `[G][H][r+p]`                          | `[W_UK_h^T q_nope_h \| q_pe_h]` of `G` tokens, then their latent sums `[H][r]` in place |
 //! | `absorbed_q_t`  | f32  | `[r+p][Hp]`                            | the same transposed (zero padding)     |
-//! | `task_slots`    | f32  | `[n_slots][slot]`                      | the larger of the two slot layouts below |
-//! | `pack_panels`   | f32  | `[16][pack_len(max(d, q_b cols, H*v))]`, `T >= 16` | packed panels of the projections |
+//! | `task_slots`    | f32  | [`task_slots_bytes`]                   | absorbed or naive task slots (layouts below), whichever path needs more |
+//! | `pack_panels`   | f32  | [`pack_panels_len`], `T >= 16`         | packed panels of the projections: the widest split, `pack_tasks(rows) x pack_len(cols)` |
 //!
-//! A task slot ([`crate::attention::n_slots`] of them) is one of:
+//! Scratch is sized by what the config's splits can use, not by the thread
+//! count (a split's tasks are fixed by shapes; a pool runs them on any number
+//! of threads, each task in its own slot):
+//!
+//! - `task_slots`: the larger of [`crate::attention::absorbed_splits`] absorbed
+//!   slots and [`crate::attention::head_groups`] naive slots, each path at its
+//!   own slot size. The absorbed row ranges are at most
+//!   `min(ceil(keys / 256), n_slots)` (`keys`: the most rows a token attends
+//!   over, `max_seq_len` or a sliding window's ring); the naive head groups at
+//!   most `n_slots` = `min(max(ceil(max_seq_len / 256), H), 16)`;
+//! - `index_widen`, `index_dots` (DSA scoring): [`crate::dsa::score_slots`] =
+//!   `min(ceil(max_seq_len / 1024), n_slots)` tasks;
+//! - `pack_panels`: a packed projection of `rows` outputs runs
+//!   [`crate::kernels::pack_tasks`]`(rows)` tasks (blocks of a multiple of 64
+//!   rows, at most 16), each packing a panel of `64 x min(cols, 256)` f32; the
+//!   region holds the largest such split of the layer's projections
+//!   ([`pack_panels_len`]). A product given less fails (`Status::Internal`).
+//!
+//! `cargo run --example memory_plan` prints every region's bytes for the
+//! presets.
+//!
+//! A task slot is one of ([`absorbed_slot_bytes`], [`naive_slot_bytes`]):
 //!
 //! | absorbed ([`AbsorbedSlot`]) | shape           | naive ([`NaiveSlot`]) | shape             |
 //! |-----------------------------|-----------------|-----------------------|-------------------|
@@ -75,15 +96,15 @@
 //! | `weights`                   | `[ab]`          | `scores`              | `[T][nb]`         |
 //! | `rows` (f16/bf16/FP8 or DSA) | `[ab][cache_row]` | `max`, `sum`       | `[T]` each        |
 //! | `scores_t`                  | `[ab][Hp]`      | `rows` (f16/bf16/FP8 or DSA)| `[nb][cache_row]` |
-//! | `rescale`                   | `[Hp]`          | packing scratch: the rest of the slot | at least `[pack_len(max(n+p, r))]` when `T >= 16` |
+//! | `rescale`                   | `[Hp]`          | packing scratch       | [`naive_pack_len`] (`pack_len(max(n+p, r))` when `T >= 16`) |
 //!
 //! Slot parts are 64-byte aligned too (slots are whole multiples of 64 bytes).
 
-use crate::attention::{absorb_tokens, blocks, n_slots};
+use crate::attention::{absorb_tokens, absorbed_splits, blocks, head_groups};
 use crate::config::{Config, Dims, Dsa, Gate, IndexQInput, QueryScale};
-use crate::dsa::{row_bytes, IndexDType, SCORE_BLOCK};
+use crate::dsa::{row_bytes, score_slots, IndexDType, SCORE_BLOCK};
 use crate::dtype::DType;
-use crate::kernels::{pack_len, PACK_MIN_ROWS, PACK_SLOTS};
+use crate::kernels::{pack_len, pack_scratch_len, PACK_MIN_ROWS};
 use core::marker::PhantomData;
 use core::mem::size_of;
 
@@ -384,7 +405,7 @@ layout! {
         let Some(heads_padded) = round16(dims.h) else {
             return Err("absorbed_q_t");
         };
-        let Some(slot) = task_slot_bytes(dims, widened_rows(cfg)) else {
+        let Some(slots) = task_slots_bytes(dims, widened_rows(cfg)) else {
             return Err("task_slots");
         };
         let full = matches!(cfg.dsa, Dsa::Full);
@@ -398,7 +419,6 @@ layout! {
         } else {
             Some(0)
         };
-        let pack_cols = max(dims.d, max(dims.q_b_cols, dims.o_cols));
         let gate_width = match cfg.gate {
             Gate::None => 0,
             Gate::PerHead => dims.h,
@@ -456,10 +476,12 @@ layout! {
         index_k: [f32; prod(&[t, dims.index_dim])],
         /// DSA `Full`: `[max_seq_len]` index scores of one query token.
         index_scores: [f32; if full { Some(dims.max_seq) } else { Some(0) }],
-        /// DSA `Full`: `[n_slots][SCORE_BLOCK][Di]` widened indexer keys of a block, per scoring task.
-        index_widen: [f32; prod(&[n_slots(dims), SCORE_BLOCK, dims.index_dim])],
-        /// DSA `Full`: `[n_slots][SCORE_BLOCK][Hi]` dot products of a block, per scoring task.
-        index_dots: [f32; prod(&[n_slots(dims), SCORE_BLOCK, dims.index_heads])],
+        /// DSA `Full`: `[score_slots][SCORE_BLOCK][Di]` widened indexer keys of a
+        /// block, per scoring task ([`crate::dsa::score_slots`]).
+        index_widen: [f32; prod(&[score_slots(dims), SCORE_BLOCK, dims.index_dim])],
+        /// DSA `Full`: `[score_slots][SCORE_BLOCK][Hi]` dot products of a block,
+        /// per scoring task.
+        index_dots: [f32; prod(&[score_slots(dims), SCORE_BLOCK, dims.index_heads])],
         /// DSA: `[T][index_topk]` selected positions of the call's tokens.
         selection: [u32; if sparse { prod(&[t, dims.index_topk]) } else { Some(0) }],
         /// DSA: `[T]` how many of each token's `index_topk` are used.
@@ -468,12 +490,14 @@ layout! {
         absorbed_q: [f32; prod(&[absorb_tokens(dims), dims.h, dims.absorbed_width])],
         /// `[r+p][Hp]` the same, transposed.
         absorbed_q_t: [f32; prod(&[dims.absorbed_width, heads_padded])],
-        /// `[n_slots][slot]` attention task scratch.
-        task_slots: [f32; prod(&[n_slots(dims), slot / size_of::<f32>()])],
-        /// `[PACK_SLOTS][pack_len(max(d, r_q, H*v))]` packed weight panels, when
-        /// `T >= PACK_MIN_ROWS` (fewer rows do not pack).
+        /// Attention task scratch: the slots a split can use, of either path
+        /// ([`task_slots_bytes`]).
+        task_slots: [f32; Some(slots / size_of::<f32>())],
+        /// Packed weight panels of the projections, when `T >= PACK_MIN_ROWS`
+        /// (fewer rows do not pack): [`pack_panels_len`], the most any
+        /// projection of the layer uses.
         pack_panels: [f32; if t >= PACK_MIN_ROWS {
-            prod(&[PACK_SLOTS, pack_len(pack_cols)])
+            Some(pack_panels_len(cfg, dims))
         } else {
             Some(0)
         }],
@@ -528,6 +552,52 @@ layout! {
     }
 }
 
+/// f32 of packing scratch the layer's projections need (`pack_panels` when
+/// `T >= PACK_MIN_ROWS`): the largest [`pack_scratch_len`]`(rows, cols)` over the
+/// projections the forward call runs through `linear_par` with it, each
+/// `[rows][cols]`: `q_a_proj` `[r_q][d]` and `q_b_proj` `[q_b rows][q_b cols]`
+/// (or `q_proj` `[H(n+p)][d]`), `kv_a_proj_with_mqa` `[r+rope_k][d]` (own cache
+/// only), `gate_proj` `[H or H*v][d]`, `o_proj` `[d][H*v]` and, DSA `Full`, the
+/// indexer's `wq_b` `[Hi*Di][r_q or d]`, `weights_proj` `[Hi][d]`, `wk` `[Di][d]`.
+/// A projection missing here would make its product fail (`Status::Internal`),
+/// never run with less scratch.
+pub const fn pack_panels_len(cfg: &Config, dims: &Dims) -> usize {
+    let d = dims.d;
+    let query = if dims.rq > 0 {
+        max(
+            pack_scratch_len(dims.rq, d),
+            pack_scratch_len(dims.q_b_rows, dims.q_b_cols),
+        )
+    } else {
+        pack_scratch_len(dims.q_width, d)
+    };
+    let kv_a = if cfg.kv_shared {
+        0
+    } else {
+        pack_scratch_len(dims.kv_a_rows, d)
+    };
+    let gate = match cfg.gate {
+        Gate::PerHead => pack_scratch_len(dims.h, d),
+        Gate::PerChannel => pack_scratch_len(dims.o_cols, d),
+        Gate::None | Gate::FusedQ => 0,
+    };
+    let index_q_cols = match cfg.index_q_input {
+        IndexQInput::HiddenLayerNorm => d,
+        IndexQInput::QLatent => dims.rq,
+    };
+    let index = max(
+        pack_scratch_len(dims.index_width, index_q_cols),
+        max(
+            pack_scratch_len(dims.index_heads, d),
+            pack_scratch_len(dims.index_dim, d),
+        ),
+    );
+    max(
+        max(query, kv_a),
+        max(max(gate, pack_scratch_len(d, dims.o_cols)), index),
+    )
+}
+
 /// True when attention copies cache rows to f32 scratch: the cache is f16/bf16
 /// (widened per block) or FP8 (decoded per block: codes times their group's
 /// scale, rope from bf16), or the layer is sparse (its selected rows are
@@ -536,30 +606,69 @@ pub const fn widened_rows(cfg: &Config) -> bool {
     !matches!(cfg.cache_dtype, DType::F32) || !matches!(cfg.dsa, Dsa::None)
 }
 
-/// f32 of packing scratch the naive path needs after its slot layout:
-/// [`pack_len`]`(max(n+p, r))` when `T >= PACK_MIN_ROWS`, else none.
-pub const fn naive_pack_len(dims: &Dims) -> usize {
-    if dims.max_tok >= PACK_MIN_ROWS {
-        pack_len(max(dims.qk, dims.r))
-    } else {
-        0
+/// Bytes of one task slot of the absorbed path ([`AbsorbedSlot`]).
+pub const fn absorbed_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    match AbsorbedSlot::count(dims, widen) {
+        Ok(plan) => Some(plan.bytes),
+        Err(_) => None,
     }
 }
 
-/// Bytes of one task slot: the larger of the absorbed layout and the naive one
-/// followed by its packing scratch. (The naive path packs into the whole rest
-/// of its slot, so with spare room it may pack even when it needs no scratch.)
-pub const fn task_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
-    let (Ok(absorbed), Ok(naive), Some((_, pack))) = (
-        AbsorbedSlot::count(dims, widen),
+/// f32 of packing scratch after the naive path's slot layout ([`NaiveSlot`]);
+/// its products (`k` = `r` and `n+p`) pack when it holds [`pack_len`]`(k)`.
+/// Up to `cap` = [`pack_len`]`(max(n+p, r))`: all of it when
+/// `T >= PACK_MIN_ROWS`; with fewer tokens, the room an absorbed slot
+/// ([`absorbed_slot_bytes`]) has beyond the naive layout (a decompressed block
+/// of at least 16 cached rows then packs whenever the two slot layouts leave
+/// room for a panel; every result stays what it was when both paths shared one
+/// slot size).
+pub const fn naive_pack_len(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Some(absorbed), Ok(naive)) = (
+        absorbed_slot_bytes(dims, widen),
         NaiveSlot::count(dims, widen),
-        extent(Some(naive_pack_len(dims)), size_of::<f32>()),
     ) else {
         return None;
     };
-    match naive.bytes.checked_add(pack) {
-        Some(naive) => Some(max(absorbed.bytes, naive)),
-        None => None,
+    let cap = pack_len(max(dims.qk, dims.r));
+    let want = if dims.max_tok >= PACK_MIN_ROWS {
+        cap
+    } else {
+        0
+    };
+    let room = absorbed.saturating_sub(naive.bytes) / size_of::<f32>();
+    Some(min(max(want, room), cap))
+}
+
+/// Bytes of one task slot of the naive path: [`NaiveSlot`], then
+/// [`naive_pack_len`] f32 of packing scratch.
+pub const fn naive_slot_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Ok(naive), Some(pack)) = (NaiveSlot::count(dims, widen), naive_pack_len(dims, widen))
+    else {
+        return None;
+    };
+    let Some((_, pack)) = extent(Some(pack), size_of::<f32>()) else {
+        return None;
+    };
+    naive.bytes.checked_add(pack)
+}
+
+/// Bytes of the `task_slots` region: the slots of whichever path needs more
+/// (a call runs one path): [`crate::attention::absorbed_splits`] absorbed slots
+/// or [`crate::attention::head_groups`] naive slots. Each path carves its
+/// slots at its own slot size from the start of the region.
+pub const fn task_slots_bytes(dims: &Dims, widen: bool) -> Option<usize> {
+    let (Some(absorbed), Some(naive)) = (
+        absorbed_slot_bytes(dims, widen),
+        naive_slot_bytes(dims, widen),
+    ) else {
+        return None;
+    };
+    match (
+        absorbed.checked_mul(absorbed_splits(dims)),
+        naive.checked_mul(head_groups(dims).0),
+    ) {
+        (Some(a), Some(n)) => Some(max(a, n)),
+        _ => None,
     }
 }
 
@@ -689,6 +798,41 @@ mod tests {
             Regions::place(&mut mem[1..], &cfg, &dims).err(),
             Some("rope_inv_freq")
         );
+    }
+
+    #[test]
+    fn naive_packing_scratch_follows_its_rule() {
+        let slot = |cfg: &Config| {
+            let dims = cfg.dims().unwrap();
+            let w = widened_rows(cfg);
+            let (abs, naive) = (
+                absorbed_slot_bytes(&dims, w).unwrap(),
+                NaiveSlot::count(&dims, w).unwrap().bytes,
+            );
+            (abs, naive, naive_pack_len(&dims, w).unwrap(), dims)
+        };
+        // T >= 16: the whole cap, pack_len(max(n+p, r)) = 64 x 128 (tutorial).
+        let (_, _, pack, _) = slot(&Config {
+            max_tokens_per_call: 16,
+            ..Config::tutorial()
+        });
+        assert_eq!(pack, 64 * 128);
+        // T = 1, tutorial: the absorbed slot is smaller than the naive layout.
+        let (abs, naive, pack, _) = slot(&Config {
+            max_tokens_per_call: 1,
+            ..Config::tutorial()
+        });
+        assert!(abs < naive);
+        assert_eq!(pack, 0);
+        // T = 1, V3 dims (H 128, r 512): the absorbed slot leaves more than a
+        // panel, pack_len(512) = 64 x 256.
+        let (abs, naive, pack, dims) = slot(&Config {
+            max_tokens_per_call: 1,
+            ..Config::deepseek_v3()
+        });
+        assert!(abs - naive > 64 * 256 * 4);
+        assert_eq!(pack, 64 * 256);
+        assert_eq!(naive_slot_bytes(&dims, false), Some(naive + 64 * 256 * 4));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! after the latent sum, every cached row read once for all heads.
 
 use super::{
-    absorb_tokens, blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault, Inputs, RowSet,
-    Scratch, SPLIT_ROWS,
+    absorb_tokens, absorbed_splits, blocks, ensure, gemm_nn, gemm_nt, n_slots, Fault, FirstFault,
+    Inputs, RowSet, Scratch, SPLIT_ROWS,
 };
 use crate::cache::LatentCache;
 use crate::config::RopeKey;
@@ -20,7 +20,7 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
     let layout = AbsorbedSlot::count(dims, inp.widen())
         .map_err(|_| Fault::Slot)?
         .regions;
-    let slot_len = inp.slot_len()?;
+    let slot_len = inp.absorbed_slot_len()?;
     let heads_padded = round16(dims.h).ok_or(Fault::Slot)?;
     let (ab, _) = blocks(dims);
     let width = dims.absorbed_width;
@@ -36,9 +36,10 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
         .absorbed_q_t
         .get_mut(..width * heads_padded)
         .ok_or(Fault::Scratch)?;
+    let slot_count = absorbed_splits(dims);
     let task_slots = scratch
         .task_slots
-        .get_mut(..n_slots * slot_len)
+        .get_mut(..slot_count * slot_len)
         .ok_or(Fault::Scratch)?;
     if width < dims.r || width.checked_sub(dims.r) != Some(dims.p) {
         return Err(Fault::Scratch);
@@ -78,6 +79,10 @@ pub fn absorbed(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<()
             let want = ceil_div(span, SPLIT_ROWS).min(n_slots).max(1);
             let per_split = (ceil_div(nblk, want) * ab).max(1);
             let splits = ceil_div(span, per_split);
+            if splits > slot_count {
+                // More ranges than the plan's slots (absorbed_splits bounds them).
+                return Err(Fault::Scratch);
+            }
             // [q~ | q_pe] transposed, [r + p][Hp]: the scores of a block of cached
             // rows are then one product with the rows broadcast (every row read
             // once for all heads), softmax vectorised across heads.

@@ -54,7 +54,7 @@ use crate::cache::LatentCache;
 use crate::config::{Dims, RopeKey};
 use crate::kernels::{self, Isa, Mat, MatE, MatMut};
 use crate::parallel::{Parallel, MAX_TASKS};
-use crate::plan::{ceil_div, max, min, round16, task_slot_bytes};
+use crate::plan::{absorbed_slot_bytes, ceil_div, max, min, naive_slot_bytes, round16};
 use crate::weights::Tensor;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -94,13 +94,37 @@ pub const fn absorb_tokens(dims: &Dims) -> usize {
     max(min(ABSORB_TOKENS, dims.max_tok), 1)
 }
 
-/// Scratch slots (and so the most tasks of a split): enough for the cache's
-/// row ranges and for the heads, at most [`MAX_SLOTS`].
+/// The most tasks of a split: enough for the cache's row ranges and for the
+/// heads, at most [`MAX_SLOTS`]. It fixes how the absorbed path splits rows and
+/// how heads are grouped (so results depend on it); the scratch holds only the
+/// slots a split can use ([`absorbed_splits`], [`head_groups`]).
 pub const fn n_slots(dims: &Dims) -> usize {
     max(
         min(max(ceil_div(dims.max_seq, SPLIT_ROWS), dims.h), MAX_SLOTS),
         1,
     )
+}
+
+/// Row ranges the absorbed path can split a query token's keys into: at most
+/// [`n_slots`], and no more than the most keys a token attends over has ranges
+/// of [`SPLIT_ROWS`]: `max_seq_len`, or with a sliding window `W` at most `W`,
+/// which the ring's `cache_rows` (`min(max_seq_len, W - 1 + T)`) covers (a
+/// layer reading another's cache has no rows of its own: `max_seq_len`).
+pub const fn absorbed_splits(dims: &Dims) -> usize {
+    let keys = if dims.cache_rows > 0 {
+        min(dims.cache_rows, dims.max_seq)
+    } else {
+        dims.max_seq
+    };
+    max(min(ceil_div(keys, SPLIT_ROWS), n_slots(dims)), 1)
+}
+
+/// Head groups of a split by heads: `(groups, heads per group)`, at most
+/// [`n_slots`] groups of equal size (the last may be smaller).
+pub const fn head_groups(dims: &Dims) -> (usize, usize) {
+    let h = max(dims.h, 1);
+    let per = max(ceil_div(h, min(h, n_slots(dims))), 1);
+    (ceil_div(h, per), per)
 }
 
 /// The attention regions of the memory plan (see [`crate::plan::Regions`]).
@@ -112,8 +136,9 @@ pub struct Scratch<'a> {
     /// `[r + p][Hp]`: one token's absorbed queries, transposed (`Hp`: `H`
     /// rounded up to 16, zero padding).
     pub absorbed_q_t: &'a mut [f32],
-    /// [`n_slots`] task slots ([`crate::plan::AbsorbedSlot`] or
-    /// [`crate::plan::NaiveSlot`] and its packing scratch).
+    /// Task slots: [`absorbed_splits`] of [`crate::plan::AbsorbedSlot`] or
+    /// [`head_groups`] of [`crate::plan::NaiveSlot`] and its packing scratch
+    /// ([`crate::plan::task_slots_bytes`]).
     pub task_slots: &'a mut [f32],
 }
 
@@ -289,18 +314,23 @@ impl<'a, 'm> Inputs<'a, '_, 'm> {
         }
     }
 
-    /// f32 per task slot.
-    fn slot_len(&self) -> Result<usize, Fault> {
-        task_slot_bytes(self.dims, self.widen())
+    /// f32 per task slot of the absorbed path.
+    fn absorbed_slot_len(&self) -> Result<usize, Fault> {
+        absorbed_slot_bytes(self.dims, self.widen())
             .map(|b| b / core::mem::size_of::<f32>())
             .ok_or(Fault::Slot)
     }
 
-    /// Head groups: `(groups, heads per group)`.
+    /// f32 per task slot of the naive path.
+    fn naive_slot_len(&self) -> Result<usize, Fault> {
+        naive_slot_bytes(self.dims, self.widen())
+            .map(|b| b / core::mem::size_of::<f32>())
+            .ok_or(Fault::Slot)
+    }
+
+    /// Head groups: `(groups, heads per group)` ([`head_groups`]).
     fn head_groups(&self) -> (usize, usize) {
-        let h = self.dims.h.max(1);
-        let per = ceil_div(h, h.min(n_slots(self.dims))).max(1);
-        (ceil_div(h, per), per)
+        head_groups(self.dims)
     }
 
     /// The heads of group `g`.

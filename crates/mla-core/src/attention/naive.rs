@@ -15,7 +15,7 @@ pub fn naive(inp: &Inputs, scratch: &mut Scratch, o: &mut [f32]) -> Result<(), F
         return Err(Fault::Rows);
     }
     let dims = inp.dims;
-    let slot_len = inp.slot_len()?;
+    let slot_len = inp.naive_slot_len()?;
     // Bytes of the slot layout; the packing scratch is the rest of the slot.
     let fixed = NaiveSlot::count(dims, inp.widen())
         .map_err(|_| Fault::Slot)?

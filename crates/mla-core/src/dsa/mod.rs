@@ -310,6 +310,24 @@ pub fn pooled_select(
 /// Keys scored per block by [`score_cache`].
 pub const SCORE_BLOCK: usize = 64;
 
+/// Least keys per scoring task of the indexer.
+pub const SPLIT_KEYS: usize = 1024;
+
+/// Scoring tasks the indexer can split a query token's keys into (each with its
+/// own `[SCORE_BLOCK]` rows of `index_widen` and `index_dots`): at most
+/// [`crate::attention::n_slots`], and no more than `max_seq_len` keys have
+/// ranges of [`SPLIT_KEYS`]. The memory plan holds this many.
+pub const fn score_slots(dims: &crate::config::Dims) -> usize {
+    use crate::plan::{ceil_div, max, min};
+    max(
+        min(
+            ceil_div(dims.max_seq, SPLIT_KEYS),
+            crate::attention::n_slots(dims),
+        ),
+        1,
+    )
+}
+
 /// Index scores of cached keys `0..n_keys` into `out[..n_keys]` (`q_t` the
 /// transposed query, see [`score_block`]), by blocks of
 /// [`SCORE_BLOCK`]: `widen` is scratch `[SCORE_BLOCK][Di]` (rows of a bf16 or

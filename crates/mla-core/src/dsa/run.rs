@@ -2,16 +2,13 @@
 //! index cache, every query token gets its top-k.
 
 use super::{finish_key, finish_query, layer_norm, select_topk, transpose_query, IndexCache};
-use super::{IndexShape, IndexerWeights, SCORE_BLOCK};
+use super::{IndexShape, IndexerWeights, SCORE_BLOCK, SPLIT_KEYS};
 use crate::config::{Config, Dims, Gate, IndexQInput, IndexRope};
 use crate::kernels::{linear_par, Isa};
 use crate::parallel::{Parallel, SharedMut};
 use crate::plan::ceil_div;
 use crate::rope;
 use crate::status::{err, Error, Result, Status};
-
-/// Least keys per scoring task.
-const SPLIT_KEYS: usize = 1024;
 
 /// What the indexer step reads.
 pub(crate) struct IndexCall<'a, 'w, 'p> {

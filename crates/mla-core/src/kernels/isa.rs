@@ -270,8 +270,9 @@ pub const PACK_LEN: usize = PACK_KC * PACK_NP;
 /// Least rows of A for which [`gemm_nt_packed`](super::gemm_nt_packed) packs
 /// (fewer: the dot-product form).
 pub const PACK_MIN_ROWS: usize = 16;
-/// Tasks of a packed [`linear_par`](super::linear_par) (each with its own
-/// [`pack_len`](super::pack_len) scratch).
+/// Most tasks of a packed [`linear_par`](super::linear_par), each with its own
+/// [`pack_len`](super::pack_len) scratch (a layer of `rows` outputs runs
+/// [`pack_tasks`](super::pack_tasks)`(rows)` of them).
 pub const PACK_SLOTS: usize = 16;
 
 /// Lengths that every [`softmax_block`](super::softmax_block) row must be a

@@ -87,6 +87,7 @@ pub use pack::pack_len;
 pub use vecops::{add_bias, axpy, dot, rmsnorm, scale, widen};
 
 use crate::parallel::{Parallel, SharedMut, MAX_TASKS};
+use crate::plan;
 use crate::weights::Tensor;
 use dispatch::dispatch;
 use gemm::GemmArgs;
@@ -353,24 +354,47 @@ pub(crate) fn ceil_div(a: usize, b: usize) -> usize {
 }
 
 /// Output rows per task of [`linear_par`] for a layer of `rows` outputs: at
-/// least 32 (a multiple of 8), at most [`MAX_TASKS`] tasks; when packing, at
-/// most [`PACK_SLOTS`] tasks of a multiple of [`PACK_NP`] rows.
+/// least 32 (a multiple of 8), at most [`MAX_TASKS`] tasks; when packing,
+/// [`packed_row_block`].
 // Not `clamp`: it has a panic path (min > max).
 #[allow(clippy::manual_clamp)]
 pub fn linear_row_block(rows: usize, packed: bool) -> usize {
     if packed {
-        let tasks = ceil_div(rows, PACK_NP).min(PACK_SLOTS).max(1);
-        return ceil_div(ceil_div(rows, tasks), PACK_NP) * PACK_NP;
+        return packed_row_block(rows);
     }
     let tasks = ceil_div(rows, 32).min(MAX_TASKS).max(1);
     ceil_div(ceil_div(rows, tasks), 8) * 8
 }
 
+/// Output rows per task of a packed [`linear_par`] for a layer of `rows`
+/// outputs: a multiple of [`PACK_NP`], at most [`PACK_SLOTS`] tasks (0 for no
+/// rows).
+pub const fn packed_row_block(rows: usize) -> usize {
+    let tasks = plan::max(plan::min(plan::ceil_div(rows, PACK_NP), PACK_SLOTS), 1);
+    plan::ceil_div(plan::ceil_div(rows, tasks), PACK_NP).saturating_mul(PACK_NP)
+}
+
+/// Tasks of a packed [`linear_par`] for a layer of `rows` outputs, each with its
+/// own [`pack_len`]`(cols)` of packing scratch (at most [`PACK_SLOTS`]).
+pub const fn pack_tasks(rows: usize) -> usize {
+    plan::ceil_div(rows, packed_row_block(rows))
+}
+
+/// f32 of packing scratch a packed [`linear_par`] over a `[rows][cols]` layer
+/// needs: [`pack_tasks`]`(rows)` slots of [`pack_len`]`(cols)`. The memory plan
+/// sizes the engine's `pack_panels` with it (the largest over the layer's
+/// projections), so the products and the plan cannot disagree.
+pub const fn pack_scratch_len(rows: usize, cols: usize) -> usize {
+    pack_tasks(rows).saturating_mul(pack_len(cols))
+}
+
 /// [`linear`] with the output rows split into fixed blocks
 /// ([`linear_row_block`]) run as tasks of `par`. Every output value is computed
 /// the same way whatever the split, so the result does not depend on `par`.
-/// `pack`: [`PACK_SLOTS`] x [`pack_len`]`(cols)` f32 of scratch for the packed
-/// product (used when `n_tok >= PACK_MIN_ROWS`).
+/// `pack`: scratch for the packed product, which runs whenever it is given and
+/// `n_tok >= PACK_MIN_ROWS`; it must then hold [`pack_scratch_len`]`(rows, cols)`
+/// f32 (else false: the caller's plan disagrees with this layer; nothing is
+/// written).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_par(
     par: &Parallel,
@@ -393,8 +417,17 @@ pub fn linear_par(
         return false;
     }
     let plen = pack_len(cols);
-    let pack = pack.filter(|p| n_tok >= PACK_MIN_ROWS && p.len() >= PACK_SLOTS * plen);
+    let pack = match pack {
+        Some(p) if n_tok >= PACK_MIN_ROWS => {
+            if p.len() < pack_scratch_len(rows, cols) {
+                return false;
+            }
+            Some(p)
+        }
+        _ => None,
+    };
     let rb = linear_row_block(rows, pack.is_some()).max(1);
+    // Packed: pack_tasks(rows), the slots pack_scratch_len counted.
     let tasks = ceil_div(rows, rb);
     let isa = isa();
     let ys = SharedMut::new(y);
@@ -410,7 +443,8 @@ pub fn linear_par(
         }) else {
             return;
         };
-        // SAFETY: pack slot i belongs to task i alone (tasks <= PACK_SLOTS when packing).
+        // SAFETY: pack slot i belongs to task i alone (i < tasks = pack_tasks(rows)
+        // when packing, and the scratch holds that many slots, checked above).
         let slot = packs
             .as_ref()
             .and_then(|p| unsafe { p.slice(i * plen, plen) });
@@ -444,5 +478,104 @@ mod tests {
             !linear(&wt, None, &x, 3, 3, &mut y),
             "x too short for 3 tokens"
         );
+    }
+
+    #[test]
+    fn pack_tasks_are_the_tasks_of_the_packed_split() {
+        assert_eq!((pack_tasks(0), pack_scratch_len(0, 100)), (0, 0));
+        // 640 rows: 10 tasks of 64; 1100 rows: at most 16 tasks of 128 rows
+        // (ceil(1100 / 16) = 69 -> 128), so 9; 5000: 16 tasks of 320.
+        assert_eq!((pack_tasks(640), packed_row_block(640)), (10, 64));
+        assert_eq!((pack_tasks(1100), packed_row_block(1100)), (9, 128));
+        assert_eq!((pack_tasks(5000), packed_row_block(5000)), (16, 320));
+        for rows in 1..3000 {
+            let rb = linear_row_block(rows, true);
+            let tasks = ceil_div(rows, rb);
+            assert_eq!(pack_tasks(rows), tasks, "rows {rows}");
+            assert!(tasks <= PACK_SLOTS && rb.is_multiple_of(PACK_NP) && (tasks - 1) * rb < rows);
+        }
+        assert_eq!(pack_scratch_len(640, 300), 10 * PACK_NP * PACK_KC);
+        assert_eq!(pack_scratch_len(640, 96), 10 * PACK_NP * 96);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // ~100k multiply-adds
+    fn a_packed_linear_needs_its_scratch_and_splits_without_changing_a_bit() {
+        // 130 rows: 3 packed tasks of 64 rows; 16 tokens pack.
+        let (rows, cols, n_tok) = (130, 40, PACK_MIN_ROWS);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let x: Vec<f32> = (0..n_tok * cols)
+            .map(|i| ((i * 5) % 11) as f32 * 0.2 - 1.0)
+            .collect();
+        let wt = Tensor::f32(&w, rows, cols).unwrap();
+        let need = pack_scratch_len(rows, cols);
+        assert_eq!(need, 3 * PACK_NP * cols);
+        let seq = Parallel::SEQUENTIAL;
+        let mut pack = vec![0f32; need + 100];
+        let mut y = vec![7f32; n_tok * rows];
+        assert!(!linear_par(
+            &seq,
+            &wt,
+            None,
+            &x,
+            cols,
+            n_tok,
+            &mut y,
+            Some(&mut pack[..need - 1])
+        ));
+        assert!(y.iter().all(|&v| v == 7.0), "nothing written");
+        assert!(linear_par(
+            &seq,
+            &wt,
+            None,
+            &x,
+            cols,
+            n_tok,
+            &mut y,
+            Some(&mut pack[..need])
+        ));
+        let mut more = vec![0f32; n_tok * rows];
+        assert!(linear_par(
+            &seq,
+            &wt,
+            None,
+            &x,
+            cols,
+            n_tok,
+            &mut more,
+            Some(&mut pack[..])
+        ));
+        assert!(y.iter().zip(&more).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // The same values, in increasing k, as one packed product over all rows.
+        let mut whole = vec![0f32; n_tok * rows];
+        let (a, b) = (
+            Mat::new(&x, n_tok, cols, cols).unwrap(),
+            MatE::new(wt.data, rows, cols, cols).unwrap(),
+        );
+        let mut c = MatMut::new(&mut whole, n_tok, rows, rows).unwrap();
+        assert!(gemm_nt_packed(
+            isa(),
+            &a,
+            &b,
+            &mut c,
+            Some(&mut pack[..pack_len(cols)])
+        ));
+        assert!(y
+            .iter()
+            .zip(&whole)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Without scratch (or with fewer tokens) the product does not pack.
+        assert!(linear_par(
+            &seq,
+            &wt,
+            None,
+            &x,
+            cols,
+            n_tok - 1,
+            &mut more,
+            Some(&mut pack[..0])
+        ));
     }
 }
