@@ -1,17 +1,39 @@
 //! Products with FP8 E4M3 weights that carry one f32 scale per 128 x 128 block
 //! (DeepSeek-V3's checkpoints, [`crate::dtype::F8Elems`]).
 //!
-//! The weights are never widened as a whole: a panel of at most [`PANEL`] rows
-//! by one or two 128-column scale blocks is dequantized (code times its
-//! block's scale, the exact f32 a dequantized checkpoint holds) into a small
-//! stack buffer and fed to the f32 kernels of the instruction set in use. The
-//! order of every sum is fixed by the shapes alone, so a value does not depend
-//! on how rows or tasks are split.
+//! NT (`C = A B^T`, the projections) on x86-64 and aarch64 reads the codes
+//! straight into vector registers ([`Simd::load_e4m3`]: code times `2^-120`,
+//! a shift and a mask) and never widens the weights in memory:
+//!
+//! - few rows of A (decode; batched decode): [`tile`], `MR x NR` tiles whose
+//!   accumulators sum one 128-column scale block, then fold it into a running
+//!   total with one multiply-add by the block's scale; one row of A takes
+//!   `1 x NR` tiles that stream the rows of B in their memory order;
+//! - many rows of A with scratch (prefill): B is packed as for f32 weights
+//!   (`pack::ntp`), the scales applied while packing, so the f32 packed
+//!   micro-kernel runs on exactly the dequantized values.
+//!
+//! Elsewhere (small targets, `nn`, operands out of the fast path's range) a
+//! panel of at most [`PANEL`] rows by one or two scale blocks is dequantized
+//! (code times its block's scale, the exact f32 a dequantized checkpoint
+//! holds) into a small stack buffer and fed to the f32 kernels. The order of
+//! every sum is fixed by the shapes alone, so a value does not depend on how
+//! rows or tasks are split.
 
 use super::mat::{F8Mat, Mat, MatMut};
 use super::Isa;
 use super::{nn_typed, nt_typed};
 use crate::dtype::F8_BLOCK;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::{
+    dispatch::dispatch,
+    gemm::GemmArgs,
+    isa::usable,
+    pack_len,
+    simd::{E4m3, Simd},
+    PACK_MIN_ROWS,
+};
 
 /// Rows of B dequantized per panel (the panel is `PANEL x KB` f32 on the
 /// stack: 16 KiB on 64-bit desktops and servers, 1 KiB on small targets).
@@ -24,17 +46,362 @@ const KB: usize = 2 * F8_BLOCK;
 /// Rows of A per NT tile (the tile `MI x PANEL` of partial sums).
 const MI: usize = 8;
 
+/// `2^64`: rows of A are multiplied by it on load in [`tile`], so that a
+/// product with a code's `2^-120` unit is `a * code * 2^-56`, far from f32's
+/// subnormals; exact (a power of two) below [`A_MAX`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const TWO_64: f32 = f32::from_bits((127 + 64) << 23);
+/// `2^56`: folded into each block scale by [`tile`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const TWO_56: f32 = f32::from_bits((127 + 56) << 23);
+/// `2^120`: folded into each block scale when packing.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) const TWO_120: f32 = f32::from_bits((127 + 120) << 23);
+/// Rows of A whose largest magnitude is in `[A_MIN, A_MAX]` (or 0) take the
+/// in-register path: scaled by `2^64` they neither overflow nor reach f32's
+/// subnormals with the codes' unit. Others take the dequantized panels.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const A_MAX: f32 = f32::from_bits((127 + 60) << 23);
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const A_MIN: f32 = f32::from_bits((127 - 60) << 23);
+
+/// True when `codes` holds a NaN code (`0x7f` or `0xff`). A plain fold that
+/// compiles to byte-wise vector maxima.
+#[inline(always)]
+pub(super) fn has_nan_code(codes: &[u8]) -> bool {
+    codes.iter().fold(0u8, |m, &b| m.max(b & 0x7f)) == 0x7f
+}
+
+/// The raw operands of the in-register FP8 NT product `C = A B^T` over
+/// checked views: `A` is `m x k` (f32, row stride `lda`), `B` the `n x k`
+/// codes of `b` (rows contiguous), `C` is `m x n` (row stride `ldc`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) struct F8Args<'b> {
+    a: *const f32,
+    lda: usize,
+    m: usize,
+    b: &'b F8Mat<'b>,
+    codes: *const u8,
+    c: *mut f32,
+    ldc: usize,
+}
+
 /// `C = A B^T` with B FP8 (`A` m x k f32, `B` n x k, `C` m x n). False (and
-/// nothing written) if the shapes disagree.
+/// nothing written) if the shapes disagree. With `pack` ([`pack_len`]`(k)`
+/// f32) and at least [`PACK_MIN_ROWS`] rows of A, the packed product
+/// (dequantized values, summed in increasing k); else in-register tiles
+/// ([`tile`]) for the rows of A in range, dequantized panels for the others.
+pub(super) fn nt(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &F8Mat,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+) -> bool {
+    if a.cols != b.cols || c.rows != a.rows || c.cols != b.rows {
+        return false;
+    }
+    if a.rows == 0 || b.rows == 0 {
+        return true;
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = pack;
+        nt_panels(isa, a, b, c)
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let isa = usable(isa);
+        let (m, n, k) = (a.rows, b.rows, b.cols);
+        // The codes: exactly n rows of k (MatE::new checked n * k <= len).
+        let Some(codes) = n.checked_mul(k).and_then(|len| b.e.codes().get(..len)) else {
+            return false;
+        };
+        if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(k) && m >= PACK_MIN_ROWS) {
+            let p = GemmArgs::<E4m3> {
+                a: a.ptr(),
+                lda: a.stride,
+                m,
+                b: codes.as_ptr().cast::<E4m3>(),
+                ldb: k,
+                n,
+                k,
+                c: c.ptr,
+                ldc: c.stride,
+            };
+            // SAFETY: A and C checked their extents at construction, B is n
+            // rows of k codes (the slice above; E4m3 is a transparent byte);
+            // pack holds pack_len(k) f32; the ISA is usable.
+            unsafe { dispatch!(isa, ntp(&p, pack.as_mut_ptr(), Some(b))) };
+            return true;
+        }
+        // Runs of rows of A in range go to the tiles, the others one by one
+        // to the panels: a row's values do not depend on its neighbours.
+        let in_range = |i: usize| {
+            a.row(i).is_some_and(|r| {
+                let amax = r.iter().fold(0f32, |x, v| x.max(v.abs()));
+                amax == 0.0 || (A_MIN..=A_MAX).contains(&amax)
+            })
+        };
+        let mut i0 = 0;
+        while i0 < m {
+            let mut i1 = i0;
+            while i1 < m && in_range(i1) {
+                i1 += 1;
+            }
+            if i1 > i0 {
+                let (Some(ar), Some(cr)) = (a.sub(i0, i1 - i0, 0, k), c.sub(i0, i1 - i0, 0, n))
+                else {
+                    return false;
+                };
+                let p = F8Args {
+                    a: ar.ptr(),
+                    lda: ar.stride,
+                    m: i1 - i0,
+                    b,
+                    codes: codes.as_ptr(),
+                    c: cr.ptr,
+                    ldc: cr.stride,
+                };
+                // SAFETY: rows i0..i1 of A and C (checked views), B's n rows
+                // of k codes (the slice above); the ISA is usable.
+                unsafe { dispatch!(isa, f8_nt(&p)) };
+                i0 = i1;
+            } else {
+                let (Some(ar), Some(mut cr)) = (a.sub(i0, 1, 0, k), c.sub(i0, 1, 0, n)) else {
+                    return false;
+                };
+                if !nt_panels(isa, &ar, b, &mut cr) {
+                    return false;
+                }
+                i0 += 1;
+            }
+        }
+        true
+    }
+}
+
+/// FP8 NT micro-kernel: `C[i + r][j + t] = A_{i+r} . B_{j+t}` for the
+/// `MR x NR` tile at row `i`, column `j` of C, with B's codes widened in
+/// registers. Per 128-column scale block, one vector accumulator per element
+/// of C sums `(a * 2^64) * (code * 2^-120)` (lane `q`: columns `q, q + L,
+/// ...` of the block); the block's sum goes into a running total with one
+/// multiply-add by `scale * 2^56`; at the end the lanes are reduced with the
+/// fixed tree, then the `k % L` tail is added element by element (the
+/// dequantized weight). A row of B holding a NaN code gives NaN, as its
+/// dequantized weights would. Each element's order depends on `k` alone, not
+/// on the tile: the mat-vec and batched tiles give the same bits.
+///
+/// # Safety
+/// Built by [`nt`] (extents checked); `i + MR <= m`, `j + NR <= n`; every
+/// `|A|` below `A_MAX`; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(p: &F8Args, i: usize, j: usize) {
+    let lanes = S::LANES;
+    let k = p.b.cols;
+    let k_vec = k - k % lanes;
+    // SAFETY (whole body): offsets row * stride + column with row < MR (A, C)
+    // or NR (B, stride k) from the tile's origin and column < k (A, B) or NR
+    // (C): inside the extents nt checked (i + MR <= m, j + NR <= n).
+    unsafe {
+        let (a, b, c) = (
+            p.a.add(i * p.lda),
+            p.codes.add(j * k),
+            p.c.add(i * p.ldc + j),
+        );
+        let up = S::splat(TWO_64);
+        let mut total = [[S::zero(); NR]; MR];
+        let mut k0 = 0;
+        while k0 < k_vec {
+            let k1 = k_vec.min(k0 + F8_BLOCK);
+            let mut acc = [[S::zero(); NR]; MR];
+            let mut kk = k0;
+            while kk < k1 {
+                let mut b_vecs = [S::zero(); NR];
+                for (t, v) in b_vecs.iter_mut().enumerate() {
+                    *v = S::load_e4m3(b.add(t * k + kk));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a_vec = S::mul(S::load(a.add(r * p.lda + kk)), up);
+                    for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                        *s = S::fma(a_vec, b_vec, *s);
+                    }
+                }
+                kk += lanes;
+            }
+            for t in 0..NR {
+                let s = p.b.scale_of(j + t, k0);
+                let folded = s * TWO_56;
+                for (tot, a) in total.iter_mut().zip(acc.iter()) {
+                    let (Some(x), Some(sum)) = (tot.get_mut(t), a.get(t)) else {
+                        continue;
+                    };
+                    *x = if folded.is_finite() {
+                        S::fma(*sum, S::splat(folded), *x)
+                    } else {
+                        // A scale of 2^72 or more: 2^56 first (exact).
+                        S::fma(S::mul(*sum, S::splat(TWO_56)), S::splat(s), *x)
+                    };
+                }
+            }
+            k0 = k1;
+        }
+        for t in 0..NR {
+            let row = core::slice::from_raw_parts(b.add(t * k), k);
+            let nan = has_nan_code(row);
+            for (r, tot) in total.iter().enumerate() {
+                let Some(&v) = tot.get(t) else { continue };
+                let mut sum = S::hsum(v);
+                for q in k_vec..k {
+                    let w = crate::fp8::to_f32(*b.add(t * k + q)) * p.b.scale_of(j + t, q);
+                    sum += *a.add(r * p.lda + q) * w;
+                }
+                *c.add(r * p.ldc + t) = if nan { f32::NAN } else { sum };
+            }
+        }
+    }
+}
+
+/// The in-register FP8 NT driver: for each tile of `NR` rows of B (then the
+/// last rows one by one), every row of A in `MR`-row tiles, then one by one.
+/// One row of A (decode) takes `1 x MATVEC_NR` tiles.
+///
+/// # Safety
+/// As [`tile`] for the whole of `p`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) unsafe fn nt_tiles<S: Simd, const MR: usize, const NR: usize, const MATVEC_NR: usize>(
+    p: &F8Args,
+) {
+    // SAFETY: forwarded; the tiles stay inside m x n (loop bounds).
+    unsafe {
+        if p.m == 1 {
+            cols::<S, 1, MATVEC_NR>(p);
+        } else {
+            cols::<S, MR, NR>(p);
+        }
+    }
+}
+
+/// [`nt_tiles`] with one tile shape.
+///
+/// # Safety
+/// As [`tile`] for the whole of `p`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn cols<S: Simd, const MR: usize, const NR: usize>(p: &F8Args) {
+    let n = p.b.rows;
+    let mut j = 0;
+    // SAFETY: i + MR <= m and j + NR <= n (loop bounds).
+    unsafe {
+        while j + NR <= n {
+            let mut i = 0;
+            while i + MR <= p.m {
+                tile::<S, MR, NR>(p, i, j);
+                i += MR;
+            }
+            while i < p.m {
+                tile::<S, 1, NR>(p, i, j);
+                i += 1;
+            }
+            j += NR;
+        }
+        while j < n {
+            let mut i = 0;
+            while i + MR <= p.m {
+                tile::<S, MR, 1>(p, i, j);
+                i += MR;
+            }
+            while i < p.m {
+                tile::<S, 1, 1>(p, i, j);
+                i += 1;
+            }
+            j += 1;
+        }
+    }
+}
+
+/// Applies the block scales to a packed panel of FP8 units (`pack::ntp`):
+/// `pack[kk * np + jj] *= scale(j0 + jj, k0 + kk) * 2^120`, which makes each
+/// value exactly the dequantized weight `fp8::to_f32(code) * scale` (one
+/// rounding of the same real number); scales of `2^8` or more take two exact
+/// steps. Then the NaN codes of the panel's `nc` rows are written as NaN.
+///
+/// # Safety
+/// `pack` valid for `kc * np` f32, `np` a multiple of `S::LANES` and at most
+/// `PACK_NP`; `codes` (B's row `j0` at column `k0`) valid for `nc` rows of
+/// `kc` (stride `ldb`); `k0` a multiple of [`F8_BLOCK`]; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) unsafe fn scale_panel<S: Simd>(
+    b: &F8Mat,
+    codes: *const u8,
+    ldb: usize,
+    pack: *mut f32,
+    (kc, np, nc): (usize, usize, usize),
+    j0: usize,
+    k0: usize,
+) {
+    let lanes = S::LANES;
+    let mut first = [0f32; super::PACK_NP];
+    let mut second = [1f32; super::PACK_NP];
+    // SAFETY (whole body): pack offsets kk * np + v * lanes + lanes <= kc * np;
+    // the scale rows hold PACK_NP >= np; code rows jj < nc, columns < kc.
+    unsafe {
+        let mut kb = 0;
+        while kb < kc {
+            let len = F8_BLOCK.min(kc - kb);
+            let mut two_steps = false;
+            for (jj, (f, s)) in first.iter_mut().zip(second.iter_mut()).enumerate().take(np) {
+                let sc = if jj < nc {
+                    b.scale_of(j0 + jj, k0 + kb)
+                } else {
+                    0.0
+                };
+                let folded = sc * TWO_120;
+                (*f, *s) = if folded.is_finite() {
+                    (folded, 1.0)
+                } else {
+                    two_steps = true;
+                    (sc, TWO_120)
+                };
+            }
+            for kk in kb..kb + len {
+                let mut v = 0;
+                while v < np {
+                    let at = pack.add(kk * np + v);
+                    let mut x = S::mul(S::load(at), S::load(first.as_ptr().add(v)));
+                    if two_steps {
+                        x = S::mul(x, S::load(second.as_ptr().add(v)));
+                    }
+                    S::store(at, x);
+                    v += lanes;
+                }
+            }
+            kb += len;
+        }
+        for jj in 0..nc {
+            let row = core::slice::from_raw_parts(codes.add(jj * ldb), kc);
+            if has_nan_code(row) {
+                for (kk, &code) in row.iter().enumerate() {
+                    if code & 0x7f == 0x7f {
+                        *pack.add(kk * np + jj) = f32::NAN;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C = A B^T` with B FP8 through dequantized panels (shapes checked by [`nt`]).
 ///
 /// Per panel of `PANEL` rows of B by `KB` columns (dequantized row-major), the
 /// f32 NT kernel computes `MI x PANEL` tiles of partial dot products, added to
 /// `C` panel after panel in increasing `k`: the panels' bounds along k are
 /// fixed (multiples of `KB`), so a value does not depend on the row split.
-pub(super) fn nt(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
-    if a.cols != b.cols || c.rows != a.rows || c.cols != b.rows {
-        return false;
-    }
+fn nt_panels(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
     for i in 0..c.rows {
         if let Some(r) = c.row(i) {
             r.fill(0.0);
@@ -166,7 +533,10 @@ pub(super) fn nn(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{gemm_nn_with, gemm_nt_packed, isa, Mat, MatE, MatMut};
+    use super::super::test_util::isas_here;
+    use super::super::{
+        gemm_nn_with, gemm_nt_packed, isa, Isa, Mat, MatE, MatMut, PACK_LEN, PACK_MIN_ROWS,
+    };
     use crate::dtype::Elems;
     use crate::fp8;
     use crate::weights::Tensor;
@@ -267,6 +637,203 @@ mod tests {
             None
         ));
         assert_eq!(y, [9f32; 150]);
+    }
+
+    /// Every ISA here widens all 256 codes (NaN codes aside) to exactly
+    /// `fp8::to_f32(code) * 2^-120`, and so does the element's `widen`.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn e4m3_load_widens_every_code_on_every_isa() {
+        use super::super::simd::{E4m3, Elem, E4M3_UNIT};
+        let codes: Vec<u8> = (0..=255u8).collect();
+        for isa in isas_here() {
+            let mut out = vec![0f32; 256];
+            // SAFETY: 256 bytes and 256 f32 (a multiple of every ISA's lanes);
+            // the ISA is supported here.
+            unsafe {
+                super::super::dispatch::dispatch!(
+                    isa,
+                    widen_e4m3(codes.as_ptr(), out.as_mut_ptr(), 256)
+                )
+            };
+            for (&c, &v) in codes.iter().zip(&out) {
+                if c & 0x7f == 0x7f {
+                    continue;
+                }
+                let want = fp8::to_f32(c) * E4M3_UNIT;
+                assert_eq!(v.to_bits(), want.to_bits(), "{isa:?} code {c:#04x}");
+                assert_eq!(E4m3(c).widen().to_bits(), want.to_bits(), "widen {c:#04x}");
+            }
+        }
+    }
+
+    /// `rows` x `cols` FP8 tensor with the scales of [`tensor`] times `mul`.
+    fn tensor_scaled(rows: usize, cols: usize, mul: f32) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+        let (codes, scales, _) = tensor(rows, cols);
+        let scales: Vec<f32> = scales.iter().map(|s| s * mul).collect();
+        let bc = cols.div_ceil(128);
+        let deq = (0..rows * cols)
+            .map(|g| fp8::to_f32(codes[g]) * scales[(g / cols / 128) * bc + (g % cols) / 128])
+            .collect();
+        (codes, scales, deq)
+    }
+
+    /// `C = A B^T` on `isa`, packing when `pack` (a `PACK_LEN` scratch).
+    fn nt(isa: Isa, x: &[f32], m: usize, k: usize, b: &MatE, pack: bool) -> Vec<f32> {
+        let n = b.rows();
+        let a = Mat::new(x, m, k, k).unwrap();
+        let mut y = vec![f32::NAN; m * n];
+        let mut scratch = vec![0f32; PACK_LEN];
+        assert!(gemm_nt_packed(
+            isa,
+            &a,
+            b,
+            &mut MatMut::new(&mut y, m, n, n).unwrap(),
+            pack.then_some(&mut scratch[..])
+        ));
+        y
+    }
+
+    /// The in-register paths on every ISA here, at edge shapes (300 x 200:
+    /// edge blocks along both dims; views starting mid-block, at 0 and at a
+    /// block; rows of A around the tiles; k not a multiple of the lanes):
+    /// within 1e-5 of the f32 product on the dequantized weights; the packed
+    /// path equal to it bit for bit; one row of A (mat-vec tiles) giving the
+    /// same bits as inside a batch (batched tiles); the rows of B split in
+    /// two changing no bit. Large scales (2^8, 2^72 and up) take their exact
+    /// steps.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn f8_in_register_paths_all_isas() {
+        for (rows, cols, mul) in [
+            (300, 200, 1.0),
+            (300, 203, 1.0),
+            (260, 131, 1e3),
+            (140, 260, 1e22),
+        ] {
+            let (codes, scales, deq) = tensor_scaled(rows, cols, mul);
+            let t8 = Tensor::f8(&codes, &scales, rows, cols).unwrap();
+            let t32 = Tensor::f32(&deq, rows, cols).unwrap();
+            for isa in isas_here() {
+                for (r0, nr) in [(37, 150), (0, rows), (128, 11), (5, 1), (130, 9)] {
+                    let nr = nr.min(rows - r0);
+                    let b8 = MatE::tensor_rows(&t8, r0, nr).unwrap();
+                    let b32 = MatE::tensor_rows(&t32, r0, nr).unwrap();
+                    let x = super::super::test_util::rand(20 * cols, (r0 * 31 + nr) as u64);
+                    let ones: Vec<Vec<f32>> = (0..20)
+                        .map(|i| nt(isa, &x[i * cols..(i + 1) * cols], 1, cols, &b8, false))
+                        .collect();
+                    for m in [1, 2, 3, 4, 5, 9, 15, 16, 20] {
+                        let x = &x[..m * cols];
+                        let want = nt(isa, x, m, cols, &b32, false);
+                        let got = nt(isa, x, m, cols, &b8, false);
+                        let ctx = format!("{isa:?} {rows}x{cols} s*{mul} rows {r0}+{nr} m {m}");
+                        close_ctx(&got, &want, &ctx);
+                        for i in 0..m {
+                            assert!(
+                                bits_eq(&got[i * nr..(i + 1) * nr], &ones[i]),
+                                "{ctx}: row {i} differs from its mat-vec"
+                            );
+                        }
+                        if m >= PACK_MIN_ROWS {
+                            let want = nt(isa, x, m, cols, &b32, true);
+                            let got = nt(isa, x, m, cols, &b8, true);
+                            assert!(bits_eq(&got, &want), "{ctx}: packed != dequantized packed");
+                        }
+                        // Rows of B in two parts (as linear_par splits them).
+                        let cut = nr / 2;
+                        for pack in [false, true] {
+                            let whole = nt(isa, x, m, cols, &b8, pack);
+                            for (j0, nj) in [(0, cut), (cut, nr - cut)] {
+                                if nj == 0 {
+                                    continue;
+                                }
+                                let part = MatE::tensor_rows(&t8, r0 + j0, nj).unwrap();
+                                let y = nt(isa, x, m, cols, &part, pack);
+                                for i in 0..m {
+                                    assert!(
+                                        bits_eq(
+                                            &y[i * nj..(i + 1) * nj],
+                                            &whole[i * nr + j0..i * nr + j0 + nj]
+                                        ),
+                                        "{ctx} pack {pack}: split at {cut} changed row {i}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A NaN code makes its row's outputs NaN on every path (as the
+    /// dequantized weights do), and only those; rows of A too large or too
+    /// small for the in-register path take the dequantized panels and agree
+    /// with the f32 product.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn f8_nan_codes_and_extreme_activations() {
+        let (rows, cols) = (40, 300);
+        let (mut codes, scales, _) = tensor(rows, cols);
+        codes[7 * cols + 250] = 0xff;
+        codes[21 * cols + 3] = 0x7f;
+        let t8 = Tensor::f8(&codes, &scales, rows, cols).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        t8.data.widen_into(&mut deq);
+        let t32 = Tensor::f32(&deq, rows, cols).unwrap();
+        let b8 = MatE::tensor_rows(&t8, 0, rows).unwrap();
+        let b32 = MatE::tensor_rows(&t32, 0, rows).unwrap();
+        for isa in isas_here() {
+            for (m, pack) in [(1, false), (5, false), (17, true)] {
+                let mut x = super::super::test_util::rand(m * cols, m as u64);
+                let y = nt(isa, &x, m, cols, &b8, pack);
+                for i in 0..m {
+                    for j in 0..rows {
+                        let v = y[i * rows + j];
+                        assert_eq!(
+                            v.is_nan(),
+                            j == 7 || j == 21,
+                            "{isa:?} m {m} [{i}][{j}] = {v}"
+                        );
+                    }
+                }
+                // Extreme rows of A (one huge, one tiny): the panels.
+                x[..cols].iter_mut().for_each(|v| *v *= 1e30);
+                if m > 1 {
+                    x[cols..2 * cols].iter_mut().for_each(|v| *v *= 1e-30);
+                }
+                let got = nt(isa, &x, m, cols, &b8, false);
+                let want = nt(isa, &x, m, cols, &b32, false);
+                for i in 0..m {
+                    let (g, w) = (
+                        &got[i * rows..(i + 1) * rows],
+                        &want[i * rows..(i + 1) * rows],
+                    );
+                    let keep = |v: &[f32]| -> Vec<f32> {
+                        v.iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != 7 && *j != 21)
+                            .map(|(_, &x)| x)
+                            .collect()
+                    };
+                    close_ctx(&keep(g), &keep(w), &format!("{isa:?} m {m} row {i}"));
+                }
+            }
+        }
+    }
+
+    fn bits_eq(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    fn close_ctx(a: &[f32], b: &[f32], ctx: &str) {
+        let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let e = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            e <= 1e-5 * m.max(1e-30) && e.is_finite(),
+            "{ctx}: max error {e} of {m}"
+        );
     }
 
     /// A run that does not start a row, or a view of other column count, is no

@@ -11,7 +11,7 @@
 //! | `mat.rs`     | the checked views [`Mat`], [`MatE`], [`MatMut`]                      |
 //! | `gemm.rs`    | NT (`C = A B^T`, dot-product form) and NN (`C += A B`) tiles and drivers |
 //! | `matvec.rs`  | the decode matrix-vector product (NT with one row of A)             |
-//! | `f8.rs`      | products with FP8 block-scaled weights (dequantized panel by panel)  |
+//! | `f8.rs`      | products with FP8 block-scaled weights (codes widened in registers)  |
 //! | `pack.rs`    | the packed NT product of prefill (B packed panel by panel)          |
 //! | `softmax.rs` | online softmax along rows and down columns; the vector `exp`        |
 //! | `vecops.rs`  | scale, axpy, dot, RMSNorm, bias                                     |
@@ -118,7 +118,7 @@ fn nt_typed<E: Elem>(
     if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(p.k) && p.m >= PACK_MIN_ROWS) {
         // SAFETY: the views checked their extents, the shapes agree (GemmArgs::nt),
         // pack holds pack_len(k) f32 (what ntp touches), the ISA is supported.
-        unsafe { dispatch!(isa, ntp(&p, pack.as_mut_ptr())) };
+        unsafe { dispatch!(isa, ntp(&p, pack.as_mut_ptr(), None)) };
         return true;
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -157,7 +157,7 @@ pub fn gemm_nt_packed(
         MatE::F32(b) => nt_typed(isa, a, b, c, pack),
         MatE::F16(b) => nt_typed(isa, a, b, c, pack),
         MatE::BF16(b) => nt_typed(isa, a, b, c, pack),
-        MatE::F8(b) => f8::nt(isa, a, b, c),
+        MatE::F8(b) => f8::nt(isa, a, b, c, pack),
     }
 }
 
