@@ -61,6 +61,26 @@ macro_rules! isa_entry {
                 }
             }
 
+            /// The in-register FP8 NN accumulation (`f8::nn_tiles`): `MR x NV`
+            /// tiles of the FP8 NT shape (`f8_mr x f8_nr`), `1 x f8_matvec_nr`
+            /// for one row of A.
+            ///
+            /// # Safety
+            /// Built by `f8::nn` (extents checked); the ISA is available.
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn f8_nn(p: &super::super::f8::F8Args) {
+                const T: Tiles = tiles($isa);
+                // SAFETY: forwarded.
+                unsafe {
+                    if p.rows_of_a() == 1 {
+                        super::super::f8::nn_tiles::<S, 1, { T.f8_matvec_nr }>(p)
+                    } else {
+                        super::super::f8::nn_tiles::<S, { T.f8_mr }, { T.f8_nr }>(p)
+                    }
+                }
+            }
+
             /// Widens `n` FP8 codes (a multiple of the lanes) with
             /// `Simd::load_e4m3` (for the tests).
             ///

@@ -65,6 +65,16 @@ const A_MAX: f32 = f32::from_bits((127 + 60) << 23);
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const A_MIN: f32 = f32::from_bits((127 - 60) << 23);
 
+/// True when row `i` of `a` may take the in-register path: its largest
+/// magnitude in `[A_MIN, A_MAX]`, or 0.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn in_range(a: &Mat<f32>, i: usize) -> bool {
+    a.row(i).is_some_and(|r| {
+        let amax = r.iter().fold(0f32, |x, v| x.max(v.abs()));
+        amax == 0.0 || (A_MIN..=A_MAX).contains(&amax)
+    })
+}
+
 /// True when `codes` holds a NaN code (`0x7f` or `0xff`). A plain fold that
 /// compiles to byte-wise vector maxima.
 #[inline(always)]
@@ -84,6 +94,14 @@ pub(crate) struct F8Args<'b> {
     codes: *const u8,
     c: *mut f32,
     ldc: usize,
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl F8Args<'_> {
+    /// Rows of A (and C).
+    pub(super) fn rows_of_a(&self) -> usize {
+        self.m
+    }
 }
 
 /// `C = A B^T` with B FP8 (`A` m x k f32, `B` n x k, `C` m x n). False (and
@@ -137,16 +155,10 @@ pub(super) fn nt(
         }
         // Runs of rows of A in range go to the tiles, the others one by one
         // to the panels: a row's values do not depend on its neighbours.
-        let in_range = |i: usize| {
-            a.row(i).is_some_and(|r| {
-                let amax = r.iter().fold(0f32, |x, v| x.max(v.abs()));
-                amax == 0.0 || (A_MIN..=A_MAX).contains(&amax)
-            })
-        };
         let mut i0 = 0;
         while i0 < m {
             let mut i1 = i0;
-            while i1 < m && in_range(i1) {
+            while i1 < m && in_range(a, i1) {
                 i1 += 1;
             }
             if i1 > i0 {
@@ -492,11 +504,188 @@ fn prefetch(b: &F8Mat, j: usize, k: usize, len: usize) {
 }
 
 /// `C += A B` with B FP8 (`A` m x kd f32, `B` kd x n, `C` m x n). False (and
-/// nothing written) if the shapes disagree.
+/// nothing written) if the shapes disagree. On x86-64 and aarch64 the codes
+/// are widened in registers ([`nn_tile`]) for the rows of A in range, unless
+/// B holds a NaN code; otherwise dequantized panels.
 pub(super) fn nn(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
     if a.cols != b.rows || c.rows != a.rows || c.cols != b.cols {
         return false;
     }
+    if a.rows == 0 || b.cols == 0 || b.rows == 0 {
+        return true;
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let isa = usable(isa);
+        let (m, kd, n) = (a.rows, b.rows, b.cols);
+        let Some(codes) = kd.checked_mul(n).and_then(|len| b.e.codes().get(..len)) else {
+            return false;
+        };
+        if !has_nan_code(codes) {
+            let mut i0 = 0;
+            while i0 < m {
+                let mut i1 = i0;
+                while i1 < m && in_range(a, i1) {
+                    i1 += 1;
+                }
+                if i1 > i0 {
+                    let (Some(ar), Some(cr)) =
+                        (a.sub(i0, i1 - i0, 0, kd), c.sub(i0, i1 - i0, 0, n))
+                    else {
+                        return false;
+                    };
+                    let p = F8Args {
+                        a: ar.ptr(),
+                        lda: ar.stride,
+                        m: i1 - i0,
+                        b,
+                        codes: codes.as_ptr(),
+                        c: cr.ptr,
+                        ldc: cr.stride,
+                    };
+                    // SAFETY: rows i0..i1 of A and C (checked views), B's kd
+                    // rows of n codes (the slice above); the ISA is usable.
+                    unsafe { dispatch!(isa, f8_nn(&p)) };
+                    i0 = i1;
+                } else {
+                    let (Some(ar), Some(mut cr)) = (a.sub(i0, 1, 0, kd), c.sub(i0, 1, 0, n)) else {
+                        return false;
+                    };
+                    if !nn_panels(isa, &ar, b, &mut cr) {
+                        return false;
+                    }
+                    i0 += 1;
+                }
+            }
+            return true;
+        }
+    }
+    nn_panels(isa, a, b, c)
+}
+
+/// FP8 NN micro-kernel: `C[i + r][j + v*L ..] += A_{i+r} B[.][j + v*L ..]`
+/// for the `MR x NV`-vector tile at row `i`, column `j` of C (the tile inside
+/// one 128-column scale block). Per scale block along k (blocks of the whole
+/// tensor's rows: a view may start mid-block), vector accumulators sum
+/// `(a * 2^64) * (code * 2^-120)` in increasing k; each block's sums go onto
+/// C's values with one multiply-add by `scale * 2^56`.
+///
+/// # Safety
+/// Built by [`nn`] (extents checked, no NaN code in B, rows of A in range);
+/// `i + MR <= m`, `j + NV * LANES <= n` inside one scale block; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn nn_tile<S: Simd, const MR: usize, const NV: usize>(p: &F8Args, i: usize, j: usize) {
+    let lanes = S::LANES;
+    let (kd, n) = (p.b.rows, p.b.cols);
+    // SAFETY (whole body): A offsets r * lda + kk (r < MR, kk < kd), B offsets
+    // kk * n + j + v * L + lane < kd * n, C offsets r * ldc + j + v * L + lane
+    // (r < MR, j + NV * L <= n): inside the extents nn checked.
+    unsafe {
+        let (a, b, c) = (p.a.add(i * p.lda), p.codes.add(j), p.c.add(i * p.ldc + j));
+        let mut total = [[S::zero(); NV]; MR];
+        for (r, row) in total.iter_mut().enumerate() {
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = S::load(c.add(r * p.ldc + v * lanes));
+            }
+        }
+        let mut k0 = 0;
+        while k0 < kd {
+            // The end of the tensor's scale block that row k0 is in.
+            let in_block = F8_BLOCK - p.b.row0.wrapping_add(k0) % F8_BLOCK;
+            let k1 = kd.min(k0 + in_block);
+            let mut acc = [[S::zero(); NV]; MR];
+            for kk in k0..k1 {
+                let mut b_vecs = [S::zero(); NV];
+                for (v, x) in b_vecs.iter_mut().enumerate() {
+                    *x = S::load_e4m3(b.add(kk * n + v * lanes));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a_elem = S::splat(*a.add(r * p.lda + kk) * TWO_64);
+                    for (x, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                        *x = S::fma(a_elem, b_vec, *x);
+                    }
+                }
+            }
+            let s = p.b.scale_of(k0, j);
+            let folded = s * TWO_56;
+            for (tot, sums) in total.iter_mut().zip(acc.iter()) {
+                for (x, &sum) in tot.iter_mut().zip(sums.iter()) {
+                    *x = if folded.is_finite() {
+                        S::fma(sum, S::splat(folded), *x)
+                    } else {
+                        S::fma(S::mul(sum, S::splat(TWO_56)), S::splat(s), *x)
+                    };
+                }
+            }
+            k0 = k1;
+        }
+        for (r, row) in total.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                S::store(c.add(r * p.ldc + v * lanes), x);
+            }
+        }
+    }
+}
+
+/// The in-register FP8 NN driver: columns in blocks of `NV` vectors (inside
+/// a scale block: `NV * LANES` divides 128), then of one vector, each over
+/// the rows of A in `MR`-row tiles then one by one; the last `n % LANES`
+/// columns element by element (dequantized weights, in increasing k).
+///
+/// # Safety
+/// As [`nn_tile`] for the whole of `p`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) unsafe fn nn_tiles<S: Simd, const MR: usize, const NV: usize>(p: &F8Args) {
+    let lanes = S::LANES;
+    let (kd, n) = (p.b.rows, p.b.cols);
+    let n_vec = n - n % lanes;
+    // SAFETY: column tiles stay below n_vec <= n and inside a scale block
+    // (F8_BLOCK a multiple of NV * LANES, tiles start at multiples of it);
+    // rows below m; the tail reads rows < m of A, kd of B, columns < n.
+    unsafe {
+        let mut j = 0;
+        while j + NV * lanes <= n_vec && (j % F8_BLOCK) + NV * lanes <= F8_BLOCK {
+            let mut i = 0;
+            while i + MR <= p.m {
+                nn_tile::<S, MR, NV>(p, i, j);
+                i += MR;
+            }
+            while i < p.m {
+                nn_tile::<S, 1, NV>(p, i, j);
+                i += 1;
+            }
+            j += NV * lanes;
+        }
+        while j < n_vec {
+            let mut i = 0;
+            while i + MR <= p.m {
+                nn_tile::<S, MR, 1>(p, i, j);
+                i += MR;
+            }
+            while i < p.m {
+                nn_tile::<S, 1, 1>(p, i, j);
+                i += 1;
+            }
+            j += lanes;
+        }
+        for i in 0..p.m {
+            for jj in n_vec..n {
+                let cp = p.c.add(i * p.ldc + jj);
+                let mut s = *cp;
+                for kk in 0..kd {
+                    let w = crate::fp8::to_f32(*p.codes.add(kk * n + jj)) * p.b.scale_of(kk, jj);
+                    s += *p.a.add(i * p.lda + kk) * w;
+                }
+                *cp = s;
+            }
+        }
+    }
+}
+
+/// `C += A B` with B FP8 through dequantized panels (shapes checked by [`nn`]).
+fn nn_panels(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
     let mut panel = [0f32; F8_BLOCK * PANEL];
     let mut k0 = 0;
     while k0 < b.rows {
@@ -720,6 +909,7 @@ mod tests {
                     let b8 = MatE::tensor_rows(&t8, r0, nr).unwrap();
                     let b32 = MatE::tensor_rows(&t32, r0, nr).unwrap();
                     let x = super::super::test_util::rand(20 * cols, (r0 * 31 + nr) as u64);
+                    let xn = super::super::test_util::rand(20 * nr, nr as u64 + 3);
                     let ones: Vec<Vec<f32>> = (0..20)
                         .map(|i| nt(isa, &x[i * cols..(i + 1) * cols], 1, cols, &b8, false))
                         .collect();
@@ -739,6 +929,18 @@ mod tests {
                             let want = nt(isa, x, m, cols, &b32, true);
                             let got = nt(isa, x, m, cols, &b8, true);
                             assert!(bits_eq(&got, &want), "{ctx}: packed != dequantized packed");
+                        }
+                        // C += A B (k = the view's rows, starting mid-block).
+                        let xa = &xn[..m * nr];
+                        let want = nn(isa, xa, m, &b32);
+                        let got = nn(isa, xa, m, &b8);
+                        close_ctx(&got, &want, &format!("{ctx} nn"));
+                        for i in 0..m {
+                            let one = nn(isa, &xa[i * nr..(i + 1) * nr], 1, &b8);
+                            assert!(
+                                bits_eq(&got[i * cols..(i + 1) * cols], &one),
+                                "{ctx}: nn row {i} differs from its 1-row product"
+                            );
                         }
                         // Rows of B in two parts (as linear_par splits them).
                         let cut = nr / 2;
@@ -798,6 +1000,20 @@ mod tests {
                         );
                     }
                 }
+                // C += A B over B's 40 rows: NaN at columns 250 and 3 only
+                // (a NaN code sends the whole product to the panels).
+                let xa = super::super::test_util::rand(m * rows, 9);
+                let z = nn(isa, &xa, m, &b8);
+                for i in 0..m {
+                    for j in 0..cols {
+                        let v = z[i * cols + j];
+                        assert_eq!(
+                            v.is_nan(),
+                            j == 250 || j == 3,
+                            "{isa:?} nn m {m} [{i}][{j}]"
+                        );
+                    }
+                }
                 // Extreme rows of A (one huge, one tiny): the panels.
                 x[..cols].iter_mut().for_each(|v| *v *= 1e30);
                 if m > 1 {
@@ -819,8 +1035,40 @@ mod tests {
                     };
                     close_ctx(&keep(g), &keep(w), &format!("{isa:?} m {m} row {i}"));
                 }
+                // And in C += A B (B without NaN codes: rows 0..7).
+                let clean = MatE::tensor_rows(&t8, 0, 7).unwrap();
+                let clean32 = MatE::tensor_rows(&t32, 0, 7).unwrap();
+                let mut xa = super::super::test_util::rand(m * 7, 5);
+                xa[..7].iter_mut().for_each(|v| *v *= 1e30);
+                if m > 1 {
+                    xa[7..14].iter_mut().for_each(|v| *v *= 1e-30);
+                }
+                let got = nn(isa, &xa, m, &clean);
+                let want = nn(isa, &xa, m, &clean32);
+                for i in 0..m {
+                    let r = i * cols..(i + 1) * cols;
+                    close_ctx(
+                        &got[r.clone()],
+                        &want[r],
+                        &format!("{isa:?} nn m {m} row {i}"),
+                    );
+                }
             }
         }
+    }
+
+    /// `C += A B` on `isa` (`A` m x b.rows, C starting at 0.25).
+    fn nn(isa: Isa, x: &[f32], m: usize, b: &MatE) -> Vec<f32> {
+        let (k, n) = (b.rows(), b.cols());
+        let a = Mat::new(x, m, k, k).unwrap();
+        let mut y = vec![0.25f32; m * n];
+        assert!(gemm_nn_with(
+            isa,
+            &a,
+            b,
+            &mut MatMut::new(&mut y, m, n, n).unwrap()
+        ));
+        y
     }
 
     fn bits_eq(a: &[f32], b: &[f32]) -> bool {

@@ -187,7 +187,10 @@ pub(crate) struct Tiles {
     pub pack_nv: usize,
     /// NT with FP8 weights in registers (`f8::tile`): rows of A per tile (MR).
     pub f8_mr: usize,
-    /// FP8 NT: rows of B per tile (NR) when A has several rows.
+    /// FP8 NT: rows of B per tile (NR) when A has several rows. The FP8 NN
+    /// product (`f8::nn_tile`) uses `f8_mr x f8_nr` vectors, `1 x
+    /// f8_matvec_nr` for one row of A (these vectors divide a 128-column scale
+    /// block).
     pub f8_nr: usize,
     /// FP8 mat-vec (one row of A): rows of B per tile.
     pub f8_matvec_nr: usize,
@@ -287,6 +290,9 @@ const _: () = {
         assert!(t.nn_mr > 0 && t.nn_nv > 0 && t.nn_tall_mr > 0);
         assert!(t.pack_mr > 0 && t.pack_nv > 0);
         assert!(t.f8_mr > 0 && t.f8_nr > 0 && t.f8_matvec_nr > 0);
+        // The FP8 NN tiles (f8_nr or f8_matvec_nr vectors) stay in one scale block.
+        assert!(crate::dtype::F8_BLOCK.is_multiple_of(t.f8_nr * lanes(isa)));
+        assert!(crate::dtype::F8_BLOCK.is_multiple_of(t.f8_matvec_nr * lanes(isa)));
         i += 1;
     }
 };
