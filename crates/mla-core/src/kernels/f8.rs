@@ -29,9 +29,9 @@ use crate::dtype::F8_BLOCK;
 use super::{
     dispatch::dispatch,
     gemm::GemmArgs,
-    isa::usable,
+    isa::{usable, CACHE_LINE},
     pack_len,
-    simd::{E4m3, Simd},
+    simd::{prefetch_l2, E4m3, Simd},
     PACK_MIN_ROWS,
 };
 
@@ -69,9 +69,11 @@ const A_MIN: f32 = f32::from_bits((127 - 60) << 23);
 /// magnitude in `[A_MIN, A_MAX]`, or 0.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn in_range(a: &Mat<f32>, i: usize) -> bool {
+    // On the magnitudes' bits (an integer maximum vectorizes; a NaN's bits
+    // are above every finite value's and infinity's, so NaN is out of range).
     a.row(i).is_some_and(|r| {
-        let amax = r.iter().fold(0f32, |x, v| x.max(v.abs()));
-        amax == 0.0 || (A_MIN..=A_MAX).contains(&amax)
+        let max = r.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+        max == 0 || (A_MIN.to_bits()..=A_MAX.to_bits()).contains(&max)
     })
 }
 
@@ -222,25 +224,52 @@ unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(p: &F8Args, i: usize, 
             p.codes.add(j * k),
             p.c.add(i * p.ldc + j),
         );
+        let next = b.wrapping_add(NR * k);
         let up = S::splat(TWO_64);
         let mut total = [[S::zero(); NR]; MR];
         let mut k0 = 0;
         while k0 < k_vec {
             let k1 = k_vec.min(k0 + F8_BLOCK);
             let mut acc = [[S::zero(); NR]; MR];
+            // One step: LANES columns of the tile's rows (a macro, not a
+            // closure: closures do not inherit the target features).
+            macro_rules! step {
+                ($kk:expr) => {{
+                    let kk = $kk;
+                    let mut b_vecs = [S::zero(); NR];
+                    for (t, v) in b_vecs.iter_mut().enumerate() {
+                        *v = S::load_e4m3(b.add(t * k + kk));
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let a_vec = S::mul(S::load(a.add(r * p.lda + kk)), up);
+                        for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                            *s = S::fma(a_vec, b_vec, *s);
+                        }
+                    }
+                }};
+            }
             let mut kk = k0;
             while kk < k1 {
-                let mut b_vecs = [S::zero(); NR];
-                for (t, v) in b_vecs.iter_mut().enumerate() {
-                    *v = S::load_e4m3(b.add(t * k + kk));
+                // The next tile's rows (NR rows on), a cache line each at the
+                // pace this tile reads its own: rows of B start on new pages
+                // every few rows, which the hardware prefetchers do not
+                // foresee. Wrapping: never dereferenced.
+                for t in 0..NR {
+                    prefetch_l2(next.wrapping_add(t * k + kk));
                 }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let a_vec = S::mul(S::load(a.add(r * p.lda + kk)), up);
-                    for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
-                        *s = S::fma(a_vec, b_vec, *s);
+                let end = k1.min(kk + CACHE_LINE);
+                if end - kk == CACHE_LINE {
+                    for q in 0..CACHE_LINE / lanes {
+                        step!(kk + q * lanes);
+                    }
+                } else {
+                    let mut q = kk;
+                    while q < end {
+                        step!(q);
+                        q += lanes;
                     }
                 }
-                kk += lanes;
+                kk = end;
             }
             for t in 0..NR {
                 let s = p.b.scale_of(j + t, k0);
