@@ -79,6 +79,10 @@ fn in_range(a: &Mat<f32>, i: usize) -> bool {
 
 /// True when `codes` holds a NaN code (`0x7f` or `0xff`). A plain fold that
 /// compiles to byte-wise vector maxima.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[inline(always)]
 pub(super) fn has_nan_code(codes: &[u8]) -> bool {
     codes.iter().fold(0u8, |m, &b| m.max(b & 0x7f)) == 0x7f

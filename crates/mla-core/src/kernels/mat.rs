@@ -98,6 +98,10 @@ pub struct F8Mat<'a> {
 impl<'a> F8Mat<'a> {
     /// The block scale of element `(j, k)` of this view (0 outside the
     /// tensor's scales, which the tensor's construction rules out).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     #[inline(always)]
     pub(super) fn scale_of(&self, j: usize, k: usize) -> f32 {
         self.e.scale(self.row0.saturating_add(j), k)

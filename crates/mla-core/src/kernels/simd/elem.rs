@@ -81,6 +81,10 @@ impl Elem for f16 {
 
 /// The mask that keeps the sign, exponent and mantissa of an E4M3 code once
 /// sign-extended to 32 bits and shifted left by 20.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const E4M3_MASK: u32 = 0x87F0_0000;
 
 /// `2^-120`: what [`E4m3`] widens a code to is its E4M3 value times this.
@@ -89,6 +93,10 @@ pub(crate) const E4M3_UNIT: f32 = f32::from_bits((127 - 120) << 23);
 
 /// The f32 whose value is E4M3 code `b` times `2^-120`, exactly (NaN codes
 /// excepted: they read as ±480 units). Sign-extend, shift left 20, mask.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[inline(always)]
 pub(crate) fn e4m3_bits(b: u8) -> f32 {
     f32::from_bits(((b as i8 as i32 as u32) << 20) & E4M3_MASK)
@@ -96,6 +104,10 @@ pub(crate) fn e4m3_bits(b: u8) -> f32 {
 
 /// An FP8 E4M3 code (one byte), widened to its value times [`E4M3_UNIT`].
 /// Block scales are the driver's: it multiplies by `scale * 2^120`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(transparent)]
 pub(crate) struct E4m3(pub(crate) u8);

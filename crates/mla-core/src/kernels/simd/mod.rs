@@ -9,9 +9,11 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use elem::E4m3;
+pub(crate) use elem::Elem;
 #[cfg(test)]
 pub(crate) use elem::E4M3_UNIT;
-pub(crate) use elem::{E4m3, Elem};
 #[cfg(target_arch = "aarch64")]
 pub(crate) use neon::Neon;
 pub(crate) use scalar::Scalar;
@@ -49,6 +51,10 @@ pub(crate) trait Simd: Copy {
     /// value scaled by `2^-120`, exactly (subnormal codes land on f32
     /// subnormals). NaN codes (`0x7f`, `0xff`) read as ±480 times the unit:
     /// callers look for them separately.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     unsafe fn load_e4m3(p: *const u8) -> Self::V;
 
     // Arithmetic, lane by lane.
