@@ -33,7 +33,9 @@
 //! cached); the environment variable `MLA_ISA=scalar|avx2|avx512` can force a
 //! lower level (for comparisons). f16/bf16 weights are widened in registers
 //! (bf16: shift left by 16; f16: F16C / AVX-512 `vcvtph2ps`, NEON `fcvtl`,
-//! the `half` crate in the scalar path).
+//! the `half` crate in the scalar path); so are FP8 E4M3 weights (sign-extend,
+//! shift left by 20, mask: the value times `2^-120`, the block scale applied
+//! per 128-column block sum, see `f8.rs`).
 //!
 //! # Tiling
 //!
