@@ -367,6 +367,9 @@ unsafe fn cols<S: Simd, const MR: usize, const NR: usize>(p: &F8Args) {
     }
 }
 
+// The packed product's k-slices start on scale blocks (scale_panel).
+const _: () = assert!(super::PACK_KC.is_multiple_of(F8_BLOCK));
+
 /// Applies the block scales to a packed panel of FP8 units (`pack::ntp`):
 /// `pack[kk * np + jj] *= scale(j0 + jj, k0 + kk) * 2^120`, which makes each
 /// value exactly the dequantized weight `fp8::to_f32(code) * scale` (one
@@ -886,6 +889,41 @@ mod tests {
                 assert_eq!(v.to_bits(), want.to_bits(), "{isa:?} code {c:#04x}");
                 assert_eq!(E4m3(c).widen().to_bits(), want.to_bits(), "widen {c:#04x}");
             }
+        }
+    }
+
+    /// The in-register and packed paths at small sizes (cheap enough for
+    /// Miri, which checks their pointer arithmetic): 3 rows of B starting at
+    /// row 127 (across a scale block) by 133 columns (a block and a tail).
+    #[test]
+    fn f8_paths_small() {
+        let (rows, cols) = (131, 133);
+        let (codes, scales, deq) = tensor(rows, cols);
+        let t8 = Tensor::f8(&codes, &scales, rows, cols).unwrap();
+        let t32 = Tensor::f32(&deq, rows, cols).unwrap();
+        let b8 = MatE::tensor_rows(&t8, 127, 3).unwrap();
+        let b32 = MatE::tensor_rows(&t32, 127, 3).unwrap();
+        let isa = isa();
+        let x = super::super::test_util::rand(PACK_MIN_ROWS * cols, 1);
+        for (m, pack) in [(1, false), (2, false), (PACK_MIN_ROWS, true)] {
+            let x = &x[..m * cols];
+            let (got, want) = (
+                nt(isa, x, m, cols, &b8, pack),
+                nt(isa, x, m, cols, &b32, pack),
+            );
+            if pack {
+                assert!(bits_eq(&got, &want), "packed: the dequantized weights");
+            } else {
+                close_ctx(&got, &want, &format!("m {m}"));
+            }
+        }
+        let xa = super::super::test_util::rand(2 * 3, 2);
+        for m in [1, 2] {
+            let (got, want) = (
+                nn(isa, &xa[..m * 3], m, &b8),
+                nn(isa, &xa[..m * 3], m, &b32),
+            );
+            close_ctx(&got, &want, &format!("nn m {m}"));
         }
     }
 
