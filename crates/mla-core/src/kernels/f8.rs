@@ -141,7 +141,10 @@ pub(super) fn nt(
         let Some(codes) = n.checked_mul(k).and_then(|len| b.e.codes().get(..len)) else {
             return false;
         };
-        if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(k) && m >= PACK_MIN_ROWS) {
+        // (k == 0, which no FP8 view has: the tiles would write the zeros,
+        // the packed driver nothing.)
+        if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(k) && m >= PACK_MIN_ROWS && k > 0)
+        {
             let p = GemmArgs::<E4m3> {
                 a: a.ptr(),
                 lda: a.stride,
