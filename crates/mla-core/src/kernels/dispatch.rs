@@ -35,10 +35,67 @@ macro_rules! isa_entry {
             /// `pack_len(k)` f32; the ISA is available.
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             $(#[target_feature(enable = $feat)])?
-            pub(crate) unsafe fn ntp<E: Elem>(p: &GemmArgs<E>, pack: *mut f32) {
+            pub(crate) unsafe fn ntp<E: Elem>(
+                p: &GemmArgs<E>,
+                pack: *mut f32,
+                f8: Option<&super::super::mat::F8Mat>,
+            ) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded; T.pack_nv * LANES <= PACK_NP (asserted in isa.rs).
-                unsafe { super::super::pack::ntp::<S, E, { T.pack_mr }, { T.pack_nv }>(p, pack) }
+                unsafe {
+                    super::super::pack::ntp::<S, E, { T.pack_mr }, { T.pack_nv }>(p, pack, f8)
+                }
+            }
+
+            /// The in-register FP8 NT product (`f8::nt_tiles`).
+            ///
+            /// # Safety
+            /// Built by `f8::nt` (extents checked); the ISA is available.
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn f8_nt(p: &super::super::f8::F8Args) {
+                const T: Tiles = tiles($isa);
+                // SAFETY: forwarded.
+                unsafe {
+                    super::super::f8::nt_tiles::<S, { T.f8_mr }, { T.f8_nr }, { T.f8_matvec_nr }>(p)
+                }
+            }
+
+            /// The in-register FP8 NN accumulation (`f8::nn_tiles`): `MR x NV`
+            /// tiles of the FP8 NT shape (`f8_mr x f8_nr`), `1 x f8_matvec_nr`
+            /// for one row of A.
+            ///
+            /// # Safety
+            /// Built by `f8::nn` (extents checked); the ISA is available.
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn f8_nn(p: &super::super::f8::F8Args) {
+                const T: Tiles = tiles($isa);
+                // SAFETY: forwarded.
+                unsafe {
+                    if p.rows_of_a() == 1 {
+                        super::super::f8::nn_tiles::<S, 1, { T.f8_matvec_nr }>(p)
+                    } else {
+                        super::super::f8::nn_tiles::<S, { T.f8_mr }, { T.f8_nr }>(p)
+                    }
+                }
+            }
+
+            /// Widens `n` FP8 codes (a multiple of the lanes) with
+            /// `Simd::load_e4m3` (for the tests).
+            ///
+            /// # Safety
+            /// `src` valid for `n` bytes, `dst` for `n` f32; the ISA is available.
+            #[cfg(test)]
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn widen_e4m3(src: *const u8, dst: *mut f32, n: usize) {
+                use super::super::simd::Simd as _;
+                let mut i = 0;
+                while i + S::LANES <= n {
+                    // SAFETY: i + LANES <= n: inside both extents.
+                    unsafe { S::store(dst.add(i), S::load_e4m3(src.add(i))) };
+                    i += S::LANES;
+                }
             }
 
             /// The NT product (`gemm::nt`).

@@ -194,17 +194,27 @@ pub(crate) struct Tiles {
     /// Packed NT: vectors per packed panel of B (NV, a panel is `NV * L`
     /// columns of C wide, at most [`PACK_NP`]).
     pub pack_nv: usize,
+    /// NT with FP8 weights in registers (`f8::tile`): rows of A per tile (MR).
+    pub f8_mr: usize,
+    /// FP8 NT: rows of B per tile (NR) when A has several rows. The FP8 NN
+    /// product (`f8::nn_tile`) uses `f8_mr x f8_nr` vectors, `1 x
+    /// f8_matvec_nr` for one row of A (these vectors divide a 128-column scale
+    /// block).
+    pub f8_nr: usize,
+    /// FP8 mat-vec (one row of A): rows of B per tile.
+    pub f8_matvec_nr: usize,
 }
 
 impl Tiles {
     /// `nt`: `[MR, NR]`; `nn` and `attn`: `[MR, NV, TALL_MR]`; `packed`:
-    /// `[MR, NV]`.
+    /// `[MR, NV]`; `f8`: `[MR, NR, MATVEC_NR]`.
     const fn new(
         nt: [usize; 2],
         matvec_nr: usize,
         nn: [usize; 3],
         attn: [usize; 3],
         packed: [usize; 2],
+        f8: [usize; 3],
     ) -> Tiles {
         Tiles {
             nt_mr: nt[0],
@@ -218,6 +228,9 @@ impl Tiles {
             attn_tall_mr: attn[2],
             pack_mr: packed[0],
             pack_nv: packed[1],
+            f8_mr: f8[0],
+            f8_nr: f8[1],
+            f8_matvec_nr: f8[2],
         }
     }
 }
@@ -225,25 +238,28 @@ impl Tiles {
 /// The micro-kernel tiles of `isa`.
 pub(crate) const fn tiles(isa: Isa) -> Tiles {
     // Columns: NT [MR, NR], mat-vec NR, NN [MR, NV, TALL_MR], attention
-    // [MR, NV, TALL_MR], packed [MR, NV].
+    // [MR, NV, TALL_MR], packed [MR, NV], FP8 NT [MR, NR, mat-vec NR] (each
+    // FP8 tile also keeps a mask and 2^64 in registers; its block totals live
+    // in memory).
     match isa {
         // Portable: small tiles (the compiler's registers are unknown).
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        Isa::Scalar => Tiles::new([2, 2], 4, [2, 1, 2], [2, 1, 2], [4, 1]),
+        Isa::Scalar => Tiles::new([2, 2], 4, [2, 1, 2], [2, 1, 2], [4, 1], [2, 2, 2]),
         // Small targets: the NT product runs one dot product at a time
         // (`gemm::nt` there), so only the NN shape (1 x 1) is used.
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        Isa::Scalar => Tiles::new([1, 1], 1, [1, 1, 1], [1, 1, 1], [1, 1]),
+        Isa::Scalar => Tiles::new([1, 1], 1, [1, 1, 1], [1, 1, 1], [1, 1], [1, 1, 1]),
         // 16 ymm registers: NT 4 x 3 = 12 accumulators + 3 B vectors + 1 A;
-        // packed and attention 6 x 2 = 12 + 2 vectors + 1 broadcast (16
-        // heads are two vectors).
-        Isa::Avx2 => Tiles::new([4, 3], 8, [4, 2, 8], [4, 2, 8], [6, 2]),
+        // attention 4 x 2 = 8 + 2 vectors + 1 broadcast (16 heads are two
+        // vectors); packed 6 x 2 = 12 + 2 panel vectors + 1 broadcast;
+        // FP8 4 x 2 = 8 accumulators + 2 B + 1 A + 2 constants.
+        Isa::Avx2 => Tiles::new([4, 3], 8, [4, 2, 8], [4, 2, 8], [6, 2], [4, 2, 4]),
         // 32 zmm registers: NT 4 x 4 = 16 accumulators; packed 6 x 4 = 24;
         // attention: 16 heads are one vector, so 16 x 1 (tall) tiles.
-        Isa::Avx512 => Tiles::new([4, 4], 8, [4, 4, 8], [8, 2, 16], [6, 4]),
+        Isa::Avx512 => Tiles::new([4, 4], 8, [4, 4, 8], [8, 2, 16], [6, 4], [4, 4, 4]),
         // 32 q registers: NT 4 x 4 = 16 accumulators; packed 8 x 3 = 24;
         // attention 6 x 4 = 24 (16 heads are four vectors).
-        Isa::Neon => Tiles::new([4, 4], 8, [4, 4, 8], [6, 4, 16], [8, 3]),
+        Isa::Neon => Tiles::new([4, 4], 8, [4, 4, 8], [6, 4, 16], [8, 3], [4, 4, 4]),
     }
 }
 
@@ -292,6 +308,10 @@ const _: () = {
         assert!(t.nn_mr > 0 && t.nn_nv > 0 && t.nn_tall_mr > 0);
         assert!(t.attn_mr > 0 && t.attn_nv > 0 && t.attn_tall_mr > 0);
         assert!(t.pack_mr > 0 && t.pack_nv > 0);
+        assert!(t.f8_mr > 0 && t.f8_nr > 0 && t.f8_matvec_nr > 0);
+        // The FP8 NN tiles (f8_nr or f8_matvec_nr vectors) stay in one scale block.
+        assert!(crate::dtype::F8_BLOCK.is_multiple_of(t.f8_nr * lanes(isa)));
+        assert!(crate::dtype::F8_BLOCK.is_multiple_of(t.f8_matvec_nr * lanes(isa)));
         i += 1;
     }
 };

@@ -57,6 +57,19 @@ impl<'a, E> Mat<'a, E> {
         self.data.as_ptr()
     }
 
+    /// Row `i` (its `cols` elements), `None` out of range.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    pub(super) fn row(&self, i: usize) -> Option<&'a [E]> {
+        if i >= self.rows {
+            return None;
+        }
+        let start = i.checked_mul(self.stride)?;
+        self.data.get(start..start.checked_add(self.cols)?)
+    }
+
     /// Rows `r0 .. r0 + m`, columns `c0 .. c0 + n`, `None` out of range.
     pub(super) fn sub(&self, r0: usize, m: usize, c0: usize, n: usize) -> Option<Mat<'a, E>> {
         if r0.checked_add(m)? > self.rows || c0.checked_add(n)? > self.cols {
@@ -83,6 +96,17 @@ pub struct F8Mat<'a> {
 }
 
 impl<'a> F8Mat<'a> {
+    /// The block scale of element `(j, k)` of this view (0 outside the
+    /// tensor's scales, which the tensor's construction rules out).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    pub(super) fn scale_of(&self, j: usize, k: usize) -> f32 {
+        self.e.scale(self.row0.saturating_add(j), k)
+    }
+
     /// Dequantizes columns `k0 .. k0 + out.len()` of row `j` into `out` (one
     /// scale block at most: `k0` a multiple of 128, `out.len() <= 128`). False
     /// out of range.

@@ -11,7 +11,7 @@
 //! | `mat.rs`     | the checked views [`Mat`], [`MatE`], [`MatMut`]                      |
 //! | `gemm.rs`    | NT (`C = A B^T`, dot-product form) and NN (`C += A B`) tiles and drivers |
 //! | `matvec.rs`  | the decode matrix-vector product (NT with one row of A)             |
-//! | `f8.rs`      | products with FP8 block-scaled weights (dequantized panel by panel)  |
+//! | `f8.rs`      | products with FP8 block-scaled weights (codes widened in registers)  |
 //! | `pack.rs`    | the packed NT product of prefill (B packed panel by panel)          |
 //! | `softmax.rs` | online softmax along rows and down columns; the vector `exp`        |
 //! | `vecops.rs`  | scale, axpy, dot, RMSNorm, bias                                     |
@@ -33,7 +33,9 @@
 //! cached); the environment variable `MLA_ISA=scalar|avx2|avx512` can force a
 //! lower level (for comparisons). f16/bf16 weights are widened in registers
 //! (bf16: shift left by 16; f16: F16C / AVX-512 `vcvtph2ps`, NEON `fcvtl`,
-//! the `half` crate in the scalar path).
+//! the `half` crate in the scalar path); so are FP8 E4M3 weights (sign-extend,
+//! shift left by 20, mask: the value times `2^-120`, the block scale applied
+//! per 128-column block sum, see `f8.rs`).
 //!
 //! # Tiling
 //!
@@ -119,7 +121,7 @@ fn nt_typed<E: Elem>(
     if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(p.k) && p.m >= PACK_MIN_ROWS) {
         // SAFETY: the views checked their extents, the shapes agree (GemmArgs::nt),
         // pack holds pack_len(k) f32 (what ntp touches), the ISA is supported.
-        unsafe { dispatch!(isa, ntp(&p, pack.as_mut_ptr())) };
+        unsafe { dispatch!(isa, ntp(&p, pack.as_mut_ptr(), None)) };
         return true;
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -158,7 +160,7 @@ pub fn gemm_nt_packed(
         MatE::F32(b) => nt_typed(isa, a, b, c, pack),
         MatE::F16(b) => nt_typed(isa, a, b, c, pack),
         MatE::BF16(b) => nt_typed(isa, a, b, c, pack),
-        MatE::F8(b) => f8::nt(isa, a, b, c),
+        MatE::F8(b) => f8::nt(isa, a, b, c, pack),
     }
 }
 

@@ -16,6 +16,7 @@ use super::{
     ceil_div,
     gemm::{broadcast_fma, GemmArgs},
     isa::{CACHE_LINE, NT_A_BLOCK_BYTES},
+    mat::F8Mat,
     simd::{prefetch_l2, Elem, Simd},
 };
 
@@ -220,16 +221,21 @@ unsafe fn pack_panel<S: Simd, E: Elem>(
 /// Packed NT driver (see the module documentation), `MR x NV`-vector tiles of
 /// [`ntp_tile`]; edge rows in tiles of 4 (when `MR > 4`), then 1. While a
 /// panel's tiles run, the next panel's rows of B are prefetched into L2, spread
-/// evenly over the tiles.
+/// evenly over the tiles. With `f8` (B's codes as [`E4m3`](super::simd::E4m3)
+/// units) each packed panel gets its block scales
+/// ([`scale_panel`](super::f8::scale_panel)): the panel then holds the
+/// dequantized weights exactly.
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `pack` valid for `pack_len(k)` f32;
-/// `NV * LANES <= PACK_NP`; `S` available.
+/// `NV * LANES <= PACK_NP`; `S` available; with `f8`, `p.b` is its codes (`n`
+/// rows of `k`).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 pub(super) unsafe fn ntp<S: Simd, E: Elem, const MR: usize, const NV: usize>(
     p: &GemmArgs<E>,
     pack: *mut f32,
+    f8: Option<&F8Mat>,
 ) {
     let np = NV * S::LANES;
     // Rows of A per block: their k-slice (PACK_KC wide) stays in L2 while every
@@ -250,6 +256,11 @@ pub(super) unsafe fn ntp<S: Simd, E: Elem, const MR: usize, const NV: usize>(
                 while j0 < p.n {
                     let nc = np.min(p.n - j0);
                     pack_panel::<S, E>(p.b.add(j0 * p.ldb + k0), p.ldb, kc, nc, np, pack);
+                    if let Some(f8) = f8 {
+                        let codes = p.b.add(j0 * p.ldb + k0).cast::<u8>();
+                        let dims = (kc, np, nc);
+                        super::f8::scale_panel::<S>(f8, codes, p.ldb, pack, dims, j0, k0);
+                    }
                     let panel = Panel {
                         a: p.a.add(k0),
                         lda: p.lda,

@@ -2,7 +2,11 @@
 //! load (every f16 and bf16 value is exactly an f32, so widening loses nothing
 //! and the arithmetic is f32 whatever the storage).
 //!
-//! Adding an element type (for instance FP8 E4M3) takes: a widening load on
+//! FP8 E4M3 ([`E4m3`]) widens to its value times [`E4M3_UNIT`] (`2^-120`):
+//! the unit that a shift and a mask give without a table (see
+//! [`Simd::load_e4m3`]); the FP8 drivers fold `2^120` into the block scale.
+//!
+//! Adding an element type takes: a widening load on
 //! [`Simd`] (`LANES` bytes to `LANES` f32 in registers) and its scalar
 //! counterpart, an [`Elem`] impl that forwards to them, a variant of
 //! [`MatE`](crate::kernels::MatE) and of [`Elems`](crate::dtype::Elems). A
@@ -72,5 +76,51 @@ impl Elem for f16 {
     #[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), inline(always))]
     fn widen(self) -> f32 {
         self.to_f32()
+    }
+}
+
+/// The mask that keeps the sign, exponent and mantissa of an E4M3 code once
+/// sign-extended to 32 bits and shifted left by 20.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) const E4M3_MASK: u32 = 0x87F0_0000;
+
+/// `2^-120`: what [`E4m3`] widens a code to is its E4M3 value times this
+/// (the tests' reference; the kernels fold `2^120` into their constants).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const E4M3_UNIT: f32 = f32::from_bits((127 - 120) << 23);
+
+/// The f32 whose value is E4M3 code `b` times `2^-120`, exactly (NaN codes
+/// excepted: they read as ±480 units). Sign-extend, shift left 20, mask.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[inline(always)]
+pub(crate) fn e4m3_bits(b: u8) -> f32 {
+    f32::from_bits(((b as i8 as i32 as u32) << 20) & E4M3_MASK)
+}
+
+/// An FP8 E4M3 code (one byte), widened to its value times [`E4M3_UNIT`].
+/// Block scales are the driver's: it multiplies by `scale * 2^120`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct E4m3(pub(crate) u8);
+
+impl Elem for E4m3 {
+    #[inline(always)]
+    unsafe fn vload<S: Simd>(p: *const E4m3) -> S::V {
+        // SAFETY: forwarded contract (E4m3 is one byte, transparent over u8).
+        unsafe { S::load_e4m3(p.cast::<u8>()) }
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        e4m3_bits(self.0)
     }
 }

@@ -9,7 +9,11 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use elem::E4m3;
 pub(crate) use elem::Elem;
+#[allow(unused_imports)]
+pub(crate) use elem::E4M3_UNIT;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use neon::Neon;
 pub(crate) use scalar::Scalar;
@@ -37,10 +41,21 @@ pub(crate) trait Simd: Copy {
     unsafe fn store(p: *mut f32, v: Self::V);
 
     // Widening loads: `LANES` elements of a narrower type, widened to f32 in
-    // registers (one per element type, reached through `Elem::vload`). An
-    // 8-bit type (FP8 E4M3) would add its own here.
+    // registers (one per element type, reached through `Elem::vload`).
     unsafe fn load_bf16(p: *const half::bf16) -> Self::V;
     unsafe fn load_f16(p: *const half::f16) -> Self::V;
+    /// `LANES` FP8 E4M3 codes (bytes), each widened to its value times
+    /// `2^-120` ([`E4M3_UNIT`]): the byte sign-extended to 32 bits, shifted
+    /// left by 20 and masked with `0x87F0_0000` puts the sign, the 4 exponent
+    /// and 3 mantissa bits where an f32 has them, which reads as the E4M3
+    /// value scaled by `2^-120`, exactly (subnormal codes land on f32
+    /// subnormals). NaN codes (`0x7f`, `0xff`) read as ±480 times the unit:
+    /// callers look for them separately.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    unsafe fn load_e4m3(p: *const u8) -> Self::V;
 
     // Arithmetic, lane by lane.
     /// `a * b + c` (fused where the instruction set has it).

@@ -52,6 +52,21 @@ impl Simd for Neon {
         }
     }
     #[inline(always)]
+    unsafe fn load_e4m3(p: *const u8) -> float32x4_t {
+        // SAFETY: see the impl comment; 4 bytes read (the unaligned u32 read
+        // below), widened s8 -> s16 -> s32 in registers.
+        unsafe {
+            let w = p.cast::<u32>().read_unaligned();
+            let b = vreinterpret_s8_u32(vdup_n_u32(w));
+            let x = vmovl_s16(vget_low_s16(vmovl_s8(b)));
+            let x = vandq_u32(
+                vreinterpretq_u32_s32(vshlq_n_s32::<20>(x)),
+                vdupq_n_u32(super::elem::E4M3_MASK),
+            );
+            vreinterpretq_f32_u32(x)
+        }
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: float32x4_t) {
         // SAFETY: see the impl comment.
         unsafe { vst1q_f32(p, v) }

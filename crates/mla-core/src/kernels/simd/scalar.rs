@@ -53,6 +53,12 @@ impl Simd for Scalar {
         widen_f16(h)
     }
     #[inline(always)]
+    unsafe fn load_e4m3(p: *const u8) -> Self::V {
+        // SAFETY: p is valid for SL bytes (trait contract).
+        let b = unsafe { p.cast::<[u8; SL]>().read_unaligned() };
+        b.map(super::elem::e4m3_bits)
+    }
+    #[inline(always)]
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         let mut r = c;
         for ((r, &a), &b) in r.iter_mut().zip(a.iter()).zip(b.iter()) {

@@ -9,6 +9,10 @@ use super::{Elem, Simd};
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
+/// The sign, exponent and mantissa bits of an E4M3 code shifted left by 20
+/// (as an `i32` for the intrinsics).
+const E4M3_MASK: i32 = super::elem::E4M3_MASK as i32;
+
 /// AVX2 + FMA + F16C.
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2;
@@ -46,6 +50,15 @@ impl Simd for Avx2 {
     unsafe fn load_f16(p: *const f16) -> __m256 {
         // SAFETY: see the impl comment (F16C).
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+    }
+    #[inline(always)]
+    unsafe fn load_e4m3(p: *const u8) -> __m256 {
+        // SAFETY: see the impl comment (8 bytes: one 64-bit load, vpmovsxbd).
+        unsafe {
+            let b = _mm_loadl_epi64(p.cast::<__m128i>());
+            let w = _mm256_slli_epi32::<20>(_mm256_cvtepi8_epi32(b));
+            _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(E4M3_MASK)))
+        }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m256) {
@@ -168,6 +181,15 @@ impl Simd for Avx512 {
     unsafe fn load_f16(p: *const f16) -> __m512 {
         // SAFETY: see the impl comment.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
+    }
+    #[inline(always)]
+    unsafe fn load_e4m3(p: *const u8) -> __m512 {
+        // SAFETY: see the impl comment (16 bytes: one 128-bit load).
+        unsafe {
+            let b = _mm_loadu_si128(p.cast::<__m128i>());
+            let w = _mm512_slli_epi32::<20>(_mm512_cvtepi8_epi32(b));
+            _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(E4M3_MASK)))
+        }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m512) {
