@@ -30,6 +30,9 @@ def f(x, nd=2):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+ORDER = {"f32": 0, "bf16": 1, "f16": 2, "f8_e4m3": 3}
+
+
 def block(bench, peer):
     out = []
     machine = next((r for r in bench if r.get("kind") == "machine"), {})
@@ -65,8 +68,7 @@ def block(bench, peer):
         groups = {}
         for r in dec:
             groups.setdefault((r["config"], r["weights"], r["cache"], r["mode"], r["threads"]), {})[r["ctx"]] = r
-        order = {"f32": 0, "bf16": 1, "f16": 2, "f8_e4m3": 3}
-        for key in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), order.get(k[2], 9), k[3], k[4])):
+        for key in sorted(groups, key=lambda k: (k[0], ORDER.get(k[1], 9), ORDER.get(k[2], 9), k[3], k[4])):
             cells = []
             for c in ctxs:
                 r = groups[key].get(c)
@@ -80,7 +82,7 @@ def block(bench, peer):
         out.append("")
         out.append("| config | weights | cache | threads | tokens | ms | tokens/s | GFLOP/s | % of peak |")
         out.append("|---|---|---|--:|--:|--:|--:|--:|--:|")
-        for r in sorted(pre, key=lambda r: (r["config"], r["weights"], r["cache"], r["threads"])):
+        for r in sorted(pre, key=lambda r: (r["config"], ORDER.get(r["weights"], 9), ORDER.get(r["cache"], 9), r["threads"])):
             frac = r.get("peak_frac")
             out.append(f"| {r['config']} | {r['weights']} | {r['cache']} | {r['threads']} | {r['tokens']} | "
                        f"{f(r['ms'], 1)} | {f(r['tok_s'], 0)} | {f(r['gflops'], 1)} | "
@@ -98,8 +100,8 @@ def block(bench, peer):
                        f"layer (median); ratio = llama.cpp / mla-rt (> 1: mla-rt faster). llama.cpp's "
                        f"time is its whole token divided by the layers of its one-layer GGUF: it also "
                        f"includes a tiny FFN, the output norm and head (vocabulary 32) and its graph "
-                       f"scheduling; load average {info.get('loadavg_start', '?')} at the start, "
-                       f"{info.get('loadavg_end', '?')} at the end.")
+                       f"scheduling; load average {f(info.get('loadavg_start'))} at the start, "
+                       f"{f(info.get('loadavg_end'))} at the end.")
             out.append("")
             hdr = "| context | threads | weights | llama.cpp cache | llama.cpp ms | mla-rt cache |"
             sep = "|--:|--:|---|---|--:|---|"
