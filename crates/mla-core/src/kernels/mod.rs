@@ -226,8 +226,9 @@ pub fn attn_scores(
 /// (`cnt x r`, f32, read down their columns), `P` the probabilities
 /// (`cnt x Hp`, heads across), `Acc` `r x Hp`; products added in increasing
 /// row, so `Acc[j][h]` gets the same value as row `h`, column `j` of
-/// [`gemm_nn`]`(P^T, R)`. Each row is read once for all heads. False (nothing
-/// written) if the shapes disagree.
+/// [`gemm_nn`]`(P^T, R)` wherever both run in whole vectors (their scalar
+/// tails multiply, then add). Each row is read once for all heads. False
+/// (nothing written) if the shapes disagree.
 pub fn attn_sum(isa: Isa, rows: &Mat<f32>, probs: &Mat<f32>, acc: &mut MatMut) -> bool {
     let Some(p) = GemmArgs::tn(rows, probs, acc) else {
         return false;
