@@ -163,15 +163,10 @@ pub(super) fn nt(
             unsafe { dispatch!(isa, ntp(&p, pack.as_mut_ptr(), Some(b))) };
             return true;
         }
-        // Runs of rows of A in range go to the tiles, the others one by one
-        // to the panels: a row's values do not depend on its neighbours.
-        let mut i0 = 0;
-        while i0 < m {
-            let mut i1 = i0;
-            while i1 < m && in_range(a, i1) {
-                i1 += 1;
-            }
-            if i1 > i0 {
+        by_runs(
+            a,
+            c,
+            |c, i0, i1| {
                 let (Some(ar), Some(cr)) = (a.sub(i0, i1 - i0, 0, k), c.sub(i0, i1 - i0, 0, n))
                 else {
                     return false;
@@ -188,19 +183,49 @@ pub(super) fn nt(
                 // SAFETY: rows i0..i1 of A and C (checked views), B's n rows
                 // of k codes (the slice above); the ISA is usable.
                 unsafe { dispatch!(isa, f8_nt(&p)) };
-                i0 = i1;
-            } else {
-                let (Some(ar), Some(mut cr)) = (a.sub(i0, 1, 0, k), c.sub(i0, 1, 0, n)) else {
+                true
+            },
+            |c, i| {
+                let (Some(ar), Some(mut cr)) = (a.sub(i, 1, 0, k), c.sub(i, 1, 0, n)) else {
                     return false;
                 };
-                if !nt_panels(isa, &ar, b, &mut cr) {
-                    return false;
-                }
-                i0 += 1;
-            }
-        }
-        true
+                nt_panels(isa, &ar, b, &mut cr)
+            },
+        )
     }
+}
+
+/// Rows `0..m` of A in order: each maximal run of rows in range
+/// ([`in_range`]) to `tiles(c, i0, i1)`, every other row alone to
+/// `panels(c, i)` (a row's values do not depend on its neighbours). False as
+/// soon as one of them is.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn by_runs(
+    a: &Mat<f32>,
+    c: &mut MatMut,
+    mut tiles: impl FnMut(&mut MatMut, usize, usize) -> bool,
+    mut panels: impl FnMut(&mut MatMut, usize) -> bool,
+) -> bool {
+    let m = a.rows;
+    let mut i0 = 0;
+    while i0 < m {
+        let mut i1 = i0;
+        while i1 < m && in_range(a, i1) {
+            i1 += 1;
+        }
+        if i1 > i0 {
+            if !tiles(c, i0, i1) {
+                return false;
+            }
+            i0 = i1;
+        } else {
+            if !panels(c, i0) {
+                return false;
+            }
+            i0 += 1;
+        }
+    }
+    true
 }
 
 /// FP8 NT micro-kernel: `C[i + r][j + t] = A_{i+r} . B_{j+t}` for the
@@ -566,18 +591,15 @@ pub(super) fn nn(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let isa = usable(isa);
-        let (m, kd, n) = (a.rows, b.rows, b.cols);
+        let (kd, n) = (b.rows, b.cols);
         let Some(codes) = kd.checked_mul(n).and_then(|len| b.e.codes().get(..len)) else {
             return false;
         };
         if !has_nan_code(codes) {
-            let mut i0 = 0;
-            while i0 < m {
-                let mut i1 = i0;
-                while i1 < m && in_range(a, i1) {
-                    i1 += 1;
-                }
-                if i1 > i0 {
+            return by_runs(
+                a,
+                c,
+                |c, i0, i1| {
                     let (Some(ar), Some(cr)) =
                         (a.sub(i0, i1 - i0, 0, kd), c.sub(i0, i1 - i0, 0, n))
                     else {
@@ -595,18 +617,15 @@ pub(super) fn nn(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
                     // SAFETY: rows i0..i1 of A and C (checked views), B's kd
                     // rows of n codes (the slice above); the ISA is usable.
                     unsafe { dispatch!(isa, f8_nn(&p)) };
-                    i0 = i1;
-                } else {
-                    let (Some(ar), Some(mut cr)) = (a.sub(i0, 1, 0, kd), c.sub(i0, 1, 0, n)) else {
+                    true
+                },
+                |c, i| {
+                    let (Some(ar), Some(mut cr)) = (a.sub(i, 1, 0, kd), c.sub(i, 1, 0, n)) else {
                         return false;
                     };
-                    if !nn_panels(isa, &ar, b, &mut cr) {
-                        return false;
-                    }
-                    i0 += 1;
-                }
-            }
-            return true;
+                    nn_panels(isa, &ar, b, &mut cr)
+                },
+            );
         }
     }
     nn_panels(isa, a, b, c)
