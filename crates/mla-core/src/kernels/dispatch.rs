@@ -106,7 +106,9 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn nt<E: Elem>(p: &GemmArgs<E>) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nt::<S, E, { T.nt_mr }, { T.nt_nr }, { T.matvec_nr }>(p) }
+                unsafe {
+                    gemm::nt::<S, E, { T.nt_mr }, { T.nt_nr }, { T.nt_paired[0] }, { T.nt_paired[1] }, { T.matvec_nr }>(p)
+                }
             }
 
             /// The NN accumulation (`gemm::nn`).

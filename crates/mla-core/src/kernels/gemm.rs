@@ -90,13 +90,17 @@ impl<E> GemmArgs<E> {
 // ----------------------------------------------------------------------------
 
 /// NT micro-kernel: `C[i + r][j + t] = A_{i+r} . B_{j+t}` for the `MR x NR`
-/// tile at row `i`, column `j` of C, in the canonical order (lane `q` of an
-/// accumulator sums elements `q, q + L, ...`; then the fixed lane tree; then
-/// the `k % L` tail one by one).
+/// tile at row `i`, column `j` of C, in the canonical order: two vectors of
+/// elements a step, each lane summing its element of the first half, then of
+/// the second ([`Elem::vload_half`]: for f32 and f16 the halves are elements
+/// `kk .. kk + L` and `kk + L .. kk + 2L`, so lane `q` sums elements `q, q + L,
+/// ...`; bf16 on AVX2 takes the halves in its unpack order); one more vector
+/// when `k % 2L >= L`; then the fixed lane tree; then the `k % L` tail one
+/// by one.
 ///
 /// Operands: `A` is `MR x k` (f32), `B` is `NR x k` (`E`, widened on load),
-/// `C` is `MR x NR`. Registers: `MR * NR` accumulators, `NR` vectors of B, one
-/// of A.
+/// `C` is `MR x NR`. Registers: `MR * NR` accumulators, `NR` vectors of B (both
+/// halves of `NR` rows for a paired type, [`Elem::paired`]), one of A.
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `i + MR <= m`, `j + NR <= n`; `S`
@@ -130,6 +134,7 @@ unsafe fn nt_tile_pf<S: Simd, E: Elem, const MR: usize, const NR: usize, const P
     let (lda, ldb, ldc, k) = (p.lda, p.ldb, p.ldc, p.k);
     let lanes = S::LANES;
     let k_vec = k - k % lanes;
+    let k_pair = k - k % (2 * lanes);
     // SAFETY (whole body): every offset is row * stride + column with row < MR
     // (a, c) or NR (b) from the tile's origin and column < k (a, b) or NR (c):
     // inside the checked extents (i + MR <= m, j + NR <= n).
@@ -139,12 +144,61 @@ unsafe fn nt_tile_pf<S: Simd, E: Elem, const MR: usize, const NR: usize, const P
         let mut kk = 0;
         // Elements of B per cache line.
         let line = super::isa::CACHE_LINE / core::mem::size_of::<E>();
-        while kk < k_vec {
-            if PF && kk % line == 0 {
-                for t in 0..NR {
-                    super::simd::prefetch_l2(b.wrapping_add((t + NR) * ldb + kk).cast::<u8>());
+        // Two vectors a step, in the pair order ([`Elem::vload_half`]): half
+        // 0 of B against half 0 of A, then half 1.
+        macro_rules! half {
+            ($h:literal) => {{
+                if PF && (kk + $h * lanes) % line == 0 {
+                    for t in 0..NR {
+                        let q = b.wrapping_add((t + NR) * ldb + kk + $h * lanes);
+                        super::simd::prefetch_l2(q.cast::<u8>());
+                    }
                 }
+                let mut b_vecs = [S::zero(); NR];
+                for (t, v) in b_vecs.iter_mut().enumerate() {
+                    *v = E::vload_half::<S, $h>(b.add(t * ldb + kk));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a_vec = E::aload_half::<S, $h>(a.add(r * lda + kk));
+                    for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                        *s = S::fma(a_vec, b_vec, *s);
+                    }
+                }
+            }};
+        }
+        while kk < k_pair {
+            if E::paired::<S>() {
+                // Both halves of each row of B from one load, held for all
+                // rows of A (`Tiles::nt_paired` leaves room for them).
+                if PF && kk % line == 0 {
+                    for t in 0..NR {
+                        let q = b.wrapping_add((t + NR) * ldb + kk);
+                        super::simd::prefetch_l2(q.cast::<u8>());
+                    }
+                }
+                let mut b_vecs = [[S::zero(); 2]; NR];
+                for (t, v) in b_vecs.iter_mut().enumerate() {
+                    let row = b.add(t * ldb + kk);
+                    *v = [E::vload_half::<S, 0>(row), E::vload_half::<S, 1>(row)];
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a_row = a.add(r * lda + kk);
+                    let a_vec = E::aload_half::<S, 0>(a_row);
+                    for (s, b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                        *s = S::fma(a_vec, b_vec[0], *s);
+                    }
+                    let a_vec = E::aload_half::<S, 1>(a_row);
+                    for (s, b_vec) in row.iter_mut().zip(b_vecs.iter()) {
+                        *s = S::fma(a_vec, b_vec[1], *s);
+                    }
+                }
+            } else {
+                half!(0);
+                half!(1);
             }
+            kk += 2 * lanes;
+        }
+        if kk < k_vec {
             let mut b_vecs = [S::zero(); NR];
             for (t, v) in b_vecs.iter_mut().enumerate() {
                 *v = E::vload::<S>(b.add(t * ldb + kk));
@@ -155,7 +209,6 @@ unsafe fn nt_tile_pf<S: Simd, E: Elem, const MR: usize, const NR: usize, const P
                     *s = S::fma(a_vec, b_vec, *s);
                 }
             }
-            kk += lanes;
         }
         for (r, row) in acc.iter().enumerate() {
             for (t, &v) in row.iter().enumerate() {
@@ -236,6 +289,8 @@ pub(super) unsafe fn nt<
     E: Elem,
     const MR: usize,
     const NR: usize,
+    const PMR: usize,
+    const PNR: usize,
     const MATVEC_NR: usize,
 >(
     p: &GemmArgs<E>,
@@ -252,20 +307,36 @@ pub(super) unsafe fn nt<
             super::matvec::nt_matvec::<S, E, MATVEC_NR>(p);
             return;
         }
-        let row_bytes = p.k.saturating_mul(core::mem::size_of::<f32>());
-        let rows_per_block = NT_A_BLOCK_BYTES
-            .checked_div(row_bytes)
-            .unwrap_or(0)
-            .checked_div(MR)
-            .unwrap_or(0)
-            .max(1)
-            * MR;
-        let mut i0 = 0;
-        while i0 < p.m {
-            let i1 = p.m.min(i0 + rows_per_block);
-            nt_rows::<S, E, MR, NR>(p, i0, i1);
-            i0 = i1;
+        if E::paired::<S>() {
+            nt_blocks::<S, E, PMR, PNR>(p);
+        } else {
+            nt_blocks::<S, E, MR, NR>(p);
         }
+    }
+}
+
+/// Rows of A in blocks that stay in L2, each against every row of B in
+/// `MR x NR` tiles ([`nt_rows`]).
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn nt_blocks<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &GemmArgs<E>) {
+    let row_bytes = p.k.saturating_mul(core::mem::size_of::<f32>());
+    let rows_per_block = NT_A_BLOCK_BYTES
+        .checked_div(row_bytes)
+        .unwrap_or(0)
+        .checked_div(MR)
+        .unwrap_or(0)
+        .max(1)
+        * MR;
+    let mut i0 = 0;
+    while i0 < p.m {
+        let i1 = p.m.min(i0 + rows_per_block);
+        // SAFETY: rows i0..i1 <= m; forwarded extents.
+        unsafe { nt_rows::<S, E, MR, NR>(p, i0, i1) };
+        i0 = i1;
     }
 }
 
@@ -598,9 +669,9 @@ mod tests {
             "nt",
             Layout::Nt,
             |t, lanes| {
-                let ms = edges(t.nt_mr);
-                let ns = union(&[edges(t.nt_nr), edges(t.matvec_nr)]);
-                let ks = union(&[edges(lanes), vec![70, 512]]);
+                let ms = union(&[edges(t.nt_mr), edges(t.nt_paired[0])]);
+                let ns = union(&[edges(t.nt_nr), edges(t.nt_paired[1]), edges(t.matvec_nr)]);
+                let ks = union(&[edges(lanes), edges(2 * lanes), vec![70, 512]]);
                 let mut shapes = cartesian(&ms, &ns, &ks);
                 shapes.extend([(1, 17, 2048), (9, 11, 512)]);
                 shapes

@@ -170,6 +170,12 @@ pub(crate) struct Tiles {
     pub nt_mr: usize,
     /// NT: rows of B (columns of C) per tile (NR). Edge columns: 1 per tile.
     pub nt_nr: usize,
+    /// NT with an element type whose two vectors come from one load in an
+    /// order of their own (bf16 on AVX2, [`Elem::vload_half`]): `[MR, NR]`.
+    /// Both halves of `NR` rows of B are held at once, so the tile is smaller.
+    ///
+    /// [`Elem::vload_half`]: super::simd::Elem::vload_half
+    pub nt_paired: [usize; 2],
     /// Mat-vec (NT with one row of A, `matvec::nt_matvec`): rows of B per tile.
     pub matvec_nr: usize,
     /// NN accumulation `C += A B` (`gemm::nn_tile`): rows of A and C per tile (MR).
@@ -219,6 +225,7 @@ impl Tiles {
         Tiles {
             nt_mr: nt[0],
             nt_nr: nt[1],
+            nt_paired: nt,
             matvec_nr,
             nn_mr: nn[0],
             nn_nv: nn[1],
@@ -232,6 +239,13 @@ impl Tiles {
             f8_nr: f8[1],
             f8_matvec_nr: f8[2],
         }
+    }
+}
+
+impl Tiles {
+    /// These tiles with `nt_paired` set.
+    const fn with_paired(self, nt_paired: [usize; 2]) -> Tiles {
+        Tiles { nt_paired, ..self }
     }
 }
 
@@ -252,8 +266,11 @@ pub(crate) const fn tiles(isa: Isa) -> Tiles {
         // 16 ymm registers: NT 4 x 3 = 12 accumulators + 3 B vectors + 1 A;
         // attention 4 x 2 = 8 + 2 vectors + 1 broadcast (16 heads are two
         // vectors); packed 6 x 2 = 12 + 2 panel vectors + 1 broadcast;
-        // FP8 4 x 2 = 8 accumulators + 2 B + 1 A + 2 constants.
-        Isa::Avx2 => Tiles::new([4, 3], 8, [4, 2, 8], [4, 2, 8], [6, 2], [4, 2, 4]),
+        // FP8 4 x 2 = 8 accumulators + 2 B + 1 A + 2 constants; bf16 NT
+        // 3 x 3 = 9 accumulators + both halves of 3 rows of B + 1 A.
+        Isa::Avx2 => {
+            Tiles::new([4, 3], 8, [4, 2, 8], [4, 2, 8], [6, 2], [4, 2, 4]).with_paired([3, 3])
+        }
         // 32 zmm registers: NT 4 x 4 = 16 accumulators; packed 6 x 4 = 24;
         // attention: 16 heads are one vector, so 16 x 1 (tall) tiles.
         Isa::Avx512 => Tiles::new([4, 4], 8, [4, 4, 8], [8, 2, 16], [6, 4], [4, 4, 4]),
@@ -305,6 +322,7 @@ const _: () = {
         assert!(SOFTMAX_MULTIPLE.is_multiple_of(lanes(isa)));
         assert!(t.pack_nv * lanes(isa) <= PACK_NP);
         assert!(t.nt_mr > 0 && t.nt_nr > 0 && t.matvec_nr > 0);
+        assert!(t.nt_paired[0] > 0 && t.nt_paired[1] > 0);
         assert!(t.nn_mr > 0 && t.nn_nv > 0 && t.nn_tall_mr > 0);
         assert!(t.attn_mr > 0 && t.attn_nv > 0 && t.attn_tall_mr > 0);
         assert!(t.pack_mr > 0 && t.pack_nv > 0);

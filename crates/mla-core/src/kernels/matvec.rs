@@ -2,17 +2,17 @@
 //! the NT product's `m == 1` case (x86-64 and aarch64).
 
 use super::gemm::{nt_tile, GemmArgs};
-use super::simd::{prefetch_l2, Elem, Simd};
+use super::simd::{Elem, Simd};
 
 /// Mat-vec micro-kernel and driver: `c[j] = a . B_j` with `1 x NR` tiles over
-/// the rows of B (`NR` accumulators, one vector of `a` shared by them), the
+/// the rows of B (`NR` accumulators, two vectors of `a` shared by them), the
 /// last `n % NR` rows one by one ([`nt_tile`] `1 x 1`). Same canonical order
 /// as [`nt_tile`], so a value does not depend on the tile that computed it.
 ///
 /// Operands: `a` is `1 x k` (f32), `B` is `n x k` (`E`, widened on load), `c`
-/// is `1 x n`. With f16/bf16 weights each tile prefetches the next tile's rows
-/// at the pace it reads its own (those rows start on new pages, which the
-/// hardware prefetchers do not foresee).
+/// is `1 x n`. No software prefetch: the rows stream well by themselves
+/// (measured for f32 and, once bf16 widened in one shuffle per vector, for
+/// bf16: prefetching the next tile's rows made both slower).
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `S` available.
@@ -21,28 +21,32 @@ pub(super) unsafe fn nt_matvec<S: Simd, E: Elem, const NR: usize>(p: &GemmArgs<E
     let lanes = S::LANES;
     let k = p.k;
     let k_vec = k - k % lanes;
+    let k_pair = k - k % (2 * lanes);
     let mut j = 0;
     // SAFETY (whole body): row j + r < n of B and columns < k are in the
-    // checked extents; prefetch addresses are computed with wrapping
-    // arithmetic and never dereferenced.
+    // checked extents.
     unsafe {
         while j + NR <= p.n {
             let b = p.b.add(j * p.ldb);
-            let next = p.b.wrapping_add((j + NR) * p.ldb);
-            // f32 rows span two pages and stream well by themselves (measured:
-            // prefetching slows them down); 2-byte rows are one page each.
-            let prefetch = core::mem::size_of::<E>() < 4 && j + 2 * NR <= p.n;
             let mut acc = [S::zero(); NR];
             let mut kk = 0;
-            while kk < k_vec {
+            // Two vectors a step, in the pair order ([`Elem::vload_half`]):
+            // both halves of a row at once (its bytes are loaded once).
+            while kk < k_pair {
+                let a0 = E::aload_half::<S, 0>(p.a.add(kk));
+                let a1 = E::aload_half::<S, 1>(p.a.add(kk));
+                for (r, s) in acc.iter_mut().enumerate() {
+                    let row = b.add(r * p.ldb + kk);
+                    *s = S::fma(a0, E::vload_half::<S, 0>(row), *s);
+                    *s = S::fma(a1, E::vload_half::<S, 1>(row), *s);
+                }
+                kk += 2 * lanes;
+            }
+            if kk < k_vec {
                 let a_vec = S::load(p.a.add(kk));
                 for (r, s) in acc.iter_mut().enumerate() {
-                    if prefetch {
-                        prefetch_l2(next.wrapping_add(r * p.ldb + kk).cast::<u8>());
-                    }
                     *s = S::fma(a_vec, E::vload::<S>(b.add(r * p.ldb + kk)), *s);
                 }
-                kk += lanes;
             }
             for (r, &v) in acc.iter().enumerate() {
                 let mut sum = S::hsum(v);

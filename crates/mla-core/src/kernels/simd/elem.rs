@@ -24,6 +24,45 @@ pub(crate) trait Elem: Copy + Sync + Send + 'static {
     /// # Safety
     /// `p` valid for `S::LANES` elements; `S` available.
     unsafe fn vload<S: Simd>(p: *const Self) -> S::V;
+    /// Half `H` (0 or 1) of the `2 * S::LANES` elements at `p`, widened, in
+    /// the pair order of the NT dot products: the halves in order, except
+    /// where a widening is cheaper in another ([`Simd::load_bf16_half`]).
+    ///
+    /// # Safety
+    /// `p` valid for `2 * S::LANES` elements; `S` available.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    unsafe fn vload_half<S: Simd, const H: usize>(p: *const Self) -> S::V {
+        // SAFETY: forwarded contract.
+        unsafe { Self::vload::<S>(p.add(H * S::LANES)) }
+    }
+    /// Half `H` of the `2 * S::LANES` f32 at `a` in the order
+    /// [`Elem::vload_half`] gives this type: what each lane of B meets.
+    ///
+    /// # Safety
+    /// `a` valid for `2 * S::LANES` f32; `S` available.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    unsafe fn aload_half<S: Simd, const H: usize>(a: *const f32) -> S::V {
+        // SAFETY: forwarded contract.
+        unsafe { S::load(a.add(H * S::LANES)) }
+    }
+    /// True when [`Elem::vload_half`] takes both halves from one load in an
+    /// order of its own on `S` ([`Simd::BF16_PAIRED`] for bf16).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    fn paired<S: Simd>() -> bool {
+        false
+    }
     /// The element widened to f32 (exact).
     fn widen(self) -> f32;
     /// `p` as an f32 pointer when `Self` is f32 (no widening needed).
@@ -54,6 +93,20 @@ impl Elem for bf16 {
     unsafe fn vload<S: Simd>(p: *const bf16) -> S::V {
         // SAFETY: forwarded contract.
         unsafe { S::load_bf16(p) }
+    }
+    #[inline(always)]
+    unsafe fn vload_half<S: Simd, const H: usize>(p: *const bf16) -> S::V {
+        // SAFETY: forwarded contract.
+        unsafe { S::load_bf16_half::<H>(p) }
+    }
+    #[inline(always)]
+    unsafe fn aload_half<S: Simd, const H: usize>(a: *const f32) -> S::V {
+        // SAFETY: forwarded contract.
+        unsafe { S::load_bf16_order::<H>(a) }
+    }
+    #[inline(always)]
+    fn paired<S: Simd>() -> bool {
+        S::BF16_PAIRED
     }
     #[inline(always)]
     fn widen(self) -> f32 {

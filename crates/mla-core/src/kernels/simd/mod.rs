@@ -31,6 +31,14 @@ pub(crate) use x86::{Avx2, Avx512};
 pub(crate) trait Simd: Copy {
     /// f32 lanes per vector.
     const LANES: usize;
+    /// True when [`Simd::load_bf16_half`] takes both halves from one load in
+    /// an order of its own: an NT tile then holds both halves of its rows of
+    /// B at once (`Tiles::nt_paired`).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    const BF16_PAIRED: bool = false;
     /// The register type.
     type V: Copy;
 
@@ -44,6 +52,31 @@ pub(crate) trait Simd: Copy {
     // registers (one per element type, reached through `Elem::vload`).
     unsafe fn load_bf16(p: *const half::bf16) -> Self::V;
     unsafe fn load_f16(p: *const half::f16) -> Self::V;
+    /// Half `H` (0 or 1) of the `2 * LANES` bf16 at `p`, widened, in this
+    /// instruction set's pair order, which [`Simd::load_bf16_order`] gives
+    /// for f32: the dot products of the NT product take bf16 weights two
+    /// vectors at a time. The halves in order (elements `H * LANES ..`)
+    /// unless an instruction set has a cheaper order.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    unsafe fn load_bf16_half<const H: usize>(p: *const half::bf16) -> Self::V {
+        // SAFETY: forwarded contract (p valid for 2 * LANES elements).
+        unsafe { Self::load_bf16(p.add(H * Self::LANES)) }
+    }
+    /// Half `H` of the `2 * LANES` f32 at `p` in the order
+    /// [`Simd::load_bf16_half`] gives bf16.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    unsafe fn load_bf16_order<const H: usize>(p: *const f32) -> Self::V {
+        // SAFETY: forwarded contract (p valid for 2 * LANES elements).
+        unsafe { Self::load(p.add(H * Self::LANES)) }
+    }
     /// `LANES` FP8 E4M3 codes (bytes), each widened to its value times
     /// `2^-120` ([`E4M3_UNIT`]): the byte sign-extended to 32 bits, shifted
     /// left by 20 and masked with `0x87F0_0000` puts the sign, the 4 exponent

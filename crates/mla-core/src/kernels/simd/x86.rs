@@ -22,6 +22,7 @@ pub(crate) struct Avx2;
 // stores are unaligned forms.
 impl Simd for Avx2 {
     const LANES: usize = 8;
+    const BF16_PAIRED: bool = true;
     type V = __m256;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
@@ -45,6 +46,30 @@ impl Simd for Avx2 {
             let h = _mm_loadu_si128(p.cast::<__m128i>());
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
         }
+    }
+    /// Pair order: one 256-bit load of 16 bf16, interleaved with zeros
+    /// within each 128-bit lane (one shuffle per 8 weights instead of a
+    /// widening shuffle and a shift): half 0 holds elements 0-3 and 8-11,
+    /// half 1 elements 4-7 and 12-15.
+    #[inline(always)]
+    unsafe fn load_bf16_half<const H: usize>(p: *const bf16) -> __m256 {
+        // SAFETY: see the impl comment (16 x 2 bytes = one 256-bit load).
+        unsafe {
+            let x = _mm256_loadu_si256(p.cast::<__m256i>());
+            let z = _mm256_setzero_si256();
+            _mm256_castsi256_ps(if H == 0 {
+                _mm256_unpacklo_epi16(z, x)
+            } else {
+                _mm256_unpackhi_epi16(z, x)
+            })
+        }
+    }
+    /// Elements `4H .. 4H + 4` and `8 + 4H .. 12 + 4H` (two unaligned
+    /// 128-bit loads).
+    #[inline(always)]
+    unsafe fn load_bf16_order<const H: usize>(p: *const f32) -> __m256 {
+        // SAFETY: see the impl comment (elements below 16 read).
+        unsafe { _mm256_loadu2_m128(p.add(8 + 4 * H), p.add(4 * H)) }
     }
     #[inline(always)]
     unsafe fn load_f16(p: *const f16) -> __m256 {
