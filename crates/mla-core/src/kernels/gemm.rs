@@ -603,11 +603,86 @@ unsafe fn nn_cols<
     }
 }
 
+/// Rows of B read at once by [`nn_one_row`].
+const ONE_ROW_KB: usize = 8;
+
+/// NN with one row of A (`C += a B`, a decode step's absorbed product): B is
+/// read row after row, [`ONE_ROW_KB`] rows at a time (sequential streams that
+/// the hardware prefetchers follow, where column tiles would walk B down its
+/// columns one cache line per row), each vector of C loaded, given the
+/// products of those rows, and stored. Every element of C still takes its
+/// products in increasing k, one FMA each (the scalar tail columns: multiply,
+/// then add), as in the tiles, so the values are the same. Two vectors of C
+/// a step, in B's pair order ([`Elem::vload_half`]: bf16 on AVX2 widens both
+/// from one load), C read and written in that order.
+///
+/// # Safety
+/// Extents checked by the builder of `p` (NN, `p.m == 1`); `S` available.
+#[inline(always)]
+unsafe fn nn_one_row<S: Simd, E: Elem>(p: &GemmArgs<E>) {
+    let lanes = S::LANES;
+    let n_vec = p.n - p.n % lanes;
+    let (a, b, c) = (p.a, p.b, p.c);
+    // SAFETY (whole body): a[kk] with kk < k (A is 1 x k); b at row kk < k,
+    // column < n; c at column < n: inside the checked extents.
+    unsafe {
+        let mut kk = 0;
+        while kk < p.k {
+            let kb = (p.k - kk).min(ONE_ROW_KB);
+            let mut a_b = [S::zero(); ONE_ROW_KB];
+            for (t, x) in a_b.iter_mut().enumerate().take(kb) {
+                *x = S::splat(*a.add(kk + t));
+            }
+            let rows = b.add(kk * p.ldb);
+            let mut j = 0;
+            // Two vectors of C at once (two chains of FMAs), in the pair
+            // order of B's type (bf16 on AVX2 widens both from one load).
+            while j + 2 * lanes <= n_vec {
+                let mut acc = [
+                    E::aload_half::<S, 0>(c.add(j)),
+                    E::aload_half::<S, 1>(c.add(j)),
+                ];
+                for (t, &x) in a_b.iter().enumerate().take(kb) {
+                    let row = rows.add(t * p.ldb + j);
+                    acc[0] = S::fma(x, E::vload_half::<S, 0>(row), acc[0]);
+                    acc[1] = S::fma(x, E::vload_half::<S, 1>(row), acc[1]);
+                }
+                E::astore_half::<S, 0>(c.add(j), acc[0]);
+                E::astore_half::<S, 1>(c.add(j), acc[1]);
+                j += 2 * lanes;
+            }
+            while j < n_vec {
+                let mut acc = S::load(c.add(j));
+                if kb == ONE_ROW_KB {
+                    for (t, &x) in a_b.iter().enumerate() {
+                        acc = S::fma(x, E::vload::<S>(rows.add(t * p.ldb + j)), acc);
+                    }
+                } else {
+                    for (t, &x) in a_b.iter().enumerate().take(kb) {
+                        acc = S::fma(x, E::vload::<S>(rows.add(t * p.ldb + j)), acc);
+                    }
+                }
+                S::store(c.add(j), acc);
+                j += lanes;
+            }
+            for jj in n_vec..p.n {
+                let mut s = *c.add(jj);
+                for t in 0..kb {
+                    s += *a.add(kk + t) * (*rows.add(t * p.ldb + jj)).widen();
+                }
+                *c.add(jj) = s;
+            }
+            kk += kb;
+        }
+    }
+}
+
 /// NN driver, `C += A B` (or TN, `C += A^T B`, with `TA`): `MR x NV`-vector
 /// tiles, then 1-vector columns in taller `TALL_MR x 1` tiles (enough
 /// independent accumulators to cover the FMA latency), then a scalar tail for
 /// `n % LANES` columns. For TN, `p.a` is `k x m` at row stride `p.lda`. With
-/// `PF` (NN only), each tile prefetches A `p.pf` elements ahead.
+/// `PF` (NN only), each tile prefetches A `p.pf` elements ahead. One row of A
+/// (NN, no prefetch) goes to [`nn_one_row`].
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `S` available.
@@ -629,6 +704,10 @@ pub(super) unsafe fn nn<
     // SAFETY: column blocks stay below n_vec <= n; the tail loop indexes rows
     // < m, kk < k, columns < n: inside the checked extents.
     unsafe {
+        if !TA && !PF && p.m == 1 {
+            nn_one_row::<S, E>(p);
+            return;
+        }
         while j + NV * lanes <= n_vec {
             nn_cols::<S, E, MR, NV, TA, PF>(p, j);
             j += NV * lanes;
@@ -657,6 +736,7 @@ pub(super) unsafe fn nn<
 mod tests {
     use super::super::test_util::{cartesian, edges, test_a_kernel, union, Layout};
     use super::super::{gemm_nn_with, gemm_nt_with, Isa, Mat, MatE, MatMut};
+    use super::ONE_ROW_KB;
 
     /// NT on every ISA here and every tile edge (rows of A around MR, rows of
     /// B around NR and the mat-vec tile, k around the lanes, and long k), for
@@ -704,8 +784,10 @@ mod tests {
     }
 
     /// NN on every ISA here and every tile edge (rows around MR and the tall
-    /// MR, columns around the NV-vector block and one vector), for f32, bf16
-    /// and f16 B, accumulating onto a random C, against f64.
+    /// MR, columns around the NV-vector block, one vector and the one-row
+    /// kernel's two, k around its rows a step), for f32, bf16 and f16 B,
+    /// accumulating onto a random C, against f64; and each row computed alone
+    /// (the one-row kernel) has the same bits as in the whole product.
     #[test]
     #[cfg_attr(miri, ignore)]
     fn gemm_nn_all_isas_all_edges() {
@@ -714,12 +796,32 @@ mod tests {
             Layout::Nn,
             |t, lanes| {
                 let ms = union(&[edges(t.nn_mr), edges(t.nn_tall_mr)]);
-                let ns = union(&[edges(t.nn_nv * lanes), edges(lanes)]);
-                cartesian(&ms, &ns, &[1, 2, 7, 33])
+                let ns = union(&[edges(t.nn_nv * lanes), edges(lanes), edges(2 * lanes)]);
+                cartesian(&ms, &ns, &[1, 2, 7, 33, ONE_ROW_KB, ONE_ROW_KB + 1])
             },
             |case, c| {
-                let a = case.a_rows(0, case.m);
+                let (m, n) = (case.m, case.n);
+                let mut alone = vec![0f32; m * n];
+                for (i, row) in alone.chunks_exact_mut(n).enumerate() {
+                    row.copy_from_slice(c.row(i).unwrap());
+                    let a = case.a_rows(i, 1);
+                    let mut cm = MatMut::new(row, 1, n, n).unwrap();
+                    assert!(gemm_nn_with(case.isa, &a, &case.b_all(Layout::Nn), &mut cm));
+                }
+                let a = case.a_rows(0, m);
                 assert!(gemm_nn_with(case.isa, &a, &case.b_all(Layout::Nn), c));
+                for (i, want) in alone.chunks_exact(n).enumerate() {
+                    let got = c.row(i).unwrap();
+                    let same = got
+                        .iter()
+                        .zip(want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "nn {:?} {:?} {m}x{n}x{}: row {i} alone differs",
+                        case.isa, case.ty, case.k
+                    );
+                }
             },
         );
     }

@@ -53,6 +53,20 @@ pub(crate) trait Elem: Copy + Sync + Send + 'static {
         // SAFETY: forwarded contract.
         unsafe { S::load(a.add(H * S::LANES)) }
     }
+    /// Stores half `H` of the `2 * S::LANES` f32 at `a`, in the order of
+    /// [`Elem::aload_half`], back where that load took it from.
+    ///
+    /// # Safety
+    /// `a` valid for `2 * S::LANES` f32; `S` available.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    unsafe fn astore_half<S: Simd, const H: usize>(a: *mut f32, v: S::V) {
+        // SAFETY: forwarded contract.
+        unsafe { S::store(a.add(H * S::LANES), v) }
+    }
     /// True when [`Elem::vload_half`] takes both halves from one load in an
     /// order of its own on `S` ([`Simd::BF16_PAIRED`] for bf16).
     #[cfg_attr(
@@ -103,6 +117,11 @@ impl Elem for bf16 {
     unsafe fn aload_half<S: Simd, const H: usize>(a: *const f32) -> S::V {
         // SAFETY: forwarded contract.
         unsafe { S::load_bf16_order::<H>(a) }
+    }
+    #[inline(always)]
+    unsafe fn astore_half<S: Simd, const H: usize>(a: *mut f32, v: S::V) {
+        // SAFETY: forwarded contract.
+        unsafe { S::store_bf16_order::<H>(a, v) }
     }
     #[inline(always)]
     fn paired<S: Simd>() -> bool {

@@ -77,6 +77,17 @@ pub(crate) trait Simd: Copy {
         // SAFETY: forwarded contract (p valid for 2 * LANES elements).
         unsafe { Self::load(p.add(H * Self::LANES)) }
     }
+    /// Stores `v`, half `H` in the order of [`Simd::load_bf16_order`], back
+    /// where that load took it from.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    #[inline(always)]
+    unsafe fn store_bf16_order<const H: usize>(p: *mut f32, v: Self::V) {
+        // SAFETY: forwarded contract (p valid for 2 * LANES elements).
+        unsafe { Self::store(p.add(H * Self::LANES), v) }
+    }
     /// `LANES` FP8 E4M3 codes (bytes), each widened to its value times
     /// `2^-120` ([`E4M3_UNIT`]): the byte sign-extended to 32 bits, shifted
     /// left by 20 and masked with `0x87F0_0000` puts the sign, the 4 exponent

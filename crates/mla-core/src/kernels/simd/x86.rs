@@ -71,6 +71,12 @@ impl Simd for Avx2 {
         // SAFETY: see the impl comment (elements below 16 read).
         unsafe { _mm256_loadu2_m128(p.add(8 + 4 * H), p.add(4 * H)) }
     }
+    /// The inverse of `load_bf16_order` (two unaligned 128-bit stores).
+    #[inline(always)]
+    unsafe fn store_bf16_order<const H: usize>(p: *mut f32, v: __m256) {
+        // SAFETY: see the impl comment (elements below 16 written).
+        unsafe { _mm256_storeu2_m128(p.add(8 + 4 * H), p.add(4 * H), v) }
+    }
     #[inline(always)]
     unsafe fn load_f16(p: *const f16) -> __m256 {
         // SAFETY: see the impl comment (F16C).
