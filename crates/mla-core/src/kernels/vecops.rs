@@ -20,6 +20,13 @@ pub(crate) unsafe fn widen_row<S: Simd, E: Elem>(src: *const E, dst: *mut f32, n
     let mut i = 0;
     // SAFETY: i + LANES <= n_vec <= n in the loop, i < n in the tail.
     unsafe {
+        // Two vectors a step in the type's pair order, stored back in place
+        // (bf16 on AVX2: one load, one shuffle per vector).
+        while i + 2 * lanes <= n_vec {
+            E::astore_half::<S, 0>(dst.add(i), E::vload_half::<S, 0>(src.add(i)));
+            E::astore_half::<S, 1>(dst.add(i), E::vload_half::<S, 1>(src.add(i)));
+            i += 2 * lanes;
+        }
         while i < n_vec {
             S::store(dst.add(i), E::vload::<S>(src.add(i)));
             i += lanes;
