@@ -144,16 +144,23 @@ unsafe fn nt_tile_pf<S: Simd, E: Elem, const MR: usize, const NR: usize, const P
         let mut kk = 0;
         // Elements of B per cache line.
         let line = super::isa::CACHE_LINE / core::mem::size_of::<E>();
+        // With PF, the next tile's rows of B from column `off` on, once per
+        // cache line.
+        macro_rules! prefetch_next {
+            ($off:expr) => {{
+                if PF && $off % line == 0 {
+                    for t in 0..NR {
+                        let q = b.wrapping_add((t + NR) * ldb + $off);
+                        super::simd::prefetch_l2(q.cast::<u8>());
+                    }
+                }
+            }};
+        }
         // Two vectors a step, in the pair order ([`Elem::vload_half`]): half
         // 0 of B against half 0 of A, then half 1.
         macro_rules! half {
             ($h:literal) => {{
-                if PF && (kk + $h * lanes) % line == 0 {
-                    for t in 0..NR {
-                        let q = b.wrapping_add((t + NR) * ldb + kk + $h * lanes);
-                        super::simd::prefetch_l2(q.cast::<u8>());
-                    }
-                }
+                prefetch_next!(kk + $h * lanes);
                 let mut b_vecs = [S::zero(); NR];
                 for (t, v) in b_vecs.iter_mut().enumerate() {
                     *v = E::vload_half::<S, $h>(b.add(t * ldb + kk));
@@ -170,12 +177,7 @@ unsafe fn nt_tile_pf<S: Simd, E: Elem, const MR: usize, const NR: usize, const P
             if E::paired::<S>() {
                 // Both halves of each row of B from one load, held for all
                 // rows of A (`Tiles::nt_paired` leaves room for them).
-                if PF && kk % line == 0 {
-                    for t in 0..NR {
-                        let q = b.wrapping_add((t + NR) * ldb + kk);
-                        super::simd::prefetch_l2(q.cast::<u8>());
-                    }
-                }
+                prefetch_next!(kk);
                 let mut b_vecs = [[S::zero(); 2]; NR];
                 for (t, v) in b_vecs.iter_mut().enumerate() {
                     let row = b.add(t * ldb + kk);
