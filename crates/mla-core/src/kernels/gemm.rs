@@ -606,6 +606,7 @@ unsafe fn nn_cols<
 }
 
 /// Rows of B read at once by [`nn_one_row`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const ONE_ROW_KB: usize = 8;
 
 /// NN with one row of A (`C += a B`, a decode step's absorbed product): B is
@@ -620,6 +621,7 @@ const ONE_ROW_KB: usize = 8;
 ///
 /// # Safety
 /// Extents checked by the builder of `p` (NN, `p.m == 1`); `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 unsafe fn nn_one_row<S: Simd, E: Elem>(p: &GemmArgs<E>) {
     let lanes = S::LANES;
@@ -706,6 +708,8 @@ pub(super) unsafe fn nn<
     // SAFETY: column blocks stay below n_vec <= n; the tail loop indexes rows
     // < m, kk < k, columns < n: inside the checked extents.
     unsafe {
+        // Small targets keep the tiles alone (code size; the same values).
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if !TA && !PF && p.m == 1 {
             nn_one_row::<S, E>(p);
             return;

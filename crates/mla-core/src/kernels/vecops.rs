@@ -21,7 +21,9 @@ pub(crate) unsafe fn widen_row<S: Simd, E: Elem>(src: *const E, dst: *mut f32, n
     // SAFETY: i + LANES <= n_vec <= n in the loop, i < n in the tail.
     unsafe {
         // Two vectors a step in the type's pair order, stored back in place
-        // (bf16 on AVX2: one load, one shuffle per vector).
+        // (bf16 on AVX2: one load, one shuffle per vector); small targets
+        // keep one loop (code size).
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         while i + 2 * lanes <= n_vec {
             E::astore_half::<S, 0>(dst.add(i), E::vload_half::<S, 0>(src.add(i)));
             E::astore_half::<S, 1>(dst.add(i), E::vload_half::<S, 1>(src.add(i)));
