@@ -655,16 +655,11 @@ unsafe fn nn_one_row<S: Simd, E: Elem>(p: &GemmArgs<E>) {
                 E::astore_half::<S, 1>(c.add(j), acc[1]);
                 j += 2 * lanes;
             }
+            // At most one vector left.
             while j < n_vec {
                 let mut acc = S::load(c.add(j));
-                if kb == ONE_ROW_KB {
-                    for (t, &x) in a_b.iter().enumerate() {
-                        acc = S::fma(x, E::vload::<S>(rows.add(t * p.ldb + j)), acc);
-                    }
-                } else {
-                    for (t, &x) in a_b.iter().enumerate().take(kb) {
-                        acc = S::fma(x, E::vload::<S>(rows.add(t * p.ldb + j)), acc);
-                    }
+                for (t, &x) in a_b.iter().enumerate().take(kb) {
+                    acc = S::fma(x, E::vload::<S>(rows.add(t * p.ldb + j)), acc);
                 }
                 S::store(c.add(j), acc);
                 j += lanes;
