@@ -2,8 +2,9 @@
 # Builds the cargo-fuzz targets in fuzz/ and runs each for a bounded time
 # (FUZZ_SECONDS, default 30; two at a time, one per core) starting from the
 # committed seeds in fuzz/corpus/<target>/. Fails if any target crashes, panics,
-# leaks past the RSS limit or hangs. New corpus entries go to a temporary folder; a crashing input is
-# saved under fuzz/artifacts/<target>/ (libFuzzer prints the path).
+# leaks past the RSS limit or hangs. New corpus entries go to a temporary
+# folder; a crashing input is saved under fuzz/artifacts/<target>/ (libFuzzer
+# prints the path).
 #
 # Installs what it needs on a fresh machine (as root): the nightly toolchain and
 # cargo-fuzz, each skipped when already present.

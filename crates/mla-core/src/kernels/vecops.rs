@@ -18,7 +18,8 @@ pub(crate) unsafe fn widen_row<S: Simd, E: Elem>(src: *const E, dst: *mut f32, n
     let lanes = S::LANES;
     let n_vec = n - n % lanes;
     let mut i = 0;
-    // SAFETY: i + LANES <= n_vec <= n in the loop, i < n in the tail.
+    // SAFETY: i + 2 LANES (pairs) or i + LANES <= n_vec <= n in the vector
+    // loops, i < n in the tail.
     unsafe {
         // Two vectors a step in the type's pair order, stored back in place
         // (bf16 on AVX2: one load, one shuffle per vector); small targets
