@@ -991,6 +991,46 @@ fn sync_after_launch_same_results() {
     assert!(ms >= 0.0 && ms.is_finite(), "{ms}");
 }
 
+/// The benchmark's cache filling with timing on: appending rows leaves no
+/// timing (the driver refuses the elapsed time of events never recorded, which
+/// an H200 run showed), the next forward call is timed, the rows are the seed's
+/// (same seed, same output; another seed, another output), and a fill past the
+/// capacity is `CacheFull` with the length unchanged.
+#[test]
+fn appended_rows_then_timed_forward() {
+    if !gpu("appended_rows_then_timed_forward") {
+        return;
+    }
+    let g = Golden::load("ds_qlora_interleave");
+    let cfg = g.config(16);
+    let w = g.weights(&cfg);
+    let opts = CudaOptions {
+        timing: true,
+        ..CudaOptions::default()
+    };
+    let x = &g.inputs()[..cfg.hidden_size as usize];
+    let step = |seed: u64| {
+        let mut e = CudaEngine::create_with(&cfg, &w, 0, &opts).unwrap();
+        e.append_random_rows(9, seed).unwrap();
+        e.append_zero_rows(2).unwrap();
+        assert_eq!(e.len(), 11);
+        assert_eq!(e.last_device_ms(), None);
+        let err = e.append_random_rows(6, seed).unwrap_err();
+        assert_eq!(err.status(), Status::CacheFull, "{}", err.message());
+        assert_eq!(e.len(), 11);
+        let mut out = vec![0f32; cfg.hidden_size as usize];
+        e.forward(x, &mut out).unwrap();
+        let ms = e.last_device_ms().expect("timing on");
+        assert!(ms >= 0.0 && ms.is_finite(), "{ms}");
+        assert_eq!(e.len(), 12);
+        out
+    };
+    let a = step(5);
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert_eq!(a, step(5));
+    assert_ne!(a, step(6));
+}
+
 /// Runs the ignored test `child` of this test binary in a new process with
 /// `env` set; returns its stdout and stderr.
 fn run_child(child: &str, env: &[(&str, &str)]) -> String {

@@ -74,6 +74,7 @@ enum {
   CUDA_ERROR_INVALID_DEVICE = 101,
   CUDA_ERROR_INVALID_IMAGE = 200,
   CUDA_ERROR_INVALID_PTX = 218,
+  CUDA_ERROR_INVALID_HANDLE = 400,
   CUDA_ERROR_NOT_FOUND = 500,
   CUDA_ERROR_ILLEGAL_ADDRESS = 700,
   CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
@@ -1122,6 +1123,7 @@ EMU_API CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz,
 // Events: host timestamps (everything is synchronous here).
 struct EmuEvent {
   double ms;
+  bool recorded;
 };
 static double now_ms() {
   timespec ts;
@@ -1130,7 +1132,7 @@ static double now_ms() {
 }
 EMU_API CUresult cuEventCreate(void **e, unsigned) {
   if (!e) return CUDA_ERROR_INVALID_VALUE;
-  *e = new EmuEvent{0.0};
+  *e = new EmuEvent{0.0, false};
   return CUDA_SUCCESS;
 }
 EMU_API CUresult cuEventDestroy_v2(void *e) {
@@ -1142,6 +1144,7 @@ EMU_API CUresult cuEventRecord(void *e, void *) {
   LOCK;
   STICKY;
   static_cast<EmuEvent *>(e)->ms = now_ms();
+  static_cast<EmuEvent *>(e)->recorded = true;
   return CUDA_SUCCESS;
 }
 EMU_API CUresult cuEventSynchronize(void *) {
@@ -1156,6 +1159,9 @@ EMU_API CUresult cuEventQuery(void *) {
 }
 EMU_API CUresult cuEventElapsedTime(float *ms, void *a, void *b) {
   if (!ms || !a || !b) return CUDA_ERROR_INVALID_VALUE;
+  // As the driver: an event never recorded has no time (seen on an H200).
+  if (!static_cast<EmuEvent *>(a)->recorded || !static_cast<EmuEvent *>(b)->recorded)
+    return CUDA_ERROR_INVALID_HANDLE;
   *ms = (float)(static_cast<EmuEvent *>(b)->ms - static_cast<EmuEvent *>(a)->ms);
   return CUDA_SUCCESS;
 }
@@ -1168,6 +1174,7 @@ static const char *err_name(int e) {
   case 101: return "CUDA_ERROR_INVALID_DEVICE";
   case 200: return "CUDA_ERROR_INVALID_IMAGE";
   case 218: return "CUDA_ERROR_INVALID_PTX";
+  case 400: return "CUDA_ERROR_INVALID_HANDLE";
   case 500: return "CUDA_ERROR_NOT_FOUND";
   case 700: return "CUDA_ERROR_ILLEGAL_ADDRESS";
   case 701: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";

@@ -168,12 +168,21 @@ impl CudaEngine {
         }
     }
 
-    /// Waits for the call's work; a failure names what was launched.
-    pub(super) fn finish(&mut self, l: &Launches) -> Result<()> {
+    /// Waits for the engine's stream; a failure names what was launched.
+    /// Leaves the timing of the last forward call unset.
+    pub(super) fn wait(&mut self, l: &Launches) -> Result<()> {
         // SAFETY: the stream belongs to this engine.
         let r = unsafe { cu::cuStreamSynchronize(self.stream.0) };
         self.check_in_call("cuStreamSynchronize", r, l)?;
         self.last_ms = None;
+        Ok(())
+    }
+
+    /// Waits for a forward call's work (`wait`), then reads its two timing
+    /// events, which `record` put around it (the driver refuses the elapsed
+    /// time of an event never recorded, so only forward calls come here).
+    fn finish(&mut self, l: &Launches) -> Result<()> {
+        self.wait(l)?;
         if let Some(ev) = &self.events {
             let mut ms = 0f32;
             // SAFETY: both events were recorded on this engine's stream, which

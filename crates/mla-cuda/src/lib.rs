@@ -729,7 +729,7 @@ impl CudaEngine {
                 })?;
             }
         }
-        self.finish(&Launches { n: 0, last: "" })?;
+        self.wait(&Launches { n: 0, last: "" })?;
         self.len = end;
         Ok(())
     }
