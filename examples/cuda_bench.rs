@@ -31,7 +31,8 @@
 //!
 //! `MLA_BENCH_QUICK=1` runs the tutorial config at short lengths (a smoke test,
 //! e.g. under the CPU emulator of tools/cuda-stub). `MLA_BENCH_VARIANTS` (default
-//! `f32,bf16,bf16cc,splits`) picks the tables.
+//! `f32,bf16,bf16cc,splits`) picks the tables, `MLA_BENCH_CONTEXTS` (e.g. `1,32768`)
+//! the context lengths.
 
 #[cfg(feature = "cuda")]
 mod bench {
@@ -279,6 +280,20 @@ mod bench {
                 vec![1, 256, 1024, 4096, 16384, 32768],
                 1 << 30,
             )
+        };
+        // MLA_BENCH_CONTEXTS=1,32768: only these context lengths (profiling runs).
+        let lens: Vec<usize> = match std::env::var("MLA_BENCH_CONTEXTS") {
+            Ok(v) => v
+                .split(',')
+                .map(|c| {
+                    c.trim()
+                        .parse()
+                        .ok()
+                        .filter(|&n: &usize| n >= 1)
+                        .unwrap_or_else(|| fail(&format!("MLA_BENCH_CONTEXTS: bad length {c:?}")))
+                })
+                .collect(),
+            Err(_) => lens,
         };
         let max_len = *lens.iter().max().unwrap_or(&1);
         let cfg = Config {
