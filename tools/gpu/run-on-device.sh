@@ -5,7 +5,7 @@
 # carried along (device tool: carry ["gpu-bin"]). docs/cuda.md, "Running on a
 # GPU", has the exact call.
 #
-# Phases, in this order, each under a time limit (seconds; the sum is 400, well
+# Phases, in this order, each under a time limit (seconds; the sum is 460, well
 # inside a 600 s command and a 15-minute device lease with start-up), each
 # followed by a rewrite of $OUT/summary.txt:
 #   check     10  ldd of the binaries (libcuda found, glibc), nvidia-smi (GPU,
@@ -24,14 +24,18 @@
 #                 (MLA_CUDA_MODULE_FILE) when it is ready
 #   sanitize 120  compute-sanitizer memcheck, racecheck and initcheck (40 s each)
 #                 on small tests
+#   profile   60  Nsight Compute over the benchmark's f32 and bf16 steps at
+#                 contexts 1, 4096 and 32768: each kernel's time and DRAM bytes
+#                 (kernels one at a time, cold caches), summed up per step by
+#                 tools/gpu/ncu_steps.py into profile.txt
 # From the start, in the background (16 cores): nvcc -fatbin of
 # crates/mla-cuda/kernels/mla.cu for sm_90 (SASS) + compute_80 (PTX) with
 # -Xptxas -v: registers, spills and shared memory per kernel, and proof that nvcc
 # compiles the source (the bundle's PTX comes from clang).
 #
-# $OUT (the device tool's folder; default /tmp/mla-gpu-out) gets three files:
-# summary.txt (one line per phase and per failed test), log.txt (everything) and
-# bench.txt (the benchmark). CUDA_CACHE_PATH is a folder of this run, so the PTX
+# $OUT (the device tool's folder; default /tmp/mla-gpu-out) gets four files:
+# summary.txt (one line per phase and per failed test), log.txt (everything),
+# bench.txt (the benchmark) and profile.txt (the per-kernel profile). CUDA_CACHE_PATH is a folder of this run, so the PTX
 # is JIT-compiled once and every later test process loads the cached code.
 #
 #   tools/gpu/run-on-device.sh [phase ...]   (default: all, in the order above)
@@ -51,7 +55,7 @@ set -uo pipefail
 BIN=${MLA_GPU_BIN:-gpu-bin}
 OUTDIR=${OUT:-/tmp/mla-gpu-out}
 SCALE=${MLA_GPU_SCALE:-1}
-PHASES=${*:-check selftest tests bench sanitize}
+PHASES=${*:-check selftest tests bench sanitize profile}
 mkdir -p "$OUTDIR"
 WORK=$(mktemp -d /tmp/mla-gpu.XXXXXX)
 LOG=$OUTDIR/log.txt
@@ -80,7 +84,7 @@ write_summary() {
         printf '%s' "$ROWS"
         [ -n "$DETAILS" ] && printf '\n%s' "$DETAILS"
         echo ""
-        echo "total $((SECONDS - T0)) s; full log: log.txt; benchmark: bench.txt"
+        echo "total $((SECONDS - T0)) s; full log: log.txt; benchmark: bench.txt; profile: profile.txt"
     } >"$SUMMARY"
 }
 result() { # phase status start limit detail
@@ -325,8 +329,33 @@ for phase in $PHASES; do
         done
         result sanitize "$st" "$start" "$lim" "$detail"
         ;;
+    profile)
+        lim=$(limit 60)
+        section "profile (limit ${lim}s): Nsight Compute, time and DRAM bytes per kernel"
+        NCU=$(command -v ncu || ls -d /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | tail -n 1)
+        if [ -z "$NCU" ] || [ -n "${MLA_GPU_DRYRUN:-}" ]; then
+            result profile skipped "$start" "$lim" "${NCU:-no ncu}${MLA_GPU_DRYRUN:+ (dry run)}"
+            continue
+        fi
+        ctxs=1,4096,32768 vars=f32,bf16 steps=2
+        MLA_BENCH_VARIANTS=$vars MLA_BENCH_CONTEXTS=$ctxs MLA_BENCH_STEPS=$steps MLA_BENCH_CPU_MAX=0 \
+            timeout -k 5 "$lim" "$NCU" --clock-control none -k regex:mla_ \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv "$BIN/cuda_bench" \
+            >"$WORK/ncu.csv" 2>&1
+        rc=$?
+        {
+            echo "# $($NCU --version 2>/dev/null | tail -n 1); ncu --clock-control none over cuda_bench"
+            echo "# (MLA_BENCH_VARIANTS=$vars MLA_BENCH_CONTEXTS=$ctxs MLA_BENCH_STEPS=$steps), exit $rc"
+            python3 tools/gpu/ncu_steps.py "$WORK/ncu.csv" "$ctxs" "$vars" "$steps" 2>&1
+        } >"$OUTDIR/profile.txt"
+        cat "$OUTDIR/profile.txt" >>"$LOG"
+        grep -m 3 -E 'ERR|error' "$WORK/ncu.csv" | tee -a "$LOG" >/dev/null
+        st=ok
+        [ $rc = 0 ] && grep -q ' sum ' "$OUTDIR/profile.txt" || st="failed($rc)"
+        result profile "$st" "$start" "$lim" "$(grep -c ' sum ' "$OUTDIR/profile.txt") step tables in profile.txt"
+        ;;
     *)
-        echo "unknown phase $phase (check selftest tests bench sanitize)" >&2
+        echo "unknown phase $phase (check selftest tests bench sanitize profile)" >&2
         exit 2
         ;;
     esac
