@@ -164,7 +164,7 @@ unsigned g_commits[kMaxThreads];
 // Shared memory: dynamic (per launch size) and the static arena.
 unsigned char *g_dyn_smem = nullptr;
 size_t g_dyn_cap = 0, g_dyn_len = 0;
-const size_t kStaticSmem = 48 * 1024;
+const size_t kStaticSmem = 1024 * 1024;
 alignas(16) unsigned char g_static_smem[kStaticSmem];
 size_t g_static_used = 0;
 // The static __shared__ arrays the running launch used: (call site, bytes).
@@ -342,7 +342,7 @@ bool run_block() {
       }
   // Fresh shared memory holds garbage on a GPU: poison it.
   if (g_dyn_len) memset(g_dyn_smem, 0xff, g_dyn_len);
-  if (g_static_used) memset(g_static_smem, 0xff, g_static_used);
+  for (const auto &e : g_launch_static) memset(g_static_smem + *e.first, 0xff, e.second);
   unsigned n_warps = (n + 31) / 32;
   auto stop = [&](const char *why) {
     g_faulted = true;
@@ -570,14 +570,22 @@ void *mla_emu_static_smem(size_t *slot, size_t bytes) {
   bool seen = false;
   for (const auto &e : emu::g_launch_static) seen |= e.first == slot;
   if (!seen) emu::g_launch_static.push_back({slot, bytes});
+  // A kernel's static arrays: at most 48 KiB (each array site of every kernel
+  // keeps its own place in the arena, which is larger).
+  size_t launch = 0;
+  for (const auto &e : emu::g_launch_static) launch += e.second;
+  if (launch > 48 * 1024)
+    emu::fault(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "static __shared__ arrays above 48 KiB", nullptr);
   if (*slot == (size_t)-1) {
     size_t off = (emu::g_static_used + 15) & ~(size_t)15;
     if (off + bytes > emu::kStaticSmem)
-      emu::fault(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "static __shared__ arrays above 48 KiB", nullptr);
+      emu::fault(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "the emulator's static shared arena is full", nullptr);
     *slot = off;
     emu::g_static_used = off + bytes;
-    memset(emu::g_static_smem + off, 0xff, bytes);
   }
+  // First use in this launch: garbage, as on a GPU (later blocks of the launch
+  // get it at their start).
+  if (!seen) memset(emu::g_static_smem + *slot, 0xff, bytes);
   return emu::g_static_smem + *slot;
 }
 
