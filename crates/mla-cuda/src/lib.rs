@@ -608,8 +608,9 @@ impl CudaEngine {
         )
     }
 
-    /// Device time of the last successful call, in milliseconds, when the engine
-    /// was created with [`CudaOptions::timing`].
+    /// Device time of the last successful forward call, in milliseconds, when
+    /// the engine was created with [`CudaOptions::timing`]; `None` after
+    /// `append_zero_rows` / `append_random_rows` (they are not timed).
     pub fn last_device_ms(&self) -> Option<f32> {
         self.last_ms
     }
