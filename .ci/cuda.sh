@@ -26,6 +26,8 @@
 #     copies): every test must run and pass except the ones that need a real GPU
 #     or sm_80, which print SKIPPED (counted and shown);
 #  7. runs examples/cuda_bench in its quick mode on the emulator (smoke test);
+#     checks that tools/gpu's scripts parse and that ncu_steps.py reads a
+#     recorded H200 profile (tests/data/ncu);
 #  8. clippy --features cuda --all-targets -D warnings, rustfmt --check of the
 #     CUDA files, and checks the default build does not pull in cust.
 #
@@ -198,6 +200,23 @@ emu_run 7.2 2
 # 7. Benchmark smoke test on the emulator.
 step "examples/cuda_bench (MLA_BENCH_QUICK=1) on the CPU emulator"
 MLA_BENCH_QUICK=1 LD_LIBRARY_PATH=$FAKE/emu cargo run --quiet --features cuda --example cuda_bench
+
+# 7b. The GPU session's scripts: they run only on a GPU machine, so check here
+# that they parse, and that the profile summary reads a recorded ncu CSV (an
+# H200's; a step's kernels, medians of the two timed steps, checked by hand).
+step "tools/gpu: bash -n, and ncu_steps.py on a recorded H200 profile"
+for f in tools/gpu/*.sh; do bash -n "$f"; done
+prof=$(python3 tools/gpu/ncu_steps.py tests/data/ncu/h200_f32_ctx1.csv 1 f32 2)
+echo "$prof"
+for want in '1\. mla_linear_f32 +20\.2 us +29\.93 MB' '2\. mla_prep_cf32_wf32 +43\.9 us +4\.23 MB' \
+    '3\. mla_attn_cc_f32_g16 +29\.9 us' 'sum +115\.1 us'; do
+    echo "$prof" | grep -Eq "$want" || { echo "ncu_steps.py: no line matching '$want'" >&2; exit 1; }
+done
+# A step count that does not match the CSV: no table, exit status 1.
+if python3 tools/gpu/ncu_steps.py tests/data/ncu/h200_f32_ctx1.csv 1 f32 3 >/dev/null; then
+    echo "ncu_steps.py: accepted a CSV with the wrong number of steps" >&2
+    exit 1
+fi
 
 # 8. Lints; the default build stays free of CUDA.
 step "clippy --features cuda, rustfmt, default build without cust"
