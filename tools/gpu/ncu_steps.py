@@ -14,6 +14,9 @@ import csv
 import statistics
 import sys
 
+# Untimed steps cuda_bench runs before the timed ones at each context.
+WARMUP = 3
+
 
 def main():
     path, contexts, variants, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -44,7 +47,7 @@ def main():
                 cur, after = [], -1
     if cur:
         step_list.append(cur)
-    per = 3 + steps
+    per = WARMUP + steps
     want = len(contexts) * len(variants) * per
     if len(step_list) != want:
         print(f"ncu_steps: {len(step_list)} steps found, expected {want} "
@@ -53,7 +56,7 @@ def main():
     g = 0
     for v in variants:
         for c in contexts:
-            group = step_list[g * per:(g + 1) * per][3:]
+            group = step_list[g * per:(g + 1) * per][WARMUP:]
             g += 1
             shape = [k["name"] for k in group[0]]
             if any([k["name"] for k in s] != shape for s in group):

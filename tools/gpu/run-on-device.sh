@@ -35,8 +35,9 @@
 #
 # $OUT (the device tool's folder; default /tmp/mla-gpu-out) gets four files:
 # summary.txt (one line per phase and per failed test), log.txt (everything),
-# bench.txt (the benchmark) and profile.txt (the per-kernel profile). CUDA_CACHE_PATH is a folder of this run, so the PTX
-# is JIT-compiled once and every later test process loads the cached code.
+# bench.txt (the benchmark) and profile.txt (the per-kernel profile).
+# CUDA_CACHE_PATH is a folder of this run, so the PTX is JIT-compiled once and
+# every later test process loads the cached code.
 #
 #   tools/gpu/run-on-device.sh [phase ...]   (default: all, in the order above)
 #
@@ -349,7 +350,7 @@ for phase in $PHASES; do
             python3 tools/gpu/ncu_steps.py "$WORK/ncu.csv" "$ctxs" "$vars" "$steps" 2>&1
         } >"$OUTDIR/profile.txt"
         cat "$OUTDIR/profile.txt" >>"$LOG"
-        grep -m 3 -E 'ERR|error' "$WORK/ncu.csv" | tee -a "$LOG" >/dev/null
+        grep -m 3 -E 'ERR|error' "$WORK/ncu.csv" >>"$LOG"
         st=ok
         [ $rc = 0 ] && grep -q ' sum ' "$OUTDIR/profile.txt" || st="failed($rc)"
         result profile "$st" "$start" "$lim" "$(grep -c ' sum ' "$OUTDIR/profile.txt") step tables in profile.txt"
