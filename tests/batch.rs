@@ -11,7 +11,7 @@ use mla_testkit::random::{RandomWeights, Rng};
 use mla_testkit::Arena;
 
 /// V2-Lite's shape, small: d 64, H 4, plain q_proj, r 32, n 16, p 8, v 16;
-/// capacity 24 tokens, `max_tok` per call.
+/// capacity 24 tokens (or `max_tok` if more), `max_tok` per call.
 fn small(max_tok: u32) -> Config {
     let mut c = Config::deepseek_v2_lite();
     c.hidden_size = 64;
@@ -20,7 +20,7 @@ fn small(max_tok: u32) -> Config {
     c.qk_nope_head_dim = 16;
     c.qk_rope_head_dim = 8;
     c.v_head_dim = 16;
-    c.max_seq_len = 24;
+    c.max_seq_len = max_tok.max(24);
     c.max_tokens_per_call = max_tok;
     c.validate().unwrap();
     c

@@ -958,33 +958,35 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // two 16-token forwards: ~10^5 multiply-adds
+    #[cfg_attr(miri, ignore)] // two 32-token forwards: ~2 10^5 multiply-adds
     fn pack_panels_shorter_than_the_plan_fail_the_projection_not_silently() {
-        // T = 16 tokens pack (PACK_MIN_ROWS); d 32 and kv_a rows 16 + 4 = 20:
+        // T = PACK_MIN_ROWS tokens pack; d 32 and kv_a rows 16 + 4 = 20:
         // every projection is one task of pack_len(32) = 64 * 32 f32, which is
         // what the plan holds.
-        let cfg = small_v2_lite(32, 40, 16);
+        const T: usize = crate::kernels::PACK_MIN_ROWS;
+        let cfg = small_v2_lite(32, 2 * T as u32, T as u32);
         let dims = cfg.dims().unwrap();
-        let layer = Layer::new(cfg, 12, false, false, 16);
+        let layer = Layer::new(cfg, 12, false, false, T);
         let (w, d) = (layer.weights(), 32);
         let mut buf = Vec::new();
         let mem = aligned(&mut buf, Engine::memory_bytes(&cfg).unwrap());
         let mut e = Engine::new(&cfg, &w, mem).unwrap();
         assert_eq!(e.work.pack_panels.len(), 64 * 32);
         assert_eq!(crate::plan::pack_panels_len(&cfg, &dims), 64 * 32);
-        let mut out = vec![0f32; 16 * d];
-        e.forward(&layer.x[..16 * d], &mut out).unwrap();
+        let mut out = vec![0f32; T * d];
+        e.forward(&layer.x[..T * d], &mut out).unwrap();
         e.truncate(0).unwrap();
         let pack = core::mem::take(&mut e.work.pack_panels);
         let short = pack.len() - 1;
         e.work.pack_panels = &mut pack[..short];
-        let err = e.forward(&layer.x[..16 * d], &mut out).unwrap_err();
+        let err = e.forward(&layer.x[..T * d], &mut out).unwrap_err();
         assert_eq!(err.status(), Status::Internal);
         assert!(err.message().contains("q_proj"), "{}", err.message());
         assert_eq!(e.len(), 0);
         // Fewer tokens than PACK_MIN_ROWS do not pack: they run.
-        e.forward(&layer.x[..15 * d], &mut out[..15 * d]).unwrap();
-        assert_eq!(e.len(), 15);
+        e.forward(&layer.x[..(T - 1) * d], &mut out[..(T - 1) * d])
+            .unwrap();
+        assert_eq!(e.len(), T - 1);
     }
 
     #[test]

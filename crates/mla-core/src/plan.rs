@@ -781,7 +781,9 @@ mod tests {
 
     #[test]
     fn placing_takes_the_counted_spans_and_reports_what_does_not_fit() {
-        let cfg = crate::attention::tests::small_v2_lite(16, 64, 16);
+        // T = PACK_MIN_ROWS: pack_panels is the last region.
+        let t = PACK_MIN_ROWS as u32;
+        let cfg = crate::attention::tests::small_v2_lite(16, 4 * t, t);
         let dims = cfg.dims().unwrap();
         let count = Regions::count(&cfg, &dims).unwrap();
         let mut buf = Vec::new();
@@ -811,9 +813,10 @@ mod tests {
             );
             (abs, naive, naive_pack_len(&dims, w).unwrap(), dims)
         };
-        // T >= 16: the whole cap, pack_len(max(n+p, r)) = 64 x 128 (tutorial).
+        // T >= PACK_MIN_ROWS: the whole cap, pack_len(max(n+p, r)) = 64 x 128
+        // (tutorial).
         let (_, _, pack, _) = slot(&Config {
-            max_tokens_per_call: 16,
+            max_tokens_per_call: PACK_MIN_ROWS as u32,
             ..Config::tutorial()
         });
         assert_eq!(pack, 64 * 128);

@@ -504,7 +504,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore)] // ~100k multiply-adds
     fn a_packed_linear_needs_its_scratch_and_splits_without_changing_a_bit() {
-        // 130 rows: 3 packed tasks of 64 rows; 16 tokens pack.
+        // 130 rows: 3 packed tasks of 64 rows; PACK_MIN_ROWS tokens pack.
         let (rows, cols, n_tok) = (130, 40, PACK_MIN_ROWS);
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)

@@ -329,7 +329,7 @@ mod tests {
                 // Two k-slices (the second onto the first): fewer shapes, long k.
                 let m_ends = [PACK_MIN_ROWS, PACK_MIN_ROWS + mr + 1];
                 shapes.extend(cartesian(&m_ends, &[1, np + 1, 2 * np + 2], &[PACK_KC + 1]));
-                shapes.extend([(16, 1, 1), (17, 70, 300), (29, 65, 16), (40, 129, 513)]);
+                shapes.extend([(32, 1, 1), (33, 70, 300), (45, 65, 16), (56, 129, 513)]);
                 shapes
             },
             |case, c| {
