@@ -151,6 +151,38 @@ impl Elem for f16 {
     }
 }
 
+/// `E` as a row of B whose row of A was stored in `E`'s pair order ahead of
+/// the product (by [`gemm`](crate::kernels::gemm), into scratch): B widens as
+/// `E` does, A loads as plain f32, so the NT dot products add the same
+/// products in the same order as with `E` itself, without `E`'s pair-order
+/// loads of A (two 128-bit loads and an insert per vector on AVX2).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct PairedA<E>(E);
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl<E: Elem> Elem for PairedA<E> {
+    #[inline(always)]
+    unsafe fn vload<S: Simd>(p: *const Self) -> S::V {
+        // SAFETY: forwarded contract (transparent over E).
+        unsafe { E::vload::<S>(p.cast::<E>()) }
+    }
+    #[inline(always)]
+    unsafe fn vload_half<S: Simd, const H: usize>(p: *const Self) -> S::V {
+        // SAFETY: forwarded contract (transparent over E).
+        unsafe { E::vload_half::<S, H>(p.cast::<E>()) }
+    }
+    #[inline(always)]
+    fn paired<S: Simd>() -> bool {
+        E::paired::<S>()
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.0.widen()
+    }
+}
+
 /// The mask that keeps the sign, exponent and mantissa of an E4M3 code once
 /// sign-extended to 32 bits and shifted left by 20.
 #[cfg_attr(

@@ -12,6 +12,8 @@ mod x86;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use elem::E4m3;
 pub(crate) use elem::Elem;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use elem::PairedA;
 #[allow(unused_imports)]
 pub(crate) use elem::E4M3_UNIT;
 #[cfg(target_arch = "aarch64")]
