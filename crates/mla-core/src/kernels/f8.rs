@@ -246,6 +246,28 @@ fn by_runs(
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(p: &F8Args, i: usize, j: usize) {
+    // SAFETY: forwarded contract; A scaled in registers.
+    unsafe { tile_from::<S, MR, NR, false>(p, i, j, core::ptr::null(), 0) }
+}
+
+/// [`tile`] that, with `SCALED`, reads the `k_vec` first columns of its `MR`
+/// rows of A already multiplied by `2^64` from `scaled` (row `r` at
+/// `scaled + r * lds`, [`scale_rows`]) instead of multiplying each vector on
+/// load: the same values, so the same bits, without one multiply (on the
+/// FMA pipes) per vector of A.
+///
+/// # Safety
+/// As [`tile`]; with `SCALED`, `scaled` valid for `MR` rows of `k_vec` f32
+/// (stride `lds`) holding rows `i .. i + MR` of A times `2^64`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn tile_from<S: Simd, const MR: usize, const NR: usize, const SCALED: bool>(
+    p: &F8Args,
+    i: usize,
+    j: usize,
+    scaled: *const f32,
+    lds: usize,
+) {
     let lanes = S::LANES;
     let k = p.b.cols;
     let k_vec = k - k % lanes;
@@ -275,7 +297,11 @@ unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(p: &F8Args, i: usize, 
                         *v = S::load_e4m3(b.add(t * k + kk));
                     }
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let a_vec = S::mul(S::load(a.add(r * p.lda + kk)), up);
+                        let a_vec = if SCALED {
+                            S::load(scaled.add(r * lds + kk))
+                        } else {
+                            S::mul(S::load(a.add(r * p.lda + kk)), up)
+                        };
                         for (s, &b_vec) in row.iter_mut().zip(b_vecs.iter()) {
                             *s = S::fma(a_vec, b_vec, *s);
                         }
@@ -372,6 +398,11 @@ pub(super) unsafe fn nt_tiles<S: Simd, const MR: usize, const NR: usize, const M
 unsafe fn cols<S: Simd, const MR: usize, const NR: usize>(p: &F8Args) {
     let n = p.b.rows;
     let mut j = 0;
+    if MR.saturating_mul(p.b.cols) <= SCALED_LEN {
+        // SAFETY: forwarded contract; MR * k <= SCALED_LEN.
+        unsafe { cols_scaled::<S, MR, NR>(p) };
+        return;
+    }
     // SAFETY: i + MR <= m and j + NR <= n (loop bounds).
     unsafe {
         while j + NR <= n {
@@ -401,6 +432,100 @@ unsafe fn cols<S: Simd, const MR: usize, const NR: usize>(p: &F8Args) {
                 i += 1;
             }
             j += 1;
+        }
+    }
+}
+
+/// f32 of the stack buffer of [`cols_scaled`]: 32 KiB, so rows of up to
+/// 2048 elements with four rows of A a tile, 8192 for the mat-vec.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SCALED_LEN: usize = 8192;
+
+/// Tiles of B rows per block of [`cols_scaled`] (with AVX2's two rows a
+/// tile, 32 rows of 2048 codes: 64 KiB, which stay in L2 while every group of
+/// rows of A passes over them).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SCALED_B_TILES: usize = 16;
+
+/// [`cols`] with the rows of A multiplied by `2^64` ahead of the tiles: in
+/// blocks of [`SCALED_B_TILES`] tiles of rows of B, each group of `MR` rows
+/// of A is scaled once into a stack buffer ([`scale_rows`], [`SCALED_LEN`]
+/// f32) and the block's tiles read it ([`tile_from`]) instead of multiplying
+/// every vector of A on load for every tile: the same values, so the same
+/// bits.
+///
+/// # Safety
+/// As [`tile`] for the whole of `p`; `MR * k <= SCALED_LEN`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn cols_scaled<S: Simd, const MR: usize, const NR: usize>(p: &F8Args) {
+    let mut buf = [0f32; SCALED_LEN];
+    let (n, k) = (p.b.rows, p.b.cols);
+    let k_vec = k - k % S::LANES;
+    let s = buf.as_mut_ptr();
+    let block = SCALED_B_TILES * NR;
+    let mut j0 = 0;
+    // SAFETY: groups of rows i..i + g <= m of A scaled into the first g * k
+    // <= MR * k <= SCALED_LEN f32 of buf (stride k); tiles inside
+    // i + rows <= m and j + NR <= n (loop bounds) reading them.
+    unsafe {
+        while j0 < n {
+            let j1 = n.min(j0 + block);
+            let mut i = 0;
+            while i < p.m {
+                let g = MR.min(p.m - i);
+                scale_rows::<S>(p, i, g, k_vec, s);
+                let mut j = j0;
+                while j + NR <= j1 {
+                    if g == MR {
+                        tile_from::<S, MR, NR, true>(p, i, j, s, k);
+                    } else {
+                        let mut r = 0;
+                        if MR > 2 && g - r >= 2 {
+                            tile_from::<S, 2, NR, true>(p, i, j, s, k);
+                            r += 2;
+                        }
+                        while r < g {
+                            tile_from::<S, 1, NR, true>(p, i + r, j, s.add(r * k), k);
+                            r += 1;
+                        }
+                    }
+                    j += NR;
+                }
+                while j < j1 {
+                    for r in 0..g {
+                        tile_from::<S, 1, 1, true>(p, i + r, j, s.add(r * k), k);
+                    }
+                    j += 1;
+                }
+                i += g;
+            }
+            j0 = j1;
+        }
+    }
+}
+
+/// Rows `i .. i + g` of A, their first `k_vec` columns times `2^64` (exact),
+/// into `dst` (row `r` at `dst + r * k`).
+///
+/// # Safety
+/// Rows `i .. i + g <= m` of `p`'s A; `dst` valid for `g * k` f32; `S`
+/// available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn scale_rows<S: Simd>(p: &F8Args, i: usize, g: usize, k_vec: usize, dst: *mut f32) {
+    let (k, lanes) = (p.b.cols, S::LANES);
+    // SAFETY: rows below i + g <= m of A, columns below k_vec <= k; dst rows
+    // below g of k f32.
+    unsafe {
+        let up = S::splat(TWO_64);
+        for r in 0..g {
+            let (src, out) = (p.a.add((i + r) * p.lda), dst.add(r * k));
+            let mut q = 0;
+            while q < k_vec {
+                S::store(out.add(q), S::mul(S::load(src.add(q)), up));
+                q += lanes;
+            }
         }
     }
 }
@@ -993,15 +1118,25 @@ mod tests {
     /// path equal to it bit for bit; one row of A (mat-vec tiles) giving the
     /// same bits as inside a batch (batched tiles); the rows of B split in
     /// two changing no bit. Large scales (2^8, 2^72 and up) take their exact
-    /// steps.
+    /// steps. Rows of 2100 and 8300 codes are too long for the stack buffer
+    /// of A scaled ahead (`SCALED_LEN`) with several rows and with one: those
+    /// tiles scale A in registers.
     #[test]
     #[cfg_attr(miri, ignore)]
     fn f8_in_register_paths_all_isas() {
+        const M: usize = if PACK_MIN_ROWS > 20 {
+            PACK_MIN_ROWS
+        } else {
+            20
+        };
+        const _: () = assert!(8300 > super::SCALED_LEN && 2100 * 4 > super::SCALED_LEN);
         for (rows, cols, mul) in [
             (300, 200, 1.0),
             (300, 203, 1.0),
             (260, 131, 1e3),
             (140, 260, 1e22),
+            (140, 2100, 1.0),
+            (130, 8300, 1.0),
         ] {
             let (codes, scales, deq) = tensor_scaled(rows, cols, mul);
             let t8 = Tensor::f8(&codes, &scales, rows, cols).unwrap();
@@ -1011,12 +1146,12 @@ mod tests {
                     let nr = nr.min(rows - r0);
                     let b8 = MatE::tensor_rows(&t8, r0, nr).unwrap();
                     let b32 = MatE::tensor_rows(&t32, r0, nr).unwrap();
-                    let x = super::super::test_util::rand(20 * cols, (r0 * 31 + nr) as u64);
-                    let xn = super::super::test_util::rand(20 * nr, nr as u64 + 3);
-                    let ones: Vec<Vec<f32>> = (0..20)
+                    let x = super::super::test_util::rand(M * cols, (r0 * 31 + nr) as u64);
+                    let xn = super::super::test_util::rand(M * nr, nr as u64 + 3);
+                    let ones: Vec<Vec<f32>> = (0..M)
                         .map(|i| nt(isa, &x[i * cols..(i + 1) * cols], 1, cols, &b8, false))
                         .collect();
-                    for m in [1, 2, 3, 4, 5, 9, 15, 16, 20] {
+                    for m in [1, 2, 3, 4, 5, 9, 15, 16, 20, PACK_MIN_ROWS] {
                         let x = &x[..m * cols];
                         let want = nt(isa, x, m, cols, &b32, false);
                         let got = nt(isa, x, m, cols, &b8, false);
