@@ -464,17 +464,25 @@ unsafe fn cols_scaled<S: Simd, const MR: usize, const NR: usize>(p: &F8Args) {
     let k_vec = k - k % S::LANES;
     let s = buf.as_mut_ptr();
     let block = SCALED_B_TILES * NR;
+    // All rows of A in one group (the mat-vec, a batch of up to MR tokens):
+    // scaled once for every block of B.
+    let whole = p.m <= MR;
     let mut j0 = 0;
     // SAFETY: groups of rows i..i + g <= m of A scaled into the first g * k
     // <= MR * k <= SCALED_LEN f32 of buf (stride k); tiles inside
     // i + rows <= m and j + NR <= n (loop bounds) reading them.
     unsafe {
+        if whole {
+            scale_rows::<S>(p, 0, p.m, k_vec, s);
+        }
         while j0 < n {
             let j1 = n.min(j0 + block);
             let mut i = 0;
             while i < p.m {
                 let g = MR.min(p.m - i);
-                scale_rows::<S>(p, i, g, k_vec, s);
+                if !whole {
+                    scale_rows::<S>(p, i, g, k_vec, s);
+                }
                 let mut j = j0;
                 while j + NR <= j1 {
                     if g == MR {

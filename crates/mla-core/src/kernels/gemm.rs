@@ -377,32 +377,24 @@ const PAIRED_B_TILES: usize = 16;
 #[inline(always)]
 unsafe fn nt_paired_a<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &GemmArgs<E>) {
     let mut abuf = [0f32; PAIRED_A_LEN];
-    let (k, lanes) = (p.k, S::LANES);
-    let k_pair = k - k % (2 * lanes);
+    let k = p.k;
     let block = PAIRED_B_TILES * NR;
+    // All rows of A in one group (a batch of up to MR tokens): stored once
+    // for every block of B.
+    let whole = p.m <= MR;
+    if whole {
+        // SAFETY: rows 0..m <= MR of A; m * k <= MR * k <= PAIRED_A_LEN.
+        unsafe { pair_rows::<S, E>(p, 0, p.m, abuf.as_mut_ptr()) };
+    }
     let mut j0 = 0;
     while j0 < p.n {
         let nb = block.min(p.n - j0);
         let mut i = 0;
         while i < p.m {
             let mr = MR.min(p.m - i);
-            // SAFETY: rows i..i + mr <= m of A (k f32 each) into rows 0..mr
-            // of abuf (stride k; mr * k <= MR * k <= PAIRED_A_LEN): per 2L
-            // elements the two halves as E::aload_half gives them, then the
-            // rest as it is (the tiles load it plainly, as they load A).
-            unsafe {
-                for r in 0..mr {
-                    let (src, dst) = (p.a.add((i + r) * p.lda), abuf.as_mut_ptr().add(r * k));
-                    let mut kk = 0;
-                    while kk < k_pair {
-                        S::store(dst.add(kk), E::aload_half::<S, 0>(src.add(kk)));
-                        S::store(dst.add(kk + lanes), E::aload_half::<S, 1>(src.add(kk)));
-                        kk += 2 * lanes;
-                    }
-                    for q in k_pair..k {
-                        *dst.add(q) = *src.add(q);
-                    }
-                }
+            if !whole {
+                // SAFETY: rows i..i + mr <= m of A; mr * k <= PAIRED_A_LEN.
+                unsafe { pair_rows::<S, E>(p, i, mr, abuf.as_mut_ptr()) };
             }
             let q = GemmArgs::<PairedA<E>> {
                 a: abuf.as_ptr(),
@@ -424,6 +416,37 @@ unsafe fn nt_paired_a<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &Ge
             i += mr;
         }
         j0 += nb;
+    }
+}
+
+/// Rows `i .. i + mr` of A (`k` f32 each) into `dst` (row `r` at
+/// `dst + r * k`): per `2L` elements the two halves as [`Elem::aload_half`]
+/// gives them, then the rest as it is (the tiles load it plainly, as they
+/// load A).
+///
+/// # Safety
+/// Rows `i .. i + mr <= m` of `p`'s A; `dst` valid for `mr * k` f32; `S`
+/// available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn pair_rows<S: Simd, E: Elem>(p: &GemmArgs<E>, i: usize, mr: usize, dst: *mut f32) {
+    let (k, lanes) = (p.k, S::LANES);
+    let k_pair = k - k % (2 * lanes);
+    // SAFETY: rows below i + mr <= m of A and columns below k; rows below mr
+    // of dst (stride k).
+    unsafe {
+        for r in 0..mr {
+            let (src, out) = (p.a.add((i + r) * p.lda), dst.add(r * k));
+            let mut kk = 0;
+            while kk < k_pair {
+                S::store(out.add(kk), E::aload_half::<S, 0>(src.add(kk)));
+                S::store(out.add(kk + lanes), E::aload_half::<S, 1>(src.add(kk)));
+                kk += 2 * lanes;
+            }
+            for q in k_pair..k {
+                *out.add(q) = *src.add(q);
+            }
+        }
     }
 }
 
@@ -844,7 +867,13 @@ mod tests {
                 // Paired types: rows of B across two column blocks of
                 // nt_paired_a; k too long for its buffer (the pair-order
                 // loads of A instead).
-                shapes.extend([(1, 17, 2048), (9, 11, 512), (5, 53, 100), (4, 7, 3100)]);
+                shapes.extend([
+                    (1, 17, 2048),
+                    (9, 11, 512),
+                    (2, 53, 100),
+                    (5, 53, 100),
+                    (4, 7, 3100),
+                ]);
                 shapes
             },
             |case, c| {
