@@ -858,7 +858,7 @@ mod tests {
             "nt",
             Layout::Nt,
             |t, lanes| {
-                assert!(53 > PAIRED_B_TILES * t.nt_paired[1]);
+                assert!(70 > PAIRED_B_TILES * t.nt_paired[1]);
                 assert!(3100 * t.nt_paired[0] > PAIRED_A_LEN);
                 let ms = union(&[edges(t.nt_mr), edges(t.nt_paired[0])]);
                 let ns = union(&[edges(t.nt_nr), edges(t.nt_paired[1]), edges(t.matvec_nr)]);
@@ -870,8 +870,8 @@ mod tests {
                 shapes.extend([
                     (1, 17, 2048),
                     (9, 11, 512),
-                    (2, 53, 100),
-                    (5, 53, 100),
+                    (2, 70, 100),
+                    (5, 70, 100),
                     (4, 7, 3100),
                 ]);
                 shapes
