@@ -808,8 +808,9 @@ impl<'w, 'm> Engine<'w, 'm> {
     /// [`Engine::forward_mode`] on its engine alone with [`AttnMode::Absorb`],
     /// bitwise while `n` is below [`crate::kernels::PACK_MIN_ROWS`] (every
     /// product then sums each output in the same order for one row or many);
-    /// from that many rows on, the projections pack their weights and sum in
-    /// another order, so rows differ by f32 rounding. Against a naive-path call
+    /// from that many rows on, the projections pack their weights (f16, bf16
+    /// and FP8 weights; f32 except on AVX2) and sum in another order, so rows
+    /// differ by f32 rounding. Against a naive-path call
     /// (what [`AttnMode::Auto`] picks for a first token) they differ by f32
     /// rounding too.
     ///

@@ -662,7 +662,7 @@ fn nt_panels(isa: Isa, a: &Mat<f32>, b: &F8Mat, c: &mut MatMut) -> bool {
                 ) else {
                     return false;
                 };
-                if !nt_typed(isa, &a_blk, &bm, &mut t, None) {
+                if !nt_typed(isa, &a_blk, &bm, &mut t, None, false) {
                     return false;
                 }
                 for i in 0..mi {
@@ -1103,13 +1103,14 @@ mod tests {
         (codes, scales, deq)
     }
 
-    /// `C = A B^T` on `isa`, packing when `pack` (a `PACK_LEN` scratch).
+    /// `C = A B^T` on `isa`, packing when `pack` (a `PACK_LEN` scratch; an
+    /// f32 B too, on every ISA).
     fn nt(isa: Isa, x: &[f32], m: usize, k: usize, b: &MatE, pack: bool) -> Vec<f32> {
         let n = b.rows();
         let a = Mat::new(x, m, k, k).unwrap();
         let mut y = vec![f32::NAN; m * n];
         let mut scratch = vec![0f32; PACK_LEN];
-        assert!(gemm_nt_packed(
+        assert!(super::super::gemm_nt_packed_always(
             isa,
             &a,
             b,

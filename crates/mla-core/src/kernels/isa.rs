@@ -300,6 +300,21 @@ pub const PACK_NP: usize = 64;
 /// f32 of scratch one [`gemm_nt_packed`](super::gemm_nt_packed) call needs at
 /// most (any `k`).
 pub const PACK_LEN: usize = PACK_KC * PACK_NP;
+/// Whether [`gemm_nt_packed`](super::gemm_nt_packed) packs B on `isa` when B
+/// is f32 with rows of `k` (f16/bf16 always pack; FP8 has its own rule):
+/// everywhere but on AVX2 from [`PACK_KC`] up. There the packed kernel's
+/// broadcasts of A compete with its FMAs (256-bit operations are two
+/// micro-ops on Zen 1), while the dot-product tiles load both operands as
+/// vectors. Measured on Zen 1 (GFLOP/s, tiles against packed): projections
+/// (512 x 3072 x 2048, cold weights) 32-36 against 27-31; a head's key and
+/// value decompression (64 x 128 x 512) 36 against 30; a 512-token V2-Lite
+/// prefill with f32 weights 12% faster on one thread and on two. Shorter rows
+/// pay the tiles' final sums over fewer steps: the attention scores (k = 192,
+/// 512 queries x 64 keys) ran 32.5 against 36 packed, so they still pack.
+pub(crate) const fn packs_f32(isa: Isa, k: usize) -> bool {
+    !matches!(isa, Isa::Avx2) || k < PACK_KC
+}
+
 /// Least rows of A for which [`gemm_nt_packed`](super::gemm_nt_packed) packs
 /// (fewer: the dot-product form). Packing widens every panel of B once per
 /// block of A rows; below 32 rows that costs more than it saves: on an AVX2

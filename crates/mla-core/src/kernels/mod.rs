@@ -109,6 +109,7 @@ fn nt_typed<E: Elem>(
     b: &Mat<E>,
     c: &mut MatMut,
     pack: Option<&mut [f32]>,
+    force_pack: bool,
 ) -> bool {
     let Some(p) = GemmArgs::nt(a, b, c) else {
         return false;
@@ -117,6 +118,8 @@ fn nt_typed<E: Elem>(
         return true;
     }
     let isa = usable(isa);
+    // f32 B on an ISA whose dot-product tiles beat packing (isa::packs_f32).
+    let pack = pack.filter(|_| force_pack || E::as_f32(p.b).is_none() || isa::packs_f32(isa, p.k));
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(p.k) && p.m >= PACK_MIN_ROWS) {
         // SAFETY: the views checked their extents, the shapes agree (GemmArgs::nt),
@@ -145,7 +148,9 @@ pub fn gemm_nt_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
 }
 
 /// [`gemm_nt_with`] that may pack: with `pack` ([`pack_len`]`(k)` f32 of scratch)
-/// and at least [`PACK_MIN_ROWS`] rows of `A`, B is packed panel by panel and
+/// and at least [`PACK_MIN_ROWS`] rows of `A`, B is packed panel by panel
+/// (except an f32 B with `k >= PACK_KC` on AVX2, where the dot-product form
+/// is the faster) and
 /// each `C[i][j]` is summed in increasing `k` (instead of the lane order of the
 /// dot-product form). Either way the result depends only on the shapes, not on
 /// how callers split the rows of `B` or `C`.
@@ -156,12 +161,38 @@ pub fn gemm_nt_packed(
     c: &mut MatMut,
     pack: Option<&mut [f32]>,
 ) -> bool {
+    nt_with_pack(isa, a, b, c, pack, false)
+}
+
+/// [`gemm_nt_packed`]; with `force_pack`, an f32 B is packed on every ISA
+/// (the tests of the packed kernel), not only where that is faster.
+fn nt_with_pack(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &MatE,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+    force_pack: bool,
+) -> bool {
     match b {
-        MatE::F32(b) => nt_typed(isa, a, b, c, pack),
-        MatE::F16(b) => nt_typed(isa, a, b, c, pack),
-        MatE::BF16(b) => nt_typed(isa, a, b, c, pack),
+        MatE::F32(b) => nt_typed(isa, a, b, c, pack, force_pack),
+        MatE::F16(b) => nt_typed(isa, a, b, c, pack, force_pack),
+        MatE::BF16(b) => nt_typed(isa, a, b, c, pack, force_pack),
         MatE::F8(b) => f8::nt(isa, a, b, c, pack),
     }
+}
+
+/// [`gemm_nt_packed`] that packs f32 too on every ISA (`packs_f32`), so the
+/// packed kernel's tests cover it on every ISA here.
+#[cfg(test)]
+pub(crate) fn gemm_nt_packed_always(
+    isa: Isa,
+    a: &Mat<f32>,
+    b: &MatE,
+    c: &mut MatMut,
+    pack: Option<&mut [f32]>,
+) -> bool {
+    nt_with_pack(isa, a, b, c, pack, true)
 }
 
 /// `C += A B` for one element type of B (see [`gemm_nn`]).

@@ -305,7 +305,7 @@ pub(super) unsafe fn ntp<S: Simd, E: Elem, const MR: usize, const NV: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{cartesian, edges, test_a_kernel, Layout};
-    use super::super::{gemm_nt_packed, MatMut, PACK_KC, PACK_LEN, PACK_MIN_ROWS};
+    use super::super::{gemm_nt_packed_always, MatMut, PACK_KC, PACK_LEN, PACK_MIN_ROWS};
 
     /// The packed product (prefill) on every ISA here: rows of A around the
     /// tile (from `PACK_MIN_ROWS` up), columns around the panel width, k
@@ -336,7 +336,7 @@ mod tests {
                 let (isa, m, n, k) = (case.isa, case.m, case.n, case.k);
                 assert!(m >= PACK_MIN_ROWS, "a shape that would not pack");
                 let a = case.a_rows(0, m);
-                assert!(gemm_nt_packed(
+                assert!(gemm_nt_packed_always(
                     isa,
                     &a,
                     &case.b_rows(0, n),
@@ -352,7 +352,13 @@ mod tests {
                     }
                     let mut part = MatMut::new(&mut split[j0..], m, nj, n).unwrap();
                     let b = case.b_rows(j0, nj);
-                    assert!(gemm_nt_packed(isa, &a, &b, &mut part, Some(&mut pack)));
+                    assert!(gemm_nt_packed_always(
+                        isa,
+                        &a,
+                        &b,
+                        &mut part,
+                        Some(&mut pack)
+                    ));
                 }
                 for i in 0..m {
                     let whole = c.row(i).unwrap();
