@@ -1,10 +1,12 @@
 //! Batched decode throughput (`Engine::forward_batch`) beside its memory limit.
 //!
 //!     cargo run --release --example serve_bench -- [--ctx 1024,4096] [--n 1,2,4,8,16]
-//!         [--threads 1,2] [--dtype f32,bf16] [--layers 3] [--budget 1.5]
+//!         [--threads 1,2] [--dtype f32,bf16] [--cache f32] [--layers 3] [--budget 1.5]
 //!
 //! V2-Lite dims (d 2048, H 16, r 512, n 128, p 64, v 128, q_proj), random
-//! weights. Each of `--layers` layers has its own weights and 16 engines with
+//! weights (`--dtype`: f32, bf16, f16 or f8, the last FP8 E4M3 with 128 x 128
+//! block scales), latent caches in `--cache` (f32, bf16, f16 or f8, the FP8
+//! layout of the cache). Each of `--layers` layers has its own weights and 16 engines with
 //! their own caches filled to the context (rows appended, no prefill); steps
 //! go round the layers, so the weights are cold (larger than the last-level
 //! cache) at every call. A step is one `forward_batch` of `n` tokens (one per
@@ -70,6 +72,27 @@ fn cpu_seconds() -> f64 {
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
 
+/// The dtype named on the command line.
+fn dtype_of(s: &str) -> DType {
+    match s {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        "f8" | "f8_e4m3" => DType::F8E4M3,
+        _ => panic!("dtype {s}: f32, bf16, f16 or f8"),
+    }
+}
+
+/// The name printed for a dtype.
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        DType::F8E4M3 => "f8_e4m3",
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opt = |k: &str, d: &str| -> String {
@@ -89,33 +112,33 @@ fn main() {
         .split(',')
         .map(str::to_string)
         .collect();
+    let caches: Vec<DType> = opt("--cache", "f32").split(',').map(dtype_of).collect();
     let layers: usize = opt("--layers", "3").parse().unwrap();
     let budget: f64 = opt("--budget", "1.5").parse().unwrap();
     let n_max = *ns.iter().max().unwrap();
     let ctx_max = *ctxs.iter().max().unwrap();
 
-    let mut cfg = Config::deepseek_v2_lite();
-    cfg.max_seq_len = (ctx_max + 1) as u32;
-    cfg.max_tokens_per_call = n_max as u32;
-    cfg.validate().unwrap();
-    let dims = cfg.dims().unwrap();
-    let d = dims.d;
     let bw: Vec<(usize, f64)> = threads.iter().map(|&t| (t, bandwidth(t))).collect();
     println!(
-        "serve_bench: V2-Lite dims, {layers} layers x {n_max} engines, f32 cache, read bandwidth {}",
+        "serve_bench: V2-Lite dims, {layers} layers x {n_max} engines, read bandwidth {}",
         bw.iter()
             .map(|(t, b)| format!("{b:.1} GB/s ({t} thr)"))
             .collect::<Vec<_>>()
             .join(", ")
     );
     let two = Two;
-    for dt in &dtypes {
-        let dtype = match dt.as_str() {
-            "f32" => DType::F32,
-            "bf16" => DType::BF16,
-            "f16" => DType::F16,
-            _ => panic!("dtype {dt}"),
-        };
+    for (dt, &cache) in dtypes
+        .iter()
+        .flat_map(|dt| caches.iter().map(move |c| (dt, c)))
+    {
+        let dtype = dtype_of(dt);
+        let mut cfg = Config::deepseek_v2_lite();
+        cfg.max_seq_len = (ctx_max + 1) as u32;
+        cfg.max_tokens_per_call = n_max as u32;
+        cfg.cache_dtype = cache;
+        cfg.validate().unwrap();
+        let dims = cfg.dims().unwrap();
+        let d = dims.d;
         let ws: Vec<RandomWeights> = (0..layers)
             .map(|l| RandomWeights::new(&cfg, dtype, 1 + l as u64))
             .collect();
@@ -142,8 +165,9 @@ fn main() {
                     e.set_parallel(if t > 1 { Some(&two) } else { None });
                 }
                 println!(
-                    "\n{dt} weights ({} MB/layer), context {ctx}, {t} thread(s):",
-                    wbytes >> 20
+                    "\n{dt} weights ({} MB/layer), {} cache, context {ctx}, {t} thread(s):",
+                    wbytes >> 20,
+                    dtype_name(cache)
                 );
                 println!(
                     "   n  wall ms/step  cpu ms/step  tokens/s(cpu)  limit tok/s  of limit  vs n=1"
@@ -171,7 +195,7 @@ fn main() {
                     times.sort_by(f64::total_cmp);
                     let med = times[times.len() / 2];
                     let tps = n as f64 / cpu.max(1e-9);
-                    let bytes = wbytes + n * (ctx + 1) * dims.cache_row * 4;
+                    let bytes = wbytes + n * (ctx + 1) * dims.cache_row_bytes;
                     let limit = n as f64 * bwt * 1e9 / bytes as f64;
                     if n == ns[0] {
                         base = tps / n.max(1) as f64 * ns[0] as f64;
