@@ -111,6 +111,20 @@ macro_rules! isa_entry {
                 }
             }
 
+            /// The NT product with B widened ahead of the tiles
+            /// (`gemm::nt_widened`).
+            ///
+            /// # Safety
+            /// Extents checked by the builder of `p`; `buf` valid for `len`
+            /// f32, `len >= T.nt_nr * k`; the ISA is available.
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            $(#[target_feature(enable = $feat)])?
+            pub(crate) unsafe fn nt_widened<E: Elem>(p: &GemmArgs<E>, buf: *mut f32, len: usize) {
+                const T: Tiles = tiles($isa);
+                // SAFETY: forwarded.
+                unsafe { gemm::nt_widened::<S, E, { T.nt_mr }, { T.nt_nr }>(p, buf, len) }
+            }
+
             /// The NN accumulation (`gemm::nn`).
             ///
             /// # Safety

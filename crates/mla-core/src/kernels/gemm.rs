@@ -348,6 +348,66 @@ unsafe fn nt_blocks<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &Gemm
     }
 }
 
+/// NT with an f16/bf16 B and many rows of A, in the f32 dot-product tiles:
+/// for each block of rows of A (kept in L2, as [`nt_blocks`]), the rows of B
+/// are widened to f32 into `buf`, as many whole tiles of `NR` rows as it
+/// holds, and every tile of the block runs on them with plain loads. Each
+/// row of B is widened once per block of A (at V2-Lite dims and 512 rows of
+/// A, four times) instead of once per tile as the `E` tiles do, and the
+/// tiles do not broadcast as the packed product does. Each `C[i][j]` sums
+/// as the f32 dot-product form does on the widened values.
+///
+/// # Safety
+/// Extents checked by the builder of `p`; `buf` valid for `len` f32 with
+/// `len >= NR * k`; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) unsafe fn nt_widened<S: Simd, E: Elem, const MR: usize, const NR: usize>(
+    p: &GemmArgs<E>,
+    buf: *mut f32,
+    len: usize,
+) {
+    let k = p.k.max(1);
+    let rows_fit = (len / k / NR).max(1) * NR;
+    let rows_per_block = (NT_A_BLOCK_BYTES / (k * core::mem::size_of::<f32>()) / MR).max(1) * MR;
+    let mut i0 = 0;
+    while i0 < p.m {
+        let i1 = p.m.min(i0 + rows_per_block);
+        let mut j0 = 0;
+        while j0 < p.n {
+            let nb = rows_fit.min(p.n - j0);
+            // SAFETY (block): rows j0..j0 + nb <= n of B (k elements each)
+            // into rows of buf (nb * k <= rows_fit * k <= len); the tiles
+            // read rows i0..i1 <= m of A and write columns j0..j0 + nb of
+            // C; S available.
+            unsafe {
+                for r in 0..nb {
+                    super::vecops::widen_row::<S, E>(
+                        p.b.add((j0 + r) * p.ldb),
+                        buf.add(r * k),
+                        p.k,
+                    );
+                }
+                let q = GemmArgs::<f32> {
+                    a: p.a,
+                    lda: p.lda,
+                    m: p.m,
+                    b: buf,
+                    ldb: k,
+                    n: nb,
+                    k: p.k,
+                    c: p.c.add(j0),
+                    ldc: p.ldc,
+                    pf: 0,
+                };
+                nt_rows::<S, f32, MR, NR>(&q, i0, i1);
+            }
+            j0 += nb;
+        }
+        i0 = i1;
+    }
+}
+
 /// f32 of the stack buffer that holds `PMR` rows of A in pair order
 /// ([`nt_paired_a`]): 24 KiB, rows of up to 2048 elements with AVX2's 3-row
 /// bf16 tiles.
@@ -846,6 +906,89 @@ mod tests {
     use super::super::test_util::{cartesian, edges, test_a_kernel, union, Layout};
     use super::super::{gemm_nn_with, gemm_nt_with, Isa, Mat, MatE, MatMut};
     use super::{ONE_ROW_KB, PAIRED_A_LEN, PAIRED_B_TILES};
+
+    /// f16/bf16 weights with many rows of A where f32 products do not pack
+    /// (`isa::packs_f32`, AVX2 from `PACK_KC` up): B widened into the
+    /// scratch ahead of the f32 tiles. Bit for bit the f32 dot-product
+    /// product on the widened weights, unchanged by splitting the rows of B,
+    /// within 1e-5 of f64. Shapes: several blocks of widened rows (k = 1030:
+    /// 15 rows a block) with a ragged last one, two blocks of rows of A
+    /// (260 rows of 1030 f32 pass 1 MiB), edge tiles of A.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn widened_weights_match_f32_tiles_on_their_values() {
+        use super::super::test_util::{isas_here, rand};
+        use super::super::{gemm_nt_packed, isa::packs_f32, PACK_KC, PACK_LEN, PACK_MIN_ROWS};
+        use half::{bf16, f16};
+        let mut pack = vec![0f32; PACK_LEN];
+        let mut covered = false;
+        for isa in isas_here() {
+            for (m, n, k) in [(32, 70, 1030), (37, 8, 256), (260, 31, 1030), (33, 3, 5000)] {
+                assert!(m >= PACK_MIN_ROWS && k >= PACK_KC);
+                covered |= !packs_f32(isa, k);
+                let a = rand(m * k, (m * k) as u64);
+                let w = rand(n * k, n as u64 + 7);
+                let wb: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
+                let wh: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();
+                let am = Mat::new(&a, m, k, k).unwrap();
+                for (name, widened) in [
+                    ("bf16", wb.iter().map(|x| x.to_f32()).collect::<Vec<f32>>()),
+                    ("f16", wh.iter().map(|x| x.to_f32()).collect()),
+                ] {
+                    let b = |j0: usize, nj: usize| match name {
+                        "bf16" => MatE::BF16(Mat::new(&wb[j0 * k..], nj, k, k).unwrap()),
+                        _ => MatE::F16(Mat::new(&wh[j0 * k..], nj, k, k).unwrap()),
+                    };
+                    let mut got = vec![0f32; m * n];
+                    let mut cm = MatMut::new(&mut got, m, n, n).unwrap();
+                    assert!(gemm_nt_packed(isa, &am, &b(0, n), &mut cm, Some(&mut pack)));
+                    let ctx = format!("{isa:?} {name} {m}x{n}x{k}");
+                    if !packs_f32(isa, k) {
+                        let mut want = vec![0f32; m * n];
+                        let wm = MatE::F32(Mat::new(&widened, n, k, k).unwrap());
+                        let mut cm = MatMut::new(&mut want, m, n, n).unwrap();
+                        assert!(gemm_nt_with(isa, &am, &wm, &mut cm));
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{ctx}: not the f32 tiles on the widened weights");
+                    }
+                    let cut = n / 2 + 1;
+                    let mut split = vec![0f32; m * n];
+                    for (j0, nj) in [(0, cut), (cut, n - cut)] {
+                        if nj > 0 {
+                            let mut part = MatMut::new(&mut split[j0..], m, nj, n).unwrap();
+                            assert!(gemm_nt_packed(
+                                isa,
+                                &am,
+                                &b(j0, nj),
+                                &mut part,
+                                Some(&mut pack)
+                            ));
+                        }
+                    }
+                    let same = got
+                        .iter()
+                        .zip(&split)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{ctx}: splitting B changed bits");
+                    for i in (0..m).step_by(7) {
+                        for j in 0..n {
+                            let r: f64 = (0..k)
+                                .map(|t| a[i * k + t] as f64 * widened[j * k + t] as f64)
+                                .sum();
+                            let g = got[i * n + j] as f64;
+                            assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{ctx}: {g} vs {r}");
+                        }
+                    }
+                }
+            }
+        }
+        if !covered {
+            eprintln!("SKIPPED: widened weights: every ISA here packs f32 (no AVX2)");
+        }
+    }
 
     /// NT on every ISA here and every tile edge (rows of A around MR, rows of
     /// B around NR and the mat-vec tile, k around the lanes, and long k), for
