@@ -116,13 +116,19 @@ macro_rules! isa_entry {
             ///
             /// # Safety
             /// Extents checked by the builder of `p`; `buf` valid for `len`
-            /// f32, `len >= T.nt_nr * k`; the ISA is available.
+            /// f32, `len >= T.nt_nr * k`; with `f8`, `p.b` its codes; the ISA
+            /// is available.
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             $(#[target_feature(enable = $feat)])?
-            pub(crate) unsafe fn nt_widened<E: Elem>(p: &GemmArgs<E>, buf: *mut f32, len: usize) {
+            pub(crate) unsafe fn nt_widened<E: Elem>(
+                p: &GemmArgs<E>,
+                buf: *mut f32,
+                len: usize,
+                f8: Option<&super::super::mat::F8Mat>,
+            ) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nt_widened::<S, E, { T.nt_mr }, { T.nt_nr }>(p, buf, len) }
+                unsafe { gemm::nt_widened::<S, E, { T.nt_mr }, { T.nt_nr }>(p, buf, len, f8) }
             }
 
             /// The NN accumulation (`gemm::nn`).

@@ -110,6 +110,15 @@ impl F8Args<'_> {
     }
 }
 
+/// Whether [`nt`] with `len` f32 of packing scratch runs the f32 tiles on
+/// dequantized rows rather than packing: where f32 weights with rows of `k`
+/// are not packed ([`packs_f32`](super::isa::packs_f32)) and a tile's rows
+/// of B fit the scratch.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) fn widens(isa: Isa, k: usize, len: usize) -> bool {
+    !super::isa::packs_f32(isa, k) && len >= super::isa::tiles(isa).nt_nr.saturating_mul(k)
+}
+
 /// `C = A B^T` with B FP8 (`A` m x k f32, `B` n x k, `C` m x n). False (and
 /// nothing written) if the shapes disagree. With `pack` ([`pack_len`]`(k)`
 /// f32) and at least [`PACK_MIN_ROWS`] rows of A, the packed product
@@ -157,6 +166,15 @@ pub(super) fn nt(
                 ldc: c.stride,
                 pf: 0,
             };
+            // Where f32 weights are not packed (isa::packs_f32), the f32
+            // tiles on rows dequantized into the scratch, as for bf16, if a
+            // tile's rows fit: the same bits as f32 weights holding the
+            // dequantized values.
+            if widens(isa, k, pack.len()) {
+                // SAFETY: as below; pack holds at least NR rows of k f32.
+                unsafe { dispatch!(isa, nt_widened(&p, pack.as_mut_ptr(), pack.len(), Some(b))) };
+                return true;
+            }
             // SAFETY: A and C checked their extents at construction, B is n
             // rows of k codes (the slice above; E4m3 is a transparent byte);
             // pack holds pack_len(k) f32; the ISA is usable.
@@ -540,6 +558,53 @@ unsafe fn scale_rows<S: Simd>(p: &F8Args, i: usize, g: usize, k_vec: usize, dst:
 
 // The packed product's k-slices start on scale blocks (scale_panel).
 const _: () = assert!(super::PACK_KC.is_multiple_of(F8_BLOCK));
+
+/// Row `j` of `b`'s view, widened to [`E4m3`] units in `row` (`k` f32),
+/// times its block scales in place: the dequantized weights exactly, by the
+/// arithmetic of [`scale_panel`] (the scale folded with `2^120` when that
+/// is finite, else the two factors in turn).
+///
+/// # Safety
+/// `row` valid for `k` f32; `j` a row of the view and `k` at most its
+/// columns; `S` available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) unsafe fn scale_row<S: Simd>(b: &F8Mat, j: usize, row: *mut f32, k: usize) {
+    let lanes = S::LANES;
+    // SAFETY (whole body): offsets t < k of row.
+    unsafe {
+        let mut kb = 0;
+        while kb < k {
+            let end = k.min(kb + F8_BLOCK);
+            let sc = b.scale_of(j, kb);
+            let folded = sc * TWO_120;
+            let (f, s, two_steps) = if folded.is_finite() {
+                (folded, 1.0, false)
+            } else {
+                (sc, TWO_120, true)
+            };
+            let (fv, sv) = (S::splat(f), S::splat(s));
+            let mut t = kb;
+            while t + lanes <= end {
+                let mut x = S::mul(S::load(row.add(t)), fv);
+                if two_steps {
+                    x = S::mul(x, sv);
+                }
+                S::store(row.add(t), x);
+                t += lanes;
+            }
+            while t < end {
+                let mut x = *row.add(t) * f;
+                if two_steps {
+                    x *= s;
+                }
+                *row.add(t) = x;
+                t += 1;
+            }
+            kb = end;
+        }
+    }
+}
 
 /// Applies the block scales to a packed panel of FP8 units (`pack::ntp`):
 /// `pack[kk * np + jj] *= scale(j0 + jj, k0 + kk) * 2^120`, which makes each
@@ -1173,7 +1238,12 @@ mod tests {
                             );
                         }
                         if m >= PACK_MIN_ROWS {
-                            let want = nt(isa, x, m, cols, &b32, true);
+                            // The FP8 weights and their dequantized f32 in the
+                            // same form: both packed, or where FP8 rows are
+                            // dequantized for the f32 tiles (`widens`), the
+                            // f32 tiles.
+                            let widened = super::widens(isa, cols, PACK_LEN);
+                            let want = nt(isa, x, m, cols, &b32, !widened);
                             let got = nt(isa, x, m, cols, &b8, true);
                             assert!(bits_eq(&got, &want), "{ctx}: packed != dequantized packed");
                         }

@@ -355,17 +355,22 @@ unsafe fn nt_blocks<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &Gemm
 /// row of B is widened once per block of A (at V2-Lite dims and 512 rows of
 /// A, four times) instead of once per tile as the `E` tiles do, and the
 /// tiles do not broadcast as the packed product does. Each `C[i][j]` sums
-/// as the f32 dot-product form does on the widened values.
+/// as the f32 dot-product form does on the widened values. With `f8` (B's
+/// codes as [`E4m3`](super::simd::E4m3) units) each widened row is
+/// multiplied by its block scales ([`scale_row`](super::f8::scale_row)):
+/// the rows then hold the dequantized weights exactly.
 ///
 /// # Safety
 /// Extents checked by the builder of `p`; `buf` valid for `len` f32 with
-/// `len >= NR * k`; `S` available.
+/// `len >= NR * k`; `S` available; with `f8`, `p.b` is its codes (`n` rows
+/// of `k`).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 pub(super) unsafe fn nt_widened<S: Simd, E: Elem, const MR: usize, const NR: usize>(
     p: &GemmArgs<E>,
     buf: *mut f32,
     len: usize,
+    f8: Option<&super::mat::F8Mat>,
 ) {
     let k = p.k.max(1);
     let rows_fit = (len / k / NR).max(1) * NR;
@@ -382,11 +387,11 @@ pub(super) unsafe fn nt_widened<S: Simd, E: Elem, const MR: usize, const NR: usi
             // C; S available.
             unsafe {
                 for r in 0..nb {
-                    super::vecops::widen_row::<S, E>(
-                        p.b.add((j0 + r) * p.ldb),
-                        buf.add(r * k),
-                        p.k,
-                    );
+                    let row = buf.add(r * k);
+                    super::vecops::widen_row::<S, E>(p.b.add((j0 + r) * p.ldb), row, p.k);
+                    if let Some(f8) = f8 {
+                        super::f8::scale_row::<S>(f8, j0 + r, row, p.k);
+                    }
                 }
                 let q = GemmArgs::<f32> {
                     a: p.a,

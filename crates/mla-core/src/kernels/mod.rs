@@ -129,7 +129,7 @@ fn nt_typed<E: Elem>(
             && pack.len() >= isa::tiles(isa).nt_nr.saturating_mul(p.k)
         {
             // SAFETY: as below; pack holds at least NR rows of k f32.
-            unsafe { dispatch!(isa, nt_widened(&p, pack.as_mut_ptr(), pack.len())) };
+            unsafe { dispatch!(isa, nt_widened(&p, pack.as_mut_ptr(), pack.len(), None)) };
             return true;
         }
         // SAFETY: the views checked their extents, the shapes agree (GemmArgs::nt),
