@@ -158,12 +158,14 @@ pub fn gemm_nt_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
 }
 
 /// [`gemm_nt_with`] that may pack: with `pack` ([`pack_len`]`(k)` f32 of scratch)
-/// and at least [`PACK_MIN_ROWS`] rows of `A`, B is packed panel by panel
-/// (except an f32 B with `k >= PACK_KC` on AVX2, where the dot-product form
-/// is the faster) and
+/// and at least [`PACK_MIN_ROWS`] rows of `A`, B is packed panel by panel and
 /// each `C[i][j]` is summed in increasing `k` (instead of the lane order of the
-/// dot-product form). Either way the result depends only on the shapes, not on
-/// how callers split the rows of `B` or `C`.
+/// dot-product form). Except on AVX2 with `k >= PACK_KC`, where the
+/// dot-product form is the faster: there an f32 B is used as it is, and an
+/// f16, bf16 or FP8 B is widened (dequantized) into `pack` a few whole tiles
+/// of rows at a time, and the sums keep the dot-product order. Either way the
+/// result depends only on the shapes, not on how callers split the rows of
+/// `B` or `C`.
 pub fn gemm_nt_packed(
     isa: Isa,
     a: &Mat<f32>,
