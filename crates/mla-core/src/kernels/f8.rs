@@ -110,15 +110,6 @@ impl F8Args<'_> {
     }
 }
 
-/// Whether [`nt`] with `len` f32 of packing scratch runs the f32 tiles on
-/// dequantized rows rather than packing: where f32 weights with rows of `k`
-/// are not packed ([`packs_f32`](super::isa::packs_f32)) and a tile's rows
-/// of B fit the scratch.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(super) fn widens(isa: Isa, k: usize, len: usize) -> bool {
-    !super::isa::packs_f32(isa, k) && len >= super::isa::tiles(isa).nt_nr.saturating_mul(k)
-}
-
 /// `C = A B^T` with B FP8 (`A` m x k f32, `B` n x k, `C` m x n). False (and
 /// nothing written) if the shapes disagree. With `pack` ([`pack_len`]`(k)`
 /// f32) and at least [`PACK_MIN_ROWS`] rows of A, the packed product
@@ -166,11 +157,10 @@ pub(super) fn nt(
                 ldc: c.stride,
                 pf: 0,
             };
-            // Where f32 weights are not packed (isa::packs_f32), the f32
-            // tiles on rows dequantized into the scratch, as for bf16, if a
-            // tile's rows fit: the same bits as f32 weights holding the
-            // dequantized values.
-            if widens(isa, k, pack.len()) {
+            // Where f32 weights are not packed, the f32 tiles on rows
+            // dequantized into the scratch, as for bf16 (isa::widens): the
+            // same bits as f32 weights holding the dequantized values.
+            if super::isa::widens(isa, k, pack.len()) {
                 // SAFETY: as below; pack holds at least NR rows of k f32.
                 unsafe { dispatch!(isa, nt_widened(&p, pack.as_mut_ptr(), pack.len(), Some(b))) };
                 return true;
@@ -1242,7 +1232,7 @@ mod tests {
                             // same form: both packed, or where FP8 rows are
                             // dequantized for the f32 tiles (`widens`), the
                             // f32 tiles.
-                            let widened = super::widens(isa, cols, PACK_LEN);
+                            let widened = super::super::isa::widens(isa, cols, PACK_LEN);
                             let want = nt(isa, x, m, cols, &b32, !widened);
                             let got = nt(isa, x, m, cols, &b8, true);
                             assert!(bits_eq(&got, &want), "{ctx}: packed != dequantized packed");

@@ -348,7 +348,8 @@ unsafe fn nt_blocks<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &Gemm
     }
 }
 
-/// NT with an f16/bf16 B and many rows of A, in the f32 dot-product tiles:
+/// NT with an f16, bf16 or FP8 B and many rows of A, in the f32 dot-product
+/// tiles ([`widens`](super::isa::widens)):
 /// for each block of rows of A (kept in L2, as [`nt_blocks`]), the rows of B
 /// are widened to f32 into `buf`, as many whole tiles of `NR` rows as it
 /// holds, and every tile of the block runs on them with plain loads. Each

@@ -315,6 +315,15 @@ pub(crate) const fn packs_f32(isa: Isa, k: usize) -> bool {
     !matches!(isa, Isa::Avx2) || k < PACK_KC
 }
 
+/// Whether a product with many rows of A and an f16, bf16 or FP8 B of rows
+/// of `k`, given `len` f32 of packing scratch, runs the f32 dot-product tiles
+/// on B's rows widened into that scratch instead of packing: where an f32 B
+/// would not be packed ([`packs_f32`]) and one tile's rows of B fit.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) const fn widens(isa: Isa, k: usize, len: usize) -> bool {
+    !packs_f32(isa, k) && len >= tiles(isa).nt_nr.saturating_mul(k)
+}
+
 /// Least rows of A for which [`gemm_nt_packed`](super::gemm_nt_packed) packs
 /// (fewer: the dot-product form). Packing widens every panel of B once per
 /// block of A rows; below 32 rows that costs more than it saves: on an AVX2

@@ -122,12 +122,9 @@ fn nt_typed<E: Elem>(
     let pack = pack.filter(|_| force_pack || E::as_f32(p.b).is_none() || isa::packs_f32(isa, p.k));
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if let Some(pack) = pack.filter(|pk| pk.len() >= pack_len(p.k) && p.m >= PACK_MIN_ROWS) {
-        // f16/bf16 B where the f32 tiles beat packing (isa::packs_f32): the
-        // tiles on B widened into the scratch, if a tile's rows fit.
-        if !force_pack
-            && !isa::packs_f32(isa, p.k)
-            && pack.len() >= isa::tiles(isa).nt_nr.saturating_mul(p.k)
-        {
+        // f16/bf16 B where the f32 tiles beat packing: the tiles on B
+        // widened into the scratch (isa::widens).
+        if !force_pack && isa::widens(isa, p.k, pack.len()) {
             // SAFETY: as below; pack holds at least NR rows of k f32.
             unsafe { dispatch!(isa, nt_widened(&p, pack.as_mut_ptr(), pack.len(), None)) };
             return true;
