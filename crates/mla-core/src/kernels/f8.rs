@@ -1165,12 +1165,13 @@ mod tests {
         let a = Mat::new(x, m, k, k).unwrap();
         let mut y = vec![f32::NAN; m * n];
         let mut scratch = vec![0f32; PACK_LEN];
-        assert!(super::super::gemm_nt_packed_always(
+        assert!(super::super::nt_with_pack(
             isa,
             &a,
             b,
             &mut MatMut::new(&mut y, m, n, n).unwrap(),
-            pack.then_some(&mut scratch[..])
+            pack.then_some(&mut scratch[..]),
+            true
         ));
         y
     }

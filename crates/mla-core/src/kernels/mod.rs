@@ -173,8 +173,8 @@ pub fn gemm_nt_packed(
     nt_with_pack(isa, a, b, c, pack, false)
 }
 
-/// [`gemm_nt_packed`]; with `force_pack`, an f32 B is packed on every ISA
-/// (the tests of the packed kernel), not only where that is faster.
+/// [`gemm_nt_packed`]; with `force_pack`, B is packed on every ISA (the
+/// tests of the packed kernel call this), not only where that is faster.
 fn nt_with_pack(
     isa: Isa,
     a: &Mat<f32>,
@@ -189,19 +189,6 @@ fn nt_with_pack(
         MatE::BF16(b) => nt_typed(isa, a, b, c, pack, force_pack),
         MatE::F8(b) => f8::nt(isa, a, b, c, pack),
     }
-}
-
-/// [`gemm_nt_packed`] that packs f32 too on every ISA (`packs_f32`), so the
-/// packed kernel's tests cover it on every ISA here.
-#[cfg(test)]
-pub(crate) fn gemm_nt_packed_always(
-    isa: Isa,
-    a: &Mat<f32>,
-    b: &MatE,
-    c: &mut MatMut,
-    pack: Option<&mut [f32]>,
-) -> bool {
-    nt_with_pack(isa, a, b, c, pack, true)
 }
 
 /// `C += A B` for one element type of B (see [`gemm_nn`]).

@@ -305,7 +305,7 @@ pub(super) unsafe fn ntp<S: Simd, E: Elem, const MR: usize, const NV: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{cartesian, edges, test_a_kernel, Layout};
-    use super::super::{gemm_nt_packed_always, MatMut, PACK_KC, PACK_LEN, PACK_MIN_ROWS};
+    use super::super::{nt_with_pack, MatMut, PACK_KC, PACK_LEN, PACK_MIN_ROWS};
 
     /// The packed product (prefill) on every ISA here: rows of A around the
     /// tile (from `PACK_MIN_ROWS` up), columns around the panel width, k
@@ -336,12 +336,13 @@ mod tests {
                 let (isa, m, n, k) = (case.isa, case.m, case.n, case.k);
                 assert!(m >= PACK_MIN_ROWS, "a shape that would not pack");
                 let a = case.a_rows(0, m);
-                assert!(gemm_nt_packed_always(
+                assert!(nt_with_pack(
                     isa,
                     &a,
                     &case.b_rows(0, n),
                     c,
-                    Some(&mut pack)
+                    Some(&mut pack),
+                    true
                 ));
                 // The rows of B in two parts: the same bits.
                 let cut = n / 2;
@@ -352,13 +353,7 @@ mod tests {
                     }
                     let mut part = MatMut::new(&mut split[j0..], m, nj, n).unwrap();
                     let b = case.b_rows(j0, nj);
-                    assert!(gemm_nt_packed_always(
-                        isa,
-                        &a,
-                        &b,
-                        &mut part,
-                        Some(&mut pack)
-                    ));
+                    assert!(nt_with_pack(isa, &a, &b, &mut part, Some(&mut pack), true));
                 }
                 for i in 0..m {
                     let whole = c.row(i).unwrap();
