@@ -91,7 +91,7 @@
 //!
 //! | absorbed ([`AbsorbedSlot`]) | shape           | naive ([`NaiveSlot`]) | shape             |
 //! |-----------------------------|-----------------|-----------------------|-------------------|
-//! | `latent_acc`                | `[r][Hp]`       | `keys`                | `[nb][n+p]`       |
+//! | `latent_acc`                | `[Hp][r]`       | `keys`                | `[nb][n+p]`       |
 //! | `max`, `sum`                | `[Hp]` each     | `values`              | `[nb][v]`         |
 //! | `weights`                   | `[ab]`          | `scores`              | `[T][nb]`         |
 //! | `rows` (f16/bf16/FP8 or DSA) | `[ab][cache_row]` | `max`, `sum`       | `[T]` each        |
@@ -513,8 +513,8 @@ layout! {
             return Err("running_max");
         };
     } {
-        /// `[r][Hp]` partial latent sums (heads across, as the scores).
-        latent_acc: [f32; prod(&[dims.r, heads_padded])],
+        /// `[Hp][r]` partial latent sums (a head's sums contiguous).
+        latent_acc: [f32; prod(&[heads_padded, dims.r])],
         /// `[Hp]` running max per head.
         running_max: [f32; Some(heads_padded)],
         /// `[Hp]` running sum per head.

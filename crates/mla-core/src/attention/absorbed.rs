@@ -328,14 +328,11 @@ fn split_rows(
             ),
             Fault::Softmax,
         )?;
-        // acc[j][h] = alpha_h acc[j][h] + sum_b P^T[b][h] rows[b][j]: the
-        // probabilities stay heads-across, each cached row is read once.
-        if rescale.iter().take(h_n).any(|&a| a != 1.0) {
-            for acc_row in latent_acc.chunks_exact_mut(hp.max(1)) {
-                acc_row
-                    .iter_mut()
-                    .zip(rescale.iter())
-                    .for_each(|(x, &a)| *x *= a);
+        // acc[h][j] = alpha_h acc[h][j] + sum_b P[b][h] rows[b][j]: each
+        // cached row is read once, as vectors, for all heads.
+        for (acc_h, &a) in latent_acc.chunks_exact_mut(r.max(1)).zip(rescale.iter()) {
+            if a != 1.0 {
+                kernels::scale(acc_h, a);
             }
         }
         let probs = scores_t
@@ -343,7 +340,7 @@ fn split_rows(
             .and_then(|s| Mat::new(s, cnt, hp, hp))
             .ok_or(Fault::Slot)?;
         let latents = Mat::new(rows, cnt, r, c).ok_or(Fault::Cache)?;
-        let mut acc_mat = MatMut::new(latent_acc, r, hp, hp).ok_or(Fault::Slot)?;
+        let mut acc_mat = MatMut::new(latent_acc, hp, r, r).ok_or(Fault::Slot)?;
         ensure(
             kernels::attn_sum(isa, &latents, &probs, &mut acc_mat),
             Fault::Shapes,
@@ -363,9 +360,8 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// Range `si`'s running max and sum of head `h`, and its latent
-    /// accumulator (`[r][Hp]`, all heads).
-    fn get(&self, si: usize, h: usize, len: usize) -> Result<(f32, f32, &[f32]), Fault> {
+    /// Range `si`'s running max, sum and latent sums (`r` values) of head `h`.
+    fn get(&self, si: usize, h: usize, r: usize) -> Result<(f32, f32, &[f32]), Fault> {
         let slot = self
             .slots
             .get(si * self.slot_bytes..)
@@ -374,7 +370,9 @@ impl Parts<'_> {
         let part = (
             lay.running_max.get::<f32>(slot).and_then(|m| m.get(h)),
             lay.running_sum.get::<f32>(slot).and_then(|l| l.get(h)),
-            lay.latent_acc.get::<f32>(slot).and_then(|a| a.get(..len)),
+            lay.latent_acc
+                .get::<f32>(slot)
+                .and_then(|a| a.get(h.checked_mul(r)?..h.checked_add(1)?.checked_mul(r)?)),
         );
         match part {
             (Some(&m), Some(&l), Some(acc)) => Ok((m, l, acc)),
@@ -387,26 +385,20 @@ impl Parts<'_> {
 /// (`r` values), divided by the softmax denominator (with the head's sink).
 fn combine(inp: &Inputs, h: usize, parts: &Parts, acc_h: &mut [f32]) -> Result<(), Fault> {
     let r = inp.dims.r;
-    let hp = round16(inp.dims.h).ok_or(Fault::Slot)?;
-    let len = r.checked_mul(hp).ok_or(Fault::Slot)?;
     let mut m = f32::NEG_INFINITY;
     for si in 0..parts.splits {
-        m = m.max(parts.get(si, h, len)?.0);
+        m = m.max(parts.get(si, h, r)?.0);
     }
     acc_h.iter_mut().for_each(|x| *x = 0.0);
     let mut l = 0.0f32;
     for si in 0..parts.splits {
-        let (ms, ls, acc_s) = parts.get(si, h, len)?;
+        let (ms, ls, acc_s) = parts.get(si, h, r)?;
         let f = if ms == f32::NEG_INFINITY {
             0.0
         } else {
             libm::expf(ms - m)
         };
-        // Head h is column h of the range's [r][Hp] accumulator.
-        for (d, s) in acc_h
-            .iter_mut()
-            .zip(acc_s.iter().skip(h).step_by(hp.max(1)))
-        {
+        for (d, s) in acc_h.iter_mut().zip(acc_s) {
             *d += f * s;
         }
         l += f * ls;

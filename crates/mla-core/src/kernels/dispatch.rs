@@ -155,8 +155,9 @@ macro_rules! isa_entry {
                 unsafe { gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, false, true>(p) }
             }
 
-            /// The attention sum's TN accumulation (`gemm::nn` with `TA`:
-            /// latent columns broadcast against the heads' weights).
+            /// The attention sum's TN accumulation (`gemm::nn` with `TA`
+            /// and the NN tiles: the heads' weights broadcast against
+            /// vectors of the rows' latent columns).
             ///
             /// # Safety
             /// Extents checked by the builder of `p` (`GemmArgs::tn`); the ISA
@@ -165,7 +166,7 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn attn_tn(p: &GemmArgs<f32>) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, true, false>(p) }
+                unsafe { gemm::nn::<S, f32, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }, true, false>(p) }
             }
 
             /// `softmax::online_softmax_row`.

@@ -1096,11 +1096,11 @@ mod tests {
     }
 
     /// The attention products on every ISA here and every tile edge (rows
-    /// around MR and the tall MR, heads around the NV-vector block, one
-    /// vector, 16 and 128): the scores bit for bit as the general NN product
-    /// (with and without prefetching ahead), the latent sum bit for bit as the
-    /// NN product of the transposed operands (where that one runs in vectors),
-    /// both within 1e-5 of f64.
+    /// around the attention and NN tiles' MR and tall MR, columns around
+    /// their NV-vector blocks, one vector, 16 and 128): the scores bit for
+    /// bit as the general NN product (with and without prefetching ahead),
+    /// the latent sum bit for bit as the NN product of the transposed
+    /// weights and the rows, both within 1e-5 of f64.
     #[test]
     #[cfg_attr(miri, ignore)]
     fn attention_products_all_isas_all_edges() {
@@ -1108,8 +1108,18 @@ mod tests {
         use super::super::{attn_scores, attn_sum, isa::lanes, isa::tiles};
         for isa in isas_here() {
             let (t, l) = (tiles(isa), lanes(isa));
-            let ms = union(&[edges(t.attn_mr), edges(t.attn_tall_mr)]);
-            let ns = union(&[edges(t.attn_nv * l), edges(l), vec![16, 128]]);
+            let ms = union(&[
+                edges(t.attn_mr),
+                edges(t.attn_tall_mr),
+                edges(t.nn_mr),
+                edges(t.nn_tall_mr),
+            ]);
+            let ns = union(&[
+                edges(t.attn_nv * l),
+                edges(t.nn_nv * l),
+                edges(l),
+                vec![16, 128],
+            ]);
             for (s, &(m, n, k)) in cartesian(&ms, &ns, &[1, 2, 7, 33, 576]).iter().enumerate() {
                 let seed = 4 * s as u64;
                 // Scores: A m x k (row stride k + 5), B k x n, C m x n.
@@ -1142,38 +1152,33 @@ mod tests {
                         assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "scores {g} vs {r}");
                     }
                 }
-                // Sum: R k x m (row stride m + 3), P k x n, Acc m x n; against
-                // (P^T R)^T from the NN product.
-                let ldr = m + 3;
+                // Sum: R k x n (the rows' latent columns, row stride n + 3),
+                // P k x m (the heads' weights), Acc m x n: Acc += P^T R,
+                // against the NN product of P^T and R.
+                let ldr = n + 3;
                 let rr = rand(k * ldr, seed + 3);
-                let p = rand(k * n, seed + 4);
+                let p = rand(k * m, seed + 4);
                 let acc0 = rand(m * n, seed + 5);
                 let mut got = acc0.clone();
-                let rm = Mat::new(&rr, k, m, ldr).unwrap();
-                let pm = Mat::new(&p, k, n, n).unwrap();
+                let rm = Mat::new(&rr, k, n, ldr).unwrap();
+                let pm = Mat::new(&p, k, m, m).unwrap();
                 let mut gm = MatMut::new(&mut got, m, n, n).unwrap();
                 assert!(attn_sum(isa, &rm, &pm, &mut gm));
-                let pt: Vec<f32> = (0..n * k).map(|x| p[(x % k) * n + x / k]).collect();
-                let mut want_t: Vec<f32> = (0..n * m).map(|x| acc0[(x % m) * n + x / m]).collect();
-                let ptm = Mat::new(&pt, n, k, k).unwrap();
-                let rm_all = MatE::F32(Mat::new(&rr, k, m, ldr).unwrap());
-                let mut wtm = MatMut::new(&mut want_t, n, m, m).unwrap();
-                assert!(gemm_nn_with(isa, &ptm, &rm_all, &mut wtm));
-                // Bitwise where both forms sum with vector FMAs (the last
-                // columns of each, m % L and n % L, take a scalar tail,
-                // multiply then add).
-                let (m_vec, n_vec) = (m - m % l, n - n % l);
+                let pt: Vec<f32> = (0..m * k).map(|x| p[(x % k) * m + x / k]).collect();
+                let mut want = acc0.clone();
+                let ptm = Mat::new(&pt, m, k, k).unwrap();
+                let rm_all = MatE::F32(Mat::new(&rr, k, n, ldr).unwrap());
+                let mut wm = MatMut::new(&mut want, m, n, n).unwrap();
+                assert!(gemm_nn_with(isa, &ptm, &rm_all, &mut wm));
                 for i in 0..m {
                     for j in 0..n {
-                        if i < m_vec && j < n_vec {
-                            assert_eq!(
-                                got[i * n + j].to_bits(),
-                                want_t[j * m + i].to_bits(),
-                                "sum {isa:?} {m}x{n}x{k} [{i}][{j}]"
-                            );
-                        }
+                        assert_eq!(
+                            got[i * n + j].to_bits(),
+                            want[i * n + j].to_bits(),
+                            "sum {isa:?} {m}x{n}x{k} [{i}][{j}]"
+                        );
                         let r: f64 = (0..k)
-                            .map(|kk| rr[kk * ldr + i] as f64 * p[kk * n + j] as f64)
+                            .map(|kk| p[kk * m + i] as f64 * rr[kk * ldr + j] as f64)
                             .sum::<f64>()
                             + acc0[i * n + j] as f64;
                         let g = got[i * n + j] as f64;

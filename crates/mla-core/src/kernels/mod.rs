@@ -249,22 +249,23 @@ pub fn attn_scores(
 }
 
 /// The latent sum of a block of cached rows weighted by every head's
-/// probabilities (absorbed attention): `Acc += R^T P` with `R` the rows
-/// (`cnt x r`, f32, read down their columns), `P` the probabilities
-/// (`cnt x Hp`, heads across), `Acc` `r x Hp`; products added in increasing
-/// row, so `Acc[j][h]` gets the same value as row `h`, column `j` of
-/// [`gemm_nn`]`(P^T, R)` wherever both run in whole vectors (their scalar
-/// tails multiply, then add). Each row is read once for all heads. False
-/// (nothing written) if the shapes disagree.
+/// probabilities (absorbed attention): `Acc += P^T R` with `P` the
+/// probabilities (`cnt x Hp`, heads across, read down their columns: one
+/// broadcast per head and row), `R` the rows (`cnt x r`, f32, loaded as
+/// vectors), `Acc` `Hp x r` (a head's sums contiguous); products added in
+/// increasing row, so the values are those of [`gemm_nn`]`(P^T, R)` wherever
+/// both run in whole vectors (their scalar tails multiply, then add). Each
+/// row is read once for all heads. False (nothing written) if the shapes
+/// disagree.
 pub fn attn_sum(isa: Isa, rows: &Mat<f32>, probs: &Mat<f32>, acc: &mut MatMut) -> bool {
-    let Some(p) = GemmArgs::tn(rows, probs, acc) else {
+    let Some(p) = GemmArgs::tn(probs, rows, acc) else {
         return false;
     };
     if p.m == 0 || p.n == 0 || p.k == 0 {
         return true;
     }
-    // SAFETY: extents checked by the views, shapes by GemmArgs::tn (A is k x m
-    // at its stride), ISA usable.
+    // SAFETY: extents checked by the views, shapes by GemmArgs::tn (A, the
+    // probabilities, is k x m at its stride), ISA usable.
     unsafe { dispatch!(usable(isa), attn_tn(&p)) };
     true
 }
