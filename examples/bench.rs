@@ -194,18 +194,6 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn parse_size(s: &str) -> usize {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix('K') {
-        (n, 1024)
-    } else if let Some(n) = s.strip_suffix('M') {
-        (n, 1024 * 1024)
-    } else {
-        (s, 1)
-    };
-    num.parse::<usize>().unwrap_or(0) * mult
-}
-
 fn machine() -> Machine {
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
@@ -216,25 +204,7 @@ fn machine() -> Machine {
         .and_then(|l| l.split(':').nth(1))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let mut caches = Vec::new();
-    let mut llc = 0;
-    for i in 0..8 {
-        let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
-        let size = read(&format!("{base}/size"));
-        if size.is_empty() {
-            break;
-        }
-        let level = read(&format!("{base}/level")).trim().to_string();
-        let ty = read(&format!("{base}/type")).trim().to_string();
-        let bytes = parse_size(&size);
-        llc = llc.max(bytes);
-        let short = match ty.as_str() {
-            "Data" => "d",
-            "Instruction" => "i",
-            _ => "",
-        };
-        caches.push((format!("L{level}{short}"), bytes));
-    }
+    let caches = probe::caches();
     let mem_available = read("/proc/meminfo")
         .lines()
         .find(|l| l.starts_with("MemAvailable"))
@@ -245,7 +215,7 @@ fn machine() -> Machine {
         model,
         cpus: all_threads(),
         caches,
-        llc_bytes: if llc == 0 { 32 << 20 } else { llc },
+        llc_bytes: probe::last_level_cache_bytes(),
         mem_available,
     }
 }

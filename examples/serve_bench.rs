@@ -1,15 +1,16 @@
 //! Batched decode throughput (`Engine::forward_batch`) beside its memory limit.
 //!
 //!     cargo run --release --example serve_bench -- [--ctx 1024,4096] [--n 1,2,4,8,16]
-//!         [--threads 1,2] [--dtype f32,bf16] [--cache f32] [--layers 3] [--budget 1.5]
+//!         [--threads 1,2] [--dtype f32,bf16] [--cache f32] [--layers N] [--budget 1.5]
 //!
 //! V2-Lite dims (d 2048, H 16, r 512, n 128, p 64, v 128, q_proj), random
 //! weights (`--dtype`: f32, bf16, f16 or f8, the last FP8 E4M3 with 128 x 128
 //! block scales), latent caches in `--cache` (f32, bf16, f16 or f8, the FP8
 //! layout of the cache). Each of `--layers` layers has its own weights and 16 engines with
 //! their own caches filled to the context (rows appended, no prefill); steps
-//! go round the layers, so the weights are cold (larger than the last-level
-//! cache) at every call. A step is one `forward_batch` of `n` tokens (one per
+//! go round the layers, so the weights are cold at every call: by default
+//! enough layers (at least 3) that their weights are twice the last-level
+//! cache, within a third of the available memory. A step is one `forward_batch` of `n` tokens (one per
 //! engine, each engine truncated back after it). Memory limit: bytes a step
 //! must read (weights once + `n` caches) / measured read bandwidth on at most
 //! the same number of threads (mla_testkit::probe, as examples/bench.rs: the
@@ -61,6 +62,17 @@ fn bandwidth(threads: usize) -> f64 {
 /// CPU seconds of this process so far (user + system, /proc/self/stat; 0
 /// where that is unavailable). With other jobs on the machine, wall time per
 /// step counts their time slices too; CPU time does not.
+/// Bytes of memory available (`MemAvailable`), 4 GiB where unknown.
+fn mem_available() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemAvailable"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<usize>().ok())
+        .map_or(4 << 30, |k| k * 1024)
+}
+
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
@@ -113,14 +125,19 @@ fn main() {
         .map(str::to_string)
         .collect();
     let caches: Vec<DType> = opt("--cache", "f32").split(',').map(dtype_of).collect();
-    let layers: usize = opt("--layers", "3").parse().unwrap();
+    let layers_opt: Option<usize> = args
+        .iter()
+        .position(|a| a == "--layers")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap());
     let budget: f64 = opt("--budget", "1.5").parse().unwrap();
     let n_max = *ns.iter().max().unwrap();
     let ctx_max = *ctxs.iter().max().unwrap();
 
     let bw: Vec<(usize, f64)> = threads.iter().map(|&t| (t, bandwidth(t))).collect();
     println!(
-        "serve_bench: V2-Lite dims, {layers} layers x {n_max} engines, read bandwidth {}",
+        "serve_bench: V2-Lite dims, {n_max} engines a layer, last-level cache {} MiB, read bandwidth {}",
+        probe::last_level_cache_bytes() >> 20,
         bw.iter()
             .map(|(t, b)| format!("{b:.1} GB/s ({t} thr)"))
             .collect::<Vec<_>>()
@@ -139,10 +156,18 @@ fn main() {
         cfg.validate().unwrap();
         let dims = cfg.dims().unwrap();
         let d = dims.d;
+        let wbytes = RandomWeights::new(&cfg, dtype, 1).bytes();
+        let arena_bytes = Engine::memory_bytes(&cfg).unwrap();
+        let layers = layers_opt.unwrap_or_else(|| {
+            let want = (2 * probe::last_level_cache_bytes())
+                .div_ceil(wbytes)
+                .max(3);
+            let fit = mem_available() / 3 / (wbytes + n_max * arena_bytes).max(1);
+            want.min(fit).max(1)
+        });
         let ws: Vec<RandomWeights> = (0..layers)
             .map(|l| RandomWeights::new(&cfg, dtype, 1 + l as u64))
             .collect();
-        let wbytes = ws[0].bytes();
         let weights: Vec<_> = ws.iter().map(|w| w.weights()).collect();
         let mut arenas: Vec<Arena> = (0..layers * n_max)
             .map(|_| Arena::for_config(&cfg))
@@ -165,7 +190,7 @@ fn main() {
                     e.set_parallel(if t > 1 { Some(&two) } else { None });
                 }
                 println!(
-                    "\n{dt} weights ({} MB/layer), {} cache, context {ctx}, {t} thread(s):",
+                    "\n{dt} weights ({} MB/layer, {layers} layers), {} cache, context {ctx}, {t} thread(s):",
                     wbytes >> 20,
                     dtype_name(cache)
                 );

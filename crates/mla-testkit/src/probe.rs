@@ -315,6 +315,50 @@ pub fn run_tasks(par: Option<&dyn ParallelFor>, n: usize, f: &(dyn Fn(usize) + S
     }
 }
 
+/// The CPU caches Linux reports for CPU 0 (`/sys/devices/system/cpu/cpu0/
+/// cache`), as (`L1d`, `L1i`, `L2`, ... name, bytes); empty where it reports
+/// none.
+pub fn caches() -> Vec<(String, usize)> {
+    fn parse_size(s: &str) -> usize {
+        let s = s.trim();
+        let (num, mult) = if let Some(n) = s.strip_suffix('K') {
+            (n, 1024)
+        } else if let Some(n) = s.strip_suffix('M') {
+            (n, 1024 * 1024)
+        } else {
+            (s, 1)
+        };
+        num.parse::<usize>().unwrap_or(0) * mult
+    }
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let mut caches = Vec::new();
+    for i in 0..8 {
+        let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let size = read(&format!("{base}/size"));
+        if size.is_empty() {
+            break;
+        }
+        let level = read(&format!("{base}/level")).trim().to_string();
+        let short = match read(&format!("{base}/type")).trim() {
+            "Data" => "d",
+            "Instruction" => "i",
+            _ => "",
+        };
+        caches.push((format!("L{level}{short}"), parse_size(&size)));
+    }
+    caches
+}
+
+/// Bytes of the largest cache in [`caches`] (the last level), or 32 MiB
+/// where none is reported: what a "cold" benchmark's working set must
+/// exceed (twice over) for every step to read its weights from memory.
+pub fn last_level_cache_bytes() -> usize {
+    match caches().iter().map(|c| c.1).max() {
+        Some(b) if b > 0 => b,
+        _ => 32 << 20,
+    }
+}
+
 /// Read bandwidth in GB/s, the buffer split into one part per thread, for
 /// every walk of [`simd::WALKS`]: (median of the best walk, best time of
 /// any walk, the best walk's name).
