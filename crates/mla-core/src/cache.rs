@@ -28,7 +28,7 @@
 //! which a window of `slots - max_tokens_per_call + 1` tokens never reads
 //! again). Without a window `slots == capacity` and nothing wraps.
 
-use crate::dtype::{DType, ElemsMut};
+use crate::dtype::{DType, Elems, ElemsMut};
 use crate::fp8;
 use half::bf16;
 
@@ -427,6 +427,27 @@ impl<'m> LatentCache<'m> {
         true
     }
 
+    /// The stored bytes of positions `start..start + count` of an f16 or bf16
+    /// cache (`[count][row]` two-byte elements, before widening), for a
+    /// prefetch ahead of [`LatentCache::rows`]; `None` for other element
+    /// types, out of range, or a range that wraps around the ring.
+    pub fn stored_half(&self, start: usize, count: usize) -> Option<&[u8]> {
+        let slot = start.checked_rem(self.slots)?;
+        if count > self.slots - slot {
+            return None;
+        }
+        let (first, n) = (slot.checked_mul(self.row)?, count.checked_mul(self.row)?);
+        let bytes: &[u8] = match &self.data {
+            Store::Elems(e) => match e.as_elems().slice(first, n)? {
+                Elems::F16(h) => bytemuck::cast_slice(h),
+                Elems::BF16(h) => bytemuck::cast_slice(h),
+                Elems::F32(_) | Elems::F8(_) => return None,
+            },
+            Store::Fp8(_) => return None,
+        };
+        Some(bytes)
+    }
+
     /// Rows of positions `start..start + count` as f32 `[count][row]`: borrowed
     /// directly for an f32 cache, widened into `widen` otherwise. Returns an
     /// empty slice when out of range (including `widen` too small, and a range
@@ -563,6 +584,31 @@ mod tests {
         // bf16 keeps 8 significant bits: 1 + 2^-10 rounds to 1.
         assert_eq!(c.rows(3, 1, &mut tmp), &[1.0, -3.0]);
         assert!(LatentCache::new(&mut mem.0, DType::F16, 64, 4).is_none());
+    }
+
+    /// The stored bytes ahead of a widening read: a bf16 cache's rows as
+    /// stored, nothing for an f32 cache, out of range or across the ring.
+    #[test]
+    fn stored_half_bytes() {
+        let mut mem = Mem([0; 256]);
+        let mut c = LatentCache::ring(&mut mem.0, DType::BF16, 2, 3, 10).unwrap();
+        for pos in 0..5 {
+            c.write_row(pos, &[pos as f32, 0.5]);
+        }
+        assert!(c.commit(5));
+        // Position 3 is slot 0, 4 slot 1: [3.0, 0.5, 4.0, 0.5] in bf16.
+        let want: Vec<u8> = [3.0f32, 0.5, 4.0, 0.5]
+            .iter()
+            .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(c.stored_half(3, 2), Some(&want[..]));
+        assert_eq!(c.stored_half(3, 0), Some(&[][..]));
+        // 2..4 wraps; 3 slots hold at most 3 rows.
+        assert_eq!(c.stored_half(2, 2), None);
+        assert_eq!(c.stored_half(3, 4), None);
+        let mut mem32 = Mem([0; 256]);
+        let c32 = LatentCache::new(&mut mem32.0, DType::F32, 2, 4).unwrap();
+        assert_eq!(c32.stored_half(0, 1), None);
     }
 
     #[test]

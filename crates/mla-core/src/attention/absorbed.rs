@@ -7,7 +7,7 @@ use super::{
 };
 use crate::cache::LatentCache;
 use crate::config::RopeKey;
-use crate::kernels::{self, Isa, Mat, MatE, MatMut};
+use crate::kernels::{self, Ahead, Isa, Mat, MatE, MatMut};
 use crate::parallel::SharedMut;
 use crate::plan::{ceil_div, round16, AbsorbedSlot, Count};
 
@@ -272,11 +272,18 @@ fn split_rows(
             RowSet::List(_) => ab.min(hi - b0),
         };
         let rows = Inputs::read_rows(cache, set, b0, cnt, widened_rows);
-        // Rows borrowed from an f32 cache in place: the next block follows
-        // them in memory and streams in while this one is scored.
+        // While this block is scored, the next one streams into L2: an f32
+        // cache's rows follow these in memory; an f16/bf16 cache's are read
+        // as stored (the widening pass then finds them in L2).
         let ahead = match set {
-            RowSet::Prefix(_) if !inp.widen() && b0 + cnt < hi => cnt * c,
-            _ => 0,
+            RowSet::Prefix(_) if b0 + cnt < hi && !inp.widen() => Ahead::F32(cnt * c),
+            RowSet::Prefix(_) if b0 + cnt < hi => {
+                let next = ab.min(hi - b0 - cnt);
+                cache
+                    .stored_half(b0 + cnt, next)
+                    .map_or(Ahead::Nothing, Ahead::Half)
+            }
+            _ => Ahead::Nothing,
         };
         scores_t.iter_mut().take(cnt * hp).for_each(|x| *x = 0.0);
         let block = Mat::new(rows, cnt, k_score, c).ok_or(Fault::Cache)?;

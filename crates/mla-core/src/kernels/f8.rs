@@ -156,6 +156,7 @@ pub(super) fn nt(
                 c: c.ptr,
                 ldc: c.stride,
                 pf: 0,
+                pf_half: core::ptr::null(),
             };
             // Where f32 weights are not packed, the f32 tiles on rows
             // dequantized into the scratch, as for bf16 (isa::widens): the

@@ -37,6 +37,11 @@ pub(crate) struct GemmArgs<E> {
     /// NN with prefetch only: elements of A ahead of the one broadcast whose
     /// cache line is prefetched (the same rows of the next block); 0: none.
     pub(super) pf: usize,
+    /// NN with prefetch only, instead of `pf` when not null: the counterpart
+    /// of `A(0, 0)` in a block of two-byte elements (the next block of cached
+    /// rows as stored, f16/bf16), `A(i, kk)`'s at element `i * lda + kk`.
+    /// Only a prefetch hint: never read.
+    pub(super) pf_half: *const u8,
 }
 
 impl<E> GemmArgs<E> {
@@ -65,6 +70,7 @@ impl<E> GemmArgs<E> {
             c: c.ptr,
             ldc: c.stride,
             pf: 0,
+            pf_half: core::ptr::null(),
         })
     }
 
@@ -83,6 +89,7 @@ impl<E> GemmArgs<E> {
             c: c.ptr,
             ldc: c.stride,
             pf: 0,
+            pf_half: core::ptr::null(),
         })
     }
 }
@@ -405,6 +412,7 @@ pub(super) unsafe fn nt_widened<S: Simd, E: Elem, const MR: usize, const NR: usi
                     c: p.c.add(j0),
                     ldc: p.ldc,
                     pf: 0,
+                    pf_half: core::ptr::null(),
                 };
                 nt_rows::<S, f32, MR, NR>(&q, i0, i1);
             }
@@ -474,6 +482,7 @@ unsafe fn nt_paired_a<S: Simd, E: Elem, const MR: usize, const NR: usize>(p: &Ge
                 c: unsafe { p.c.add(i * p.ldc + j0) },
                 ldc: p.ldc,
                 pf: 0,
+                pf_half: core::ptr::null(),
             };
             // SAFETY: the mr rows of k f32 in abuf; rows j0..j0 + nb <= n of
             // B (PairedA is transparent over E) and of C's columns, rows
@@ -624,13 +633,18 @@ pub(super) unsafe fn broadcast_fma<S: Simd, E: Elem, const MR: usize, const NV: 
     k: usize,
 ) {
     // SAFETY: forwarded contract; no prefetch.
-    unsafe { broadcast_fma_pf::<S, E, MR, NV, false>(acc, a, a_si, a_sk, b, ldb, k, 0) }
+    unsafe {
+        broadcast_fma_pf::<S, E, MR, NV, false>(acc, a, a_si, a_sk, b, ldb, k, 0, core::ptr::null())
+    }
 }
 
-/// [`broadcast_fma`] that, with `PF`, prefetches the cache line `pf`
-/// elements ahead of each of A's rows once per line of A (row-major A only,
-/// `a_sk == 1`): while a block of cached rows is multiplied, the next block
-/// streams into L2 at the pace it is computed.
+/// [`broadcast_fma`] that, with `PF`, prefetches into L2, once per line of
+/// each of A's rows (row-major A, `a_sk == 1`), the counterpart of that line
+/// in the block read next: `pf` elements further on or, where `pf_half` is
+/// not null, element `i * a_si + kk` of the two-byte elements there (`A(i,
+/// kk)` as stored before widening). While a block of cached rows is
+/// multiplied, the next block streams into L2 at the pace this one is
+/// computed.
 ///
 /// # Safety
 /// As [`broadcast_fma`]; prefetch addresses are never dereferenced.
@@ -651,6 +665,7 @@ pub(super) unsafe fn broadcast_fma_pf<
     ldb: usize,
     k: usize,
     pf: usize,
+    pf_half: *const u8,
 ) {
     let lanes = S::LANES;
     // f32 per cache line: one prefetch per line of each row of A.
@@ -665,13 +680,17 @@ pub(super) unsafe fn broadcast_fma_pf<
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             if PF {
                 for i in 0..MR {
-                    super::simd::prefetch_l2(
-                        a.wrapping_add(i * a_si + k0 * a_sk + pf).cast::<u8>(),
-                    );
+                    if pf_half.is_null() {
+                        super::simd::prefetch_l2(
+                            a.wrapping_add(i * a_si + k0 * a_sk + pf).cast::<u8>(),
+                        );
+                    } else {
+                        super::simd::prefetch_l2(pf_half.wrapping_add(2 * (i * a_si + k0 * a_sk)));
+                    }
                 }
             }
             #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-            let _ = pf;
+            let _ = (pf, pf_half);
             for kk in k0..k1 {
                 let mut b_vecs = [S::zero(); NV];
                 for (v, x) in b_vecs.iter_mut().enumerate() {
@@ -738,7 +757,12 @@ unsafe fn nn_tile<
         }
         let (a_off, a_si, a_sk) = a_strides::<TA>(i, p.lda);
         let (a, b) = (p.a.add(a_off), p.b.add(j));
-        broadcast_fma_pf::<S, E, MR, NV, PF>(&mut acc, a, a_si, a_sk, b, p.ldb, p.k, p.pf);
+        // The tile's rows in a stored next block (row-major A).
+        let pf_half = match p.pf_half.is_null() {
+            true => p.pf_half,
+            false => p.pf_half.wrapping_add(2 * a_off),
+        };
+        broadcast_fma_pf::<S, E, MR, NV, PF>(&mut acc, a, a_si, a_sk, b, p.ldb, p.k, p.pf, pf_half);
         for (r, row) in acc.iter().enumerate() {
             for (v, &s) in row.iter().enumerate() {
                 S::store(c.add(r * p.ldc + v * lanes), s);
@@ -854,7 +878,8 @@ unsafe fn nn_one_row<S: Simd, E: Elem>(p: &GemmArgs<E>) {
 /// tiles, then 1-vector columns in taller `TALL_MR x 1` tiles (enough
 /// independent accumulators to cover the FMA latency), then a scalar tail for
 /// `n % LANES` columns. For TN, `p.a` is `k x m` at row stride `p.lda`. With
-/// `PF` (NN only), each tile prefetches A `p.pf` elements ahead. One row of A
+/// `PF` (NN only), each tile prefetches its rows' counterparts in the next
+/// block ([`GemmArgs::pf`], [`GemmArgs::pf_half`]). One row of A
 /// (NN, no prefetch) goes to [`nn_one_row`].
 ///
 /// # Safety
@@ -1105,7 +1130,7 @@ mod tests {
     #[cfg_attr(miri, ignore)]
     fn attention_products_all_isas_all_edges() {
         use super::super::test_util::{isas_here, rand};
-        use super::super::{attn_scores, attn_sum, isa::lanes, isa::tiles};
+        use super::super::{attn_scores, attn_sum, isa::lanes, isa::tiles, Ahead};
         for isa in isas_here() {
             let (t, l) = (tiles(isa), lanes(isa));
             let ms = union(&[
@@ -1132,7 +1157,16 @@ mod tests {
                 let mut want = c0.clone();
                 let mut wm = MatMut::new(&mut want, m, n, n).unwrap();
                 assert!(gemm_nn_with(isa, &am, &MatE::F32(bm), &mut wm));
-                for ahead in [0, lda, 1 << 40] {
+                // Prefetching (the next rows, far away, a stored bf16 block,
+                // an empty one) changes nothing.
+                let stored = vec![0u8; 2 * m * lda];
+                for ahead in [
+                    Ahead::Nothing,
+                    Ahead::F32(lda),
+                    Ahead::F32(1 << 40),
+                    Ahead::Half(&stored),
+                    Ahead::Half(&[]),
+                ] {
                     let mut got = c0.clone();
                     let mut gm = MatMut::new(&mut got, m, n, n).unwrap();
                     assert!(attn_scores(isa, &am, &bm, &mut gm, ahead));
@@ -1140,7 +1174,7 @@ mod tests {
                         .iter()
                         .zip(&want)
                         .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "scores {isa:?} {m}x{n}x{k} ahead {ahead}");
+                    assert!(same, "scores {isa:?} {m}x{n}x{k} ahead {ahead:?}");
                 }
                 for i in 0..m {
                     for j in 0..n {
@@ -1190,7 +1224,7 @@ mod tests {
                 let mut cm = MatMut::new(&mut c, m, n, n).unwrap();
                 let bad = Mat::new(&b, k.min(1), n, n).unwrap();
                 if k > 1 {
-                    assert!(!attn_scores(isa, &am, &bad, &mut cm, 0));
+                    assert!(!attn_scores(isa, &am, &bad, &mut cm, Ahead::Nothing));
                     assert!(!attn_sum(isa, &rm, &bad, &mut cm));
                     assert!(c.iter().all(|&x| x == 7.0));
                 }

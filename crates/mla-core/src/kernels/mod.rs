@@ -225,27 +225,46 @@ pub fn gemm_nn_with(isa: Isa, a: &Mat<f32>, b: &MatE, c: &mut MatMut) -> bool {
 /// attention): `S += R Q` with `R` the rows (`cnt x k`, f32), `Q` the heads'
 /// queries transposed (`k x Hp`), `S` `cnt x Hp`; products added in
 /// increasing `k` (the order of [`gemm_nn`], so the values are the same), in
-/// tiles shaped for this use. `ahead`: while a row is read, the row `ahead`
-/// f32 further on is prefetched (0: none; e.g. the same row of the next block
-/// when the rows are contiguous in memory; only a hint, any value is safe).
+/// tiles shaped for this use. `ahead`: what is prefetched into L2 while the
+/// rows are read, at the pace they are read (only a hint, any value is safe).
 /// False (nothing written) if the shapes disagree.
 pub fn attn_scores(
     isa: Isa,
     rows: &Mat<f32>,
     q_t: &Mat<f32>,
     s: &mut MatMut,
-    ahead: usize,
+    ahead: Ahead,
 ) -> bool {
     let Some(mut p) = GemmArgs::nn(rows, q_t, s) else {
         return false;
     };
-    p.pf = ahead;
+    match ahead {
+        Ahead::Nothing => {}
+        Ahead::F32(n) => p.pf = n,
+        Ahead::Half(next) => p.pf_half = next.as_ptr(),
+    }
     if p.m == 0 || p.n == 0 || p.k == 0 {
         return true;
     }
     // SAFETY: extents checked by the views, shapes by GemmArgs::nn, ISA usable.
     unsafe { dispatch!(usable(isa), attn_nn(&p)) };
     true
+}
+
+/// What [`attn_scores`] prefetches into L2 while it reads a block of cached
+/// rows: the same rows of the block it will read next, wherever they are.
+/// Row `i`, element `kk` of the block (rows at stride `lda` elements) has its
+/// counterpart at element `i * lda + kk` of the next block.
+#[derive(Clone, Copy, Debug)]
+pub enum Ahead<'a> {
+    /// Nothing ahead (the lines being read are named again: no effect).
+    Nothing,
+    /// The f32 rows this many elements further on (the next block of an f32
+    /// cache, read in place: `cnt * lda`).
+    F32(usize),
+    /// The next block as stored before widening, two bytes an element (an
+    /// f16 or bf16 cache).
+    Half(&'a [u8]),
 }
 
 /// The latent sum of a block of cached rows weighted by every head's
