@@ -845,14 +845,8 @@ unsafe fn nn_one_row<S: Simd, E: Elem>(p: &GemmArgs<E>) {
                 // f16/bf16: the lines of the next rows that this step will
                 // read there (as the mat-vec does).
                 if core::mem::size_of::<E>() < 4 && kk + 2 * ONE_ROW_KB <= p.k {
-                    for t in 0..ONE_ROW_KB {
-                        let next = rows.wrapping_add((ONE_ROW_KB + t) * p.ldb + j).cast::<u8>();
-                        let mut off = 0;
-                        while off < 2 * lanes * core::mem::size_of::<E>() {
-                            super::simd::prefetch_l2(next.wrapping_add(off));
-                            off += super::isa::CACHE_LINE;
-                        }
-                    }
+                    let next = rows.wrapping_add(ONE_ROW_KB * p.ldb + j);
+                    super::simd::prefetch_rows(next, ONE_ROW_KB, p.ldb, 2 * lanes);
                 }
                 let mut acc = [
                     E::aload_half::<S, 0>(c.add(j)),

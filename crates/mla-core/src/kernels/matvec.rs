@@ -38,16 +38,9 @@ pub(super) unsafe fn nt_matvec<S: Simd, E: Elem, const NR: usize>(p: &GemmArgs<E
             // Two vectors a step, in the pair order ([`Elem::vload_half`]):
             // both halves of a row at once (its bytes are loaded once).
             while kk < k_pair {
-                // (Prefetch addresses use wrapping arithmetic and are not read.)
                 if core::mem::size_of::<E>() < 4 && j + 2 * NR <= p.n {
-                    for r in 0..NR {
-                        let row = b.wrapping_add((NR + r) * p.ldb + kk).cast::<u8>();
-                        let mut off = 0;
-                        while off < 2 * lanes * core::mem::size_of::<E>() {
-                            super::simd::prefetch_l2(row.wrapping_add(off));
-                            off += super::isa::CACHE_LINE;
-                        }
-                    }
+                    let next = b.wrapping_add(NR * p.ldb + kk);
+                    super::simd::prefetch_rows(next, NR, p.ldb, 2 * lanes);
                 }
                 let a0 = E::aload_half::<S, 0>(p.a.add(kk));
                 let a1 = E::aload_half::<S, 1>(p.a.add(kk));

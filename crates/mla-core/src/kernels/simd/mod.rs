@@ -158,6 +158,23 @@ pub(crate) trait Simd: Copy {
     }
 }
 
+/// [`prefetch_l2`] for `rows` rows of `E` from `p` (row stride `ld`
+/// elements), `n` elements of each: the lines a step of a kernel will read
+/// there (addresses in wrapping arithmetic, never read).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(crate) fn prefetch_rows<E>(p: *const E, rows: usize, ld: usize, n: usize) {
+    let bytes = n * core::mem::size_of::<E>();
+    for r in 0..rows {
+        let row = p.wrapping_add(r * ld).cast::<u8>();
+        let mut off = 0;
+        while off < bytes {
+            prefetch_l2(row.wrapping_add(off));
+            off += super::isa::CACHE_LINE;
+        }
+    }
+}
+
 /// Hints the cache hierarchy to bring the line at `p` into L2 (no effect on
 /// the results; a no-op where there is no prefetch instruction).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
