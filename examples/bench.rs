@@ -205,12 +205,7 @@ fn machine() -> Machine {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let caches = probe::caches();
-    let mem_available = read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemAvailable"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<usize>().ok())
-        .map_or(4 << 30, |k| k * 1024);
+    let mem_available = probe::mem_available();
     Machine {
         model,
         cpus: all_threads(),

@@ -62,17 +62,6 @@ fn bandwidth(threads: usize) -> f64 {
 /// CPU seconds of this process so far (user + system, /proc/self/stat; 0
 /// where that is unavailable). With other jobs on the machine, wall time per
 /// step counts their time slices too; CPU time does not.
-/// Bytes of memory available (`MemAvailable`), 4 GiB where unknown.
-fn mem_available() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemAvailable"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<usize>().ok())
-        .map_or(4 << 30, |k| k * 1024)
-}
-
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
@@ -162,7 +151,7 @@ fn main() {
             let want = (2 * probe::last_level_cache_bytes())
                 .div_ceil(wbytes)
                 .max(3);
-            let fit = mem_available() / 3 / (wbytes + n_max * arena_bytes).max(1);
+            let fit = probe::mem_available() / 3 / (wbytes + n_max * arena_bytes).max(1);
             want.min(fit).max(1)
         });
         let ws: Vec<RandomWeights> = (0..layers)

@@ -359,6 +359,18 @@ pub fn last_level_cache_bytes() -> usize {
     }
 }
 
+/// Bytes of memory available (`MemAvailable` in `/proc/meminfo`), 4 GiB
+/// where unknown: what the benchmarks size their cold layers against.
+pub fn mem_available() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemAvailable"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<usize>().ok())
+        .map_or(4 << 30, |k| k * 1024)
+}
+
 /// Read bandwidth in GB/s, the buffer split into one part per thread, for
 /// every walk of [`simd::WALKS`]: (median of the best walk, best time of
 /// any walk, the best walk's name).
