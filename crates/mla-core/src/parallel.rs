@@ -180,6 +180,13 @@ impl<'a> Parallel<'a> {
         }
     }
 
+    /// Whether [`for_each`](Self::for_each)`(n, work, ..)` runs its tasks on
+    /// the calling thread, in order (a caller whose tasks are only a split of
+    /// one product may then run it unsplit).
+    pub(crate) fn runs_inline(&self, n: usize, work: usize) -> bool {
+        n <= 1 || n > MAX_TASKS || work < self.min_work || matches!(self.kind, Kind::Sequential)
+    }
+
     /// Runs `f(i)` exactly once for every `i` in `0..n` (n <= [`MAX_TASKS`];
     /// more run sequentially). `work`: estimated multiply-adds of all tasks.
     pub(crate) fn for_each(&self, n: usize, work: usize, f: &(dyn Fn(usize) + Sync)) {
@@ -188,8 +195,7 @@ impl<'a> Parallel<'a> {
             Kind::Borrowed(p) => *p,
             Kind::Host(h) => h,
         };
-        if n <= 1 || n > MAX_TASKS || work < self.min_work || matches!(self.kind, Kind::Sequential)
-        {
+        if self.runs_inline(n, work) {
             for i in 0..n {
                 f(i);
             }

@@ -1048,9 +1048,12 @@ mod tests {
                 let mut shapes = cartesian(&ms, &ns, &ks);
                 // Paired types: rows of B across two column blocks of
                 // nt_paired_a; k too long for its buffer (the pair-order
-                // loads of A instead).
+                // loads of A instead). Mat-vecs of several runs of rows and
+                // a remainder (each tile takes a row of every run).
                 shapes.extend([
                     (1, 17, 2048),
+                    (1, 70, 100),
+                    (1, 37, 512),
                     (9, 11, 512),
                     (2, 70, 100),
                     (5, 70, 100),

@@ -293,6 +293,11 @@ pub(crate) const NT_A_BLOCK_BYTES: usize = 1024 * 1024;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) const CACHE_LINE: usize = 64;
 
+/// Bytes the mat-vec's software prefetch runs ahead of its loads in each of
+/// its streams ([`nt_matvec`](super::matvec::nt_matvec)).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) const MATVEC_AHEAD: usize = 1024;
+
 /// Depth (k) of one packed panel of [`gemm_nt_packed`](super::gemm_nt_packed).
 pub const PACK_KC: usize = 256;
 /// Widest packed panel (columns of C) of any instruction set.
