@@ -6,6 +6,8 @@
 //! The generic kernels and the [`Simd`] methods are `#[inline(always)]`, so each
 //! entry point compiles to one function with the ISA's instructions throughout.
 
+#[cfg(target_arch = "x86_64")]
+use super::isa::LATENT_ROW;
 use super::isa::{tiles, Isa, Tiles};
 #[cfg(target_arch = "aarch64")]
 use super::simd::Neon;
@@ -139,12 +141,13 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn nn<E: Elem>(p: &GemmArgs<E>) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nn::<S, E, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }, false, false>(p) }
+                unsafe { gemm::nn::<S, E, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }, false, false, 0>(p) }
             }
 
             /// The attention scores' NN accumulation (`gemm::nn` with the
             /// attention tiles: cached rows broadcast against the heads, the
-            /// rows `p.pf` elements on prefetched).
+            /// rows `p.pf` elements on prefetched; on x86-64 rows of
+            /// `isa::LATENT_ROW` run a copy with that stride built in).
             ///
             /// # Safety
             /// Extents checked by the builder of `p`; the ISA is available.
@@ -152,7 +155,14 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn attn_nn(p: &GemmArgs<f32>) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, false, true>(p) }
+                unsafe {
+                    #[cfg(target_arch = "x86_64")]
+                    if p.lda == LATENT_ROW {
+                        gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, false, true, LATENT_ROW>(p);
+                        return;
+                    }
+                    gemm::nn::<S, f32, { T.attn_mr }, { T.attn_nv }, { T.attn_tall_mr }, false, true, 0>(p)
+                }
             }
 
             /// The attention sum's TN accumulation (`gemm::nn` with `TA`
@@ -166,7 +176,7 @@ macro_rules! isa_entry {
             pub(crate) unsafe fn attn_tn(p: &GemmArgs<f32>) {
                 const T: Tiles = tiles($isa);
                 // SAFETY: forwarded.
-                unsafe { gemm::nn::<S, f32, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }, true, false>(p) }
+                unsafe { gemm::nn::<S, f32, { T.nn_mr }, { T.nn_nv }, { T.nn_tall_mr }, true, false, 0>(p) }
             }
 
             /// `softmax::online_softmax_row`.

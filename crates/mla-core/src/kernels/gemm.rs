@@ -738,6 +738,7 @@ unsafe fn nn_tile<
     const NV: usize,
     const TA: bool,
     const PF: bool,
+    const LDA: usize,
 >(
     p: &GemmArgs<E>,
     i: usize,
@@ -755,7 +756,8 @@ unsafe fn nn_tile<
                 *s = S::load(c.add(r * p.ldc + v * lanes));
             }
         }
-        let (a_off, a_si, a_sk) = a_strides::<TA>(i, p.lda);
+        let lda = if LDA == 0 { p.lda } else { LDA };
+        let (a_off, a_si, a_sk) = a_strides::<TA>(i, lda);
         let (a, b) = (p.a.add(a_off), p.b.add(j));
         // The tile's rows in a stored next block (row-major A).
         let pf_half = match p.pf_half.is_null() {
@@ -784,6 +786,7 @@ unsafe fn nn_cols<
     const NV: usize,
     const TA: bool,
     const PF: bool,
+    const LDA: usize,
 >(
     p: &GemmArgs<E>,
     j: usize,
@@ -793,11 +796,11 @@ unsafe fn nn_cols<
     // inside 0..m (loop bounds).
     unsafe {
         while i + MR <= p.m {
-            nn_tile::<S, E, MR, NV, TA, PF>(p, i, j);
+            nn_tile::<S, E, MR, NV, TA, PF, LDA>(p, i, j);
             i += MR;
         }
         while MR > 1 && i < p.m {
-            nn_tile::<S, E, 1, NV, TA, PF>(p, i, j);
+            nn_tile::<S, E, 1, NV, TA, PF, LDA>(p, i, j);
             i += 1;
         }
     }
@@ -888,10 +891,12 @@ unsafe fn nn_one_row<S: Simd, E: Elem>(p: &GemmArgs<E>) {
 /// `n % LANES` columns. For TN, `p.a` is `k x m` at row stride `p.lda`. With
 /// `PF` (NN only), each tile prefetches its rows' counterparts in the next
 /// block ([`GemmArgs::pf`], [`GemmArgs::pf_half`]). One row of A
-/// (NN, no prefetch) goes to [`nn_one_row`].
+/// (NN, no prefetch) goes to [`nn_one_row`]. `LDA`: A's row stride built in
+/// (`p.lda` must then equal it), or 0 to read `p.lda`.
 ///
 /// # Safety
-/// Extents checked by the builder of `p`; `S` available.
+/// Extents checked by the builder of `p`; `S` available; `LDA` 0 or
+/// `p.lda`.
 #[inline(always)]
 pub(super) unsafe fn nn<
     S: Simd,
@@ -901,6 +906,7 @@ pub(super) unsafe fn nn<
     const TALL_MR: usize,
     const TA: bool,
     const PF: bool,
+    const LDA: usize,
 >(
     p: &GemmArgs<E>,
 ) {
@@ -917,12 +923,12 @@ pub(super) unsafe fn nn<
             return;
         }
         while j + NV * lanes <= n_vec {
-            nn_cols::<S, E, MR, NV, TA, PF>(p, j);
+            nn_cols::<S, E, MR, NV, TA, PF, LDA>(p, j);
             j += NV * lanes;
         }
         if NV > 1 || TALL_MR != MR {
             while j < n_vec {
-                nn_cols::<S, E, TALL_MR, 1, TA, PF>(p, j);
+                nn_cols::<S, E, TALL_MR, 1, TA, PF, LDA>(p, j);
                 j += lanes;
             }
         }
@@ -1156,7 +1162,12 @@ mod tests {
                 edges(l),
                 vec![16, 128],
             ]);
-            for (s, &(m, n, k)) in cartesian(&ms, &ns, &[1, 2, 7, 33, 576]).iter().enumerate() {
+            // k = 571: rows at stride 576, the scores' fixed-stride copy on
+            // x86-64 (`isa::LATENT_ROW`).
+            for (s, &(m, n, k)) in cartesian(&ms, &ns, &[1, 2, 7, 33, 571, 576])
+                .iter()
+                .enumerate()
+            {
                 let seed = 4 * s as u64;
                 // Scores: A m x k (row stride k + 5), B k x n, C m x n.
                 let lda = k + 5;
