@@ -10,8 +10,10 @@
 The block between the lines `<!-- bench-results -->` and `<!-- /bench-results -->`
 in README.md is replaced by tables made only from those files: the machine and its probes, decode per
 context length beside the compute-aware limit, prefill against the FMA peak, and
-llama.cpp beside mla-rt. No figure is typed by hand. `--print` writes the block to
-stdout instead. The llama.cpp file is optional.
+llama.cpp beside mla-rt (one table per llama.cpp file: a one-layer GGUF, whose
+weights may stay in the last-level cache, and one of enough layers that they do
+not). No figure is typed by hand. `--print` writes the block to stdout instead.
+The llama.cpp files are optional.
 """
 import json
 import os
@@ -33,7 +35,7 @@ def f(x, nd=2):
 ORDER = {"f32": 0, "bf16": 1, "f16": 2, "f8_e4m3": 3}
 
 
-def block(bench, peer):
+def block(bench, peers):
     out = []
     machine = next((r for r in bench if r.get("kind") == "machine"), {})
     probes = [r for r in bench if r.get("kind") == "probe"]
@@ -89,18 +91,21 @@ def block(bench, peer):
                        f"{'-' if frac is None else f'{100 * frac:.0f}%'} |")
         out.append("")
 
-    if peer:
-        rows = [r for r in peer if r.get("kind") == "llama_peer"]
-        info = next((r for r in peer if r.get("kind") == "llama_info"), {})
+    for one in peers:
+        rows = [r for r in one if r.get("kind") == "llama_peer"]
+        info = next((r for r in one if r.get("kind") == "llama_info"), {})
         if rows:
+            layers = rows[0].get("layers", 1)
+            whole = ("its whole token (its GGUF has one layer)" if layers == 1
+                     else f"its whole token divided by the {layers} layers of its GGUF")
             modes = sorted({k[5:-3] for r in rows for k in r if k.startswith("ours_") and k.endswith("_ms")
                             and not k.endswith("_min_ms")})
             out.append(f"llama.cpp (commit {info.get('commit', '?')}, CPU build, absorbed MLA with a "
                        f"latent-only cache, flash attention) beside mla-rt, same run, ms per token per "
                        f"layer (median); ratio = llama.cpp / mla-rt (> 1: mla-rt faster). llama.cpp's "
-                       f"time is its whole token divided by the layers of its one-layer GGUF: it also "
-                       f"includes a tiny FFN, the output norm and head (vocabulary 32) and its graph "
-                       f"scheduling; load average {f(info.get('loadavg_start'))} at the start, "
+                       f"time is {whole}: it also "
+                       f"includes a tiny FFN per layer, the output norm and head (vocabulary 32) and its "
+                       f"graph scheduling; load average {f(info.get('loadavg_start'))} at the start, "
                        f"{f(info.get('loadavg_end'))} at the end.")
             out.append("")
             hdr = "| context | threads | weights | llama.cpp cache | llama.cpp ms | mla-rt cache |"
@@ -122,12 +127,11 @@ def block(bench, peer):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if not args or len(args) > 2:
+    if not args:
         print(__doc__)
         return 2
     bench = load(args[0])
-    peer = load(args[1]) if len(args) == 2 else []
-    text = block(bench, peer)
+    text = block(bench, [load(p) for p in args[1:]])
     if "--print" in sys.argv:
         sys.stdout.write(text)
         return 0
