@@ -439,7 +439,8 @@ pub const fn pack_scratch_len(rows: usize, cols: usize) -> usize {
 }
 
 /// [`linear`] with the output rows split into fixed blocks
-/// ([`linear_row_block`]) run as tasks of `par`. Every output value is computed
+/// ([`linear_row_block`]) run as tasks of `par` (unpacked, one block of every
+/// row when `par` would run the tasks inline). Every output value is computed
 /// the same way whatever the split, so the result does not depend on `par`.
 /// `pack`: scratch for the packed product, which runs whenever it is given and
 /// `n_tok >= PACK_MIN_ROWS`; it must then hold [`pack_scratch_len`]`(rows, cols)`
